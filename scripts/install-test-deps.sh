@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Installs the real FTP servers and clients that ftpgate's integration tests
+# (tests/it/peers.rs, tests/it/clients.rs) drive. Debian 12, run as root.
+# Idempotent and non-interactive: safe to run on every CI run.
+#
+# - vsftpd, lftp, tnftp ("ftp" is only a transitional package for tnftp on
+#   Debian 12: netkit-ftp no longer exists there), curl, python3 from apt.
+# - proftpd-core and pure-ftpd conflict with vsftpd as packages (all provide
+#   ftp-server), so they are fetched with `apt-get download` and unpacked with
+#   `dpkg -x` into $PEERS_DIR (default /opt/ftpgate-peers); their shared-library
+#   dependencies are installed from apt.
+#
+# The tests never use port 21 and never talk to a system-wide FTP daemon: each
+# test starts its own server on 127.0.0.1:<free port> with a generated config.
+# The server runs its sessions as "nobody" (uid/gid 65534 "nogroup"), which
+# every Debian system has, so this script creates no user.
+set -euo pipefail
+
+PEERS_DIR="${FTPGATE_PEERS_DIR:-/opt/ftpgate-peers}"
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps.sh: must run as root" >&2
+    exit 1
+fi
+
+# Don't let package installation start daemons (vsftpd's postinst would start
+# one on port 21). policy-rc.d is only created if absent, and removed again.
+POLICY=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+    chmod 755 "$POLICY"
+    created_policy=1
+fi
+cleanup() {
+    if [ "$created_policy" = 1 ]; then rm -f "$POLICY"; fi
+}
+trap cleanup EXIT
+
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+    vsftpd lftp ftp tnftp curl python3 ca-certificates \
+    libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 \
+    libsodium23 libsqlite3-0
+
+# If an earlier install started the packaged vsftpd on port 21, stop it (the
+# tests never use it or port 21). Only the packaged service is stopped: its
+# init script matches the pid in /var/run/vsftpd/vsftpd.pid, so vsftpd
+# processes started by running tests are left alone.
+if command -v ss >/dev/null 2>&1 && ss -Hltn 'sport = :21' | grep -q .; then
+    service vsftpd stop >/dev/null 2>&1 || true
+fi
+
+# proftpd-core and pure-ftpd, unpacked side by side. The marker file records
+# the exact package versions, so a Debian point release re-unpacks.
+want_versions="$(apt-cache policy proftpd-core pure-ftpd | awk '/^[a-z]/{p=$1; sub(/:$/, "", p)} /Candidate:/{print p"="$2}' | tr '\n' ' ')"
+marker="$PEERS_DIR/.unpacked"
+if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want_versions" ] \
+    && [ -x "$PEERS_DIR/usr/sbin/proftpd" ] && [ -x "$PEERS_DIR/usr/sbin/pure-ftpd" ]; then
+    echo "peers already unpacked in $PEERS_DIR ($want_versions)"
+else
+    dl="$(mktemp -d)"
+    # apt-get download fetches as the _apt user where it can write.
+    chown _apt "$dl" 2>/dev/null || true
+    (cd "$dl" && apt-get download -q proftpd-core pure-ftpd)
+    rm -rf "$PEERS_DIR"
+    mkdir -p "$PEERS_DIR"
+    for deb in "$dl"/*.deb; do
+        dpkg -x "$deb" "$PEERS_DIR"
+    done
+    rm -rf "$dl"
+    echo "$want_versions" >"$marker"
+fi
+
+# Every binary the tests run must have all of its libraries.
+missing=0
+for bin in "$PEERS_DIR/usr/sbin/proftpd" "$PEERS_DIR/usr/sbin/pure-ftpd" \
+    "$PEERS_DIR/usr/bin/pure-pw" "$PEERS_DIR"/usr/lib/proftpd/*.so /usr/sbin/vsftpd; do
+    if ldd "$bin" 2>&1 | grep -q 'not found'; then
+        echo "MISSING LIBRARIES for $bin:" >&2
+        ldd "$bin" | grep 'not found' >&2
+        missing=1
+    fi
+done
+if [ "$missing" -ne 0 ]; then
+    echo "install-test-deps.sh: unpacked FTP servers have missing libraries" >&2
+    exit 1
+fi
+
+for bin in /usr/sbin/vsftpd "$PEERS_DIR/usr/sbin/proftpd" "$PEERS_DIR/usr/sbin/pure-ftpd" \
+    /usr/bin/lftp /usr/bin/tnftp /usr/bin/curl /usr/bin/python3; do
+    if [ ! -x "$bin" ]; then
+        echo "install-test-deps.sh: $bin is missing after install" >&2
+        exit 1
+    fi
+done
+
+echo "== versions"
+# vsftpd -v prints its version on stdin's fd (fd 0), not stdout.
+echo "vsftpd:    $(/usr/sbin/vsftpd -v 0>&1 2>&1 | head -n1)"
+echo "proftpd:   $("$PEERS_DIR/usr/sbin/proftpd" -v 2>&1 | head -n1)"
+echo "pure-ftpd: $("$PEERS_DIR/usr/sbin/pure-ftpd" --help 2>&1 | head -n1)"
+echo "lftp:      $(lftp --version | head -n1)"
+echo "tnftp:     $(dpkg-query -W -f='${Version}' tnftp)"
+echo "curl:      $(curl --version | head -n1)"
+echo "python3:   $(/usr/bin/python3 --version 2>&1)"

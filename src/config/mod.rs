@@ -1,0 +1,168 @@
+//! The validated configuration the rest of the crate sees.
+//!
+//! `file.rs` holds what the operator wrote (file and flags); `validate.rs`
+//! turns it into [`Config`] or a [`ConfigError`] naming the key and where it
+//! was set. Defaults live in `validate.rs` and are listed in the README.
+
+pub mod file;
+pub mod validate;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use validate::{validate, ConfigError};
+
+/// How the advertised (public) address is found for a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicAddressSpec {
+    /// The local address the client's control connection arrived on.
+    Auto,
+    /// A fixed address.
+    Ip(IpAddr),
+    /// A hostname, resolved at start and every `public_address_refresh`.
+    Host(String),
+}
+
+impl std::fmt::Display for PublicAddressSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublicAddressSpec::Auto => f.write_str("auto"),
+            PublicAddressSpec::Ip(ip) => ip.fmt(f),
+            PublicAddressSpec::Host(h) => f.write_str(h),
+        }
+    }
+}
+
+/// How ftpgate opens data connections toward the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendDataMode {
+    /// ftpgate sends PASV/EPSV and connects to the backend (default).
+    Passive,
+    /// ftpgate listens and sends PORT/EPRT; the backend connects to it.
+    Active,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A backend server as configured: the name written and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// As written (`host:port`).
+    pub name: String,
+    /// Resolved at start.
+    pub addr: SocketAddr,
+}
+
+/// Validated configuration. Invariants: `listen` and `backends` are not
+/// empty; `passive_ports.0 <= passive_ports.1`; durations are non-zero.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Control-connection listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Backends, used round-robin.
+    pub backends: Vec<BackendSpec>,
+    /// Advertised address for clients no rule matches.
+    pub public_address: PublicAddressSpec,
+    /// Advertised address by client network, first match wins (most specific first).
+    pub public_address_for: Vec<(IpNet, PublicAddressSpec)>,
+    /// How often hostnames in public addresses are resolved again.
+    pub public_address_refresh: Duration,
+    /// Passive data ports offered to clients, inclusive.
+    pub passive_ports: (u16, u16),
+    /// Local address the passive listeners bind.
+    pub passive_bind_address: IpAddr,
+    /// Use the address inside a backend's 227 instead of its control address.
+    pub trust_backend_pasv_address: bool,
+    /// Accept client data connections from any address (client NAT pools).
+    pub allow_foreign_data_address: bool,
+    /// Accept PORT and EPRT from clients.
+    pub active_mode: bool,
+    /// Replace a private PORT/EPRT address with the control connection's address.
+    pub active_nat_fix: bool,
+    /// How data connections to the backend are made.
+    pub backend_data_mode: BackendDataMode,
+    /// Connect to active-mode clients from port 20.
+    pub active_source_port_20: bool,
+    /// How long a prepared data connection waits for its peer.
+    pub pending_data_timeout: Duration,
+    /// Timeout for ftpgate's own outgoing data connections.
+    pub data_connect_timeout: Duration,
+    /// A client that has not logged in by then is closed.
+    pub login_timeout: Duration,
+    /// A logged-in client silent this long, with no transfer running, is closed.
+    pub idle_timeout: Duration,
+    /// Timeout for connecting to a backend's control port.
+    pub backend_connect_timeout: Duration,
+    /// How long ftpgate waits for a backend reply to its own commands.
+    pub backend_reply_timeout: Duration,
+    /// Longest client command line.
+    pub max_line_length: usize,
+    /// TCP keepalive idle time on both control legs.
+    pub tcp_keepalive: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Default log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    pub log_level: String,
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML, as printed by `ftpgate check`.
+    pub fn to_toml(&self) -> String {
+        let list = |v: Vec<String>| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
+        let mut s = String::new();
+        let mut kv = |k: &str, v: String| s.push_str(&format!("{k} = {v}\n"));
+        kv("listen", list(self.listen.iter().map(|a| a.to_string()).collect()));
+        kv(
+            "backends",
+            list(self.backends.iter().map(|b| if b.name == b.addr.to_string() { b.name.clone() } else { format!("{} ({})", b.name, b.addr) }).collect()),
+        );
+        kv("public_address", format!("{:?}", self.public_address.to_string()));
+        kv("public_address_refresh", format!("{:?}", fmt_duration(self.public_address_refresh)));
+        kv("passive_ports", format!("\"{}-{}\"", self.passive_ports.0, self.passive_ports.1));
+        kv("passive_bind_address", format!("{:?}", self.passive_bind_address.to_string()));
+        kv("trust_backend_pasv_address", self.trust_backend_pasv_address.to_string());
+        kv("allow_foreign_data_address", self.allow_foreign_data_address.to_string());
+        kv("active_mode", self.active_mode.to_string());
+        kv("active_nat_fix", self.active_nat_fix.to_string());
+        kv("backend_data_mode", if self.backend_data_mode == BackendDataMode::Passive { "\"passive\"" } else { "\"active\"" }.into());
+        kv("active_source_port_20", self.active_source_port_20.to_string());
+        for (k, d) in [
+            ("pending_data_timeout", self.pending_data_timeout),
+            ("data_connect_timeout", self.data_connect_timeout),
+            ("login_timeout", self.login_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("backend_connect_timeout", self.backend_connect_timeout),
+            ("backend_reply_timeout", self.backend_reply_timeout),
+            ("tcp_keepalive", self.tcp_keepalive),
+        ] {
+            kv(k, format!("{:?}", fmt_duration(d)));
+        }
+        kv("max_line_length", self.max_line_length.to_string());
+        kv("log_format", if self.log_format == LogFormat::Json { "\"json\"" } else { "\"text\"" }.into());
+        kv("log_level", format!("{:?}", self.log_level));
+        if !self.public_address_for.is_empty() {
+            s.push_str("\n[public_address_for]\n");
+            for (net, a) in &self.public_address_for {
+                s.push_str(&format!("\"{net}\" = \"{a}\"\n"));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,268 @@
+//! Raw settings -> [`Config`]. One [`ConfigError`] per operator mistake, each
+//! naming the key and where it was set (file and line, or flag). Defaults are
+//! applied here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::file::{FileError, Located, Origin, RawConfig};
+use super::{BackendDataMode, BackendSpec, Config, LogFormat, PublicAddressSpec};
+use crate::proto::hostport::parse_port_range;
+
+/// A configuration mistake.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A key has a value that is not allowed.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        /// The config key.
+        key: &'static str,
+        /// Where it was set.
+        origin: Origin,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+    /// A required key is missing.
+    #[error("missing required setting `{key}` (flag {flag})")]
+    Missing {
+        /// The config key.
+        key: &'static str,
+        /// The equivalent flag.
+        flag: &'static str,
+    },
+}
+
+fn invalid<T>(key: &'static str, origin: &Origin, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid { key, origin: origin.clone(), message: message.into() })
+}
+
+/// Parses "30s", "5m", "1h", "250ms" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    };
+    Some(d)
+}
+
+fn duration(key: &'static str, v: &Option<Located<String>>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(l) = v else { return Ok(default) };
+    match parse_duration(&l.value) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => invalid(key, &l.origin, format!("`{}` is not a duration above zero (examples: \"500ms\", \"30s\", \"5m\", \"1h\")", l.value)),
+    }
+}
+
+fn flag(v: &Option<Located<bool>>, default: bool) -> bool {
+    v.as_ref().map_or(default, |l| l.value)
+}
+
+/// Parses a public-address value: "auto", an IP address, or a hostname.
+fn public_spec(key: &'static str, value: &str, origin: &Origin) -> Result<PublicAddressSpec, ConfigError> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(PublicAddressSpec::Auto);
+    }
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        if ip.is_unspecified() {
+            return invalid(key, origin, "0.0.0.0 and :: are not addresses a client can connect to (use \"auto\")");
+        }
+        return Ok(PublicAddressSpec::Ip(ip.to_canonical()));
+    }
+    let host_ok = !v.is_empty() && v.len() <= 253 && v.split('.').all(|p| !p.is_empty() && p.len() <= 63 && p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+    if !host_ok {
+        return invalid(key, origin, format!("`{v}` is not \"auto\", an IP address or a hostname"));
+    }
+    if (v, 0).to_socket_addrs().map(|mut a| a.next().is_none()).unwrap_or(true) {
+        return invalid(key, origin, format!("hostname `{v}` does not resolve"));
+    }
+    Ok(PublicAddressSpec::Host(v.to_owned()))
+}
+
+/// Validates raw settings into a [`Config`].
+pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
+    let listen = match &raw.listen {
+        None => return Err(ConfigError::Missing { key: "listen", flag: "--listen" }),
+        Some(l) if l.value.is_empty() => return invalid("listen", &l.origin, "at least one address is needed, e.g. \"0.0.0.0:2121\""),
+        Some(l) => l
+            .value
+            .iter()
+            .map(|s| s.trim().parse::<SocketAddr>().or_else(|_| invalid("listen", &l.origin, format!("`{s}` is not IP:port (use [::]:2121 for IPv6)"))))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let backends = match &raw.backends {
+        None => return Err(ConfigError::Missing { key: "backends", flag: "--backend" }),
+        Some(l) if l.value.is_empty() => return invalid("backends", &l.origin, "at least one backend is needed, e.g. \"127.0.0.1:21\""),
+        Some(l) => l
+            .value
+            .iter()
+            .map(|s| {
+                let name = s.trim();
+                match name.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+                    Some(addr) => Ok(BackendSpec { name: name.to_owned(), addr: crate::net::canonical(addr) }),
+                    None => invalid("backends", &l.origin, format!("`{name}` is not host:port or does not resolve")),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let public_address = match &raw.public_address {
+        None => PublicAddressSpec::Auto,
+        Some(l) => public_spec("public_address", &l.value, &l.origin)?,
+    };
+    let mut public_address_for = Vec::new();
+    if let Some(l) = &raw.public_address_for {
+        for (net, addr) in &l.value {
+            let parsed: IpNet = match net.trim().parse::<IpNet>() {
+                Ok(n) => n.trunc(),
+                Err(_) => match net.trim().parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => return invalid("public_address_for", &l.origin, format!("`{net}` is not a network like 10.0.0.0/8")),
+                },
+            };
+            public_address_for.push((parsed, public_spec("public_address_for", addr, &l.origin)?));
+        }
+        // Most specific network first, so the first match is the best match.
+        public_address_for.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+    }
+    let passive_ports = match &raw.passive_ports {
+        None => (50000, 50099),
+        Some(l) => match parse_port_range(&l.value) {
+            Some((lo, hi)) if hi - lo < 10_000 => (lo, hi),
+            Some(_) => return invalid("passive_ports", &l.origin, "at most 10000 ports; a small range (e.g. 100 ports) serves thousands of clients"),
+            None => return invalid("passive_ports", &l.origin, format!("`{}` is not FIRST-LAST with 1 <= FIRST <= LAST <= 65535", l.value)),
+        },
+    };
+    let passive_bind_address = match &raw.passive_bind_address {
+        Some(l) => l.value.trim().parse::<IpAddr>().or_else(|_| invalid("passive_bind_address", &l.origin, format!("`{}` is not an IP address", l.value)))?,
+        // All listeners on one address: bind the data ports there too; otherwise everywhere.
+        None => {
+            let first = listen[0].ip();
+            if listen.iter().all(|a| a.ip() == first) {
+                first
+            } else if listen.iter().any(|a| a.is_ipv6()) {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            }
+        }
+    };
+    let backend_data_mode = match &raw.backend_data_mode {
+        None => BackendDataMode::Passive,
+        Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
+            "passive" => BackendDataMode::Passive,
+            "active" => BackendDataMode::Active,
+            other => return invalid("backend_data_mode", &l.origin, format!("`{other}` is not \"passive\" or \"active\"")),
+        },
+    };
+    let max_line_length = match &raw.max_line_length {
+        None => 4096,
+        Some(l) if (512..=1_048_576).contains(&l.value) => l.value as usize,
+        Some(l) => return invalid("max_line_length", &l.origin, "must be between 512 and 1048576 bytes (RFC 959 commands need at least 512)"),
+    };
+    let log_format = match &raw.log_format {
+        None => LogFormat::Text,
+        Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return invalid("log_format", &l.origin, format!("`{other}` is not \"text\" or \"json\"")),
+        },
+    };
+    let log_level = match &raw.log_level {
+        None => "info".to_owned(),
+        Some(l) => match tracing_subscriber::EnvFilter::try_new(&l.value) {
+            Ok(_) => l.value.clone(),
+            Err(e) => return invalid("log_level", &l.origin, format!("`{}`: {e}", l.value)),
+        },
+    };
+    Ok(Config {
+        listen,
+        backends,
+        public_address,
+        public_address_for,
+        public_address_refresh: duration("public_address_refresh", &raw.public_address_refresh, Duration::from_secs(60))?,
+        passive_ports,
+        passive_bind_address,
+        trust_backend_pasv_address: flag(&raw.trust_backend_pasv_address, false),
+        allow_foreign_data_address: flag(&raw.allow_foreign_data_address, false),
+        active_mode: flag(&raw.active_mode, true),
+        active_nat_fix: flag(&raw.active_nat_fix, true),
+        backend_data_mode,
+        active_source_port_20: flag(&raw.active_source_port_20, false),
+        pending_data_timeout: duration("pending_data_timeout", &raw.pending_data_timeout, Duration::from_secs(30))?,
+        data_connect_timeout: duration("data_connect_timeout", &raw.data_connect_timeout, Duration::from_secs(10))?,
+        login_timeout: duration("login_timeout", &raw.login_timeout, Duration::from_secs(60))?,
+        idle_timeout: duration("idle_timeout", &raw.idle_timeout, Duration::from_secs(300))?,
+        backend_connect_timeout: duration("backend_connect_timeout", &raw.backend_connect_timeout, Duration::from_secs(5))?,
+        backend_reply_timeout: duration("backend_reply_timeout", &raw.backend_reply_timeout, Duration::from_secs(30))?,
+        max_line_length,
+        tcp_keepalive: duration("tcp_keepalive", &raw.tcp_keepalive, Duration::from_secs(60))?,
+        log_format,
+        log_level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file::parse_str;
+    use std::path::Path;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        validate(&parse_str(Path::new("t.toml"), text)?)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = check("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n").unwrap();
+        assert_eq!(c.passive_ports, (50000, 50099));
+        assert_eq!(c.public_address, PublicAddressSpec::Auto);
+        assert_eq!(c.pending_data_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_line_length, 4096);
+        assert!(c.active_mode && c.active_nat_fix && !c.allow_foreign_data_address);
+        assert_eq!(c.passive_bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let cases = [
+            ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\npassive_ports = \"9-1\"\n", "t.toml:3: passive_ports"),
+            ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n\nidle_timeout = \"5 parsecs\"\n", "t.toml:4: idle_timeout"),
+            ("listen = [\"nope\"]\nbackends = [\"127.0.0.1:21\"]\n", "t.toml:1: listen"),
+            ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\nbogus_key = 1\n", "t.toml:3"),
+            ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\nactive_mode = \"yes\"\n", "t.toml:3"),
+            ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\npublic_address = \"0.0.0.0\"\n", "t.toml:3: public_address"),
+            ("listen = [\"127.0.0.1:2121\"]\n", "backends"),
+        ];
+        for (text, want) in cases {
+            let e = check(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn rules_are_sorted_most_specific_first() {
+        let c = check("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n[public_address_for]\n\"10.0.0.0/8\" = \"10.0.0.20\"\n\"10.1.0.0/16\" = \"auto\"\n").unwrap();
+        assert_eq!(c.public_address_for[0].0, "10.1.0.0/16".parse::<IpNet>().unwrap());
+        assert_eq!(c.public_address_for[0].1, PublicAddressSpec::Auto);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("5 parsecs"), None);
+    }
+}

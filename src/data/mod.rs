@@ -1,0 +1,170 @@
+//! Data connections: the passive routing table, the relay, and the task that
+//! joins a client leg to a backend leg for one transfer.
+//!
+//! A session prepares a data connection when the client sends PASV, EPSV,
+//! PORT or EPRT, and spawns one [`spawn_data_task`] for it. The task owns both
+//! legs, reports back through [`DataEvent`]s, and never touches session state
+//! (one task owns a session; data tasks talk to it by channel).
+
+pub mod port_pool;
+pub mod relay;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::canonical_ip;
+
+/// The routing table of pending passive connections: each route hands the
+/// accepted client stream to the session's data task.
+pub type PassivePool = port_pool::PortPool<oneshot::Sender<TcpStream>>;
+
+/// The backend side of a data connection.
+#[derive(Debug)]
+pub enum BackendLeg {
+    /// Already connected to the backend's passive port (made before the
+    /// transfer command is sent, so the command cannot race it).
+    Connected(TcpStream),
+    /// Waiting for the backend to connect after PORT/EPRT; only `backend_ip` may.
+    Listening {
+        /// ftpgate's listener, on the backend control connection's local address.
+        listener: TcpListener,
+        /// The backend's address; connections from elsewhere are dropped.
+        backend_ip: IpAddr,
+    },
+}
+
+/// Why a data task ended without relaying.
+#[derive(Debug)]
+pub enum DataFailure {
+    /// The client did not connect before the pending timeout.
+    ClientTimeout,
+    /// The session dropped the client leg (it could not connect to the client).
+    ClientGone,
+    /// Accepting the backend's connection failed.
+    BackendAccept(io::Error),
+}
+
+/// What a data task reports to its session.
+#[derive(Debug)]
+pub enum DataEventKind {
+    /// The client's data connection was accepted or made.
+    ClientConnected(SocketAddr),
+    /// The backend closed its side and every byte it sent reached the client.
+    DownDone {
+        /// Bytes backend to client.
+        bytes: u64,
+        /// Whether that direction ended without an error.
+        clean: bool,
+    },
+    /// Both directions ended.
+    Finished(relay::RelayOutcome),
+    /// The task ended without a relay.
+    Failed(DataFailure),
+}
+
+/// An event tagged with the data task's generation number.
+#[derive(Debug)]
+pub struct DataEvent {
+    /// The generation the session gave the task; stale ones are ignored.
+    pub gen: u64,
+    /// What happened.
+    pub kind: DataEventKind,
+}
+
+/// Everything a data task needs.
+#[derive(Debug)]
+pub struct DataTask {
+    /// Generation number, unique within the session.
+    pub gen: u64,
+    /// Delivers the client's data connection (from the passive table or from
+    /// the session's own connect for active mode).
+    pub client_rx: oneshot::Receiver<TcpStream>,
+    /// The passive lease, held until the client connects.
+    pub lease: Option<port_pool::Lease<oneshot::Sender<TcpStream>>>,
+    /// When waiting for the client gives up (`None`: no limit, the session decides).
+    pub client_deadline: Option<Instant>,
+    /// The backend side.
+    pub backend: BackendLeg,
+    /// Where to report.
+    pub events: mpsc::UnboundedSender<DataEvent>,
+    /// Cancelled by the session when the transfer is abandoned or the session ends.
+    pub cancel: CancellationToken,
+}
+
+async fn accept_backend(listener: TcpListener, backend_ip: IpAddr) -> io::Result<TcpStream> {
+    loop {
+        let (s, peer) = listener.accept().await?;
+        if canonical_ip(peer.ip()) == canonical_ip(backend_ip) {
+            return Ok(s);
+        }
+        tracing::warn!(peer = %peer, expected = %backend_ip, "dropped a data connection to the backend-side listener from a foreign address");
+    }
+}
+
+/// Spawns the task that waits for both legs and relays between them.
+pub fn spawn_data_task(t: DataTask) {
+    tokio::spawn(async move {
+        let DataTask { gen, client_rx, lease, client_deadline, backend, events, cancel } = t;
+        let report = |kind| {
+            let _ = events.send(DataEvent { gen, kind });
+        };
+        let client = async {
+            match client_deadline {
+                Some(d) => tokio::time::timeout_at(d, client_rx).await.map_err(|_| DataFailure::ClientTimeout)?,
+                None => client_rx.await,
+            }
+            .map_err(|_| DataFailure::ClientGone)
+        };
+        let client = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = client => c,
+        };
+        drop(lease);
+        let client = match client {
+            Ok(c) => c,
+            Err(f) => return report(DataEventKind::Failed(f)),
+        };
+        if let Ok(peer) = client.peer_addr() {
+            report(DataEventKind::ClientConnected(peer));
+        }
+        let backend = match backend {
+            BackendLeg::Connected(s) => s,
+            BackendLeg::Listening { listener, backend_ip } => {
+                let accepted = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    a = accept_backend(listener, backend_ip) => a,
+                };
+                match accepted {
+                    Ok(s) => s,
+                    Err(e) => return report(DataEventKind::Failed(DataFailure::BackendAccept(e))),
+                }
+            }
+        };
+        let (down_tx, down_rx) = oneshot::channel();
+        let relay = relay::relay(client, backend, down_tx);
+        tokio::pin!(relay);
+        let mut down_rx = Some(down_rx);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                Ok((bytes, clean)) = async { down_rx.as_mut().expect("polled only while Some").await }, if down_rx.is_some() => {
+                    down_rx = None;
+                    report(DataEventKind::DownDone { bytes, clean });
+                }
+                out = &mut relay => {
+                    if let Some(rx) = down_rx.take() {
+                        if let Ok((bytes, clean)) = rx.await {
+                            report(DataEventKind::DownDone { bytes, clean });
+                        }
+                    }
+                    return report(DataEventKind::Finished(out));
+                }
+            }
+        }
+    });
+}

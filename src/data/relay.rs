@@ -1,0 +1,139 @@
+//! Two-way copy between a client and a backend data connection.
+//!
+//! Each direction copies until EOF and then half-closes its destination, so
+//! an upload's EOF reaches the server while the reverse direction may still be
+//! open. Bytes are copied in order through one buffer per direction; nothing
+//! is dropped. The end of the backend-to-client direction is reported as soon
+//! as it happens: it means the server has closed its side and every byte it
+//! sent has been written to the client, which is when the transfer's final
+//! reply may be released (see `session`).
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+/// Size of each direction's copy buffer. Large buffers matter for throughput
+/// (see docs/PERFORMANCE.md); two per transfer.
+pub const BUFFER_SIZE: usize = 128 * 1024;
+
+/// How long the client-to-backend direction may stay open after the backend
+/// has closed its side (a client that sent ABOR may never close).
+const LINGER_AFTER_BACKEND_DONE: Duration = Duration::from_secs(10);
+
+/// Bytes moved and the first error seen.
+#[derive(Debug, Default)]
+pub struct RelayOutcome {
+    /// Client to backend (uploads).
+    pub up: u64,
+    /// Backend to client (downloads, listings).
+    pub down: u64,
+    /// The first I/O error, if any direction failed.
+    pub error: Option<io::Error>,
+}
+
+/// Copies `from` to `to` until EOF, then shuts `to` down for writing.
+async fn copy_half<R, W>(mut from: R, mut to: W) -> (u64, Option<io::Error>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return (total, Some(e)),
+        };
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            return (total, Some(e));
+        }
+        total += n as u64;
+    }
+    match to.shutdown().await {
+        Ok(()) => (total, None),
+        // The peer already closed: every byte was written, nothing is lost.
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => (total, None),
+        Err(e) => (total, Some(e)),
+    }
+}
+
+/// Relays both ways until both directions end; `down_done` fires when the
+/// backend-to-client direction has ended (with its byte count and whether it
+/// ended cleanly).
+pub async fn relay(client: TcpStream, backend: TcpStream, down_done: oneshot::Sender<(u64, bool)>) -> RelayOutcome {
+    let (client_rd, client_wr) = client.into_split();
+    let (backend_rd, backend_wr) = backend.into_split();
+    let up = copy_half(client_rd, backend_wr);
+    let down = async move {
+        let (n, err) = copy_half(backend_rd, client_wr).await;
+        let _ = down_done.send((n, err.is_none()));
+        (n, err)
+    };
+    tokio::pin!(up, down);
+    let mut out = RelayOutcome::default();
+    tokio::select! {
+        (n, err) = &mut up => {
+            out.up = n;
+            out.error = err;
+            let (n, err) = down.await;
+            out.down = n;
+            out.error = out.error.or(err);
+        }
+        (n, err) = &mut down => {
+            out.down = n;
+            out.error = err;
+            match tokio::time::timeout(LINGER_AFTER_BACKEND_DONE, up).await {
+                Ok((n, err)) => {
+                    out.up = n;
+                    out.error = out.error.or(err);
+                }
+                Err(_) => tracing::debug!("client kept its data connection open after the backend closed; dropped"),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn upload_eof_reaches_the_server_and_bytes_keep_order() {
+        let (mut client, proxy_client) = pair().await;
+        let (proxy_backend, mut server) = pair().await;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(relay(proxy_client, proxy_backend, tx));
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap();
+            rest
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert!(got == data, "upload corrupted");
+        server.write_all(b"226-ish trailer").await.unwrap();
+        drop(server);
+        assert_eq!(writer.await.unwrap(), b"226-ish trailer");
+        assert_eq!(rx.await.unwrap(), (15, true));
+        let out = task.await.unwrap();
+        assert_eq!((out.up, out.down), (3_000_000, 15));
+        assert!(out.error.is_none());
+    }
+}

@@ -1,0 +1,155 @@
+//! Session errors and the single mapping from an error to what the client sees.
+//!
+//! Every failure a session meets is an [`Error`] with the side that caused it.
+//! [`reply_for`] is the only place that turns one into a reply and a decision
+//! to keep or close the session; reply texts are fixed wording, and causes go
+//! to the log only. The table is docs/errors.md.
+
+use crate::proto::reply::{Reply, ReplyCode};
+use crate::proto::rewrite::ActiveRefusal;
+
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client (or the operator's policy applied to it).
+    Client,
+    /// The backend server.
+    Backend,
+    /// ftpgate itself.
+    Internal,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A command line longer than `max_line_length`.
+    LineTooLong,
+    /// A PORT, EPRT or EPSV argument that does not parse.
+    MalformedArgument,
+    /// PORT/EPRT naming another host or a privileged port.
+    ActiveRefused(ActiveRefusal),
+    /// EPRT with a network protocol other than 1 or 2.
+    UnknownNetworkProtocol,
+    /// PORT/EPRT while `active_mode = false`.
+    ActiveDisabled,
+    /// PASV, PORT or EPRT after EPSV ALL (RFC 2428 section 4).
+    EpsvAllInEffect,
+    /// LPSV/LPRT and other data commands ftpgate does not implement.
+    NotImplemented,
+    /// PASV when the advertised address for this client is not IPv4.
+    NoIpv4ForPasv,
+    /// The passive range has no free port for this client.
+    PortRangeExhausted,
+    /// The backend's reply to ftpgate's PASV/EPSV/PORT/EPRT was refused or malformed.
+    BackendDataSetup(String),
+    /// A data connection could not be made (to the client or the backend).
+    DataConnectFailed(String),
+    /// No backend accepted the control connection.
+    BackendUnreachable,
+    /// The backend closed the control connection.
+    BackendClosed,
+    /// The backend did not answer ftpgate's own command in time.
+    BackendTimeout,
+    /// No login within `login_timeout`.
+    LoginTimeout,
+    /// No command within `idle_timeout`.
+    IdleTimeout,
+    /// ftpgate is shutting down.
+    Shutdown,
+    /// A broken invariant.
+    Bug(String),
+}
+
+/// A session error: what happened and who caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Who caused it.
+    pub side: Side,
+}
+
+impl Error {
+    /// An error caused by the client.
+    pub fn client(kind: ErrorKind) -> Self {
+        Error { kind, side: Side::Client }
+    }
+    /// An error caused by the backend.
+    pub fn backend(kind: ErrorKind) -> Self {
+        Error { kind, side: Side::Backend }
+    }
+    /// An error inside ftpgate.
+    pub fn internal(kind: ErrorKind) -> Self {
+        Error { kind, side: Side::Internal }
+    }
+}
+
+/// What the session does after replying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Keep serving the client.
+    Continue,
+    /// Close the session.
+    Close,
+}
+
+/// The reply for an error and whether the session goes on.
+pub fn reply_for(e: &Error) -> (Reply, After) {
+    use After::*;
+    use ErrorKind::*;
+    use ReplyCode::*;
+    let (code, text, after) = match &e.kind {
+        LineTooLong => (SyntaxError, "Command line too long.", Continue),
+        MalformedArgument => (SyntaxErrorInArguments, "Syntax error in parameters or arguments.", Continue),
+        ActiveRefused(ActiveRefusal::PrivilegedPort) => (NotImplementedForParameter, "Refused: data port below 1024.", Continue),
+        ActiveRefused(ActiveRefusal::ForeignHost) => (NotImplementedForParameter, "Refused: data address must be the client's own.", Continue),
+        UnknownNetworkProtocol => (UnsupportedNetworkProtocol, "Network protocol not supported, use (1,2)", Continue),
+        ActiveDisabled => (ReplyCode::NotImplemented, "Active mode is disabled; use PASV or EPSV.", Continue),
+        EpsvAllInEffect => (BadSequence, "EPSV ALL in effect; only EPSV is allowed.", Continue),
+        ErrorKind::NotImplemented => (ReplyCode::NotImplemented, "Command not implemented.", Continue),
+        NoIpv4ForPasv => (CantOpenDataConnection, "Can't use PASV here: no IPv4 address to offer; use EPSV.", Continue),
+        PortRangeExhausted => (CantOpenDataConnection, "Can't open data connection: no free passive port.", Continue),
+        BackendDataSetup(_) => (CantOpenDataConnection, "Can't open data connection: server refused.", Continue),
+        DataConnectFailed(_) => (CantOpenDataConnection, "Can't open data connection.", Continue),
+        BackendUnreachable => (ServiceNotAvailable, "Service not available: server unreachable.", Close),
+        BackendClosed => (ServiceNotAvailable, "Service not available: server closed the connection.", Close),
+        BackendTimeout => (ServiceNotAvailable, "Service not available: server did not answer.", Close),
+        LoginTimeout => (ServiceNotAvailable, "Login timeout; closing control connection.", Close),
+        IdleTimeout => (ServiceNotAvailable, "Idle timeout; closing control connection.", Close),
+        Shutdown => (ServiceNotAvailable, "Service closing control connection.", Close),
+        Bug(_) => (ServiceNotAvailable, "Internal error; closing control connection.", Close),
+    };
+    (Reply::new(code, text), after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_table() {
+        let table: Vec<(Error, u16, After)> = vec![
+            (Error::client(ErrorKind::LineTooLong), 500, After::Continue),
+            (Error::client(ErrorKind::MalformedArgument), 501, After::Continue),
+            (Error::client(ErrorKind::ActiveRefused(ActiveRefusal::ForeignHost)), 504, After::Continue),
+            (Error::client(ErrorKind::ActiveRefused(ActiveRefusal::PrivilegedPort)), 504, After::Continue),
+            (Error::client(ErrorKind::UnknownNetworkProtocol), 522, After::Continue),
+            (Error::client(ErrorKind::ActiveDisabled), 502, After::Continue),
+            (Error::client(ErrorKind::EpsvAllInEffect), 503, After::Continue),
+            (Error::internal(ErrorKind::PortRangeExhausted), 425, After::Continue),
+            (Error::backend(ErrorKind::BackendDataSetup("x".into())), 425, After::Continue),
+            (Error::client(ErrorKind::DataConnectFailed("x".into())), 425, After::Continue),
+            (Error::backend(ErrorKind::BackendUnreachable), 421, After::Close),
+            (Error::backend(ErrorKind::BackendClosed), 421, After::Close),
+            (Error::internal(ErrorKind::IdleTimeout), 421, After::Close),
+            (Error::internal(ErrorKind::LoginTimeout), 421, After::Close),
+            (Error::internal(ErrorKind::Shutdown), 421, After::Close),
+            (Error::internal(ErrorKind::Bug("x".into())), 421, After::Close),
+        ];
+        for (e, code, after) in table {
+            let (r, a) = reply_for(&e);
+            assert_eq!((r.code, a), (code, after), "{e:?}");
+            assert!(r.to_bytes().ends_with(b".\r\n") || r.to_bytes().ends_with(b")\r\n"), "fixed wording ends in a period: {e:?}");
+        }
+    }
+}

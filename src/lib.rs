@@ -1,0 +1,28 @@
+//! ftpgate: an FTP-aware TCP proxy (application-layer gateway).
+//!
+//! Crate map:
+//! - [`proto`]: the sans-IO FTP core: line framing, commands, replies,
+//!   host-port forms and the PASV/EPSV/PORT/EPRT rewrites. No sockets, no clocks.
+//! - [`session`]: one task per client; drives `proto` over the two control connections.
+//! - [`data`]: the passive routing table (port leases keyed by port and client
+//!   address), the data task joining client and backend legs, and the relay.
+//! - [`backend`]: the backend set. [`advertise`]: the address shown in 227 replies.
+//! - [`config`]: file and flags -> validated [`config::Config`]. [`cli`]: the flags.
+//! - [`server`]: listeners and accept loops; [`run`] serves until cancelled.
+//! - [`error`]: session errors and the single error-to-reply mapping.
+//! - [`net`]: role-typed addresses.
+
+#![forbid(unsafe_code)]
+
+pub mod advertise;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod net;
+pub mod proto;
+pub mod server;
+pub mod session;
+
+pub use server::{run, BindError, Listeners};

@@ -1,0 +1,79 @@
+//! The ftpgate binary: parse flags, load the configuration, start logging,
+//! bind, and serve until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use ftpgate::cli::{Cli, Cmd};
+use ftpgate::config::{validate, Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (settings, check) = match &cli.command {
+        Some(Cmd::Check { settings }) => {
+            // `ftpgate check --config f` and `ftpgate --config f check` both work.
+            let mut s = settings.clone();
+            if s.config.is_none() {
+                s.config = cli.settings.config.clone();
+            }
+            (s, true)
+        }
+        None => (cli.settings.clone(), false),
+    };
+    let config = match settings.raw_config().and_then(|raw| validate(&raw)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ftpgate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        print!("{}", config.to_toml());
+        eprintln!("ftpgate: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&config);
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ftpgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    rt.block_on(async move {
+        let listeners = ftpgate::Listeners::bind(&config)?;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(ftpgate::run(Arc::new(config), listeners, shutdown.clone()));
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+        server.await.context("server task failed")?;
+        Ok(())
+    })
+}

@@ -1,0 +1,116 @@
+//! Role-typed addresses and address classification.
+//!
+//! A [`PublicAddr`] is what ftpgate advertises to clients; a [`BackendAddr`]
+//! is a server behind it; a [`ClientAddr`] is the peer of a client control
+//! connection. Keeping them apart in types stops a backend's private address
+//! from ever reaching a 227 reply. IPv4-mapped IPv6 addresses are folded to
+//! IPv4 so that comparisons work on dual-stack listeners. No I/O here.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Folds `::ffff:a.b.c.d` to `a.b.c.d`.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Folds the IP of a socket address; see [`canonical_ip`].
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
+}
+
+/// Addresses a NAT may hide a client behind: RFC 1918, RFC 6598 shared space,
+/// link-local, loopback, unspecified, and IPv6 unique-local and link-local.
+pub fn is_private(ip: IpAddr) -> bool {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments()[0];
+            v6.is_loopback() || v6.is_unspecified() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The peer address of a client control or data connection (canonical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(SocketAddr);
+
+impl ClientAddr {
+    /// Wraps and canonicalises a peer address.
+    pub fn new(addr: SocketAddr) -> Self {
+        ClientAddr(canonical(addr))
+    }
+    /// The socket address.
+    pub fn addr(self) -> SocketAddr {
+        self.0
+    }
+    /// The IP address.
+    pub fn ip(self) -> IpAddr {
+        self.0.ip()
+    }
+}
+
+/// The address of a backend server's control or data port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendAddr(pub SocketAddr);
+
+/// The address ftpgate advertises to a client in a 227 reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicAddr(IpAddr);
+
+impl PublicAddr {
+    /// Wraps and canonicalises an advertised address.
+    pub fn new(ip: IpAddr) -> Self {
+        PublicAddr(canonical_ip(ip))
+    }
+    /// The IP address.
+    pub fn ip(self) -> IpAddr {
+        self.0
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for PublicAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_table() {
+        for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "127.0.0.1", "169.254.1.1", "0.0.0.0", "fd00::1", "fe80::1", "::1", "::ffff:192.168.0.1"] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["203.0.113.10", "8.8.8.8", "100.128.0.1", "172.32.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn mapped_addresses_fold() {
+        let a = ClientAddr::new("[::ffff:127.0.0.1]:5000".parse().unwrap());
+        assert_eq!(a.addr(), "127.0.0.1:5000".parse().unwrap());
+    }
+}

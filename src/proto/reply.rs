@@ -1,0 +1,315 @@
+//! Server replies: assemble backend replies, build ftpgate's own.
+//!
+//! A reply is one line `ddd text` or several lines `ddd-` ... `ddd text`
+//! (RFC 959 4.2). Continuation lines may say anything, including other codes;
+//! only the code of the first line followed by a space (or nothing) ends the
+//! reply. No I/O here.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::line::{Frame, LineFramer};
+
+/// Reply codes that ftpgate writes itself, named by meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyCode {
+    /// 200
+    CommandOk,
+    /// 211
+    SystemStatus,
+    /// 227
+    EnteringPassiveMode,
+    /// 229
+    EnteringExtendedPassiveMode,
+    /// 421
+    ServiceNotAvailable,
+    /// 425
+    CantOpenDataConnection,
+    /// 426
+    TransferAborted,
+    /// 500
+    SyntaxError,
+    /// 501
+    SyntaxErrorInArguments,
+    /// 502
+    NotImplemented,
+    /// 503
+    BadSequence,
+    /// 504
+    NotImplementedForParameter,
+    /// 522
+    UnsupportedNetworkProtocol,
+    /// 530
+    NotLoggedIn,
+}
+
+impl ReplyCode {
+    /// The three-digit number.
+    pub fn number(self) -> u16 {
+        match self {
+            ReplyCode::CommandOk => 200,
+            ReplyCode::SystemStatus => 211,
+            ReplyCode::EnteringPassiveMode => 227,
+            ReplyCode::EnteringExtendedPassiveMode => 229,
+            ReplyCode::ServiceNotAvailable => 421,
+            ReplyCode::CantOpenDataConnection => 425,
+            ReplyCode::TransferAborted => 426,
+            ReplyCode::SyntaxError => 500,
+            ReplyCode::SyntaxErrorInArguments => 501,
+            ReplyCode::NotImplemented => 502,
+            ReplyCode::BadSequence => 503,
+            ReplyCode::NotImplementedForParameter => 504,
+            ReplyCode::UnsupportedNetworkProtocol => 522,
+            ReplyCode::NotLoggedIn => 530,
+        }
+    }
+}
+
+/// One complete reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code of the first line.
+    pub code: u16,
+    /// The lines as received or built, without CRLF. Never empty.
+    pub lines: Vec<Bytes>,
+}
+
+impl Reply {
+    /// A one-line reply written by ftpgate.
+    pub fn new(code: ReplyCode, text: &str) -> Reply {
+        Reply::from_line(format!("{} {}", code.number(), text))
+    }
+
+    /// A reply from one already formatted line such as `227 Entering ...`.
+    pub fn from_line(line: String) -> Reply {
+        let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Reply { code, lines: vec![Bytes::from(line)] }
+    }
+
+    /// 1yz: preliminary; another reply follows for the same command.
+    pub fn is_preliminary(&self) -> bool {
+        (100..200).contains(&self.code)
+    }
+
+    /// 2yz.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// The text after the code on the first line (multi-line replies: the first line).
+    pub fn first_text(&self) -> &[u8] {
+        self.lines[0].get(4..).unwrap_or(&[])
+    }
+
+    /// All text of the reply, lines joined by spaces, for scanning and logs.
+    pub fn text_lossy(&self) -> String {
+        let joined: Vec<String> = self.lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+        joined.join(" | ")
+    }
+
+    /// The wire form, each line ended by CRLF.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.lines.iter().map(|l| l.len() + 2).sum());
+        for l in &self.lines {
+            out.put_slice(l);
+            out.put_slice(b"\r\n");
+        }
+        out.freeze()
+    }
+}
+
+/// Why a backend's bytes did not form a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyError {
+    /// A line outside a multi-line reply that does not start with a code.
+    Malformed(Bytes),
+    /// A line longer than the cap.
+    LineTooLong,
+}
+
+/// Parses `ddd` followed by ' ', '-' or end of line; returns code and separator.
+fn parse_code(line: &[u8]) -> Option<(u16, Option<u8>)> {
+    let digits = line.get(..3)?;
+    if !digits.iter().all(u8::is_ascii_digit) || !(b'1'..=b'5').contains(&digits[0]) {
+        return None;
+    }
+    let code = u16::from(digits[0] - b'0') * 100 + u16::from(digits[1] - b'0') * 10 + u16::from(digits[2] - b'0');
+    match line.get(3) {
+        None => Some((code, None)),
+        Some(&c @ (b' ' | b'-')) => Some((code, Some(c))),
+        Some(_) => None,
+    }
+}
+
+/// Parses one complete reply from a list of lines (used by tests and fuzzing).
+pub fn parse_reply_lines(lines: &[&[u8]]) -> Option<Reply> {
+    let mut asm = ReplyAssembler::new(8192, 1000);
+    for l in lines {
+        asm.push(l);
+        asm.push(b"\r\n");
+    }
+    match asm.next_reply() {
+        Some(Ok(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// Assembles backend bytes into replies.
+#[derive(Debug)]
+pub struct ReplyAssembler {
+    framer: LineFramer,
+    /// Lines of a multi-line reply still open, and its code.
+    open: Option<(u16, Vec<Bytes>)>,
+    /// Longest multi-line reply kept whole; further continuation lines are dropped.
+    max_lines: usize,
+    /// Continuation lines dropped from the open reply.
+    dropped: usize,
+}
+
+impl ReplyAssembler {
+    /// `max_line`: longest line; `max_lines`: most lines kept of one reply.
+    pub fn new(max_line: usize, max_lines: usize) -> Self {
+        ReplyAssembler { framer: LineFramer::new(max_line), open: None, max_lines: max_lines.max(2), dropped: 0 }
+    }
+
+    /// The buffer network reads append to.
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        self.framer.buffer_mut()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.framer.push(data)
+    }
+
+    /// Whether part of a reply has been received but not returned yet.
+    pub fn has_partial(&self) -> bool {
+        self.open.is_some() || self.framer.buffered() > 0
+    }
+
+    /// Continuation lines dropped from the last reply because it was too long.
+    pub fn take_dropped(&mut self) -> usize {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// The next complete reply, an error for a line that cannot start one,
+    /// or `None` when more bytes are needed.
+    pub fn next_reply(&mut self) -> Option<Result<Reply, ReplyError>> {
+        loop {
+            let line = match self.framer.next_frame()? {
+                Frame::Line(l) => l,
+                Frame::TooLong if self.open.is_some() => {
+                    self.dropped += 1;
+                    continue;
+                }
+                Frame::TooLong => return Some(Err(ReplyError::LineTooLong)),
+            };
+            if let Some((code, lines)) = &mut self.open {
+                let ends = matches!(parse_code(&line), Some((c, None | Some(b' '))) if c == *code);
+                if ends || lines.len() < self.max_lines - 1 {
+                    lines.push(line);
+                } else {
+                    self.dropped += 1;
+                }
+                if ends {
+                    let (code, lines) = self.open.take().unwrap_or_default();
+                    return Some(Ok(Reply { code, lines }));
+                }
+                continue;
+            }
+            return match parse_code(&line) {
+                Some((code, Some(b'-'))) => {
+                    self.open = Some((code, vec![line]));
+                    continue;
+                }
+                Some((code, _)) => Some(Ok(Reply { code, lines: vec![line] })),
+                None => Some(Err(ReplyError::Malformed(line))),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(max_lines: usize, chunks: &[&[u8]]) -> Vec<Result<Reply, ReplyError>> {
+        let mut a = ReplyAssembler::new(100, max_lines);
+        let mut out = vec![];
+        for c in chunks {
+            a.push(c);
+            while let Some(r) = a.next_reply() {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn single_and_multi_line() {
+        let got = all(100, &[b"220 hi\r\n211-Features:\r\n EPSV\r\n MDTM\r\n211 End\r\n"]);
+        assert_eq!(got.len(), 2);
+        let feat = got[1].as_ref().unwrap();
+        assert_eq!(feat.code, 211);
+        assert_eq!(feat.lines.len(), 4);
+        assert_eq!(&feat.to_bytes()[..], b"211-Features:\r\n EPSV\r\n MDTM\r\n211 End\r\n");
+    }
+
+    #[test]
+    fn continuation_lines_with_other_codes_and_same_code_dash() {
+        let got = all(100, &[b"230-Welcome\r\n230-more\r\n200 not the end\r\n230\r\n"]);
+        let r = got[0].as_ref().unwrap();
+        assert_eq!((r.code, r.lines.len()), (230, 4));
+    }
+
+    #[test]
+    fn every_prefix_of_a_transcript() {
+        let t: &[u8] = b"220-vsftpd\r\n220 ready\r\n";
+        for cut in 0..t.len() {
+            let mut a = ReplyAssembler::new(100, 10);
+            a.push(&t[..cut]);
+            assert!(a.next_reply().is_none(), "cut {cut}");
+            a.push(&t[cut..]);
+            assert_eq!(a.next_reply().unwrap().unwrap().lines.len(), 2);
+        }
+    }
+
+    #[test]
+    fn garbage_and_overlong_lines() {
+        let got = all(100, &[b"hello\r\n", &[b'2'; 300], b"\r\n200 ok\r\n"]);
+        assert_eq!(got[0], Err(ReplyError::Malformed(Bytes::from_static(b"hello"))));
+        assert_eq!(got[1], Err(ReplyError::LineTooLong));
+        assert_eq!(got[2].as_ref().unwrap().code, 200);
+    }
+
+    #[test]
+    fn long_multi_line_reply_is_capped_but_ends() {
+        let mut data = b"213-status\r\n".to_vec();
+        for i in 0..50 {
+            data.extend_from_slice(format!(" file{i}\r\n").as_bytes());
+        }
+        data.extend_from_slice(b"213 End\r\n");
+        let mut a = ReplyAssembler::new(100, 10);
+        a.push(&data);
+        let r = a.next_reply().unwrap().unwrap();
+        assert_eq!(r.lines.len(), 10);
+        assert_eq!(&r.lines[9][..], b"213 End");
+        assert_eq!(a.take_dropped(), 42);
+    }
+
+    #[test]
+    fn codes_must_be_1_to_5() {
+        assert_eq!(parse_code(b"600 x"), None);
+        assert_eq!(parse_code(b"099 x"), None);
+        assert_eq!(parse_code(b"2000"), None);
+        assert_eq!(parse_code(b"226"), Some((226, None)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn single_line_round_trip(code in 100u16..600, text in "[ -~]{0,40}") {
+            let line = format!("{code} {text}");
+            let r = parse_reply_lines(&[line.as_bytes()]).unwrap();
+            proptest::prop_assert_eq!(r.to_bytes(), Bytes::from(format!("{line}\r\n")));
+        }
+    }
+}

@@ -1,0 +1,803 @@
+//! One task per client control connection.
+//!
+//! The session owns all of its state: both control streams, the queue of
+//! replies it expects from the backend, the prepared data connection and the
+//! running transfer. Data tasks report back by channel. The FTP decisions
+//! (parsing, rewriting, refusals) are the pure functions of `proto`; this
+//! module sequences them and does the I/O.
+//!
+//! Ordering rules that keep replies correct:
+//! - Replies reach the client in command order. ftpgate's own replies are
+//!   queued behind backend replies still outstanding ([`Expect::Local`]).
+//! - A data-setup command (PASV, EPSV, PORT, EPRT) is handled only once every
+//!   earlier command has its reply, because ftpgate then talks to the backend
+//!   itself; client input waits meanwhile (it stays in the socket buffer).
+//! - A transfer's final reply is held until the backend-to-client direction
+//!   of the relay has ended, so no client reads 226 while bytes are in
+//!   flight. Later replies queue behind it.
+
+mod net;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::advertise::PublicAddresses;
+use crate::backend::Backends;
+use crate::config::{BackendDataMode, Config};
+use crate::data::{spawn_data_task, BackendLeg, DataEvent, DataEventKind, DataFailure, DataTask, PassivePool};
+use crate::error::{reply_for, After, Error, ErrorKind};
+use crate::net::{BackendAddr, ClientAddr, PublicAddr};
+use crate::proto::command::{parse_command, parse_epsv_arg, Command, EpsvArg, Verb, IAC, IP};
+use crate::proto::hostport::{parse_eprt_arg, parse_port_arg, HostPortError};
+use crate::proto::line::{Frame, LineFramer};
+use crate::proto::reply::{Reply, ReplyAssembler, ReplyCode, ReplyError};
+use crate::proto::rewrite::{
+    backend_active_command, backend_data_addr, check_active_target, client_passive_reply, rewrite_feat, ClientPassive,
+    PassiveCommand, PassiveReplyError,
+};
+
+pub use net::{connect_from, tune_control};
+
+/// Longest backend reply line kept; longer lines are dropped.
+const MAX_REPLY_LINE: usize = 16 * 1024;
+/// Most lines kept of one multi-line reply (STAT can list a directory).
+const MAX_REPLY_LINES: usize = 20_000;
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Pending passive data connections.
+    pub pool: Arc<PassivePool>,
+    /// Backends in rotation.
+    pub backends: Arc<Backends>,
+    /// Advertised addresses.
+    pub public: Arc<PublicAddresses>,
+}
+
+/// A reply the session expects from the backend, in command order.
+#[derive(Debug)]
+enum Expect {
+    /// An ordinary command: its replies pass through (FEAT is rewritten).
+    Forward(Verb),
+    /// A transfer command; `gen` is its data task, if one was prepared.
+    Transfer { gen: Option<u64>, preliminary: bool },
+    /// A reply ftpgate wrote itself, waiting for its turn.
+    Local(Reply),
+}
+
+/// What the client asked for with PASV/EPSV/PORT/EPRT, already validated.
+#[derive(Debug, Clone, Copy)]
+enum ClientLeg {
+    Passive(ClientPassive),
+    Active { target: SocketAddr, verb: Verb },
+}
+
+#[derive(Debug)]
+enum PreparedClient {
+    Passive,
+    Active { target: SocketAddr, tx: oneshot::Sender<TcpStream> },
+}
+
+/// A data connection prepared by PASV/EPSV/PORT/EPRT, not yet used.
+#[derive(Debug)]
+struct Prepared {
+    gen: u64,
+    cancel: CancellationToken,
+    client: PreparedClient,
+}
+
+/// The transfer whose data task is running.
+#[derive(Debug)]
+struct Transfer {
+    gen: u64,
+    cancel: CancellationToken,
+    verb: Bytes,
+    started: Instant,
+    /// The backend-to-client direction has ended (or the task failed): the
+    /// final reply may go out.
+    down_done: bool,
+    /// The task ended without relaying.
+    failed: bool,
+    /// Both directions ended.
+    finished: bool,
+}
+
+/// How a session ended, for the session log line.
+#[derive(Debug)]
+enum End {
+    ClientQuit,
+    ClientClosed,
+    Error(Error),
+    Io(std::io::Error),
+}
+
+/// Runs one client session to its end.
+pub async fn run_session(shared: Arc<Shared>, client: TcpStream, id: u64, cancel: CancellationToken) {
+    let started = Instant::now();
+    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else { return };
+    let client_addr = ClientAddr::new(peer);
+    let cfg = Arc::clone(&shared.config);
+    tune_control(&client, cfg.tcp_keepalive, true);
+
+    let mut backend = None;
+    for addr in shared.backends.rotation() {
+        match tokio::time::timeout(cfg.backend_connect_timeout, TcpStream::connect(addr.0)).await {
+            Ok(Ok(s)) => {
+                backend = Some((addr, s));
+                break;
+            }
+            Ok(Err(e)) => warn!(session = id, backend = %addr, error = %e, "backend unreachable; trying the next"),
+            Err(_) => warn!(session = id, backend = %addr, "backend connect timed out; trying the next"),
+        }
+    }
+    let Some((backend_addr, backend)) = backend else {
+        let e = Error::backend(ErrorKind::BackendUnreachable);
+        error!(session = id, client = %client_addr, "no backend reachable; refusing client");
+        let mut client = client;
+        let _ = client.write_all(&reply_for(&e).0.to_bytes()).await;
+        let _ = client.shutdown().await;
+        return;
+    };
+    tune_control(&backend, cfg.tcp_keepalive, false);
+    let Ok(backend_local) = backend.local_addr() else { return };
+    let (client_rd, client_wr) = client.into_split();
+    let (backend_rd, backend_wr) = backend.into_split();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    debug!(session = id, client = %client_addr, backend = %backend_addr, "session started");
+
+    let mut s = Session {
+        shared,
+        cfg,
+        id,
+        client_addr,
+        local,
+        backend_addr,
+        backend_local,
+        client_rd,
+        client_wr,
+        backend_rd,
+        backend_wr,
+        commands: LineFramer::new(0),
+        replies: ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_LINES),
+        expect: VecDeque::new(),
+        held: None,
+        out_queue: VecDeque::new(),
+        deferred: None,
+        prepared: None,
+        transfer: None,
+        next_gen: 1,
+        events_tx,
+        events_rx,
+        passive_cmd: if backend_addr.0.is_ipv6() { PassiveCommand::Epsv } else { PassiveCommand::Pasv },
+        epsv_all: false,
+        user: None,
+        logged_in: false,
+        quitting: false,
+        started,
+        last_command: started,
+        bytes_up: 0,
+        bytes_down: 0,
+        transfers: 0,
+        cancel,
+    };
+    s.commands = LineFramer::new(s.cfg.max_line_length);
+    // The greeting is the backend's first reply, passed through.
+    s.expect.push_back(Expect::Forward(Verb::Other));
+    let end = s.run().await;
+    s.finish(end).await;
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+    id: u64,
+    client_addr: ClientAddr,
+    /// Local address of the client control connection (for `auto` and active connects).
+    local: SocketAddr,
+    backend_addr: BackendAddr,
+    /// Local address of the backend control connection: backend data
+    /// connections leave from this IP, because vsftpd and proftpd refuse data
+    /// connections from any other address.
+    backend_local: SocketAddr,
+    client_rd: OwnedReadHalf,
+    client_wr: OwnedWriteHalf,
+    backend_rd: OwnedReadHalf,
+    backend_wr: OwnedWriteHalf,
+    commands: LineFramer,
+    replies: ReplyAssembler,
+    /// Replies expected from the backend, oldest first.
+    expect: VecDeque<Expect>,
+    /// A transfer's final reply waiting for its relay (generation, reply).
+    held: Option<(u64, Reply)>,
+    /// Replies waiting behind the held one.
+    out_queue: VecDeque<Bytes>,
+    /// A validated data-setup command waiting for `expect` to drain.
+    deferred: Option<ClientLeg>,
+    prepared: Option<Prepared>,
+    transfer: Option<Transfer>,
+    next_gen: u64,
+    events_tx: mpsc::UnboundedSender<DataEvent>,
+    events_rx: mpsc::UnboundedReceiver<DataEvent>,
+    /// The passive command the backend accepts; switched once if refused.
+    passive_cmd: PassiveCommand,
+    /// EPSV ALL was sent: only EPSV may set up data connections (RFC 2428 4).
+    epsv_all: bool,
+    user: Option<String>,
+    logged_in: bool,
+    /// QUIT was answered; the backend closing now is expected.
+    quitting: bool,
+    started: Instant,
+    last_command: Instant,
+    bytes_up: u64,
+    bytes_down: u64,
+    transfers: u32,
+    cancel: CancellationToken,
+}
+
+// === impl Session ===
+
+impl Session {
+    async fn run(&mut self) -> End {
+        loop {
+            if let Err(end) = self.process_buffered_commands().await {
+                return end;
+            }
+            if self.deferred.is_some() && self.expect.is_empty() && self.held.is_none() {
+                let leg = self.deferred.take().expect("checked above");
+                if let Err(end) = self.setup_data(leg).await {
+                    return end;
+                }
+                continue;
+            }
+            let deadline = self.deadline();
+            let reading_client = self.deferred.is_none();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return End::Error(Error::internal(ErrorKind::Shutdown)),
+                Some(ev) = self.events_rx.recv() => {
+                    if let Err(end) = self.on_data_event(ev).await {
+                        return end;
+                    }
+                }
+                r = self.backend_rd.read_buf(self.replies.buffer_mut()) => match r {
+                    Ok(0) if self.quitting => return End::ClientQuit,
+                    Ok(0) => return End::Error(Error::backend(ErrorKind::BackendClosed)),
+                    Ok(_) => {
+                        if let Err(end) = self.process_replies().await {
+                            return end;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(session = self.id, error = %e, "backend control connection failed");
+                        return End::Error(Error::backend(ErrorKind::BackendClosed));
+                    }
+                },
+                r = self.client_rd.read_buf(self.commands.buffer_mut()), if reading_client => match r {
+                    Ok(0) => return End::ClientClosed,
+                    Ok(_) => {}
+                    Err(e) => return End::Io(e),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let kind = if self.logged_in { ErrorKind::IdleTimeout } else { ErrorKind::LoginTimeout };
+                    return End::Error(Error::internal(kind));
+                }
+            }
+        }
+    }
+
+    /// When the session times out if nothing happens.
+    fn deadline(&self) -> Instant {
+        let busy = self.held.is_some() || self.transfer.as_ref().is_some_and(|t| !t.finished && !t.failed);
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        if busy {
+            // A long transfer keeps the session alive; keepalive keeps the control legs alive.
+            return far;
+        }
+        let idle = self.last_command + self.cfg.idle_timeout;
+        if self.logged_in {
+            idle
+        } else {
+            idle.min(self.started + self.cfg.login_timeout)
+        }
+    }
+
+    async fn process_buffered_commands(&mut self) -> Result<(), End> {
+        while self.deferred.is_none() && !self.quitting {
+            let Some(frame) = self.commands.next_frame() else { break };
+            self.last_command = Instant::now();
+            match frame {
+                Frame::TooLong => {
+                    warn!(session = self.id, client = %self.client_addr, limit = self.cfg.max_line_length, "command line too long; discarded");
+                    self.local_error(Error::client(ErrorKind::LineTooLong)).await?;
+                }
+                Frame::Line(line) => self.on_command(parse_command(&line)).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_command(&mut self, cmd: Command) -> Result<(), End> {
+        match cmd.verb {
+            v if v.is_data_setup() => match self.check_data_setup(&cmd) {
+                Ok(Some(leg)) => self.deferred = Some(leg),
+                Ok(None) => {}
+                Err(e) => {
+                    if matches!(e.kind, ErrorKind::ActiveRefused(_)) {
+                        warn!(session = self.id, client = %self.client_addr, command = %String::from_utf8_lossy(&cmd.line), "refused PORT/EPRT target");
+                    }
+                    self.local_error(e).await?;
+                }
+            },
+            v if v.is_transfer() => self.start_transfer(cmd).await?,
+            Verb::Abor => {
+                let running = self.transfer.as_ref().is_some_and(|t| !t.finished);
+                if running {
+                    // Telnet IP, then the synch (IAC DM) with DM as urgent data.
+                    self.write_backend(&[IAC, IP, IAC]).await?;
+                    if let Err(e) = net::send_urgent_dm(self.backend_wr.as_ref()) {
+                        debug!(session = self.id, error = %e, "cannot send urgent data to backend");
+                    }
+                }
+                self.forward(&cmd, Expect::Forward(Verb::Abor)).await?;
+            }
+            Verb::Auth => {
+                // FTPS is not supported yet (issue 4): refuse rather than pass
+                // a TLS handshake through that ftpgate could not follow.
+                self.local_reply(Reply::new(ReplyCode::NotImplementedForParameter, "AUTH not supported by this gateway.")).await?;
+            }
+            Verb::User => {
+                self.user = Some(cmd.arg_str());
+                self.forward(&cmd, Expect::Forward(Verb::User)).await?;
+            }
+            verb => self.forward(&cmd, Expect::Forward(verb)).await?,
+        }
+        Ok(())
+    }
+
+    /// Validates PASV/EPSV/PORT/EPRT without I/O. `Ok(None)`: answered locally.
+    fn check_data_setup(&mut self, cmd: &Command) -> Result<Option<ClientLeg>, Error> {
+        let arg = cmd.arg.as_deref();
+        match cmd.verb {
+            Verb::Epsv => match parse_epsv_arg(arg) {
+                EpsvArg::All => {
+                    self.epsv_all = true;
+                    self.expect_local(Reply::new(ReplyCode::CommandOk, "EPSV ALL ok."));
+                    Ok(None)
+                }
+                EpsvArg::Invalid => Err(Error::client(ErrorKind::MalformedArgument)),
+                EpsvArg::Any | EpsvArg::Protocol(_) => Ok(Some(ClientLeg::Passive(ClientPassive::Epsv))),
+            },
+            _ if self.epsv_all => Err(Error::client(ErrorKind::EpsvAllInEffect)),
+            Verb::Pasv => Ok(Some(ClientLeg::Passive(ClientPassive::Pasv))),
+            Verb::Port | Verb::Eprt => {
+                if !self.cfg.active_mode {
+                    return Err(Error::client(ErrorKind::ActiveDisabled));
+                }
+                let named = if cmd.verb == Verb::Port {
+                    parse_port_arg(arg.unwrap_or_default()).map(SocketAddr::V4)
+                } else {
+                    parse_eprt_arg(arg.unwrap_or_default())
+                };
+                let named = named.map_err(|e| match e {
+                    HostPortError::Malformed => Error::client(ErrorKind::MalformedArgument),
+                    HostPortError::UnknownProtocol => Error::client(ErrorKind::UnknownNetworkProtocol),
+                })?;
+                let (target, fixed) = check_active_target(named, self.client_addr.ip(), self.cfg.active_nat_fix)
+                    .map_err(|r| Error::client(ErrorKind::ActiveRefused(r)))?;
+                if fixed {
+                    info!(session = self.id, named = %named, using = %target, "active mode behind NAT: using the control connection's address");
+                }
+                Ok(Some(ClientLeg::Active { target, verb: cmd.verb }))
+            }
+            _ => Err(Error::client(ErrorKind::NotImplemented)),
+        }
+    }
+
+    /// Prepares both legs of a data connection and answers the client.
+    async fn setup_data(&mut self, leg: ClientLeg) -> Result<(), End> {
+        if let Some(old) = self.prepared.take() {
+            old.cancel.cancel();
+        }
+        // Check what needs no backend round trip first.
+        let public = match leg {
+            ClientLeg::Passive(ClientPassive::Pasv) => {
+                match self.shared.public.for_client(self.client_addr.ip(), self.local.ip(), true) {
+                    Some(p) => Some(p),
+                    None => return self.local_error(Error::client(ErrorKind::NoIpv4ForPasv)).await,
+                }
+            }
+            _ => None,
+        };
+        let backend = match self.backend_leg().await {
+            Ok(b) => b,
+            Err(e) => return self.local_error(e).await,
+        };
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        let cancel = self.cancel.child_token();
+        let (tx, rx) = oneshot::channel();
+        let mut task = DataTask {
+            gen,
+            client_rx: rx,
+            lease: None,
+            client_deadline: None,
+            backend,
+            events: self.events_tx.clone(),
+            cancel: cancel.clone(),
+        };
+        match leg {
+            ClientLeg::Passive(kind) => {
+                let Some(lease) = self.shared.pool.lease(self.client_addr.ip(), tx) else {
+                    warn!(session = self.id, client = %self.client_addr, pending = self.shared.pool.pending(), "passive port range exhausted for this client");
+                    return self.local_error(Error::internal(ErrorKind::PortRangeExhausted)).await;
+                };
+                let port = lease.port();
+                task.lease = Some(lease);
+                task.client_deadline = Some(Instant::now() + self.cfg.pending_data_timeout);
+                let shown = public.unwrap_or(PublicAddr::new(self.local.ip()));
+                let Some(reply) = client_passive_reply(kind, shown, port) else {
+                    return self.local_error(Error::client(ErrorKind::NoIpv4ForPasv)).await;
+                };
+                debug!(session = self.id, gen, port, public = %shown, "passive data connection prepared");
+                spawn_data_task(task);
+                self.prepared = Some(Prepared { gen, cancel, client: PreparedClient::Passive });
+                self.local_reply(reply).await
+            }
+            ClientLeg::Active { target, verb } => {
+                debug!(session = self.id, gen, target = %target, "active data connection prepared");
+                spawn_data_task(task);
+                self.prepared = Some(Prepared { gen, cancel, client: PreparedClient::Active { target, tx } });
+                let text = if verb == Verb::Port { "PORT command successful." } else { "EPRT command successful." };
+                self.local_reply(Reply::new(ReplyCode::CommandOk, text)).await
+            }
+        }
+    }
+
+    /// Opens the backend side: passive (connect now, before the transfer
+    /// command can race it) or active (listen, send PORT/EPRT).
+    async fn backend_leg(&mut self) -> Result<BackendLeg, Error> {
+        let connect_timeout = self.cfg.data_connect_timeout;
+        match self.cfg.backend_data_mode {
+            BackendDataMode::Passive => {
+                let mut cmd = self.passive_cmd;
+                for attempt in 0..2 {
+                    let reply = self.backend_exchange(cmd.line()).await?;
+                    match backend_data_addr(&reply, cmd, self.backend_addr, self.cfg.trust_backend_pasv_address) {
+                        Ok(addr) => {
+                            self.passive_cmd = cmd;
+                            let from = SocketAddr::new(self.backend_local.ip(), 0);
+                            return match connect_from(from, addr.0, connect_timeout).await {
+                                Ok(s) => Ok(BackendLeg::Connected(s)),
+                                Err(e) => {
+                                    error!(session = self.id, backend_data = %addr, error = %e, "cannot connect to the backend's data port");
+                                    Err(Error::backend(ErrorKind::DataConnectFailed(e.to_string())))
+                                }
+                            };
+                        }
+                        Err(PassiveReplyError::Unsupported) if attempt == 0 && self.backend_addr.0.is_ipv4() => {
+                            debug!(session = self.id, reply = %reply.text_lossy(), "backend refused {:?}; trying the other passive command", cmd);
+                            cmd = if cmd == PassiveCommand::Pasv { PassiveCommand::Epsv } else { PassiveCommand::Pasv };
+                        }
+                        Err(kind) => {
+                            error!(session = self.id, backend = %self.backend_addr, reply = %reply.text_lossy(), problem = ?kind, "unusable backend reply to {:?}", cmd);
+                            return Err(Error::backend(ErrorKind::BackendDataSetup(reply.text_lossy())));
+                        }
+                    }
+                }
+                Err(Error::backend(ErrorKind::BackendDataSetup("no passive command accepted".into())))
+            }
+            BackendDataMode::Active => {
+                let listener = TcpListener::bind(SocketAddr::new(self.backend_local.ip(), 0))
+                    .await
+                    .map_err(|e| Error::internal(ErrorKind::DataConnectFailed(e.to_string())))?;
+                let addr = listener.local_addr().map_err(|e| Error::internal(ErrorKind::DataConnectFailed(e.to_string())))?;
+                let reply = self.backend_exchange(backend_active_command(addr).as_bytes()).await?;
+                if !reply.is_success() {
+                    error!(session = self.id, backend = %self.backend_addr, reply = %reply.text_lossy(), "backend refused ftpgate's PORT/EPRT");
+                    return Err(Error::backend(ErrorKind::BackendDataSetup(reply.text_lossy())));
+                }
+                Ok(BackendLeg::Listening { listener, backend_ip: self.backend_addr.0.ip() })
+            }
+        }
+    }
+
+    /// Sends one of ftpgate's own commands and reads its final reply. Only
+    /// called with no other reply outstanding, so the next reply is ours.
+    async fn backend_exchange(&mut self, line: &[u8]) -> Result<Reply, Error> {
+        debug_assert!(self.expect.is_empty());
+        self.backend_wr.write_all(line).await.map_err(|_| Error::backend(ErrorKind::BackendClosed))?;
+        let deadline = Instant::now() + self.cfg.backend_reply_timeout;
+        loop {
+            while let Some(r) = self.replies.next_reply() {
+                match r {
+                    Ok(reply) if reply.is_preliminary() => continue,
+                    Ok(reply) => return Ok(reply),
+                    Err(e) => warn!(session = self.id, problem = ?e, "skipped a malformed backend reply line"),
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.backend_rd.read_buf(self.replies.buffer_mut())).await {
+                Err(_) => return Err(Error::backend(ErrorKind::BackendTimeout)),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Error::backend(ErrorKind::BackendClosed)),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn start_transfer(&mut self, cmd: Command) -> Result<(), End> {
+        let Some(p) = self.prepared.take() else {
+            // No PASV/PORT first: the backend answers that itself (425/503).
+            return self.forward(&cmd, Expect::Transfer { gen: None, preliminary: false }).await;
+        };
+        if let PreparedClient::Active { target, tx } = p.client {
+            let port = if self.cfg.active_source_port_20 { 20 } else { 0 };
+            let from = SocketAddr::new(self.local.ip(), port);
+            match connect_from(from, target, self.cfg.data_connect_timeout).await {
+                Ok(s) => {
+                    let _ = tx.send(s);
+                }
+                Err(e) => {
+                    p.cancel.cancel();
+                    warn!(session = self.id, target = %target, error = %e, "cannot connect to the client's active-mode address");
+                    return self.local_error(Error::client(ErrorKind::DataConnectFailed(e.to_string()))).await;
+                }
+            }
+        }
+        self.transfer = Some(Transfer {
+            gen: p.gen,
+            cancel: p.cancel,
+            verb: cmd.verb_text.clone(),
+            started: Instant::now(),
+            down_done: false,
+            failed: false,
+            finished: false,
+        });
+        self.forward(&cmd, Expect::Transfer { gen: Some(p.gen), preliminary: false }).await
+    }
+
+    async fn on_data_event(&mut self, ev: DataEvent) -> Result<(), End> {
+        if let DataEventKind::Finished(out) = &ev.kind {
+            self.bytes_up += out.up;
+            self.bytes_down += out.down;
+        }
+        if let Some(p) = &self.prepared {
+            if p.gen == ev.gen {
+                if let DataEventKind::Failed(f) = &ev.kind {
+                    warn!(session = self.id, client = %self.client_addr, problem = ?f, "prepared data connection expired unused");
+                    self.prepared = None;
+                }
+                return Ok(());
+            }
+        }
+        let Some(t) = self.transfer.as_mut().filter(|t| t.gen == ev.gen) else { return Ok(()) };
+        match ev.kind {
+            DataEventKind::ClientConnected(peer) => debug!(session = self.id, gen = ev.gen, peer = %peer, "client data connection up"),
+            DataEventKind::DownDone { .. } => t.down_done = true,
+            DataEventKind::Finished(out) => {
+                t.down_done = true;
+                t.finished = true;
+                self.transfers += 1;
+                debug!(
+                    session = self.id,
+                    command = %String::from_utf8_lossy(&t.verb),
+                    bytes_up = out.up,
+                    bytes_down = out.down,
+                    ms = t.started.elapsed().as_millis() as u64,
+                    error = ?out.error.as_ref().map(|e| e.to_string()),
+                    "transfer finished"
+                );
+            }
+            DataEventKind::Failed(f) => {
+                match &f {
+                    DataFailure::ClientTimeout => warn!(session = self.id, client = %self.client_addr, "client did not open its data connection in time"),
+                    other => warn!(session = self.id, problem = ?other, "data connection failed"),
+                }
+                t.failed = true;
+                t.cancel.cancel();
+            }
+        }
+        if self.held.as_ref().is_some_and(|(g, _)| *g == ev.gen) && (t.down_done || t.failed) {
+            let failed = t.failed;
+            self.release_held(failed).await?;
+        }
+        Ok(())
+    }
+
+    async fn process_replies(&mut self) -> Result<(), End> {
+        while let Some(r) = self.replies.next_reply() {
+            match r {
+                Ok(reply) => self.on_reply(reply).await?,
+                Err(ReplyError::Malformed(line)) => {
+                    warn!(session = self.id, backend = %self.backend_addr, line = %String::from_utf8_lossy(&line), "skipped a backend line that is not a reply")
+                }
+                Err(ReplyError::LineTooLong) => warn!(session = self.id, backend = %self.backend_addr, "skipped an overlong backend reply line"),
+            }
+            let dropped = self.replies.take_dropped();
+            if dropped > 0 {
+                warn!(session = self.id, dropped, "backend reply too long; lines dropped");
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_reply(&mut self, reply: Reply) -> Result<(), End> {
+        let Some(front) = self.expect.front_mut() else {
+            // Unsolicited (e.g. the server's own 421 before it closes): pass it on.
+            return self.emit(reply.to_bytes()).await;
+        };
+        match front {
+            Expect::Local(_) => {
+                // Local replies are flushed as soon as they reach the front.
+                error!(session = self.id, "bug: local reply at the front of the queue");
+                return Err(End::Error(Error::internal(ErrorKind::Bug("local reply at the queue front".into()))));
+            }
+            Expect::Forward(_) if reply.is_preliminary() => return self.emit(reply.to_bytes()).await,
+            Expect::Transfer { preliminary, .. } if reply.is_preliminary() => {
+                *preliminary = true;
+                return self.emit(reply.to_bytes()).await;
+            }
+            _ => {}
+        }
+        match self.expect.pop_front() {
+            Some(Expect::Forward(verb)) => {
+                let reply = match verb {
+                    Verb::Feat => rewrite_feat(&reply, if self.cfg.active_mode { &["EPSV", "EPRT"] } else { &["EPSV"] }),
+                    _ => reply,
+                };
+                match (verb, reply.code) {
+                    (Verb::User | Verb::Pass, 230) => {
+                        self.logged_in = true;
+                        info!(session = self.id, client = %self.client_addr, user = ?self.user.as_deref().unwrap_or(""), "logged in");
+                    }
+                    (Verb::Rein, 200..=299) => self.logged_in = false,
+                    (Verb::Quit, _) => self.quitting = true,
+                    _ => {}
+                }
+                self.emit(reply.to_bytes()).await?;
+            }
+            Some(Expect::Transfer { gen: Some(gen), preliminary }) => self.on_transfer_reply(gen, preliminary, reply).await?,
+            Some(Expect::Transfer { gen: None, .. }) => self.emit(reply.to_bytes()).await?,
+            Some(Expect::Local(_)) | None => {}
+        }
+        self.flush_locals().await
+    }
+
+    /// A transfer's final reply: pass it now, or hold it for the relay.
+    async fn on_transfer_reply(&mut self, gen: u64, preliminary: bool, reply: Reply) -> Result<(), End> {
+        let Some(t) = self.transfer.as_ref().filter(|t| t.gen == gen) else {
+            return self.emit(reply.to_bytes()).await;
+        };
+        if !preliminary {
+            // Refused before any data flowed (550, 425, ...): the prepared
+            // connection will not be used.
+            t.cancel.cancel();
+            self.transfer = None;
+            return self.emit(reply.to_bytes()).await;
+        }
+        if t.down_done || t.failed {
+            return self.emit(reply.to_bytes()).await;
+        }
+        if self.held.is_some() {
+            error!(session = self.id, "bug: two held replies");
+            return self.emit(reply.to_bytes()).await;
+        }
+        self.held = Some((gen, reply));
+        Ok(())
+    }
+
+    async fn release_held(&mut self, failed: bool) -> Result<(), End> {
+        let Some((_, mut reply)) = self.held.take() else { return Ok(()) };
+        if failed && reply.is_success() {
+            // The client never got the data: a success would be a lie.
+            reply = reply_for(&Error::client(ErrorKind::DataConnectFailed("client did not connect".into()))).0;
+        }
+        self.write_client(&reply.to_bytes()).await?;
+        while self.held.is_none() {
+            let Some(b) = self.out_queue.pop_front() else { break };
+            self.write_client(&b).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a reply to the client unless a held reply must go first.
+    async fn emit(&mut self, bytes: Bytes) -> Result<(), End> {
+        if self.held.is_some() {
+            self.out_queue.push_back(bytes);
+            Ok(())
+        } else {
+            self.write_client(&bytes).await
+        }
+    }
+
+    async fn flush_locals(&mut self) -> Result<(), End> {
+        while matches!(self.expect.front(), Some(Expect::Local(_))) {
+            if let Some(Expect::Local(r)) = self.expect.pop_front() {
+                self.emit(r.to_bytes()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a local reply behind outstanding backend replies.
+    fn expect_local(&mut self, reply: Reply) {
+        self.expect.push_back(Expect::Local(reply));
+    }
+
+    async fn local_reply(&mut self, reply: Reply) -> Result<(), End> {
+        self.expect_local(reply);
+        self.flush_locals().await
+    }
+
+    /// Answers an error per `reply_for`; ends the session if it says so.
+    async fn local_error(&mut self, e: Error) -> Result<(), End> {
+        let (reply, after) = reply_for(&e);
+        if after == After::Close {
+            return Err(End::Error(e));
+        }
+        self.local_reply(reply).await
+    }
+
+    async fn forward(&mut self, cmd: &Command, expect: Expect) -> Result<(), End> {
+        self.expect.push_back(expect);
+        let mut line = Vec::with_capacity(cmd.line.len() + 2);
+        line.extend_from_slice(&cmd.line);
+        line.extend_from_slice(b"\r\n");
+        self.write_backend(&line).await
+    }
+
+    async fn write_backend(&mut self, bytes: &[u8]) -> Result<(), End> {
+        self.backend_wr.write_all(bytes).await.map_err(|_| End::Error(Error::backend(ErrorKind::BackendClosed)))
+    }
+
+    async fn write_client(&mut self, bytes: &[u8]) -> Result<(), End> {
+        self.client_wr.write_all(bytes).await.map_err(End::Io)
+    }
+
+    /// Says goodbye where needed and writes the session log line.
+    async fn finish(&mut self, end: End) {
+        if let Some(p) = self.prepared.take() {
+            p.cancel.cancel();
+        }
+        let how = match &end {
+            End::ClientQuit => "quit".to_owned(),
+            End::ClientClosed => "client closed".to_owned(),
+            End::Io(e) => format!("client i/o error: {e}"),
+            End::Error(e) => {
+                // Anything still owed to the client goes first, then the 421.
+                if let Some((_, r)) = self.held.take() {
+                    let _ = self.client_wr.write_all(&r.to_bytes()).await;
+                }
+                while let Some(b) = self.out_queue.pop_front() {
+                    let _ = self.client_wr.write_all(&b).await;
+                }
+                let (reply, _) = reply_for(e);
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.client_wr.write_all(&reply.to_bytes())).await;
+                format!("{:?}", e.kind)
+            }
+        };
+        let _ = self.client_wr.shutdown().await;
+        let _ = self.backend_wr.shutdown().await;
+        info!(
+            session = self.id,
+            client = %self.client_addr,
+            backend = %self.backend_addr,
+            user = %self.user.as_deref().unwrap_or("-"),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            bytes_up = self.bytes_up,
+            bytes_down = self.bytes_down,
+            transfers = self.transfers,
+            end = %how,
+            "session closed"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! Socket set-up shared by the session: options on control connections and
+//! outgoing data connections from a chosen local address.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// TCP_NODELAY (replies are small and latency matters; ftp-proxy's 44 ms
+/// Nagle stall is the cautionary tale) and keepalive, so a control
+/// connection that is quiet during a long transfer survives cloud balancers.
+pub fn tune_control(s: &TcpStream, keepalive: Duration, oob_inline: bool) {
+    let _ = s.set_nodelay(true);
+    let sock = SockRef::from(s);
+    let ka = TcpKeepalive::new().with_time(keepalive).with_interval((keepalive / 4).max(Duration::from_secs(1)));
+    if let Err(e) = sock.set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+    // The ABOR synch arrives as urgent data; keep it in the stream so no byte
+    // of the command line is pulled out of band (RFC 959 4.1.3).
+    if oob_inline {
+        let _ = sock.set_out_of_band_inline(true);
+    }
+}
+
+/// Connects to `to` from `from_ip` (port `from_port`, 0 for any), within `timeout`.
+pub async fn connect_from(from: SocketAddr, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let sock = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if from.port() != 0 {
+        sock.set_reuseaddr(true)?;
+    }
+    sock.bind(from)?;
+    match tokio::time::timeout(timeout, sock.connect(to)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+/// Sends the Telnet synch before ABOR: IAC IP IAC in band, then DM as TCP
+/// urgent data (RFC 959 4.1.3), so servers that watch for urgent data
+/// (vsftpd, proftpd) interrupt a running transfer.
+pub fn send_urgent_dm(s: &impl std::os::fd::AsFd) -> io::Result<usize> {
+    SockRef::from(s).send_out_of_band(&[crate::proto::command::DM])
+}

@@ -1,0 +1,726 @@
+//! Real FTP clients (curl, lftp, Python's ftplib, tnftp) run as processes
+//! against a host/port: a real server directly, or ftpgate in front of one.
+//!
+//! Every run has a hard timeout (60 s, or `FTPGATE_CLIENT_TIMEOUT_SECS`):
+//! the client is killed by PID and the run reported as failed, so a hung
+//! proxy never hangs the test suite. Each run gets a fresh empty working
+//! directory, also used as `HOME` (no user rc files): give clients absolute
+//! local paths for files you want to keep.
+
+#![allow(dead_code)]
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where a client connects, and how it logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// "127.0.0.1" or "::1" (no brackets).
+    pub host: String,
+    /// Control port.
+    pub port: u16,
+    /// Login name.
+    pub user: String,
+    /// Password.
+    pub pass: String,
+}
+
+impl Target {
+    /// A target from its parts.
+    pub fn new(host: &str, port: u16, user: &str, pass: &str) -> Target {
+        Target { host: host.to_string(), port, user: user.to_string(), pass: pass.to_string() }
+    }
+
+    /// The server itself, with its login (no proxy in between).
+    pub fn for_server(s: &crate::peers::FtpServer) -> Target {
+        Target::new(&s.addr.ip().to_string(), s.addr.port(), &s.user, &s.pass)
+    }
+
+    /// The same login through another address (e.g. ftpgate's listener).
+    pub fn via(&self, addr: std::net::SocketAddr) -> Target {
+        Target { host: addr.ip().to_string(), port: addr.port(), ..self.clone() }
+    }
+
+    /// Whether the host is an IPv6 literal.
+    pub fn is_v6(&self) -> bool {
+        self.host.contains(':')
+    }
+
+    /// Host as it goes into a URL: brackets around IPv6 literals.
+    pub fn url_host(&self) -> String {
+        if self.is_v6() {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+}
+
+/// What a client run produced.
+#[derive(Clone)]
+pub struct Output {
+    /// Exited with status 0 before the timeout (for tnftp, which exits 0
+    /// even when a transfer failed, check the replies in stdout too).
+    pub ok: bool,
+    /// Exit status, None if killed by a signal (e.g. our timeout).
+    pub status: Option<i32>,
+    /// Standard output (curl: the file or listing bytes).
+    pub stdout: Vec<u8>,
+    /// Standard error (curl -v / lftp -d: the protocol conversation).
+    pub stderr: String,
+    /// Killed because it ran past the timeout.
+    pub timed_out: bool,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl Output {
+    /// stdout as (lossy) UTF-8.
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Panics with everything the client said unless it succeeded.
+    #[track_caller]
+    pub fn assert_ok(&self, what: &str) -> &Self {
+        assert!(self.ok, "{what} failed: {self:?}");
+        self
+    }
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let out = self.stdout_str();
+        let out_shown: String = if out.len() > 4000 {
+            let head: String = out.chars().take(4000).collect();
+            format!("{head}... ({} bytes)", self.stdout.len())
+        } else {
+            out
+        };
+        let n = self.stderr.chars().count();
+        let err_shown: String = if n > 8000 {
+            format!("...{}", self.stderr.chars().skip(n - 8000).collect::<String>())
+        } else {
+            self.stderr.clone()
+        };
+        write!(
+            f,
+            "Output {{ ok: {}, status: {:?}, timed_out: {}, elapsed: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n}}",
+            self.ok, self.status, self.timed_out, self.elapsed, out_shown, err_shown
+        )
+    }
+}
+
+/// Which data connection a client must use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Passive, PASV (227 address used as given where the client allows).
+    Pasv,
+    /// Passive, EPSV.
+    Epsv,
+    /// Active, PORT.
+    Port,
+    /// Active, EPRT.
+    Eprt,
+}
+
+impl Mode {
+    /// All four modes.
+    pub const ALL: [Mode; 4] = [Mode::Pasv, Mode::Epsv, Mode::Port, Mode::Eprt];
+
+    /// The FTP command the mode is about.
+    pub fn command(self) -> &'static str {
+        match self {
+            Mode::Pasv => "PASV",
+            Mode::Epsv => "EPSV",
+            Mode::Port => "PORT",
+            Mode::Eprt => "EPRT",
+        }
+    }
+
+    /// Passive (PASV/EPSV) or active (PORT/EPRT).
+    pub fn is_passive(self) -> bool {
+        matches!(self, Mode::Pasv | Mode::Epsv)
+    }
+}
+
+/// Hard timeout for one client run.
+pub fn default_timeout() -> Duration {
+    std::env::var("FTPGATE_CLIENT_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// Runs `cmd` with `stdin` fed (or /dev/null), collecting stdout/stderr,
+/// killing it (by PID) after `timeout`. The working directory and HOME are a
+/// fresh temp dir unless `cmd` already set a working directory.
+pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    let work = tempfile::Builder::new().prefix("ftpgate-client-").tempdir().expect("tempdir");
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(work.path());
+    }
+    cmd.env("HOME", work.path())
+        .env("LC_ALL", "C")
+        .env_remove("http_proxy")
+        .env_remove("ftp_proxy")
+        .env_remove("all_proxy")
+        .env_remove("FTP_PROXY")
+        .env_remove("ALL_PROXY")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Output {
+                ok: false,
+                status: None,
+                stdout: Vec::new(),
+                stderr: format!("cannot run {program}: {e}"),
+                timed_out: false,
+                elapsed: start.elapsed(),
+            }
+        }
+    };
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let (tx_out, rx_out) = mpsc::channel();
+    let mut so = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = so.read_to_end(&mut buf);
+        let _ = tx_out.send(buf);
+    });
+    let (tx_err, rx_err) = mpsc::channel();
+    let mut se = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = se.read_to_end(&mut buf);
+        let _ = tx_err.send(buf);
+    });
+
+    let deadline = start + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // A grandchild holding the pipes open must not hang us either.
+    let stdout = rx_out.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    let stderr_bytes = rx_err.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    let mut stderr = String::from_utf8_lossy(&stderr_bytes).into_owned();
+    if timed_out {
+        stderr.push_str(&format!("\n[ftpgate test rig: {program} killed after {timeout:?}]\n"));
+    }
+    let code = status.and_then(|s| s.code());
+    Output {
+        ok: !timed_out && code == Some(0),
+        status: code,
+        stdout,
+        stderr,
+        timed_out,
+        elapsed: start.elapsed(),
+    }
+}
+
+// ---------------------------------------------------------------- curl
+
+/// Percent-encodes an FTP path for a URL (keeps `/`), without a leading `/`:
+/// curl then CWDs into each directory relative to the login directory.
+fn url_path(path: &str) -> String {
+    let mut s = String::new();
+    for b in path.trim_start_matches('/').bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+fn curl_url(t: &Target, path: &str) -> String {
+    format!("ftp://{}:{}/{}", t.url_host(), t.port, url_path(path))
+}
+
+fn curl_mode_args(t: &Target, mode: Mode) -> Vec<String> {
+    let v: Vec<&str> = match mode {
+        // curl ignores the 227 address by default (--ftp-skip-pasv-ip):
+        // make it use it, so the address ftpgate writes is tested.
+        Mode::Pasv => vec!["--ftp-pasv", "--disable-epsv", "--no-ftp-skip-pasv-ip"],
+        Mode::Epsv => vec!["--ftp-pasv"],
+        Mode::Port => vec!["--ftp-port", &t.host, "--disable-eprt"],
+        Mode::Eprt => vec!["--ftp-port", &t.host],
+    };
+    v.into_iter().map(String::from).collect()
+}
+
+/// curl against `t` in `mode`, with `extra` arguments, on `path` (relative
+/// to the login directory). stderr has the `-v` conversation.
+pub fn curl(t: &Target, path: &str, mode: Mode, extra: &[&str]) -> Output {
+    let mut cmd = Command::new("curl");
+    cmd.arg("-q") // no ~/.curlrc
+        .args(["-sS", "-v", "--connect-timeout", "15"])
+        .arg("-u")
+        .arg(format!("{}:{}", t.user, t.pass))
+        .args(curl_mode_args(t, mode))
+        .args(extra)
+        .arg(curl_url(t, path));
+    run(cmd, None, default_timeout())
+}
+
+/// Downloads `path`; stdout is the file.
+pub fn curl_get(t: &Target, path: &str, mode: Mode) -> Output {
+    curl(t, path, mode, &[])
+}
+
+/// LIST of directory `path` ("" for the login directory; a trailing `/` is added).
+pub fn curl_list(t: &Target, path: &str, mode: Mode) -> Output {
+    curl(t, &dir_path(path), mode, &[])
+}
+
+/// NLST of directory `path` (`curl --list-only`).
+pub fn curl_nlst(t: &Target, path: &str, mode: Mode) -> Output {
+    curl(t, &dir_path(path), mode, &["--list-only"])
+}
+
+/// MLSD of directory `path` (`curl -X MLSD`; not on vsftpd).
+pub fn curl_mlsd(t: &Target, path: &str, mode: Mode) -> Output {
+    curl(t, &dir_path(path), mode, &["-X", "MLSD"])
+}
+
+/// Uploads `local` to `remote_path` (STOR).
+pub fn curl_put(t: &Target, local: &Path, remote_path: &str, mode: Mode) -> Output {
+    let local = local.to_string_lossy().into_owned();
+    curl(t, remote_path, mode, &["-T", &local])
+}
+
+/// Appends `local` to `remote_path` (APPE).
+pub fn curl_append(t: &Target, local: &Path, remote_path: &str, mode: Mode) -> Output {
+    let local = local.to_string_lossy().into_owned();
+    curl(t, remote_path, mode, &["-T", &local, "--append"])
+}
+
+fn dir_path(path: &str) -> String {
+    let p = path.trim_start_matches('/');
+    if p.is_empty() || p.ends_with('/') {
+        p.to_string()
+    } else {
+        format!("{p}/")
+    }
+}
+
+// ---------------------------------------------------------------- lftp
+
+fn lftp_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Runs lftp commands (one per line, e.g. `get big.bin -o /abs/path`,
+/// `put /abs/file -o upload/x`, `cls -1 dir`) after logging in to `t`.
+///
+/// Settings: ftp:fix-pasv-address off (use the 227 address as given),
+/// ftp:passive-mode and ftp:prefer-epsv per mode, net:max-retries 1 (no
+/// retry), net:timeout 10, cmd:fail-exit yes (non-zero exit on the first
+/// failing command), ftp:ssl-allow no (no AUTH TLS attempt), xfer:clobber
+/// on. Runs with `-d`: stderr has the protocol conversation.
+///
+/// lftp sends EPRT only for IPv6 data addresses: on an IPv4 target,
+/// `Mode::Eprt` behaves like `Mode::Port` (PORT). Likewise on an IPv6
+/// target `Mode::Pasv` ends up using EPSV (PASV cannot carry IPv6).
+pub fn lftp(t: &Target, commands: &str, mode: Mode) -> Output {
+    let (passive, epsv) = match mode {
+        Mode::Pasv => ("on", "no"),
+        Mode::Epsv => ("on", "yes"),
+        Mode::Port | Mode::Eprt => ("off", "no"),
+    };
+    let script = format!(
+        "set cmd:fail-exit yes\n\
+         set cmd:interactive no\n\
+         set net:max-retries 1\n\
+         set net:persist-retries 0\n\
+         set net:timeout 10\n\
+         set net:reconnect-interval-base 1\n\
+         set net:reconnect-interval-max 1\n\
+         set ftp:fix-pasv-address off\n\
+         set ftp:passive-mode {passive}\n\
+         set ftp:prefer-epsv {epsv}\n\
+         set ftp:ssl-allow no\n\
+         set xfer:clobber on\n\
+         set cmd:verbose yes\n\
+         open -u {user},{pass} -p {port} {host}\n\
+         {commands}\n",
+        user = lftp_quote(&t.user),
+        pass = lftp_quote(&t.pass),
+        port = t.port,
+        host = lftp_host(t),
+    );
+    let work = tempfile::Builder::new().prefix("ftpgate-lftp-").tempdir().expect("tempdir");
+    let file = work.path().join("script.lftp");
+    std::fs::write(&file, script).expect("write lftp script");
+    let mut cmd = Command::new("lftp");
+    cmd.arg("-d").arg("-f").arg(&file);
+    run(cmd, None, default_timeout())
+}
+
+fn lftp_host(t: &Target) -> String {
+    // lftp takes bracketed IPv6 literals.
+    t.url_host()
+}
+
+// ---------------------------------------------------------------- ftplib
+
+/// The Python interpreter used for ftplib (Debian's own if present).
+pub fn python3() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/python3");
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+const FTPLIB_PRELUDE: &str = r#"
+import ftplib, sys, os, io, hashlib, socket
+HOST, PORT, USER, PASS, MODE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ftp = ftplib.FTP()
+# Since Python 3.6.x ftplib ignores the 227 address unless told to trust it.
+ftp.trust_server_pasv_ipv4_address = True
+
+def _epsv():
+    return ftplib.parse229(ftp.sendcmd('EPSV'), ftp.sock.getpeername())
+
+def _pasv():
+    host, port = ftplib.parse227(ftp.sendcmd('PASV'))
+    return host, port
+
+def _listen(af_wanted):
+    sock = socket.create_server((ftp.sock.getsockname()[0], 0), family=ftp.af, backlog=1)
+    return sock
+
+def _port():
+    sock = _listen(ftp.af)
+    host, port = sock.getsockname()[:2]
+    ftp.sendport(host, port)
+    if ftp.timeout is not None:
+        sock.settimeout(ftp.timeout)
+    return sock
+
+def _eprt():
+    sock = _listen(ftp.af)
+    host, port = sock.getsockname()[:2]
+    ftp.sendeprt(host, port)
+    if ftp.timeout is not None:
+        sock.settimeout(ftp.timeout)
+    return sock
+
+def use_mode(m):
+    """'pasv', 'epsv', 'port', 'eprt', or 'default' (ftplib's own choice:
+    PASV/PORT on IPv4, EPSV/EPRT on IPv6)."""
+    if m == 'pasv':
+        ftp.set_pasv(True); ftp.makepasv = _pasv
+    elif m == 'epsv':
+        ftp.set_pasv(True); ftp.makepasv = _epsv
+    elif m == 'port':
+        ftp.set_pasv(False); ftp.makeport = _port
+    elif m == 'eprt':
+        ftp.set_pasv(False); ftp.makeport = _eprt
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+def get_bytes(path):
+    b = io.BytesIO()
+    ftp.retrbinary('RETR ' + path, b.write)
+    return b.getvalue()
+
+ftp.connect(HOST, PORT, timeout=20)
+ftp.login(USER, PASS)
+use_mode(MODE)
+# ---- test body ----
+"#;
+
+/// Runs a Python script body with `ftp` (an `ftplib.FTP`) connected to `t`
+/// and logged in, in ftplib's default data mode (PASV/PORT on IPv4,
+/// EPSV/EPRT on IPv6), with the 227 address trusted as given. Helpers in
+/// scope: `use_mode('pasv'|'epsv'|'port'|'eprt')`, `sha256(bytes)`,
+/// `get_bytes(path)`. Print results to stdout; an exception fails the run.
+pub fn ftplib(t: &Target, script_body: &str) -> Output {
+    ftplib_run(t, script_body, "default")
+}
+
+/// [`ftplib`] with the data connection forced to `mode`.
+pub fn ftplib_mode(t: &Target, script_body: &str, mode: Mode) -> Output {
+    let m = match mode {
+        Mode::Pasv => "pasv",
+        Mode::Epsv => "epsv",
+        Mode::Port => "port",
+        Mode::Eprt => "eprt",
+    };
+    ftplib_run(t, script_body, m)
+}
+
+fn ftplib_run(t: &Target, body: &str, mode: &str) -> Output {
+    let work = tempfile::Builder::new().prefix("ftpgate-ftplib-").tempdir().expect("tempdir");
+    let file = work.path().join("script.py");
+    std::fs::write(&file, format!("{FTPLIB_PRELUDE}{body}\n")).expect("write python script");
+    let mut cmd = Command::new(python3());
+    cmd.arg("-u")
+        .arg("-W")
+        .arg("ignore")
+        .arg(&file)
+        .args([&t.host, &t.port.to_string(), &t.user, &t.pass, mode]);
+    run(cmd, None, default_timeout())
+}
+
+// ---------------------------------------------------------------- tnftp
+
+/// The classic command-line client: tnftp (Debian 12's `ftp` is tnftp;
+/// netkit-ftp no longer exists there).
+pub fn classic_ftp_binary() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/tnftp");
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("ftp")
+    }
+}
+
+/// tnftp `-n -v` driven through stdin: `open host port`, `user u p`,
+/// `binary`, `passive on|off`, then `commands` (one per line; use absolute
+/// local paths, e.g. `get big.bin /abs/path`), then `bye`. tnftp's own
+/// defaults otherwise: it tries EPSV (passive) / EPRT (active) first and
+/// falls back to PASV / PORT. stdout has the server replies (-v).
+///
+/// tnftp exits 0 even when a command failed: check the replies in stdout
+/// (e.g. `226`) and the result files.
+pub fn classic_ftp(t: &Target, commands: &str, passive: bool) -> Output {
+    classic_ftp_script(t, commands, if passive { "passive on\n" } else { "passive off\n" })
+}
+
+/// [`classic_ftp`] forced to one mode (`epsv4 off` for PASV/PORT on IPv4).
+pub fn classic_ftp_mode(t: &Target, commands: &str, mode: Mode) -> Output {
+    let setup = match mode {
+        Mode::Pasv => "passive on\nepsv4 off\nepsv6 off\n",
+        Mode::Epsv => "passive on\nepsv4 on\nepsv6 on\n",
+        Mode::Port => "passive off\nepsv4 off\nepsv6 off\n",
+        Mode::Eprt => "passive off\nepsv4 on\nepsv6 on\n",
+    };
+    classic_ftp_script(t, commands, setup)
+}
+
+fn classic_ftp_script(t: &Target, commands: &str, setup: &str) -> Output {
+    let input = format!(
+        "open {host} {port}\nuser {user} {pass}\nbinary\n{setup}{commands}\nbye\n",
+        host = t.host,
+        port = t.port,
+        user = t.user,
+        pass = t.pass,
+    );
+    let mut cmd = Command::new(classic_ftp_binary());
+    cmd.args(["-n", "-v"]);
+    run(cmd, Some(input.as_bytes()), default_timeout())
+}
+
+// ---------------------------------------------------------------- self-tests
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::{self, put_file, FtpServer, ServerKind};
+    use std::fs;
+    use std::net::TcpListener;
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed).collect()
+    }
+
+    fn vsftpd(test: &str) -> Option<(FtpServer, Vec<u8>)> {
+        if !peers::available_or_skip(ServerKind::Vsftpd, test) {
+            return None;
+        }
+        let big = data(1024 * 1024 + 17, 3);
+        let b2 = big.clone();
+        let srv = FtpServer::start_with(ServerKind::Vsftpd, move |root| {
+            put_file(root, "big.bin", &b2);
+            put_file(root, "dir/one.txt", b"one\n");
+            put_file(root, "dir/two.txt", b"two\n");
+        });
+        Some((srv, big))
+    }
+
+    #[test]
+    fn clients_curl_vsftpd() {
+        let Some((srv, big)) = vsftpd("clients_curl_vsftpd") else { return };
+        let t = Target::for_server(&srv);
+        let local = tempfile::tempdir().unwrap();
+        for mode in Mode::ALL {
+            let out = curl_get(&t, "/big.bin", mode);
+            out.assert_ok("curl_get");
+            assert!(out.stdout == big, "{mode:?}: content differs");
+            assert!(out.stderr.contains(&format!("> {}", mode.command())), "{mode:?}: {out:?}");
+            if mode == Mode::Pasv {
+                // The 227 address was used, not skipped.
+                assert!(!out.stderr.contains("Skip "), "{out:?}");
+            }
+            let out = curl_list(&t, "dir", mode);
+            out.assert_ok("curl_list");
+            assert!(out.stdout_str().contains("one.txt") && out.stdout_str().contains("two.txt"));
+            let out = curl_nlst(&t, "dir", mode);
+            out.assert_ok("curl_nlst");
+            let mut names: Vec<String> = out.stdout_str().lines().map(String::from).collect();
+            names.sort();
+            assert_eq!(names, ["one.txt", "two.txt"]);
+            let lp = local.path().join("up.bin");
+            fs::write(&lp, &big[..1000]).unwrap();
+            let remote = format!("upload/curl-{mode:?}.bin");
+            curl_put(&t, &lp, &remote, mode).assert_ok("curl_put");
+            curl_append(&t, &lp, &remote, mode).assert_ok("curl_append");
+            let got = fs::read(srv.root.join(&remote)).unwrap();
+            assert_eq!(got.len(), 2000);
+            assert!(got[..1000] == big[..1000] && got[1000..] == big[..1000]);
+        }
+        let out = curl_get(&t, "missing.bin", Mode::Epsv);
+        assert!(!out.ok && out.stderr.contains("550"), "{out:?}");
+    }
+
+    #[test]
+    fn clients_lftp_vsftpd() {
+        let Some((srv, big)) = vsftpd("clients_lftp_vsftpd") else { return };
+        let t = Target::for_server(&srv);
+        let local = tempfile::tempdir().unwrap();
+        for mode in Mode::ALL {
+            let dst = local.path().join(format!("got-{mode:?}.bin"));
+            let cmds = format!(
+                "get big.bin -o {dst}\nput {dst} -o upload/lftp-{mode:?}.bin\ncls -1 dir",
+                dst = dst.display()
+            );
+            let out = lftp(&t, &cmds, mode);
+            out.assert_ok("lftp");
+            assert!(fs::read(&dst).unwrap() == big, "{mode:?}: get differs");
+            assert!(
+                fs::read(srv.upload_path().join(format!("lftp-{mode:?}.bin"))).unwrap() == big,
+                "{mode:?}: put differs"
+            );
+            let s = out.stdout_str();
+            assert!(s.contains("one.txt") && s.contains("two.txt"), "{out:?}");
+            // The conversation shows the forced mode (lftp: EPRT only for IPv6).
+            let want = match mode {
+                Mode::Eprt => "---> PORT".to_string(),
+                m => format!("---> {}", m.command()),
+            };
+            assert!(out.stderr.contains(&want), "{mode:?}: {want} not in {out:?}");
+        }
+        // cmd:fail-exit: a failing command fails the run.
+        let out = lftp(&t, "get nope.bin -o /dev/null", Mode::Epsv);
+        assert!(!out.ok, "{out:?}");
+    }
+
+    #[test]
+    fn clients_ftplib_vsftpd() {
+        let Some((srv, big)) = vsftpd("clients_ftplib_vsftpd") else { return };
+        let t = Target::for_server(&srv);
+        let want = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(&big).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        for mode in Mode::ALL {
+            let body = format!(
+                "ftp.set_debuglevel(1)\n\
+                 print('SHA', sha256(get_bytes('big.bin')))\n\
+                 ftp.storbinary('STOR upload/py-{mode:?}.bin', io.BytesIO(b'x' * 70000))\n\
+                 print('NLST', sorted(ftp.nlst('dir')))\n\
+                 ftp.quit()\n"
+            );
+            let out = ftplib_mode(&t, &body, mode);
+            out.assert_ok("ftplib");
+            let s = out.stdout_str();
+            assert!(s.contains(&format!("SHA {want}")), "{mode:?}: {out:?}");
+            assert!(s.contains(&format!("*cmd* '{}", mode.command())), "{mode:?}: {out:?}");
+            assert!(s.contains("one.txt") && s.contains("two.txt"), "{out:?}");
+            let up = fs::read(srv.upload_path().join(format!("py-{mode:?}.bin"))).unwrap();
+            assert_eq!(up, vec![b'x'; 70000]);
+        }
+        // Default mode on IPv4: PASV, with the 227 address used.
+        let out = ftplib(&t, "ftp.set_debuglevel(1)\nprint(len(get_bytes('big.bin')))");
+        out.assert_ok("ftplib default");
+        assert!(out.stdout_str().contains("*cmd* 'PASV'"), "{out:?}");
+        assert!(out.stdout_str().contains(&big.len().to_string()), "{out:?}");
+        // An exception fails the run.
+        let out = ftplib(&t, "ftp.retrbinary('RETR nope', print)");
+        assert!(!out.ok && out.stderr.contains("550"), "{out:?}");
+    }
+
+    #[test]
+    fn clients_classic_ftp_vsftpd() {
+        let Some((srv, big)) = vsftpd("clients_classic_ftp_vsftpd") else { return };
+        let t = Target::for_server(&srv);
+        let local = tempfile::tempdir().unwrap();
+        for passive in [true, false] {
+            let dst = local.path().join(format!("tn-{passive}.bin"));
+            let src = local.path().join("src.bin");
+            fs::write(&src, &big[..5000]).unwrap();
+            let cmds = format!(
+                "get big.bin {}\nput {} upload/tn-{passive}.bin\nls dir",
+                dst.display(),
+                src.display()
+            );
+            let out = classic_ftp(&t, &cmds, passive);
+            out.assert_ok("tnftp");
+            assert!(fs::read(&dst).unwrap() == big, "passive={passive}: {out:?}");
+            assert_eq!(fs::read(srv.upload_path().join(format!("tn-{passive}.bin"))).unwrap(), &big[..5000]);
+            let s = out.stdout_str();
+            assert!(s.contains("226") && s.contains("one.txt"), "{out:?}");
+        }
+        for mode in Mode::ALL {
+            let dst = local.path().join(format!("tn-{mode:?}.bin"));
+            let out = classic_ftp_mode(&t, &format!("debug on\nget big.bin {}", dst.display()), mode);
+            out.assert_ok("tnftp mode");
+            assert!(fs::read(&dst).unwrap() == big, "{mode:?}: {out:?}");
+            // `debug on` shows the commands sent.
+            assert!(out.stdout_str().contains(&format!("---> {}", mode.command())), "{mode:?}: {out:?}");
+        }
+    }
+
+    /// A peer that accepts and never answers: every wrapper gives up at the
+    /// timeout instead of hanging.
+    #[test]
+    fn clients_timeout_kills_hung_client() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _accepted = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            for c in l.incoming().take(1).flatten() {
+                conns.push(c);
+                std::thread::sleep(Duration::from_secs(10));
+            }
+        });
+        let t = Target::new("127.0.0.1", port, "u", "p");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-q", "-sS"]).arg(curl_url(&t, "x"));
+        let out = run(cmd, None, Duration::from_secs(2));
+        assert!(out.timed_out && !out.ok, "{out:?}");
+        assert!(out.elapsed < Duration::from_secs(5), "{out:?}");
+    }
+}

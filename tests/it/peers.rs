@@ -1,0 +1,846 @@
+//! Real FTP servers (vsftpd, ProFTPD, pure-ftpd) started as child processes
+//! on 127.0.0.1, each with a generated config in its own temp dir.
+//!
+//! The servers keep their default passive-mode settings (no forced passive
+//! address, default passive port range): ftpgate, not the server, must make
+//! the passive address right. Deviations from the defaults are only those a
+//! test environment needs (see each `*_config` function).
+//!
+//! Logins:
+//! - vsftpd: anonymous only (`anonymous` / any password). Its login root is
+//!   read-only for the session user (vsftpd insists); uploads go to `upload/`.
+//! - ProFTPD and pure-ftpd: virtual user `ftpgate` / `ftpgate-pass`, chrooted
+//!   to the root, sessions running as `nobody:nogroup`.
+//!
+//! In every case the FTP path `/` is [`FtpServer::root`] and uploads are
+//! allowed in [`FtpServer::upload_dir`] (`upload`). The servers need not be
+//! installed system-wide: `scripts/install-test-deps.sh` unpacks ProFTPD and
+//! pure-ftpd under `/opt/ftpgate-peers` (override with `FTPGATE_PEERS_DIR`).
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The kinds of real server the rig can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerKind {
+    /// vsftpd 3.0.3 (Debian's package, `/usr/sbin/vsftpd`).
+    Vsftpd,
+    /// ProFTPD 1.3.8 (unpacked from proftpd-core).
+    Proftpd,
+    /// pure-ftpd 1.0.50 (unpacked from pure-ftpd).
+    PureFtpd,
+}
+
+/// Every server kind.
+pub const ALL: [ServerKind; 3] = [ServerKind::Vsftpd, ServerKind::Proftpd, ServerKind::PureFtpd];
+
+/// Virtual user of ProFTPD and pure-ftpd.
+pub const VIRTUAL_USER: &str = "ftpgate";
+/// Its password.
+pub const VIRTUAL_PASS: &str = "ftpgate-pass";
+/// SHA-512 crypt(3) hash of [`VIRTUAL_PASS`] (made once with Python's
+/// `crypt.crypt(pw, crypt.mksalt(crypt.METHOD_SHA512))`). pure-pw's default
+/// argon2id hash would cost ~3.5 s of CPU per login.
+const VIRTUAL_PASS_SHA512: &str = "$6$xCwkfk6Xd278VhAH$WW0Kr2fNOYpf4RmRSLzSybmhs19xHucouzcXQI987YvXgv1C0ranqVEoqUU34XkT8uOkyTITitY4uuQKiDe63/";
+/// Login of vsftpd (anonymous only).
+pub const VSFTPD_USER: &str = "anonymous";
+/// Any password works for vsftpd's anonymous login.
+pub const VSFTPD_PASS: &str = "ftpgate@example.com";
+/// The upload directory, relative to the login root, on every server.
+pub const UPLOAD_DIR: &str = "upload";
+
+/// uid/gid the ProFTPD and pure-ftpd sessions run as (`nobody`/`nogroup`).
+const NOBODY: u32 = 65534;
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+const START_ATTEMPTS: usize = 4;
+
+impl ServerKind {
+    /// Short lowercase name: "vsftpd", "proftpd", "pure-ftpd".
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Vsftpd => "vsftpd",
+            ServerKind::Proftpd => "proftpd",
+            ServerKind::PureFtpd => "pure-ftpd",
+        }
+    }
+
+    /// The server binary this rig runs.
+    pub fn binary(self) -> PathBuf {
+        match self {
+            ServerKind::Vsftpd => PathBuf::from("/usr/sbin/vsftpd"),
+            ServerKind::Proftpd => peers_dir().join("usr/sbin/proftpd"),
+            ServerKind::PureFtpd => peers_dir().join("usr/sbin/pure-ftpd"),
+        }
+    }
+
+    /// Whether the server implements MLSD/MLST (vsftpd answers `500 Unknown command.`).
+    pub fn supports_mlsd(self) -> bool {
+        !matches!(self, ServerKind::Vsftpd)
+    }
+
+    /// A string every 220 greeting of this kind contains.
+    pub fn banner_marker(self) -> &'static str {
+        match self {
+            ServerKind::Vsftpd => "vsFTPd",
+            ServerKind::Proftpd => "ProFTPD",
+            ServerKind::PureFtpd => "Pure-FTPd",
+        }
+    }
+}
+
+/// Where `scripts/install-test-deps.sh` unpacked ProFTPD and pure-ftpd.
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("FTPGATE_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/ftpgate-peers"))
+}
+
+/// Whether `FTPGATE_REQUIRE_PEERS=1`: then a missing peer is a failure, not a skip.
+pub fn peers_required() -> bool {
+    std::env::var("FTPGATE_REQUIRE_PEERS").map(|v| v == "1").unwrap_or(false)
+}
+
+fn missing_parts(kind: ServerKind) -> Vec<String> {
+    let mut need = vec![kind.binary()];
+    match kind {
+        ServerKind::Vsftpd => {}
+        ServerKind::Proftpd => need.push(peers_dir().join("usr/lib/proftpd")),
+        ServerKind::PureFtpd => need.push(peers_dir().join("usr/bin/pure-pw")),
+    }
+    let mut missing: Vec<String> =
+        need.into_iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    if kind == ServerKind::Vsftpd && user_uid("ftp").is_none() {
+        // vsftpd's anonymous sessions run as the system user "ftp" (made by
+        // the vsftpd package) and chdir to its home first.
+        missing.push("system user \"ftp\"".to_string());
+    }
+    missing
+}
+
+/// Whether `kind` can be started here. With `FTPGATE_REQUIRE_PEERS=1` a
+/// missing server panics (CI must fail, not skip); otherwise the caller
+/// should print a SKIP line and return.
+pub fn available(kind: ServerKind) -> bool {
+    let missing = missing_parts(kind);
+    if missing.is_empty() {
+        return true;
+    }
+    if peers_required() {
+        panic!(
+            "FTPGATE_REQUIRE_PEERS=1 but {} is not usable: missing {}. Run scripts/install-test-deps.sh as root.",
+            kind.name(),
+            missing.join(", ")
+        );
+    }
+    false
+}
+
+/// `available(kind)`, printing a SKIP line for `test` when it is not.
+pub fn available_or_skip(kind: ServerKind, test: &str) -> bool {
+    let ok = available(kind);
+    if !ok {
+        println!(
+            "SKIP {test}: {} not installed (missing {}); run scripts/install-test-deps.sh",
+            kind.name(),
+            missing_parts(kind).join(", ")
+        );
+    }
+    ok
+}
+
+fn user_uid(name: &str) -> Option<u32> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        if f.next()? == name {
+            f.nth(1)?.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// A running real FTP server; dropped = killed.
+pub struct FtpServer {
+    /// Which server.
+    pub kind: ServerKind,
+    /// The control address, 127.0.0.1:<port>.
+    pub addr: SocketAddr,
+    /// The directory the login sees as `/`.
+    pub root: PathBuf,
+    /// FTP path (relative to the login root) where uploads are allowed.
+    pub upload_dir: String,
+    /// A login that works.
+    pub user: String,
+    /// Its password.
+    pub pass: String,
+    child: Child,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl FtpServer {
+    /// Starts the server with its default passive settings and waits until
+    /// it answers 220 on `addr`.
+    pub fn start(kind: ServerKind) -> FtpServer {
+        FtpServer::start_with(kind, |_| {})
+    }
+
+    /// Like [`FtpServer::start`], but `fill` may put files into the root
+    /// first. Files must be readable by others (mode 0644, dirs 0755: the
+    /// default under umask 022) for the server's unprivileged session to
+    /// serve them; [`put_file`] does that.
+    pub fn start_with(kind: ServerKind, fill: impl FnOnce(&Path)) -> FtpServer {
+        if !available(kind) {
+            panic!(
+                "{} is not installed (missing {}); run scripts/install-test-deps.sh as root, \
+                 or check peers::available() first",
+                kind.name(),
+                missing_parts(kind).join(", ")
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ftpgate-{}-", kind.name()))
+            .tempdir()
+            .expect("tempdir");
+        set_mode(dir.path(), 0o755);
+        let root = dir.path().join("root");
+        let upload = root.join(UPLOAD_DIR);
+        fs::create_dir_all(&upload).expect("mkdir root/upload");
+        set_mode(&root, 0o755); // vsftpd: the anonymous root must not be writable
+        set_mode(&upload, 0o777); // writable by the session user (ftp / nobody)
+        fill(&root);
+
+        let (user, pass) = match kind {
+            ServerKind::Vsftpd => (VSFTPD_USER, VSFTPD_PASS),
+            _ => (VIRTUAL_USER, VIRTUAL_PASS),
+        };
+        let log = dir.path().join("server.log");
+        let mut last_failure = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let port = free_port();
+            let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut cmd = match kind {
+                ServerKind::Vsftpd => vsftpd_command(dir.path(), &root, port),
+                ServerKind::Proftpd => proftpd_command(dir.path(), &root, port),
+                ServerKind::PureFtpd => pureftpd_command(dir.path(), &root, port),
+            };
+            let logf = fs::File::create(&log).expect("create server log");
+            cmd.stdin(Stdio::null())
+                .stdout(logf.try_clone().expect("dup log"))
+                .stderr(logf);
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", kind.name()));
+            match wait_ready(kind, &mut child, addr) {
+                Ok(()) => {
+                    return FtpServer {
+                        kind,
+                        addr,
+                        root,
+                        upload_dir: UPLOAD_DIR.to_string(),
+                        user: user.to_string(),
+                        pass: pass.to_string(),
+                        child,
+                        log,
+                        dir,
+                    };
+                }
+                Err(why) => {
+                    kill_tree(&mut child);
+                    last_failure = format!(
+                        "attempt {attempt} on {addr}: {why}\n--- server log ---\n{}\n--- extra logs ---\n{}",
+                        fs::read_to_string(&log).unwrap_or_default(),
+                        extra_logs(dir.path())
+                    );
+                    // A port taken between free_port() and the server's bind
+                    // is worth a retry on another port; anything else is not.
+                    if !why.contains("exited") && !why.contains("not ours") {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("{} failed to start: {last_failure}", kind.name());
+    }
+
+    /// The server's process id (the master process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The control port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Everything the server wrote to stdout/stderr (and its own log files).
+    pub fn log(&self) -> String {
+        format!(
+            "{}{}",
+            fs::read_to_string(&self.log).unwrap_or_default(),
+            extra_logs(self.dir.path())
+        )
+    }
+
+    /// `root/upload_dir` on disk.
+    pub fn upload_path(&self) -> PathBuf {
+        self.root.join(&self.upload_dir)
+    }
+
+    /// Writes `data` to `root/rel` (creating parent dirs), readable by the server.
+    pub fn put_file(&self, rel: &str, data: &[u8]) -> PathBuf {
+        put_file(&self.root, rel, data)
+    }
+}
+
+impl Drop for FtpServer {
+    fn drop(&mut self) {
+        kill_tree(&mut self.child);
+    }
+}
+
+/// Writes `data` to `root/rel` with mode 0644, parents 0755.
+pub fn put_file(root: &Path, rel: &str, data: &[u8]) -> PathBuf {
+    let path = root.join(rel.trim_start_matches('/'));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("mkdir");
+        let mut p = parent;
+        while p.starts_with(root) && p != root {
+            set_mode(p, 0o755);
+            p = p.parent().unwrap();
+        }
+    }
+    fs::write(&path, data).expect("write file");
+    set_mode(&path, 0o644);
+    path
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {:o} {}: {e}", mode, p.display()));
+}
+
+/// A port on 127.0.0.1 that was free a moment ago and that this process has
+/// not handed out before (so concurrent tests don't pick the same one).
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().unwrap().port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
+fn write_file(p: &Path, text: &str, mode: u32) {
+    fs::write(p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    set_mode(p, mode);
+}
+
+/// vsftpd: anonymous login rooted at `root`, uploads into `upload/`.
+/// Deviations from its defaults, none about passive mode:
+/// listen=YES/background=NO (standalone, foreground), listen_address,
+/// anonymous uploads enabled (with anon_umask=022 so uploads are readable
+/// and anon_other_write_enable so APPE/REST-STOR/overwrite work),
+/// anon_world_readable_only=NO, secure_chroot_dir in the temp dir, and
+/// isolate=NO / isolate_network=NO / seccomp_sandbox=NO (namespaces and
+/// seccomp can fail in containers and cost CPU per session).
+fn vsftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
+    let empty = dir.join("empty");
+    fs::create_dir_all(&empty).expect("mkdir empty");
+    set_mode(&empty, 0o755);
+    let conf = dir.join("vsftpd.conf");
+    let text = format!(
+        "listen=YES\n\
+         listen_ipv6=NO\n\
+         listen_address=127.0.0.1\n\
+         listen_port={port}\n\
+         background=NO\n\
+         anonymous_enable=YES\n\
+         local_enable=NO\n\
+         anon_root={root}\n\
+         write_enable=YES\n\
+         anon_upload_enable=YES\n\
+         anon_mkdir_write_enable=YES\n\
+         anon_other_write_enable=YES\n\
+         anon_umask=022\n\
+         anon_world_readable_only=NO\n\
+         secure_chroot_dir={empty}\n\
+         isolate=NO\n\
+         isolate_network=NO\n\
+         seccomp_sandbox=NO\n\
+         xferlog_enable=YES\n\
+         vsftpd_log_file={log}\n",
+        root = root.display(),
+        empty = empty.display(),
+        log = dir.join("vsftpd-xfer.log").display(),
+    );
+    write_file(&conf, &text, 0o600);
+    let mut cmd = Command::new(ServerKind::Vsftpd.binary());
+    cmd.arg(&conf);
+    cmd
+}
+
+/// ProFTPD: virtual user from an AuthUserFile, chrooted (`DefaultRoot ~`)
+/// to `root`. Deviations, none about passive mode: DelayEngine off,
+/// AuthPAM off, UseReverseDNS off, UseIPv6 off, SocketBindTight to
+/// 127.0.0.1, writable PidFile/ScoreboardFile/DelayTable/SystemLog,
+/// WtmpLog off, ControlsEngine off, RequireValidShell off,
+/// AllowStoreRestart on (REST before STOR), AllowOverwrite on, Umask 022.
+fn proftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
+    let run = dir.join("run");
+    fs::create_dir_all(&run).expect("mkdir run");
+    let passwd = dir.join("ftpd.passwd");
+    let group = dir.join("ftpd.group");
+    // mod_auth_file refuses world-readable AuthUserFiles.
+    write_file(
+        &passwd,
+        &format!(
+            "{VIRTUAL_USER}:{VIRTUAL_PASS_SHA512}:{NOBODY}:{NOBODY}::{}:/bin/false\n",
+            root.display()
+        ),
+        0o600,
+    );
+    write_file(&group, &format!("nogroup:x:{NOBODY}:\n"), 0o600);
+    let conf = dir.join("proftpd.conf");
+    let text = format!(
+        "ServerName \"ftpgate-test\"\n\
+         ServerType standalone\n\
+         Port {port}\n\
+         DefaultAddress 127.0.0.1\n\
+         SocketBindTight on\n\
+         UseIPv6 off\n\
+         User nobody\n\
+         Group nogroup\n\
+         ModulePath {modules}\n\
+         PidFile {run}/proftpd.pid\n\
+         ScoreboardFile {run}/proftpd.scoreboard\n\
+         DelayTable {run}/proftpd.delay\n\
+         SystemLog {run}/system.log\n\
+         TransferLog none\n\
+         WtmpLog off\n\
+         ControlsEngine off\n\
+         DelayEngine off\n\
+         AuthPAM off\n\
+         UseReverseDNS off\n\
+         AuthUserFile {passwd}\n\
+         AuthGroupFile {group}\n\
+         AuthOrder mod_auth_file.c\n\
+         RequireValidShell off\n\
+         DefaultRoot ~\n\
+         Umask 022\n\
+         AllowOverwrite on\n\
+         AllowStoreRestart on\n\
+         MaxInstances 200\n",
+        modules = peers_dir().join("usr/lib/proftpd").display(),
+        run = run.display(),
+        passwd = passwd.display(),
+        group = group.display(),
+    );
+    write_file(&conf, &text, 0o644);
+    let mut cmd = Command::new(ServerKind::Proftpd.binary());
+    cmd.arg("--nodaemon").arg("-c").arg(&conf);
+    cmd
+}
+
+/// pure-ftpd: virtual user in a puredb (SHA-512 crypt hash), chrooted to
+/// `root`. Flags, none about passive mode: -S 127.0.0.1,PORT (listen),
+/// -l puredb:FILE, -E (no anonymous), -A (chroot everyone), -H (no reverse
+/// DNS), -c/-C 200 (max clients total/per IP), -g (pid file), -f none (no
+/// syslog). No -p/-P: default passive range, no forced passive address.
+fn pureftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
+    let passwd = dir.join("pureftpd.passwd");
+    let pdb = dir.join("pureftpd.pdb");
+    // account:hash:uid:gid:gecos:home(/./ = chroot):12 empty limit fields
+    write_file(
+        &passwd,
+        &format!(
+            "{VIRTUAL_USER}:{VIRTUAL_PASS_SHA512}:{NOBODY}:{NOBODY}::{}/./::::::::::::\n",
+            root.display()
+        ),
+        0o600,
+    );
+    let out = Command::new(peers_dir().join("usr/bin/pure-pw"))
+        .arg("mkdb")
+        .arg(&pdb)
+        .arg("-f")
+        .arg(&passwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pure-pw mkdb");
+    assert!(
+        out.status.success(),
+        "pure-pw mkdb failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = Command::new(ServerKind::PureFtpd.binary());
+    cmd.arg("-S")
+        .arg(format!("127.0.0.1,{port}"))
+        .arg("-l")
+        .arg(format!("puredb:{}", pdb.display()))
+        .args(["-E", "-A", "-H", "-c", "200", "-C", "200", "-f", "none"])
+        .arg("-g")
+        .arg(dir.join("pure-ftpd.pid"));
+    cmd
+}
+
+fn extra_logs(dir: &Path) -> String {
+    let mut s = String::new();
+    for name in ["run/system.log", "vsftpd-xfer.log"] {
+        if let Ok(t) = fs::read_to_string(dir.join(name)) {
+            if !t.is_empty() {
+                s.push_str(&format!("--- {name} ---\n{t}"));
+            }
+        }
+    }
+    s
+}
+
+/// Waits until `addr` answers a complete 220 greeting from a `kind` server
+/// while `child` is alive.
+fn wait_ready(kind: ServerKind, child: &mut Child, addr: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut last = String::from("never connected");
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("server exited during startup with {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no 220 greeting within {STARTUP_TIMEOUT:?} ({last})"));
+        }
+        match probe_220(addr) {
+            Ok(greeting) => {
+                // Make sure the greeting came from our server, not from some
+                // other process that got the port first.
+                std::thread::sleep(Duration::from_millis(5));
+                if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                    return Err(format!("server exited during startup with {status}"));
+                }
+                if !greeting.contains(kind.banner_marker()) {
+                    return Err(format!("greeting on {addr} is not ours: {greeting:?}"));
+                }
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn probe_220(addr: SocketAddr) -> Result<String, String> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    let mut greeting = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("connection closed after {greeting:?}"));
+        }
+        greeting.push_str(&line);
+        if line.starts_with("220 ") {
+            let _ = (&s).write_all(b"QUIT\r\n");
+            return Ok(greeting);
+        }
+        if !line.starts_with("220") {
+            return Err(format!("unexpected greeting {greeting:?}"));
+        }
+    }
+}
+
+/// Kills `child` and every process it forked (sessions), by PID, and reaps it.
+fn kill_tree(child: &mut Child) {
+    let pid = child.id();
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // Stop the master so it forks no new session while we collect its tree.
+    let _ = Command::new("kill").args(["-STOP", &pid.to_string()]).stderr(Stdio::null()).status();
+    let mut pids = vec![pid];
+    let mut i = 0;
+    while i < pids.len() {
+        let p = pids[i];
+        pids.extend(children_of(p));
+        i += 1;
+    }
+    let mut args = vec!["-KILL".to_string()];
+    args.extend(pids.iter().map(|p| p.to_string()));
+    let _ = Command::new("kill").args(&args).stderr(Stdio::null()).status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    // Linux with CONFIG_PROC_CHILDREN has /proc/PID/task/TID/children.
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+            }
+        }
+        if !out.is_empty() {
+            return out;
+        }
+    }
+    // Fallback: scan /proc/*/stat for the parent pid.
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
+                // pid (comm) state ppid ...; comm may contain spaces/parens.
+                if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
+                    let ppid = rest.split_whitespace().nth(1).and_then(|x| x.parse::<u32>().ok());
+                    if ppid == Some(pid) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::{self, Mode, Target};
+    use sha2::{Digest, Sha256};
+
+    /// Deterministic pseudo-random bytes (xorshift64*), no extra crates.
+    pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn sha(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    const DIR_FILES: [&str; 3] = ["alpha.txt", "beta.bin", "gamma with space.txt"];
+
+    fn rig_check(kind: ServerKind) {
+        let test = format!("peers_{}", kind.name());
+        if !available_or_skip(kind, &test) {
+            return;
+        }
+        let big = random_bytes(3 * 1024 * 1024, 0x5eed ^ kind as u64);
+        let t0 = Instant::now();
+        let srv = FtpServer::start_with(kind, |root| {
+            put_file(root, "big.bin", &big);
+            for (i, f) in DIR_FILES.iter().enumerate() {
+                put_file(root, &format!("dir/{f}"), format!("file {i}\n").as_bytes());
+            }
+        });
+        let startup = t0.elapsed();
+        println!("{} started in {startup:?} on {}", kind.name(), srv.addr);
+        assert!(startup < Duration::from_secs(2), "{} took {startup:?} to start", kind.name());
+        let t = Target::for_server(&srv);
+        let local = tempfile::tempdir().unwrap();
+
+        for mode in Mode::ALL {
+            let out = clients::curl_get(&t, "big.bin", mode);
+            assert!(out.ok, "{} curl get {mode:?}: {out:?}\n{}", kind.name(), srv.log());
+            assert_eq!(out.stdout.len(), big.len(), "{} {mode:?} size", kind.name());
+            assert!(sha(&out.stdout) == sha(&big), "{} {mode:?}: SHA-256 differs", kind.name());
+            assert!(out.stderr.contains(mode.command()), "{mode:?} not used: {}", out.stderr);
+
+            let out = clients::curl_list(&t, "dir/", mode);
+            assert!(out.ok, "{} curl list {mode:?}: {out:?}", kind.name());
+            let listing = out.stdout_str();
+            for f in DIR_FILES {
+                assert!(listing.contains(f), "{} LIST {mode:?} lacks {f}: {listing}", kind.name());
+            }
+
+            let up = random_bytes(200_000 + mode as usize, mode as u64 + 7);
+            let lp = local.path().join("up.bin");
+            fs::write(&lp, &up).unwrap();
+            let remote = format!("{}/up-{mode:?}.bin", srv.upload_dir);
+            let out = clients::curl_put(&t, &lp, &remote, mode);
+            assert!(out.ok, "{} curl put {mode:?}: {out:?}", kind.name());
+            let got = fs::read(srv.root.join(&remote)).expect("uploaded file on disk");
+            assert!(got == up, "{} upload {mode:?} differs", kind.name());
+        }
+
+        let out = clients::curl_nlst(&t, "dir/", Mode::Epsv);
+        assert!(out.ok, "{} NLST: {out:?}", kind.name());
+        for f in DIR_FILES {
+            assert!(out.stdout_str().contains(f), "{} NLST lacks {f}: {out:?}", kind.name());
+        }
+
+        // REST, APPE, STOU, NLST, MLSD, SIZE through Python's ftplib.
+        let body = format!(
+            r#"
+import io
+b = io.BytesIO()
+ftp.retrbinary('RETR big.bin', b.write, rest=3*1024*1024-10)
+print('REST', b.getvalue().hex())
+ftp.storbinary('STOR upload/ap.txt', io.BytesIO(b'head-'))
+ftp.storbinary('APPE upload/ap.txt', io.BytesIO(b'tail'))
+ftp.cwd('upload')
+r = ftp.storbinary('STOU', io.BytesIO(b'unique'))
+print('STOU', r.replace('\r', ' ').replace('\n', ' '))
+ftp.cwd('/')
+print('NLST', sorted(ftp.nlst('dir')))
+ftp.voidcmd('TYPE I')  # proftpd: '550 SIZE not allowed in ASCII mode'
+print('SIZE', ftp.size('big.bin'))
+if {mlsd}:
+    print('MLSD', sorted(n for n, f in ftp.mlsd('dir') if f['type'] == 'file'))
+ftp.quit()
+"#,
+            mlsd = if kind.supports_mlsd() { "True" } else { "False" }
+        );
+        let out = clients::ftplib(&t, &body);
+        assert!(out.ok, "{} ftplib: {out:?}", kind.name());
+        let s = out.stdout_str();
+        assert!(s.contains(&format!("REST {}", hex(&big[big.len() - 10..]))), "{s}");
+        assert!(s.contains(&format!("SIZE {}", big.len())), "{s}");
+        assert!(s.contains("STOU 226"), "{s}");
+        assert_eq!(fs::read(srv.upload_path().join("ap.txt")).unwrap(), b"head-tail");
+        let uniques: Vec<_> = fs::read_dir(srv.upload_path())
+            .unwrap()
+            .flatten()
+            .filter(|e| fs::read(e.path()).map(|b| b == b"unique").unwrap_or(false))
+            .collect();
+        assert_eq!(uniques.len(), 1, "{} STOU file not found", kind.name());
+        for f in DIR_FILES {
+            assert!(s.contains(f), "{} NLST/MLSD lacks {f}: {s}", kind.name());
+        }
+        if kind.supports_mlsd() {
+            assert!(s.contains("MLSD ['alpha.txt', 'beta.bin', 'gamma with space.txt']"), "{s}");
+        }
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn peers_vsftpd_transfers() {
+        rig_check(ServerKind::Vsftpd);
+    }
+
+    #[test]
+    fn peers_proftpd_transfers() {
+        rig_check(ServerKind::Proftpd);
+    }
+
+    #[test]
+    fn peers_pureftpd_transfers() {
+        rig_check(ServerKind::PureFtpd);
+    }
+
+    /// Two servers of each kind at once, each answering on its own port with
+    /// its own root, and no process left behind after drop.
+    #[test]
+    fn peers_concurrent_servers() {
+        let kinds: Vec<ServerKind> = ALL
+            .iter()
+            .copied()
+            .filter(|k| available_or_skip(*k, "peers_concurrent_servers"))
+            .collect();
+        let handles: Vec<_> = kinds
+            .iter()
+            .flat_map(|&k| [k, k])
+            .enumerate()
+            .map(|(i, k)| {
+                std::thread::spawn(move || {
+                    let srv = FtpServer::start_with(k, |root| {
+                        put_file(root, "who.txt", format!("server {i}").as_bytes());
+                    });
+                    let out = clients::curl_get(&Target::for_server(&srv), "who.txt", Mode::Pasv);
+                    assert!(out.ok, "{k:?} #{i}: {out:?}");
+                    assert_eq!(out.stdout_str(), format!("server {i}"));
+                    srv
+                })
+            })
+            .collect();
+        let servers: Vec<FtpServer> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let ports: HashSet<u16> = servers.iter().map(|s| s.port()).collect();
+        assert_eq!(ports.len(), servers.len());
+        let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
+        drop(servers);
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "server pid {pid} still exists after drop"
+            );
+        }
+    }
+
+    /// Dropping a server also kills its session processes.
+    #[test]
+    fn peers_drop_kills_sessions() {
+        for kind in ALL {
+            if !available_or_skip(kind, "peers_drop_kills_sessions") {
+                continue;
+            }
+            let srv = FtpServer::start(kind);
+            let conn = TcpStream::connect(srv.addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            assert!(line.starts_with("220"), "{kind:?}: {line:?}");
+            let mut tree = vec![srv.pid()];
+            let mut i = 0;
+            while i < tree.len() {
+                let p = tree[i];
+                tree.extend(children_of(p));
+                i += 1;
+            }
+            assert!(tree.len() > 1, "{kind:?}: no session process found under {}", srv.pid());
+            drop(srv);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            for pid in tree {
+                loop {
+                    let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(String::from)));
+                    match state.as_deref() {
+                        None | Some("Z") | Some("X") => break,
+                        Some(st) => {
+                            assert!(Instant::now() < deadline, "{kind:?}: pid {pid} still alive ({st})");
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// available() agrees with what is on disk.
+    #[test]
+    fn peers_available_is_consistent() {
+        for k in ALL {
+            if missing_parts(k).is_empty() {
+                assert!(available(k));
+            } else if !peers_required() {
+                assert!(!available(k));
+            }
+        }
+    }
+}
