@@ -20,7 +20,10 @@ use crate::net::{canonical_ip, PublicAddr};
 enum Entry {
     Auto,
     Fixed(IpAddr),
-    Host { name: String, resolved: RwLock<Vec<IpAddr>> },
+    Host {
+        name: String,
+        resolved: RwLock<Vec<IpAddr>>,
+    },
 }
 
 impl Entry {
@@ -28,7 +31,10 @@ impl Entry {
         match spec {
             PublicAddressSpec::Auto => Entry::Auto,
             PublicAddressSpec::Ip(ip) => Entry::Fixed(canonical_ip(*ip)),
-            PublicAddressSpec::Host(name) => Entry::Host { name: name.clone(), resolved: RwLock::new(Vec::new()) },
+            PublicAddressSpec::Host(name) => Entry::Host {
+                name: name.clone(),
+                resolved: RwLock::new(Vec::new()),
+            },
         }
     }
 
@@ -39,7 +45,11 @@ impl Entry {
             Entry::Fixed(ip) => Some(*ip).filter(ok),
             Entry::Host { resolved, .. } => {
                 let r = resolved.read().unwrap_or_else(|p| p.into_inner());
-                r.iter().copied().find(|ip| ip.is_ipv4()).or_else(|| r.first().copied()).filter(ok)
+                r.iter()
+                    .copied()
+                    .find(|ip| ip.is_ipv4())
+                    .or_else(|| r.first().copied())
+                    .filter(ok)
             }
         }
     }
@@ -57,7 +67,11 @@ impl PublicAddresses {
     pub async fn new(config: &Config) -> Arc<PublicAddresses> {
         let p = Arc::new(PublicAddresses {
             default: Entry::new(&config.public_address),
-            rules: config.public_address_for.iter().map(|(n, s)| (*n, Entry::new(s))).collect(),
+            rules: config
+                .public_address_for
+                .iter()
+                .map(|(n, s)| (*n, Entry::new(s)))
+                .collect(),
         });
         p.refresh().await;
         p
@@ -81,7 +95,9 @@ impl PublicAddresses {
                             *slot = ips;
                         }
                     }
-                    Err(e) => tracing::warn!(host = %name, error = %e, "cannot resolve public address; keeping the previous one"),
+                    Err(e) => {
+                        tracing::warn!(host = %name, error = %e, "cannot resolve public address; keeping the previous one")
+                    }
                 }
             }
         }
@@ -104,7 +120,11 @@ impl PublicAddresses {
     /// `want_v4`: the reply is a 227, which can only carry IPv4.
     pub fn for_client(&self, client: IpAddr, local: IpAddr, want_v4: bool) -> Option<PublicAddr> {
         let client = canonical_ip(client);
-        let entry = self.rules.iter().find(|(net, _)| net.contains(&client)).map_or(&self.default, |(_, e)| e);
+        let entry = self
+            .rules
+            .iter()
+            .find(|(net, _)| net.contains(&client))
+            .map_or(&self.default, |(_, e)| e);
         entry.pick(local, want_v4).map(PublicAddr::new)
     }
 }
@@ -124,20 +144,36 @@ mod tests {
         .unwrap();
         let p = PublicAddresses::new(&validate(&raw).unwrap()).await;
         let local: IpAddr = "172.16.0.1".parse().unwrap();
-        let get = |c: &str, v4| p.for_client(c.parse().unwrap(), local, v4).map(|a| a.ip().to_string());
+        let get = |c: &str, v4| {
+            p.for_client(c.parse().unwrap(), local, v4)
+                .map(|a| a.ip().to_string())
+        };
         assert_eq!(get("10.1.2.3", true).as_deref(), Some("10.0.0.20"));
         assert_eq!(get("::ffff:10.1.2.3", true).as_deref(), Some("10.0.0.20"));
         assert_eq!(get("198.51.100.1", true).as_deref(), Some("203.0.113.10"));
         assert_eq!(get("192.168.4.4", true).as_deref(), Some("172.16.0.1"));
         let p6 = p.for_client("192.168.4.4".parse().unwrap(), "::1".parse().unwrap(), true);
-        assert_eq!(p6, None, "auto on an IPv6 listener has no IPv4 address for PASV");
+        assert_eq!(
+            p6, None,
+            "auto on an IPv6 listener has no IPv4 address for PASV"
+        );
     }
 
     #[tokio::test]
     async fn hostnames_resolve() {
-        let raw = parse_str(std::path::Path::new("t"), "listen=[\"127.0.0.1:1\"]\nbackends=[\"127.0.0.1:2\"]\npublic_address=\"localhost\"\n").unwrap();
+        let raw = parse_str(
+            std::path::Path::new("t"),
+            "listen=[\"127.0.0.1:1\"]\nbackends=[\"127.0.0.1:2\"]\npublic_address=\"localhost\"\n",
+        )
+        .unwrap();
         let p = PublicAddresses::new(&validate(&raw).unwrap()).await;
-        let a = p.for_client("198.51.100.1".parse().unwrap(), "127.0.0.1".parse().unwrap(), true).unwrap();
+        let a = p
+            .for_client(
+                "198.51.100.1".parse().unwrap(),
+                "127.0.0.1".parse().unwrap(),
+                true,
+            )
+            .unwrap();
         assert!(a.ip().is_loopback());
     }
 }

@@ -146,8 +146,14 @@ impl Settings {
             public_address_refresh: opt("--public-address-refresh", &self.public_address_refresh),
             passive_ports: opt("--passive-ports", &self.passive_ports),
             passive_bind_address: opt("--passive-bind-address", &self.passive_bind_address),
-            trust_backend_pasv_address: opt("--trust-backend-pasv-address", &self.trust_backend_pasv_address),
-            allow_foreign_data_address: opt("--allow-foreign-data-address", &self.allow_foreign_data_address),
+            trust_backend_pasv_address: opt(
+                "--trust-backend-pasv-address",
+                &self.trust_backend_pasv_address,
+            ),
+            allow_foreign_data_address: opt(
+                "--allow-foreign-data-address",
+                &self.allow_foreign_data_address,
+            ),
             active_mode: opt("--active-mode", &self.active_mode),
             active_nat_fix: opt("--active-nat-fix", &self.active_nat_fix),
             backend_data_mode: opt("--backend-data-mode", &self.backend_data_mode),
@@ -156,7 +162,10 @@ impl Settings {
             data_connect_timeout: opt("--data-connect-timeout", &self.data_connect_timeout),
             login_timeout: opt("--login-timeout", &self.login_timeout),
             idle_timeout: opt("--idle-timeout", &self.idle_timeout),
-            backend_connect_timeout: opt("--backend-connect-timeout", &self.backend_connect_timeout),
+            backend_connect_timeout: opt(
+                "--backend-connect-timeout",
+                &self.backend_connect_timeout,
+            ),
             backend_reply_timeout: opt("--backend-reply-timeout", &self.backend_reply_timeout),
             max_line_length: opt("--max-line-length", &self.max_line_length),
             tcp_keepalive: opt("--tcp-keepalive", &self.tcp_keepalive),

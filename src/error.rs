@@ -72,15 +72,24 @@ pub struct Error {
 impl Error {
     /// An error caused by the client.
     pub fn client(kind: ErrorKind) -> Self {
-        Error { kind, side: Side::Client }
+        Error {
+            kind,
+            side: Side::Client,
+        }
     }
     /// An error caused by the backend.
     pub fn backend(kind: ErrorKind) -> Self {
-        Error { kind, side: Side::Backend }
+        Error {
+            kind,
+            side: Side::Backend,
+        }
     }
     /// An error inside ftpgate.
     pub fn internal(kind: ErrorKind) -> Self {
-        Error { kind, side: Side::Internal }
+        Error {
+            kind,
+            side: Side::Internal,
+        }
     }
 }
 
@@ -100,24 +109,96 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
     use ReplyCode::*;
     let (code, text, after) = match &e.kind {
         LineTooLong => (SyntaxError, "Command line too long.", Continue),
-        MalformedArgument => (SyntaxErrorInArguments, "Syntax error in parameters or arguments.", Continue),
-        ActiveRefused(ActiveRefusal::PrivilegedPort) => (NotImplementedForParameter, "Refused: data port below 1024.", Continue),
-        ActiveRefused(ActiveRefusal::ForeignHost) => (NotImplementedForParameter, "Refused: data address must be the client's own.", Continue),
-        UnknownNetworkProtocol => (UnsupportedNetworkProtocol, "Network protocol not supported, use (1,2)", Continue),
-        ActiveDisabled => (ReplyCode::NotImplemented, "Active mode is disabled; use PASV or EPSV.", Continue),
-        EpsvAllInEffect => (BadSequence, "EPSV ALL in effect; only EPSV is allowed.", Continue),
-        ErrorKind::NotImplemented => (ReplyCode::NotImplemented, "Command not implemented.", Continue),
-        NoIpv4ForPasv => (CantOpenDataConnection, "Can't use PASV here: no IPv4 address to offer; use EPSV.", Continue),
-        PortRangeExhausted => (CantOpenDataConnection, "Can't open data connection: no free passive port.", Continue),
-        BackendDataSetup(_) => (CantOpenDataConnection, "Can't open data connection: server refused.", Continue),
-        DataConnectFailed(_) => (CantOpenDataConnection, "Can't open data connection.", Continue),
-        BackendUnreachable => (ServiceNotAvailable, "Service not available: server unreachable.", Close),
-        BackendClosed => (ServiceNotAvailable, "Service not available: server closed the connection.", Close),
-        BackendTimeout => (ServiceNotAvailable, "Service not available: server did not answer.", Close),
-        LoginTimeout => (ServiceNotAvailable, "Login timeout; closing control connection.", Close),
-        IdleTimeout => (ServiceNotAvailable, "Idle timeout; closing control connection.", Close),
-        Shutdown => (ServiceNotAvailable, "Service closing control connection.", Close),
-        Bug(_) => (ServiceNotAvailable, "Internal error; closing control connection.", Close),
+        MalformedArgument => (
+            SyntaxErrorInArguments,
+            "Syntax error in parameters or arguments.",
+            Continue,
+        ),
+        ActiveRefused(ActiveRefusal::PrivilegedPort) => (
+            NotImplementedForParameter,
+            "Refused: data port below 1024.",
+            Continue,
+        ),
+        ActiveRefused(ActiveRefusal::ForeignHost) => (
+            NotImplementedForParameter,
+            "Refused: data address must be the client's own.",
+            Continue,
+        ),
+        UnknownNetworkProtocol => (
+            UnsupportedNetworkProtocol,
+            "Network protocol not supported, use (1,2)",
+            Continue,
+        ),
+        ActiveDisabled => (
+            ReplyCode::NotImplemented,
+            "Active mode is disabled; use PASV or EPSV.",
+            Continue,
+        ),
+        EpsvAllInEffect => (
+            BadSequence,
+            "EPSV ALL in effect; only EPSV is allowed.",
+            Continue,
+        ),
+        ErrorKind::NotImplemented => (
+            ReplyCode::NotImplemented,
+            "Command not implemented.",
+            Continue,
+        ),
+        NoIpv4ForPasv => (
+            CantOpenDataConnection,
+            "Can't use PASV here: no IPv4 address to offer; use EPSV.",
+            Continue,
+        ),
+        PortRangeExhausted => (
+            CantOpenDataConnection,
+            "Can't open data connection: no free passive port.",
+            Continue,
+        ),
+        BackendDataSetup(_) => (
+            CantOpenDataConnection,
+            "Can't open data connection: server refused.",
+            Continue,
+        ),
+        DataConnectFailed(_) => (
+            CantOpenDataConnection,
+            "Can't open data connection.",
+            Continue,
+        ),
+        BackendUnreachable => (
+            ServiceNotAvailable,
+            "Service not available: server unreachable.",
+            Close,
+        ),
+        BackendClosed => (
+            ServiceNotAvailable,
+            "Service not available: server closed the connection.",
+            Close,
+        ),
+        BackendTimeout => (
+            ServiceNotAvailable,
+            "Service not available: server did not answer.",
+            Close,
+        ),
+        LoginTimeout => (
+            ServiceNotAvailable,
+            "Login timeout; closing control connection.",
+            Close,
+        ),
+        IdleTimeout => (
+            ServiceNotAvailable,
+            "Idle timeout; closing control connection.",
+            Close,
+        ),
+        Shutdown => (
+            ServiceNotAvailable,
+            "Service closing control connection.",
+            Close,
+        ),
+        Bug(_) => (
+            ServiceNotAvailable,
+            "Internal error; closing control connection.",
+            Close,
+        ),
     };
     (Reply::new(code, text), after)
 }
@@ -130,26 +211,73 @@ mod tests {
     fn reply_table() {
         let table: Vec<(Error, u16, After)> = vec![
             (Error::client(ErrorKind::LineTooLong), 500, After::Continue),
-            (Error::client(ErrorKind::MalformedArgument), 501, After::Continue),
-            (Error::client(ErrorKind::ActiveRefused(ActiveRefusal::ForeignHost)), 504, After::Continue),
-            (Error::client(ErrorKind::ActiveRefused(ActiveRefusal::PrivilegedPort)), 504, After::Continue),
-            (Error::client(ErrorKind::UnknownNetworkProtocol), 522, After::Continue),
-            (Error::client(ErrorKind::ActiveDisabled), 502, After::Continue),
-            (Error::client(ErrorKind::EpsvAllInEffect), 503, After::Continue),
-            (Error::internal(ErrorKind::PortRangeExhausted), 425, After::Continue),
-            (Error::backend(ErrorKind::BackendDataSetup("x".into())), 425, After::Continue),
-            (Error::client(ErrorKind::DataConnectFailed("x".into())), 425, After::Continue),
-            (Error::backend(ErrorKind::BackendUnreachable), 421, After::Close),
+            (
+                Error::client(ErrorKind::MalformedArgument),
+                501,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::ActiveRefused(ActiveRefusal::ForeignHost)),
+                504,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::ActiveRefused(ActiveRefusal::PrivilegedPort)),
+                504,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::UnknownNetworkProtocol),
+                522,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::ActiveDisabled),
+                502,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::EpsvAllInEffect),
+                503,
+                After::Continue,
+            ),
+            (
+                Error::internal(ErrorKind::PortRangeExhausted),
+                425,
+                After::Continue,
+            ),
+            (
+                Error::backend(ErrorKind::BackendDataSetup("x".into())),
+                425,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::DataConnectFailed("x".into())),
+                425,
+                After::Continue,
+            ),
+            (
+                Error::backend(ErrorKind::BackendUnreachable),
+                421,
+                After::Close,
+            ),
             (Error::backend(ErrorKind::BackendClosed), 421, After::Close),
             (Error::internal(ErrorKind::IdleTimeout), 421, After::Close),
             (Error::internal(ErrorKind::LoginTimeout), 421, After::Close),
             (Error::internal(ErrorKind::Shutdown), 421, After::Close),
-            (Error::internal(ErrorKind::Bug("x".into())), 421, After::Close),
+            (
+                Error::internal(ErrorKind::Bug("x".into())),
+                421,
+                After::Close,
+            ),
         ];
         for (e, code, after) in table {
             let (r, a) = reply_for(&e);
             assert_eq!((r.code, a), (code, after), "{e:?}");
-            assert!(r.to_bytes().ends_with(b".\r\n") || r.to_bytes().ends_with(b")\r\n"), "fixed wording ends in a period: {e:?}");
+            assert!(
+                r.to_bytes().ends_with(b".\r\n") || r.to_bytes().ends_with(b")\r\n"),
+                "fixed wording ends in a period: {e:?}"
+            );
         }
     }
 }

@@ -82,14 +82,21 @@ impl Listeners {
         let ip = config.passive_bind_address;
         let (first, last) = config.passive_ports;
         let passive = (first..=last)
-            .map(|port| bind_one(SocketAddr::new(ip, port)).map(|l| (port, l)).map_err(|source| BindError::Passive { ip, port, source }))
+            .map(|port| {
+                bind_one(SocketAddr::new(ip, port))
+                    .map(|l| (port, l))
+                    .map_err(|source| BindError::Passive { ip, port, source })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Listeners { control, passive })
     }
 
     /// The bound control addresses (useful when binding port 0).
     pub fn control_addrs(&self) -> Vec<SocketAddr> {
-        self.control.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.control
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 }
 
@@ -106,7 +113,8 @@ pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: Cancellati
         public: Arc::clone(&public),
     });
     let tracker = TaskTracker::new();
-    tracker.spawn(Arc::clone(&public).refresh_loop(config.public_address_refresh, shutdown.clone()));
+    tracker
+        .spawn(Arc::clone(&public).refresh_loop(config.public_address_refresh, shutdown.clone()));
     for (port, l) in listeners.passive {
         tracker.spawn(accept_data(port, l, Arc::clone(&pool), shutdown.clone()));
     }
@@ -119,7 +127,13 @@ pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: Cancellati
         "ftpgate listening"
     );
     for l in listeners.control {
-        tracker.spawn(accept_control(l, Arc::clone(&shared), tracker.clone(), shutdown.clone(), Arc::clone(&ids)));
+        tracker.spawn(accept_control(
+            l,
+            Arc::clone(&shared),
+            tracker.clone(),
+            shutdown.clone(),
+            Arc::clone(&ids),
+        ));
     }
     shutdown.cancelled().await;
     tracker.close();
@@ -127,7 +141,13 @@ pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: Cancellati
     info!("ftpgate stopped");
 }
 
-async fn accept_control(l: TcpListener, shared: Arc<Shared>, tracker: TaskTracker, shutdown: CancellationToken, ids: Arc<AtomicU64>) {
+async fn accept_control(
+    l: TcpListener,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    ids: Arc<AtomicU64>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -136,7 +156,12 @@ async fn accept_control(l: TcpListener, shared: Arc<Shared>, tracker: TaskTracke
         match accepted {
             Ok((stream, _)) => {
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                tracker.spawn(run_session(Arc::clone(&shared), stream, id, shutdown.child_token()));
+                tracker.spawn(run_session(
+                    Arc::clone(&shared),
+                    stream,
+                    id,
+                    shutdown.child_token(),
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -149,7 +174,12 @@ async fn accept_control(l: TcpListener, shared: Arc<Shared>, tracker: TaskTracke
 
 /// Hands each connection on a passive port to the session that leased the
 /// port for that client address; anything else is refused.
-async fn accept_data(port: u16, l: TcpListener, pool: Arc<PassivePool>, shutdown: CancellationToken) {
+async fn accept_data(
+    port: u16,
+    l: TcpListener,
+    pool: Arc<PassivePool>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -162,7 +192,9 @@ async fn accept_data(port: u16, l: TcpListener, pool: Arc<PassivePool>, shutdown
                         debug!(port, peer = %peer, "data connection arrived as its session gave up");
                     }
                 }
-                None => warn!(port, peer = %peer, "refused data connection: no transfer pending on this port for this address"),
+                None => {
+                    warn!(port, peer = %peer, "refused data connection: no transfer pending on this port for this address")
+                }
             },
             Err(e) => {
                 warn!(port, error = %e, "accept failed on a passive port");

@@ -45,7 +45,10 @@ pub struct Located<T> {
 impl<T> Located<T> {
     /// A value set by a flag.
     pub fn flag(flag: &'static str, value: T) -> Self {
-        Located { value, origin: Origin::Flag(flag) }
+        Located {
+            value,
+            origin: Origin::Flag(flag),
+        }
     }
 }
 
@@ -131,12 +134,19 @@ pub enum FileError {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Reads a config file.
 pub fn read_file(path: &Path) -> Result<RawConfig, FileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_str(path, &text)
 }
 
@@ -147,12 +157,18 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, FileError> {
         line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
         message: e.message().to_owned(),
     })?;
-    let loc = |span: std::ops::Range<usize>| Origin::File { path: path.to_owned(), line: line_of(text, span.start) };
+    let loc = |span: std::ops::Range<usize>| Origin::File {
+        path: path.to_owned(),
+        line: line_of(text, span.start),
+    };
     macro_rules! conv {
         ($field:expr) => {
             $field.map(|s| {
                 let origin = loc(s.span());
-                Located { value: s.into_inner(), origin }
+                Located {
+                    value: s.into_inner(),
+                    origin,
+                }
             })
         };
     }
@@ -162,7 +178,10 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, FileError> {
         public_address: conv!(f.public_address),
         public_address_for: f.public_address_for.map(|s| {
             let origin = loc(s.span());
-            Located { value: s.into_inner().into_iter().collect(), origin }
+            Located {
+                value: s.into_inner().into_iter().collect(),
+                origin,
+            }
         }),
         public_address_refresh: conv!(f.public_address_refresh),
         passive_ports: conv!(f.passive_ports),
@@ -193,10 +212,28 @@ impl RawConfig {
             ($($f:ident),*) => { RawConfig { $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
-            listen, backends, public_address, public_address_for, public_address_refresh, passive_ports,
-            passive_bind_address, trust_backend_pasv_address, allow_foreign_data_address, active_mode, active_nat_fix,
-            backend_data_mode, active_source_port_20, pending_data_timeout, data_connect_timeout, login_timeout,
-            idle_timeout, backend_connect_timeout, backend_reply_timeout, max_line_length, tcp_keepalive, log_format,
+            listen,
+            backends,
+            public_address,
+            public_address_for,
+            public_address_refresh,
+            passive_ports,
+            passive_bind_address,
+            trust_backend_pasv_address,
+            allow_foreign_data_address,
+            active_mode,
+            active_nat_fix,
+            backend_data_mode,
+            active_source_port_20,
+            pending_data_timeout,
+            data_connect_timeout,
+            login_timeout,
+            idle_timeout,
+            backend_connect_timeout,
+            backend_reply_timeout,
+            max_line_length,
+            tcp_keepalive,
+            log_format,
             log_level
         )
     }

@@ -125,24 +125,75 @@ fn fmt_duration(d: Duration) -> String {
 impl Config {
     /// The effective configuration as TOML, as printed by `ftpgate check`.
     pub fn to_toml(&self) -> String {
-        let list = |v: Vec<String>| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
+        let list = |v: Vec<String>| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let mut s = String::new();
         let mut kv = |k: &str, v: String| s.push_str(&format!("{k} = {v}\n"));
-        kv("listen", list(self.listen.iter().map(|a| a.to_string()).collect()));
+        kv(
+            "listen",
+            list(self.listen.iter().map(|a| a.to_string()).collect()),
+        );
         kv(
             "backends",
-            list(self.backends.iter().map(|b| if b.name == b.addr.to_string() { b.name.clone() } else { format!("{} ({})", b.name, b.addr) }).collect()),
+            list(
+                self.backends
+                    .iter()
+                    .map(|b| {
+                        if b.name == b.addr.to_string() {
+                            b.name.clone()
+                        } else {
+                            format!("{} ({})", b.name, b.addr)
+                        }
+                    })
+                    .collect(),
+            ),
         );
-        kv("public_address", format!("{:?}", self.public_address.to_string()));
-        kv("public_address_refresh", format!("{:?}", fmt_duration(self.public_address_refresh)));
-        kv("passive_ports", format!("\"{}-{}\"", self.passive_ports.0, self.passive_ports.1));
-        kv("passive_bind_address", format!("{:?}", self.passive_bind_address.to_string()));
-        kv("trust_backend_pasv_address", self.trust_backend_pasv_address.to_string());
-        kv("allow_foreign_data_address", self.allow_foreign_data_address.to_string());
+        kv(
+            "public_address",
+            format!("{:?}", self.public_address.to_string()),
+        );
+        kv(
+            "public_address_refresh",
+            format!("{:?}", fmt_duration(self.public_address_refresh)),
+        );
+        kv(
+            "passive_ports",
+            format!("\"{}-{}\"", self.passive_ports.0, self.passive_ports.1),
+        );
+        kv(
+            "passive_bind_address",
+            format!("{:?}", self.passive_bind_address.to_string()),
+        );
+        kv(
+            "trust_backend_pasv_address",
+            self.trust_backend_pasv_address.to_string(),
+        );
+        kv(
+            "allow_foreign_data_address",
+            self.allow_foreign_data_address.to_string(),
+        );
         kv("active_mode", self.active_mode.to_string());
         kv("active_nat_fix", self.active_nat_fix.to_string());
-        kv("backend_data_mode", if self.backend_data_mode == BackendDataMode::Passive { "\"passive\"" } else { "\"active\"" }.into());
-        kv("active_source_port_20", self.active_source_port_20.to_string());
+        kv(
+            "backend_data_mode",
+            if self.backend_data_mode == BackendDataMode::Passive {
+                "\"passive\""
+            } else {
+                "\"active\""
+            }
+            .into(),
+        );
+        kv(
+            "active_source_port_20",
+            self.active_source_port_20.to_string(),
+        );
         for (k, d) in [
             ("pending_data_timeout", self.pending_data_timeout),
             ("data_connect_timeout", self.data_connect_timeout),
@@ -155,7 +206,15 @@ impl Config {
             kv(k, format!("{:?}", fmt_duration(d)));
         }
         kv("max_line_length", self.max_line_length.to_string());
-        kv("log_format", if self.log_format == LogFormat::Json { "\"json\"" } else { "\"text\"" }.into());
+        kv(
+            "log_format",
+            if self.log_format == LogFormat::Json {
+                "\"json\""
+            } else {
+                "\"text\""
+            }
+            .into(),
+        );
         kv("log_level", format!("{:?}", self.log_level));
         if !self.public_address_for.is_empty() {
             s.push_str("\n[public_address_for]\n");

@@ -37,8 +37,16 @@ pub enum ConfigError {
     },
 }
 
-fn invalid<T>(key: &'static str, origin: &Origin, message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError::Invalid { key, origin: origin.clone(), message: message.into() })
+fn invalid<T>(
+    key: &'static str,
+    origin: &Origin,
+    message: impl Into<String>,
+) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        origin: origin.clone(),
+        message: message.into(),
+    })
 }
 
 /// Parses "30s", "5m", "1h", "250ms" or a bare number of seconds.
@@ -57,11 +65,22 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(d)
 }
 
-fn duration(key: &'static str, v: &Option<Located<String>>, default: Duration) -> Result<Duration, ConfigError> {
+fn duration(
+    key: &'static str,
+    v: &Option<Located<String>>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let Some(l) = v else { return Ok(default) };
     match parse_duration(&l.value) {
         Some(d) if !d.is_zero() => Ok(d),
-        _ => invalid(key, &l.origin, format!("`{}` is not a duration above zero (examples: \"500ms\", \"30s\", \"5m\", \"1h\")", l.value)),
+        _ => invalid(
+            key,
+            &l.origin,
+            format!(
+                "`{}` is not a duration above zero (examples: \"500ms\", \"30s\", \"5m\", \"1h\")",
+                l.value
+            ),
+        ),
     }
 }
 
@@ -70,22 +89,44 @@ fn flag(v: &Option<Located<bool>>, default: bool) -> bool {
 }
 
 /// Parses a public-address value: "auto", an IP address, or a hostname.
-fn public_spec(key: &'static str, value: &str, origin: &Origin) -> Result<PublicAddressSpec, ConfigError> {
+fn public_spec(
+    key: &'static str,
+    value: &str,
+    origin: &Origin,
+) -> Result<PublicAddressSpec, ConfigError> {
     let v = value.trim();
     if v.eq_ignore_ascii_case("auto") {
         return Ok(PublicAddressSpec::Auto);
     }
     if let Ok(ip) = v.parse::<IpAddr>() {
         if ip.is_unspecified() {
-            return invalid(key, origin, "0.0.0.0 and :: are not addresses a client can connect to (use \"auto\")");
+            return invalid(
+                key,
+                origin,
+                "0.0.0.0 and :: are not addresses a client can connect to (use \"auto\")",
+            );
         }
         return Ok(PublicAddressSpec::Ip(ip.to_canonical()));
     }
-    let host_ok = !v.is_empty() && v.len() <= 253 && v.split('.').all(|p| !p.is_empty() && p.len() <= 63 && p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+    let host_ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|p| {
+            !p.is_empty()
+                && p.len() <= 63
+                && p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
     if !host_ok {
-        return invalid(key, origin, format!("`{v}` is not \"auto\", an IP address or a hostname"));
+        return invalid(
+            key,
+            origin,
+            format!("`{v}` is not \"auto\", an IP address or a hostname"),
+        );
     }
-    if (v, 0).to_socket_addrs().map(|mut a| a.next().is_none()).unwrap_or(true) {
+    if (v, 0)
+        .to_socket_addrs()
+        .map(|mut a| a.next().is_none())
+        .unwrap_or(true)
+    {
         return invalid(key, origin, format!("hostname `{v}` does not resolve"));
     }
     Ok(PublicAddressSpec::Host(v.to_owned()))
@@ -94,25 +135,62 @@ fn public_spec(key: &'static str, value: &str, origin: &Origin) -> Result<Public
 /// Validates raw settings into a [`Config`].
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let listen = match &raw.listen {
-        None => return Err(ConfigError::Missing { key: "listen", flag: "--listen" }),
-        Some(l) if l.value.is_empty() => return invalid("listen", &l.origin, "at least one address is needed, e.g. \"0.0.0.0:2121\""),
+        None => {
+            return Err(ConfigError::Missing {
+                key: "listen",
+                flag: "--listen",
+            })
+        }
+        Some(l) if l.value.is_empty() => {
+            return invalid(
+                "listen",
+                &l.origin,
+                "at least one address is needed, e.g. \"0.0.0.0:2121\"",
+            )
+        }
         Some(l) => l
             .value
             .iter()
-            .map(|s| s.trim().parse::<SocketAddr>().or_else(|_| invalid("listen", &l.origin, format!("`{s}` is not IP:port (use [::]:2121 for IPv6)"))))
+            .map(|s| {
+                s.trim().parse::<SocketAddr>().or_else(|_| {
+                    invalid(
+                        "listen",
+                        &l.origin,
+                        format!("`{s}` is not IP:port (use [::]:2121 for IPv6)"),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?,
     };
     let backends = match &raw.backends {
-        None => return Err(ConfigError::Missing { key: "backends", flag: "--backend" }),
-        Some(l) if l.value.is_empty() => return invalid("backends", &l.origin, "at least one backend is needed, e.g. \"127.0.0.1:21\""),
+        None => {
+            return Err(ConfigError::Missing {
+                key: "backends",
+                flag: "--backend",
+            })
+        }
+        Some(l) if l.value.is_empty() => {
+            return invalid(
+                "backends",
+                &l.origin,
+                "at least one backend is needed, e.g. \"127.0.0.1:21\"",
+            )
+        }
         Some(l) => l
             .value
             .iter()
             .map(|s| {
                 let name = s.trim();
                 match name.to_socket_addrs().ok().and_then(|mut a| a.next()) {
-                    Some(addr) => Ok(BackendSpec { name: name.to_owned(), addr: crate::net::canonical(addr) }),
-                    None => invalid("backends", &l.origin, format!("`{name}` is not host:port or does not resolve")),
+                    Some(addr) => Ok(BackendSpec {
+                        name: name.to_owned(),
+                        addr: crate::net::canonical(addr),
+                    }),
+                    None => invalid(
+                        "backends",
+                        &l.origin,
+                        format!("`{name}` is not host:port or does not resolve"),
+                    ),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?,
@@ -128,7 +206,13 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
                 Ok(n) => n.trunc(),
                 Err(_) => match net.trim().parse::<IpAddr>() {
                     Ok(ip) => IpNet::from(ip),
-                    Err(_) => return invalid("public_address_for", &l.origin, format!("`{net}` is not a network like 10.0.0.0/8")),
+                    Err(_) => {
+                        return invalid(
+                            "public_address_for",
+                            &l.origin,
+                            format!("`{net}` is not a network like 10.0.0.0/8"),
+                        )
+                    }
                 },
             };
             public_address_for.push((parsed, public_spec("public_address_for", addr, &l.origin)?));
@@ -140,12 +224,31 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         None => (50000, 50099),
         Some(l) => match parse_port_range(&l.value) {
             Some((lo, hi)) if hi - lo < 10_000 => (lo, hi),
-            Some(_) => return invalid("passive_ports", &l.origin, "at most 10000 ports; a small range (e.g. 100 ports) serves thousands of clients"),
-            None => return invalid("passive_ports", &l.origin, format!("`{}` is not FIRST-LAST with 1 <= FIRST <= LAST <= 65535", l.value)),
+            Some(_) => return invalid(
+                "passive_ports",
+                &l.origin,
+                "at most 10000 ports; a small range (e.g. 100 ports) serves thousands of clients",
+            ),
+            None => {
+                return invalid(
+                    "passive_ports",
+                    &l.origin,
+                    format!(
+                        "`{}` is not FIRST-LAST with 1 <= FIRST <= LAST <= 65535",
+                        l.value
+                    ),
+                )
+            }
         },
     };
     let passive_bind_address = match &raw.passive_bind_address {
-        Some(l) => l.value.trim().parse::<IpAddr>().or_else(|_| invalid("passive_bind_address", &l.origin, format!("`{}` is not an IP address", l.value)))?,
+        Some(l) => l.value.trim().parse::<IpAddr>().or_else(|_| {
+            invalid(
+                "passive_bind_address",
+                &l.origin,
+                format!("`{}` is not an IP address", l.value),
+            )
+        })?,
         // All listeners on one address: bind the data ports there too; otherwise everywhere.
         None => {
             let first = listen[0].ip();
@@ -163,20 +266,38 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
             "passive" => BackendDataMode::Passive,
             "active" => BackendDataMode::Active,
-            other => return invalid("backend_data_mode", &l.origin, format!("`{other}` is not \"passive\" or \"active\"")),
+            other => {
+                return invalid(
+                    "backend_data_mode",
+                    &l.origin,
+                    format!("`{other}` is not \"passive\" or \"active\""),
+                )
+            }
         },
     };
     let max_line_length = match &raw.max_line_length {
         None => 4096,
         Some(l) if (512..=1_048_576).contains(&l.value) => l.value as usize,
-        Some(l) => return invalid("max_line_length", &l.origin, "must be between 512 and 1048576 bytes (RFC 959 commands need at least 512)"),
+        Some(l) => {
+            return invalid(
+                "max_line_length",
+                &l.origin,
+                "must be between 512 and 1048576 bytes (RFC 959 commands need at least 512)",
+            )
+        }
     };
     let log_format = match &raw.log_format {
         None => LogFormat::Text,
         Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return invalid("log_format", &l.origin, format!("`{other}` is not \"text\" or \"json\"")),
+            other => {
+                return invalid(
+                    "log_format",
+                    &l.origin,
+                    format!("`{other}` is not \"text\" or \"json\""),
+                )
+            }
         },
     };
     let log_level = match &raw.log_level {
@@ -191,7 +312,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         backends,
         public_address,
         public_address_for,
-        public_address_refresh: duration("public_address_refresh", &raw.public_address_refresh, Duration::from_secs(60))?,
+        public_address_refresh: duration(
+            "public_address_refresh",
+            &raw.public_address_refresh,
+            Duration::from_secs(60),
+        )?,
         passive_ports,
         passive_bind_address,
         trust_backend_pasv_address: flag(&raw.trust_backend_pasv_address, false),
@@ -200,12 +325,28 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         active_nat_fix: flag(&raw.active_nat_fix, true),
         backend_data_mode,
         active_source_port_20: flag(&raw.active_source_port_20, false),
-        pending_data_timeout: duration("pending_data_timeout", &raw.pending_data_timeout, Duration::from_secs(30))?,
-        data_connect_timeout: duration("data_connect_timeout", &raw.data_connect_timeout, Duration::from_secs(10))?,
+        pending_data_timeout: duration(
+            "pending_data_timeout",
+            &raw.pending_data_timeout,
+            Duration::from_secs(30),
+        )?,
+        data_connect_timeout: duration(
+            "data_connect_timeout",
+            &raw.data_connect_timeout,
+            Duration::from_secs(10),
+        )?,
         login_timeout: duration("login_timeout", &raw.login_timeout, Duration::from_secs(60))?,
         idle_timeout: duration("idle_timeout", &raw.idle_timeout, Duration::from_secs(300))?,
-        backend_connect_timeout: duration("backend_connect_timeout", &raw.backend_connect_timeout, Duration::from_secs(5))?,
-        backend_reply_timeout: duration("backend_reply_timeout", &raw.backend_reply_timeout, Duration::from_secs(30))?,
+        backend_connect_timeout: duration(
+            "backend_connect_timeout",
+            &raw.backend_connect_timeout,
+            Duration::from_secs(5),
+        )?,
+        backend_reply_timeout: duration(
+            "backend_reply_timeout",
+            &raw.backend_reply_timeout,
+            Duration::from_secs(30),
+        )?,
         max_line_length,
         tcp_keepalive: duration("tcp_keepalive", &raw.tcp_keepalive, Duration::from_secs(60))?,
         log_format,
@@ -231,7 +372,10 @@ mod tests {
         assert_eq!(c.pending_data_timeout, Duration::from_secs(30));
         assert_eq!(c.max_line_length, 4096);
         assert!(c.active_mode && c.active_nat_fix && !c.allow_foreign_data_address);
-        assert_eq!(c.passive_bind_address, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            c.passive_bind_address,
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
@@ -254,7 +398,10 @@ mod tests {
     #[test]
     fn rules_are_sorted_most_specific_first() {
         let c = check("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n[public_address_for]\n\"10.0.0.0/8\" = \"10.0.0.20\"\n\"10.1.0.0/16\" = \"auto\"\n").unwrap();
-        assert_eq!(c.public_address_for[0].0, "10.1.0.0/16".parse::<IpNet>().unwrap());
+        assert_eq!(
+            c.public_address_for[0].0,
+            "10.1.0.0/16".parse::<IpNet>().unwrap()
+        );
         assert_eq!(c.public_address_for[0].1, PublicAddressSpec::Auto);
     }
 

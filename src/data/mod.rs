@@ -109,13 +109,23 @@ async fn accept_backend(listener: TcpListener, backend_ip: IpAddr) -> io::Result
 /// Spawns the task that waits for both legs and relays between them.
 pub fn spawn_data_task(t: DataTask) {
     tokio::spawn(async move {
-        let DataTask { gen, client_rx, lease, client_deadline, backend, events, cancel } = t;
+        let DataTask {
+            gen,
+            client_rx,
+            lease,
+            client_deadline,
+            backend,
+            events,
+            cancel,
+        } = t;
         let report = |kind| {
             let _ = events.send(DataEvent { gen, kind });
         };
         let client = async {
             match client_deadline {
-                Some(d) => tokio::time::timeout_at(d, client_rx).await.map_err(|_| DataFailure::ClientTimeout)?,
+                Some(d) => tokio::time::timeout_at(d, client_rx)
+                    .await
+                    .map_err(|_| DataFailure::ClientTimeout)?,
                 None => client_rx.await,
             }
             .map_err(|_| DataFailure::ClientGone)
@@ -134,7 +144,10 @@ pub fn spawn_data_task(t: DataTask) {
         }
         let backend = match backend {
             BackendLeg::Connected(s) => s,
-            BackendLeg::Listening { listener, backend_ip } => {
+            BackendLeg::Listening {
+                listener,
+                backend_ip,
+            } => {
                 let accepted = tokio::select! {
                     _ = cancel.cancelled() => return,
                     a = accept_backend(listener, backend_ip) => a,

@@ -62,7 +62,9 @@ impl<T> Lease<T> {
 
 impl<T> Drop for Lease<T> {
     fn drop(&mut self) {
-        self.pool.routes.remove_if(&self.key, |_, r| r.id == self.id);
+        self.pool
+            .routes
+            .remove_if(&self.key, |_, r| r.id == self.id);
     }
 }
 
@@ -70,7 +72,13 @@ impl<T> PortPool<T> {
     /// A pool over `first..=last`; `exclusive` makes each port serve one client at a time.
     pub fn new(first: u16, last: u16, exclusive: bool) -> Arc<Self> {
         debug_assert!(first <= last);
-        Arc::new(PortPool { first, last, exclusive, routes: DashMap::new(), next_id: AtomicU64::new(1) })
+        Arc::new(PortPool {
+            first,
+            last,
+            exclusive,
+            routes: DashMap::new(),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     /// Number of ports in the range.
@@ -84,7 +92,10 @@ impl<T> PortPool<T> {
     }
 
     fn key(&self, port: u16, client: IpAddr) -> RouteKey {
-        RouteKey { port, client: (!self.exclusive).then_some(client) }
+        RouteKey {
+            port,
+            client: (!self.exclusive).then_some(client),
+        }
     }
 
     /// Leases a random free port for `client`, storing `payload` for the
@@ -103,8 +114,15 @@ impl<T> PortPool<T> {
             let port = self.first + off as u16;
             let key = self.key(port, client);
             if let Entry::Vacant(v) = self.routes.entry(key) {
-                v.insert(Route { id, payload: payload.take() });
-                return Some(Lease { pool: Arc::clone(self), key, id });
+                v.insert(Route {
+                    id,
+                    payload: payload.take(),
+                });
+                return Some(Lease {
+                    pool: Arc::clone(self),
+                    key,
+                    id,
+                });
             }
         }
         None
@@ -130,7 +148,9 @@ mod tests {
     #[test]
     fn one_client_never_shares_a_port_and_exhaustion_is_none() {
         let pool = PortPool::new(50000, 50009, false);
-        let leases: Vec<_> = (0..10).map(|i| pool.lease(ip("10.0.0.1"), i).unwrap()).collect();
+        let leases: Vec<_> = (0..10)
+            .map(|i| pool.lease(ip("10.0.0.1"), i).unwrap())
+            .collect();
         let mut ports: Vec<u16> = leases.iter().map(Lease::port).collect();
         ports.sort();
         ports.dedup();

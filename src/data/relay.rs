@@ -64,7 +64,11 @@ where
 /// Relays both ways until both directions end; `down_done` fires when the
 /// backend-to-client direction has ended (with its byte count and whether it
 /// ended cleanly).
-pub async fn relay(client: TcpStream, backend: TcpStream, down_done: oneshot::Sender<(u64, bool)>) -> RelayOutcome {
+pub async fn relay(
+    client: TcpStream,
+    backend: TcpStream,
+    down_done: oneshot::Sender<(u64, bool)>,
+) -> RelayOutcome {
     let (client_rd, client_wr) = client.into_split();
     let (backend_rd, backend_wr) = backend.into_split();
     let up = copy_half(client_rd, backend_wr);

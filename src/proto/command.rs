@@ -68,12 +68,24 @@ pub enum Verb {
 impl Verb {
     /// Whether the command opens a data connection.
     pub fn is_transfer(self) -> bool {
-        matches!(self, Verb::Retr | Verb::Stor | Verb::Stou | Verb::Appe | Verb::List | Verb::Nlst | Verb::Mlsd)
+        matches!(
+            self,
+            Verb::Retr
+                | Verb::Stor
+                | Verb::Stou
+                | Verb::Appe
+                | Verb::List
+                | Verb::Nlst
+                | Verb::Mlsd
+        )
     }
 
     /// Whether the command sets up a data connection.
     pub fn is_data_setup(self) -> bool {
-        matches!(self, Verb::Pasv | Verb::Epsv | Verb::Port | Verb::Eprt | Verb::Lpsv | Verb::Lprt)
+        matches!(
+            self,
+            Verb::Pasv | Verb::Epsv | Verb::Port | Verb::Eprt | Verb::Lpsv | Verb::Lprt
+        )
     }
 }
 
@@ -95,7 +107,10 @@ pub struct Command {
 impl Command {
     /// The argument as text (lossy for non-UTF-8), empty if none.
     pub fn arg_str(&self) -> String {
-        self.arg.as_ref().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default()
+        self.arg
+            .as_ref()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -137,7 +152,11 @@ pub fn strip_telnet(line: &[u8]) -> (Vec<u8>, bool) {
 }
 
 fn verb_and_arg(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8], &[u8])> {
-    tuple((take_while1(|c: u8| c.is_ascii_alphabetic()), take_while(|c| c == b' '), rest))(input)
+    tuple((
+        take_while1(|c: u8| c.is_ascii_alphabetic()),
+        take_while(|c| c == b' '),
+        rest,
+    ))(input)
 }
 
 /// Parses one framed control line (without its CRLF).
@@ -155,14 +174,25 @@ pub fn parse_command(raw: &[u8]) -> Command {
         Err(_) => (&body[..], &b""[..], &b""[..]),
     };
     // A verb is only a verb if followed by a space or the end of the line.
-    let verb_ok = !verb_text.is_empty() && (sep.len() > 0 || arg.is_empty()) && verb_text.len() <= 8;
-    let verb = if verb_ok { verb_from(verb_text) } else { Verb::Other };
+    let verb_ok =
+        !verb_text.is_empty() && (sep.len() > 0 || arg.is_empty()) && verb_text.len() <= 8;
+    let verb = if verb_ok {
+        verb_from(verb_text)
+    } else {
+        Verb::Other
+    };
     let arg = if verb_ok && (!sep.is_empty() || !arg.is_empty()) {
         Some(body.slice_ref(arg))
     } else {
         None
     };
-    Command { verb, verb_text: body.slice_ref(verb_text), arg, line, telnet_interrupt }
+    Command {
+        verb,
+        verb_text: body.slice_ref(verb_text),
+        arg,
+        line,
+        telnet_interrupt,
+    }
 }
 
 fn verb_from(v: &[u8]) -> Verb {
@@ -235,7 +265,11 @@ mod tests {
             (b"pAsV", Verb::Pasv, None),
             (b"EPSV ALL", Verb::Epsv, Some(b"ALL")),
             (b"PORT 127,0,0,1,4,1", Verb::Port, Some(b"127,0,0,1,4,1")),
-            (b"RETR  two  spaces.txt", Verb::Retr, Some(b"two  spaces.txt")),
+            (
+                b"RETR  two  spaces.txt",
+                Verb::Retr,
+                Some(b"two  spaces.txt"),
+            ),
             (b"RETR caf\xe9.txt", Verb::Retr, Some(b"caf\xe9.txt")),
             (b"LIST", Verb::List, None),
             (b"LIST ", Verb::List, Some(b"")),
@@ -249,7 +283,12 @@ mod tests {
         for (line, verb, arg) in cases {
             let c = p(line);
             assert_eq!(c.verb, *verb, "{:?}", String::from_utf8_lossy(line));
-            assert_eq!(c.arg.as_deref(), *arg, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                c.arg.as_deref(),
+                *arg,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 

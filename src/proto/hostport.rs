@@ -23,9 +23,10 @@ pub enum HostPortError {
 }
 
 fn byte(input: &[u8]) -> IResult<&[u8], u8> {
-    map_res(take_while_m_n(1, 3, |c: u8| c.is_ascii_digit()), |d: &[u8]| {
-        std::str::from_utf8(d).unwrap_or("x").parse::<u8>()
-    })(input)
+    map_res(
+        take_while_m_n(1, 3, |c: u8| c.is_ascii_digit()),
+        |d: &[u8]| std::str::from_utf8(d).unwrap_or("x").parse::<u8>(),
+    )(input)
 }
 
 fn comma(input: &[u8]) -> IResult<&[u8], char> {
@@ -34,15 +35,18 @@ fn comma(input: &[u8]) -> IResult<&[u8], char> {
 
 /// Six comma-separated numbers h1,h2,h3,h4,p1,p2.
 fn six(input: &[u8]) -> IResult<&[u8], SocketAddrV4> {
-    let (rest, (a, _, b, _, c, _, d, _, p1, _, p2)) =
-        tuple((byte, comma, byte, comma, byte, comma, byte, comma, byte, comma, byte))(input)?;
+    let (rest, (a, _, b, _, c, _, d, _, p1, _, p2)) = tuple((
+        byte, comma, byte, comma, byte, comma, byte, comma, byte, comma, byte,
+    ))(input)?;
     let port = u16::from(p1) << 8 | u16::from(p2);
     Ok((rest, SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), port)))
 }
 
 /// Parses a PORT argument: `h1,h2,h3,h4,p1,p2` (RFC 959 4.1.2).
 pub fn parse_port_arg(arg: &[u8]) -> Result<SocketAddrV4, HostPortError> {
-    all_consuming(delimited(space0, six, space0))(arg).map(|(_, a)| a).map_err(|_| HostPortError::Malformed)
+    all_consuming(delimited(space0, six, space0))(arg)
+        .map(|(_, a)| a)
+        .map_err(|_| HostPortError::Malformed)
 }
 
 /// Formats a PORT argument.
@@ -61,16 +65,26 @@ pub fn parse_eprt_arg(arg: &[u8]) -> Result<SocketAddr, HostPortError> {
     }
     let fields: Vec<&[u8]> = body.split(|&c| c == d).collect();
     // proto, addr, port, and the empty remainder after the closing delimiter.
-    let [proto, addr, port, end] = fields[..] else { return Err(HostPortError::Malformed) };
+    let [proto, addr, port, end] = fields[..] else {
+        return Err(HostPortError::Malformed);
+    };
     if !end.is_empty() {
         return Err(HostPortError::Malformed);
     }
     let port = parse_port_number(port).ok_or(HostPortError::Malformed)?;
     let addr = std::str::from_utf8(addr).map_err(|_| HostPortError::Malformed)?;
     let ip = match proto {
-        b"1" => IpAddr::V4(addr.parse::<Ipv4Addr>().map_err(|_| HostPortError::Malformed)?),
-        b"2" => IpAddr::V6(addr.parse::<Ipv6Addr>().map_err(|_| HostPortError::Malformed)?),
-        p if !p.is_empty() && p.iter().all(u8::is_ascii_digit) => return Err(HostPortError::UnknownProtocol),
+        b"1" => IpAddr::V4(
+            addr.parse::<Ipv4Addr>()
+                .map_err(|_| HostPortError::Malformed)?,
+        ),
+        b"2" => IpAddr::V6(
+            addr.parse::<Ipv6Addr>()
+                .map_err(|_| HostPortError::Malformed)?,
+        ),
+        p if !p.is_empty() && p.iter().all(u8::is_ascii_digit) => {
+            return Err(HostPortError::UnknownProtocol)
+        }
         _ => return Err(HostPortError::Malformed),
     };
     Ok(SocketAddr::new(ip, port))
@@ -118,11 +132,14 @@ fn epsv_body(input: &[u8]) -> IResult<&[u8], u16> {
 
 /// Finds the port in the text of a 229 reply: `(<d><d><d>port<d>)`.
 pub fn parse_229_text(text: &[u8]) -> Option<u16> {
-    text.iter().enumerate().filter(|(_, &c)| c == b'(').find_map(|(i, _)| {
-        let parsed: IResult<&[u8], u16> =
-            terminated(preceded(char('('), epsv_body), preceded(space0, char(')')))(&text[i..]);
-        parsed.ok().map(|(_, p)| p).filter(|&p| p != 0)
-    })
+    text.iter()
+        .enumerate()
+        .filter(|(_, &c)| c == b'(')
+        .find_map(|(i, _)| {
+            let parsed: IResult<&[u8], u16> =
+                terminated(preceded(char('('), epsv_body), preceded(space0, char(')')))(&text[i..]);
+            parsed.ok().map(|(_, p)| p).filter(|&p| p != 0)
+        })
 }
 
 /// Formats a 229 reply line (without CRLF).
@@ -150,22 +167,69 @@ mod tests {
 
     #[test]
     fn port_arg_table() {
-        assert_eq!(parse_port_arg(b"127,0,0,1,4,1"), Ok("127.0.0.1:1025".parse().unwrap()));
-        assert_eq!(parse_port_arg(b" 10,0,0,5,195,80 "), Ok("10.0.0.5:50000".parse().unwrap()));
-        assert_eq!(parse_port_arg(b"127, 0, 0, 1, 4, 1"), Ok("127.0.0.1:1025".parse().unwrap()));
-        for bad in [&b"127,0,0,1,4"[..], b"256,0,0,1,4,1", b"1,2,3,4,5,6,7", b"a,b,c,d,e,f", b"", b"1,2,3,4,5,0006"] {
-            assert_eq!(parse_port_arg(bad), Err(HostPortError::Malformed), "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            parse_port_arg(b"127,0,0,1,4,1"),
+            Ok("127.0.0.1:1025".parse().unwrap())
+        );
+        assert_eq!(
+            parse_port_arg(b" 10,0,0,5,195,80 "),
+            Ok("10.0.0.5:50000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_port_arg(b"127, 0, 0, 1, 4, 1"),
+            Ok("127.0.0.1:1025".parse().unwrap())
+        );
+        for bad in [
+            &b"127,0,0,1,4"[..],
+            b"256,0,0,1,4,1",
+            b"1,2,3,4,5,6,7",
+            b"a,b,c,d,e,f",
+            b"",
+            b"1,2,3,4,5,0006",
+        ] {
+            assert_eq!(
+                parse_port_arg(bad),
+                Err(HostPortError::Malformed),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn eprt_arg_table() {
-        assert_eq!(parse_eprt_arg(b"|1|132.235.1.2|6275|"), Ok("132.235.1.2:6275".parse().unwrap()));
-        assert_eq!(parse_eprt_arg(b"|2|1080::8:800:200C:417A|5282|"), Ok("[1080::8:800:200C:417A]:5282".parse().unwrap()));
-        assert_eq!(parse_eprt_arg(b"!2!::1!2000!"), Ok("[::1]:2000".parse().unwrap()));
-        assert_eq!(parse_eprt_arg(b"|3|x|1|"), Err(HostPortError::UnknownProtocol));
-        for bad in [&b"|1|::1|5|"[..], b"|2|1.2.3.4|5|", b"|1|1.2.3.4|70000|", b"|1|1.2.3.4|5", b"|1|1.2.3.4|5|x", b"", b"|||||", b" 1|1.2.3.4|5 "] {
-            assert_eq!(parse_eprt_arg(bad), Err(HostPortError::Malformed), "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            parse_eprt_arg(b"|1|132.235.1.2|6275|"),
+            Ok("132.235.1.2:6275".parse().unwrap())
+        );
+        assert_eq!(
+            parse_eprt_arg(b"|2|1080::8:800:200C:417A|5282|"),
+            Ok("[1080::8:800:200C:417A]:5282".parse().unwrap())
+        );
+        assert_eq!(
+            parse_eprt_arg(b"!2!::1!2000!"),
+            Ok("[::1]:2000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_eprt_arg(b"|3|x|1|"),
+            Err(HostPortError::UnknownProtocol)
+        );
+        for bad in [
+            &b"|1|::1|5|"[..],
+            b"|2|1.2.3.4|5|",
+            b"|1|1.2.3.4|70000|",
+            b"|1|1.2.3.4|5",
+            b"|1|1.2.3.4|5|x",
+            b"",
+            b"|||||",
+            b" 1|1.2.3.4|5 ",
+        ] {
+            assert_eq!(
+                parse_eprt_arg(bad),
+                Err(HostPortError::Malformed),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -178,19 +242,42 @@ mod tests {
             b"=192,168,1,1,243,172",
             b"Passive mode on 2024 (192,168,1,1,243,172)",
         ] {
-            assert_eq!(parse_227_text(text), Some(want), "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(
+                parse_227_text(text),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
-        assert_eq!(parse_227_text(b"Entering Passive Mode (192,168,1,1,243)"), None);
-        assert_eq!(parse_227_text(b"Entering Passive Mode (300,168,1,1,243,1)"), None);
+        assert_eq!(
+            parse_227_text(b"Entering Passive Mode (192,168,1,1,243)"),
+            None
+        );
+        assert_eq!(
+            parse_227_text(b"Entering Passive Mode (300,168,1,1,243,1)"),
+            None
+        );
     }
 
     #[test]
     fn reply_229_as_servers_word_it() {
-        assert_eq!(parse_229_text(b"Entering Extended Passive Mode (|||6446|)"), Some(6446));
-        assert_eq!(parse_229_text(b"Extended Passive mode OK (|||30001|)"), Some(30001));
+        assert_eq!(
+            parse_229_text(b"Entering Extended Passive Mode (|||6446|)"),
+            Some(6446)
+        );
+        assert_eq!(
+            parse_229_text(b"Extended Passive mode OK (|||30001|)"),
+            Some(30001)
+        );
         assert_eq!(parse_229_text(b"EPSV ok (!!!40000!)"), Some(40000));
-        assert_eq!(parse_229_text(b"Entering Extended Passive Mode (|||0|)"), None);
-        assert_eq!(parse_229_text(b"Entering Extended Passive Mode (||6446|)"), None);
+        assert_eq!(
+            parse_229_text(b"Entering Extended Passive Mode (|||0|)"),
+            None
+        );
+        assert_eq!(
+            parse_229_text(b"Entering Extended Passive Mode (||6446|)"),
+            None
+        );
         assert_eq!(parse_229_text(b"Entering Extended Passive Mode"), None);
     }
 
@@ -205,7 +292,8 @@ mod tests {
     }
 
     fn any_v6() -> impl Strategy<Value = Ipv6Addr> {
-        any::<[u16; 8]>().prop_map(|s| Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]))
+        any::<[u16; 8]>()
+            .prop_map(|s| Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]))
     }
 
     proptest! {

@@ -31,7 +31,11 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer accepting lines of at most `max` bytes (terminator excluded).
     pub fn new(max: usize) -> Self {
-        LineFramer { buf: BytesMut::with_capacity(max.min(4096)), max: max.max(1), discarding: false }
+        LineFramer {
+            buf: BytesMut::with_capacity(max.min(4096)),
+            max: max.max(1),
+            discarding: false,
+        }
     }
 
     /// The buffer that network reads should append to.
@@ -116,7 +120,10 @@ mod tests {
 
     #[test]
     fn crlf_and_bare_lf() {
-        assert_eq!(frames(64, &[b"USER a\r\nPASS b\nNOOP\r\n"]), vec![line("USER a"), line("PASS b"), line("NOOP")]);
+        assert_eq!(
+            frames(64, &[b"USER a\r\nPASS b\nNOOP\r\n"]),
+            vec![line("USER a"), line("PASS b"), line("NOOP")]
+        );
     }
 
     #[test]

@@ -82,7 +82,10 @@ impl Reply {
     /// A reply from one already formatted line such as `227 Entering ...`.
     pub fn from_line(line: String) -> Reply {
         let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        Reply { code, lines: vec![Bytes::from(line)] }
+        Reply {
+            code,
+            lines: vec![Bytes::from(line)],
+        }
     }
 
     /// 1yz: preliminary; another reply follows for the same command.
@@ -102,7 +105,11 @@ impl Reply {
 
     /// All text of the reply, lines joined by spaces, for scanning and logs.
     pub fn text_lossy(&self) -> String {
-        let joined: Vec<String> = self.lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+        let joined: Vec<String> = self
+            .lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
         joined.join(" | ")
     }
 
@@ -132,7 +139,9 @@ fn parse_code(line: &[u8]) -> Option<(u16, Option<u8>)> {
     if !digits.iter().all(u8::is_ascii_digit) || !(b'1'..=b'5').contains(&digits[0]) {
         return None;
     }
-    let code = u16::from(digits[0] - b'0') * 100 + u16::from(digits[1] - b'0') * 10 + u16::from(digits[2] - b'0');
+    let code = u16::from(digits[0] - b'0') * 100
+        + u16::from(digits[1] - b'0') * 10
+        + u16::from(digits[2] - b'0');
     match line.get(3) {
         None => Some((code, None)),
         Some(&c @ (b' ' | b'-')) => Some((code, Some(c))),
@@ -168,7 +177,12 @@ pub struct ReplyAssembler {
 impl ReplyAssembler {
     /// `max_line`: longest line; `max_lines`: most lines kept of one reply.
     pub fn new(max_line: usize, max_lines: usize) -> Self {
-        ReplyAssembler { framer: LineFramer::new(max_line), open: None, max_lines: max_lines.max(2), dropped: 0 }
+        ReplyAssembler {
+            framer: LineFramer::new(max_line),
+            open: None,
+            max_lines: max_lines.max(2),
+            dropped: 0,
+        }
     }
 
     /// The buffer network reads append to.
@@ -221,7 +235,10 @@ impl ReplyAssembler {
                     self.open = Some((code, vec![line]));
                     continue;
                 }
-                Some((code, _)) => Some(Ok(Reply { code, lines: vec![line] })),
+                Some((code, _)) => Some(Ok(Reply {
+                    code,
+                    lines: vec![line],
+                })),
                 None => Some(Err(ReplyError::Malformed(line))),
             };
         }
@@ -246,17 +263,26 @@ mod tests {
 
     #[test]
     fn single_and_multi_line() {
-        let got = all(100, &[b"220 hi\r\n211-Features:\r\n EPSV\r\n MDTM\r\n211 End\r\n"]);
+        let got = all(
+            100,
+            &[b"220 hi\r\n211-Features:\r\n EPSV\r\n MDTM\r\n211 End\r\n"],
+        );
         assert_eq!(got.len(), 2);
         let feat = got[1].as_ref().unwrap();
         assert_eq!(feat.code, 211);
         assert_eq!(feat.lines.len(), 4);
-        assert_eq!(&feat.to_bytes()[..], b"211-Features:\r\n EPSV\r\n MDTM\r\n211 End\r\n");
+        assert_eq!(
+            &feat.to_bytes()[..],
+            b"211-Features:\r\n EPSV\r\n MDTM\r\n211 End\r\n"
+        );
     }
 
     #[test]
     fn continuation_lines_with_other_codes_and_same_code_dash() {
-        let got = all(100, &[b"230-Welcome\r\n230-more\r\n200 not the end\r\n230\r\n"]);
+        let got = all(
+            100,
+            &[b"230-Welcome\r\n230-more\r\n200 not the end\r\n230\r\n"],
+        );
         let r = got[0].as_ref().unwrap();
         assert_eq!((r.code, r.lines.len()), (230, 4));
     }
@@ -276,7 +302,10 @@ mod tests {
     #[test]
     fn garbage_and_overlong_lines() {
         let got = all(100, &[b"hello\r\n", &[b'2'; 300], b"\r\n200 ok\r\n"]);
-        assert_eq!(got[0], Err(ReplyError::Malformed(Bytes::from_static(b"hello"))));
+        assert_eq!(
+            got[0],
+            Err(ReplyError::Malformed(Bytes::from_static(b"hello")))
+        );
         assert_eq!(got[1], Err(ReplyError::LineTooLong));
         assert_eq!(got[2].as_ref().unwrap().code, 200);
     }

@@ -9,7 +9,9 @@
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
-use super::hostport::{format_227, format_229, format_eprt_arg, format_port_arg, parse_227_text, parse_229_text};
+use super::hostport::{
+    format_227, format_229, format_eprt_arg, format_port_arg, parse_227_text, parse_229_text,
+};
 use super::reply::{Reply, ReplyCode};
 use crate::net::{canonical, canonical_ip, is_private, BackendAddr, PublicAddr};
 
@@ -54,14 +56,22 @@ pub fn backend_data_addr(
     backend: BackendAddr,
     trust_227_address: bool,
 ) -> Result<BackendAddr, PassiveReplyError> {
-    let text = reply.lines.iter().flat_map(|l| l.get(4..).unwrap_or(&[]).iter().copied().chain([b' '])).collect::<Vec<u8>>();
+    let text = reply
+        .lines
+        .iter()
+        .flat_map(|l| l.get(4..).unwrap_or(&[]).iter().copied().chain([b' ']))
+        .collect::<Vec<u8>>();
     match (reply.code, sent) {
         (227, PassiveCommand::Pasv) => {
             let named = parse_227_text(&text).ok_or(PassiveReplyError::Malformed)?;
             if named.port() == 0 {
                 return Err(PassiveReplyError::Malformed);
             }
-            let ip = if trust_227_address && !named.ip().is_unspecified() { IpAddr::V4(*named.ip()) } else { backend.0.ip() };
+            let ip = if trust_227_address && !named.ip().is_unspecified() {
+                IpAddr::V4(*named.ip())
+            } else {
+                backend.0.ip()
+            };
             Ok(BackendAddr(canonical(SocketAddr::new(ip, named.port()))))
         }
         (229, PassiveCommand::Epsv) => {
@@ -112,7 +122,11 @@ pub enum ActiveRefusal {
 /// differs from the control connection's peer is taken for a client behind
 /// NAT and replaced by that peer's address, keeping the port (BRIEF field
 /// problem 5). Returns the target and whether the address was replaced.
-pub fn check_active_target(named: SocketAddr, client_ip: IpAddr, nat_fix: bool) -> Result<(SocketAddr, bool), ActiveRefusal> {
+pub fn check_active_target(
+    named: SocketAddr,
+    client_ip: IpAddr,
+    nat_fix: bool,
+) -> Result<(SocketAddr, bool), ActiveRefusal> {
     let named = canonical(named);
     let client_ip = canonical_ip(client_ip);
     if named.port() < 1024 {
@@ -146,7 +160,9 @@ pub fn rewrite_feat(reply: &Reply, provided: &[&str]) -> Reply {
     let has = |f: &str| {
         reply.lines.iter().skip(1).any(|l| {
             let t = l.trim_ascii_start();
-            t.len() >= f.len() && t[..f.len()].eq_ignore_ascii_case(f.as_bytes()) && t.get(f.len()).map_or(true, |&c| c == b' ')
+            t.len() >= f.len()
+                && t[..f.len()].eq_ignore_ascii_case(f.as_bytes())
+                && t.get(f.len()).map_or(true, |&c| c == b' ')
         })
     };
     let missing: Vec<&str> = provided.iter().copied().filter(|f| !has(f)).collect();
@@ -160,15 +176,25 @@ pub fn rewrite_feat(reply: &Reply, provided: &[&str]) -> Reply {
         lines.extend(reply.lines[..reply.lines.len() - 1].iter().cloned());
     }
     lines.extend(missing.iter().map(|f| bytes::Bytes::from(format!(" {f}"))));
-    lines.push(if reply.lines.len() == 1 { bytes::Bytes::from_static(b"211 End") } else { reply.lines[reply.lines.len() - 1].clone() });
+    lines.push(if reply.lines.len() == 1 {
+        bytes::Bytes::from_static(b"211 End")
+    } else {
+        reply.lines[reply.lines.len() - 1].clone()
+    });
     Reply { code: 211, lines }
 }
 
 /// ftpgate's fixed reply for each refusal, per docs/errors.md.
 pub fn refusal_reply(r: ActiveRefusal) -> Reply {
     match r {
-        ActiveRefusal::PrivilegedPort => Reply::new(ReplyCode::NotImplementedForParameter, "Refused: data port below 1024."),
-        ActiveRefusal::ForeignHost => Reply::new(ReplyCode::NotImplementedForParameter, "Refused: data address must be the client's own."),
+        ActiveRefusal::PrivilegedPort => Reply::new(
+            ReplyCode::NotImplementedForParameter,
+            "Refused: data port below 1024.",
+        ),
+        ActiveRefusal::ForeignHost => Reply::new(
+            ReplyCode::NotImplementedForParameter,
+            "Refused: data address must be the client's own.",
+        ),
     }
 }
 
@@ -190,24 +216,65 @@ mod tests {
     #[test]
     fn pasv_address_is_not_trusted_by_default() {
         let r = reply(&["227 Entering Passive Mode (192,168,1,1,243,172)."]);
-        assert_eq!(backend_data_addr(&r, PassiveCommand::Pasv, backend(), false), Ok(BackendAddr("127.0.0.2:62380".parse().unwrap())));
-        assert_eq!(backend_data_addr(&r, PassiveCommand::Pasv, backend(), true), Ok(BackendAddr("192.168.1.1:62380".parse().unwrap())));
+        assert_eq!(
+            backend_data_addr(&r, PassiveCommand::Pasv, backend(), false),
+            Ok(BackendAddr("127.0.0.2:62380".parse().unwrap()))
+        );
+        assert_eq!(
+            backend_data_addr(&r, PassiveCommand::Pasv, backend(), true),
+            Ok(BackendAddr("192.168.1.1:62380".parse().unwrap()))
+        );
         let zero = reply(&["227 Entering Passive Mode (0,0,0,0,243,172)."]);
-        assert_eq!(backend_data_addr(&zero, PassiveCommand::Pasv, backend(), true), Ok(BackendAddr("127.0.0.2:62380".parse().unwrap())));
+        assert_eq!(
+            backend_data_addr(&zero, PassiveCommand::Pasv, backend(), true),
+            Ok(BackendAddr("127.0.0.2:62380".parse().unwrap()))
+        );
     }
 
     #[test]
     fn passive_reply_table() {
         let b = backend();
         let cases: &[(&[&str], PassiveCommand, Result<u16, PassiveReplyError>)] = &[
-            (&["229 Entering Extended Passive Mode (|||6446|)"], PassiveCommand::Epsv, Ok(6446)),
-            (&["227-Entering Passive Mode", "227 =127,0,0,2,4,1"], PassiveCommand::Pasv, Ok(1025)),
-            (&["227 Entering Passive Mode (127,0,0,2,4)"], PassiveCommand::Pasv, Err(PassiveReplyError::Malformed)),
-            (&["227 Entering Passive Mode (127,0,0,2,0,0)"], PassiveCommand::Pasv, Err(PassiveReplyError::Malformed)),
-            (&["229 Entering Extended Passive Mode (|||6446|)"], PassiveCommand::Pasv, Err(PassiveReplyError::Malformed)),
-            (&["200 OK"], PassiveCommand::Epsv, Err(PassiveReplyError::Malformed)),
-            (&["500 Unknown command"], PassiveCommand::Epsv, Err(PassiveReplyError::Unsupported)),
-            (&["425 Cannot open"], PassiveCommand::Epsv, Err(PassiveReplyError::Refused)),
+            (
+                &["229 Entering Extended Passive Mode (|||6446|)"],
+                PassiveCommand::Epsv,
+                Ok(6446),
+            ),
+            (
+                &["227-Entering Passive Mode", "227 =127,0,0,2,4,1"],
+                PassiveCommand::Pasv,
+                Ok(1025),
+            ),
+            (
+                &["227 Entering Passive Mode (127,0,0,2,4)"],
+                PassiveCommand::Pasv,
+                Err(PassiveReplyError::Malformed),
+            ),
+            (
+                &["227 Entering Passive Mode (127,0,0,2,0,0)"],
+                PassiveCommand::Pasv,
+                Err(PassiveReplyError::Malformed),
+            ),
+            (
+                &["229 Entering Extended Passive Mode (|||6446|)"],
+                PassiveCommand::Pasv,
+                Err(PassiveReplyError::Malformed),
+            ),
+            (
+                &["200 OK"],
+                PassiveCommand::Epsv,
+                Err(PassiveReplyError::Malformed),
+            ),
+            (
+                &["500 Unknown command"],
+                PassiveCommand::Epsv,
+                Err(PassiveReplyError::Unsupported),
+            ),
+            (
+                &["425 Cannot open"],
+                PassiveCommand::Epsv,
+                Err(PassiveReplyError::Refused),
+            ),
         ];
         for (lines, sent, want) in cases {
             let got = backend_data_addr(&reply(lines), *sent, b, false).map(|a| a.0.port());
@@ -219,8 +286,18 @@ mod tests {
     fn client_replies() {
         let p4 = PublicAddr::new("203.0.113.10".parse().unwrap());
         let p6 = PublicAddr::new("2001:db8::1".parse().unwrap());
-        assert_eq!(client_passive_reply(ClientPassive::Pasv, p4, 50001).unwrap().to_bytes(), "227 Entering Passive Mode (203,0,113,10,195,81).\r\n");
-        assert_eq!(client_passive_reply(ClientPassive::Epsv, p6, 50001).unwrap().to_bytes(), "229 Entering Extended Passive Mode (|||50001|)\r\n");
+        assert_eq!(
+            client_passive_reply(ClientPassive::Pasv, p4, 50001)
+                .unwrap()
+                .to_bytes(),
+            "227 Entering Passive Mode (203,0,113,10,195,81).\r\n"
+        );
+        assert_eq!(
+            client_passive_reply(ClientPassive::Epsv, p6, 50001)
+                .unwrap()
+                .to_bytes(),
+            "229 Entering Extended Passive Mode (|||50001|)\r\n"
+        );
         assert_eq!(client_passive_reply(ClientPassive::Pasv, p6, 50001), None);
     }
 
@@ -228,29 +305,62 @@ mod tests {
     fn active_target_table() {
         let client: IpAddr = "198.51.100.7".parse().unwrap();
         let ok = |s: &str, fixed| Ok((s.parse::<SocketAddr>().unwrap(), fixed));
-        assert_eq!(check_active_target("198.51.100.7:5000".parse().unwrap(), client, true), ok("198.51.100.7:5000", false));
-        assert_eq!(check_active_target("192.168.1.5:5000".parse().unwrap(), client, true), ok("198.51.100.7:5000", true));
-        assert_eq!(check_active_target("192.168.1.5:5000".parse().unwrap(), client, false), Err(ActiveRefusal::ForeignHost));
-        assert_eq!(check_active_target("203.0.113.99:5000".parse().unwrap(), client, true), Err(ActiveRefusal::ForeignHost));
-        assert_eq!(check_active_target("198.51.100.7:21".parse().unwrap(), client, true), Err(ActiveRefusal::PrivilegedPort));
-        assert_eq!(check_active_target("[::ffff:198.51.100.7]:2000".parse().unwrap(), client, false), ok("198.51.100.7:2000", false));
+        assert_eq!(
+            check_active_target("198.51.100.7:5000".parse().unwrap(), client, true),
+            ok("198.51.100.7:5000", false)
+        );
+        assert_eq!(
+            check_active_target("192.168.1.5:5000".parse().unwrap(), client, true),
+            ok("198.51.100.7:5000", true)
+        );
+        assert_eq!(
+            check_active_target("192.168.1.5:5000".parse().unwrap(), client, false),
+            Err(ActiveRefusal::ForeignHost)
+        );
+        assert_eq!(
+            check_active_target("203.0.113.99:5000".parse().unwrap(), client, true),
+            Err(ActiveRefusal::ForeignHost)
+        );
+        assert_eq!(
+            check_active_target("198.51.100.7:21".parse().unwrap(), client, true),
+            Err(ActiveRefusal::PrivilegedPort)
+        );
+        assert_eq!(
+            check_active_target("[::ffff:198.51.100.7]:2000".parse().unwrap(), client, false),
+            ok("198.51.100.7:2000", false)
+        );
         let c6: IpAddr = "2001:db8::7".parse().unwrap();
-        assert_eq!(check_active_target("[fd00::5]:2000".parse().unwrap(), c6, true), ok("[2001:db8::7]:2000", true));
+        assert_eq!(
+            check_active_target("[fd00::5]:2000".parse().unwrap(), c6, true),
+            ok("[2001:db8::7]:2000", true)
+        );
     }
 
     #[test]
     fn backend_active_commands() {
-        assert_eq!(backend_active_command("127.0.0.1:1025".parse().unwrap()), "PORT 127,0,0,1,4,1\r\n");
-        assert_eq!(backend_active_command("[::1]:1025".parse().unwrap()), "EPRT |2|::1|1025|\r\n");
+        assert_eq!(
+            backend_active_command("127.0.0.1:1025".parse().unwrap()),
+            "PORT 127,0,0,1,4,1\r\n"
+        );
+        assert_eq!(
+            backend_active_command("[::1]:1025".parse().unwrap()),
+            "EPRT |2|::1|1025|\r\n"
+        );
     }
 
     #[test]
     fn feat_gains_epsv_and_eprt_once() {
         let r = reply(&["211-Features:", " EPSV", " MDTM", "211 End"]);
         let got = rewrite_feat(&r, &["EPSV", "EPRT"]);
-        assert_eq!(&got.to_bytes()[..], b"211-Features:\r\n EPSV\r\n MDTM\r\n EPRT\r\n211 End\r\n");
+        assert_eq!(
+            &got.to_bytes()[..],
+            b"211-Features:\r\n EPSV\r\n MDTM\r\n EPRT\r\n211 End\r\n"
+        );
         let none = reply(&["211 No features"]);
-        assert_eq!(&rewrite_feat(&none, &["EPSV"]).to_bytes()[..], b"211-Features:\r\n EPSV\r\n211 End\r\n");
+        assert_eq!(
+            &rewrite_feat(&none, &["EPSV"]).to_bytes()[..],
+            b"211-Features:\r\n EPSV\r\n211 End\r\n"
+        );
         let err = reply(&["500 FEAT not understood"]);
         assert_eq!(rewrite_feat(&err, &["EPSV"]), err);
     }

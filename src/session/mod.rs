@@ -34,7 +34,9 @@ use tracing::{debug, error, info, warn};
 use crate::advertise::PublicAddresses;
 use crate::backend::Backends;
 use crate::config::{BackendDataMode, Config};
-use crate::data::{spawn_data_task, BackendLeg, DataEvent, DataEventKind, DataFailure, DataTask, PassivePool};
+use crate::data::{
+    spawn_data_task, BackendLeg, DataEvent, DataEventKind, DataFailure, DataTask, PassivePool,
+};
 use crate::error::{reply_for, After, Error, ErrorKind};
 use crate::net::{BackendAddr, ClientAddr, PublicAddr};
 use crate::proto::command::{parse_command, parse_epsv_arg, Command, EpsvArg, Verb, IAC, IP};
@@ -42,8 +44,8 @@ use crate::proto::hostport::{parse_eprt_arg, parse_port_arg, HostPortError};
 use crate::proto::line::{Frame, LineFramer};
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyCode, ReplyError};
 use crate::proto::rewrite::{
-    backend_active_command, backend_data_addr, check_active_target, client_passive_reply, rewrite_feat, ClientPassive,
-    PassiveCommand, PassiveReplyError,
+    backend_active_command, backend_data_addr, check_active_target, client_passive_reply,
+    rewrite_feat, ClientPassive, PassiveCommand, PassiveReplyError,
 };
 
 pub use net::{connect_from, tune_control};
@@ -87,7 +89,10 @@ enum ClientLeg {
 #[derive(Debug)]
 enum PreparedClient {
     Passive,
-    Active { target: SocketAddr, tx: oneshot::Sender<TcpStream> },
+    Active {
+        target: SocketAddr,
+        tx: oneshot::Sender<TcpStream>,
+    },
 }
 
 /// A data connection prepared by PASV/EPSV/PORT/EPRT, not yet used.
@@ -124,9 +129,16 @@ enum End {
 }
 
 /// Runs one client session to its end.
-pub async fn run_session(shared: Arc<Shared>, client: TcpStream, id: u64, cancel: CancellationToken) {
+pub async fn run_session(
+    shared: Arc<Shared>,
+    client: TcpStream,
+    id: u64,
+    cancel: CancellationToken,
+) {
     let started = Instant::now();
-    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else { return };
+    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
+        return;
+    };
     let client_addr = ClientAddr::new(peer);
     let cfg = Arc::clone(&shared.config);
     tune_control(&client, cfg.tcp_keepalive, true);
@@ -138,8 +150,12 @@ pub async fn run_session(shared: Arc<Shared>, client: TcpStream, id: u64, cancel
                 backend = Some((addr, s));
                 break;
             }
-            Ok(Err(e)) => warn!(session = id, backend = %addr, error = %e, "backend unreachable; trying the next"),
-            Err(_) => warn!(session = id, backend = %addr, "backend connect timed out; trying the next"),
+            Ok(Err(e)) => {
+                warn!(session = id, backend = %addr, error = %e, "backend unreachable; trying the next")
+            }
+            Err(_) => {
+                warn!(session = id, backend = %addr, "backend connect timed out; trying the next")
+            }
         }
     }
     let Some((backend_addr, backend)) = backend else {
@@ -151,7 +167,9 @@ pub async fn run_session(shared: Arc<Shared>, client: TcpStream, id: u64, cancel
         return;
     };
     tune_control(&backend, cfg.tcp_keepalive, false);
-    let Ok(backend_local) = backend.local_addr() else { return };
+    let Ok(backend_local) = backend.local_addr() else {
+        return;
+    };
     let (client_rd, client_wr) = client.into_split();
     let (backend_rd, backend_wr) = backend.into_split();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -180,7 +198,11 @@ pub async fn run_session(shared: Arc<Shared>, client: TcpStream, id: u64, cancel
         next_gen: 1,
         events_tx,
         events_rx,
-        passive_cmd: if backend_addr.0.is_ipv6() { PassiveCommand::Epsv } else { PassiveCommand::Pasv },
+        passive_cmd: if backend_addr.0.is_ipv6() {
+            PassiveCommand::Epsv
+        } else {
+            PassiveCommand::Pasv
+        },
         epsv_all: false,
         user: None,
         logged_in: false,
@@ -285,7 +307,11 @@ impl Session {
                 },
                 r = self.client_rd.read_buf(self.commands.buffer_mut()), if reading_client => match r {
                     Ok(0) => return End::ClientClosed,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Err(e) = self.drain_client_socket() {
+                            return End::Io(e);
+                        }
+                    }
                     Err(e) => return End::Io(e),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
@@ -296,9 +322,35 @@ impl Session {
         }
     }
 
+    /// Reads what the socket still holds after a read returned.
+    ///
+    /// A read stops at the TCP urgent mark (the ABOR synch; Python's ftplib
+    /// sends the whole `ABOR\r\n` as urgent data), and tokio takes a short
+    /// read as "drained" and waits for the next readiness edge, which never
+    /// comes for bytes already queued (its `try_read` trusts the same cached
+    /// readiness). So read the socket directly until it would block.
+    fn drain_client_socket(&mut self) -> std::io::Result<()> {
+        for _ in 0..16 {
+            if self.commands.buffered() > self.cfg.max_line_length * 2 {
+                break;
+            }
+            match net::read_nonblocking(self.client_rd.as_ref(), self.commands.buffer_mut()) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// When the session times out if nothing happens.
     fn deadline(&self) -> Instant {
-        let busy = self.held.is_some() || self.transfer.as_ref().is_some_and(|t| !t.finished && !t.failed);
+        let busy = self.held.is_some()
+            || self
+                .transfer
+                .as_ref()
+                .is_some_and(|t| !t.finished && !t.failed);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         if busy {
             // A long transfer keeps the session alive; keepalive keeps the control legs alive.
@@ -314,12 +366,15 @@ impl Session {
 
     async fn process_buffered_commands(&mut self) -> Result<(), End> {
         while self.deferred.is_none() && !self.quitting {
-            let Some(frame) = self.commands.next_frame() else { break };
+            let Some(frame) = self.commands.next_frame() else {
+                break;
+            };
             self.last_command = Instant::now();
             match frame {
                 Frame::TooLong => {
                     warn!(session = self.id, client = %self.client_addr, limit = self.cfg.max_line_length, "command line too long; discarded");
-                    self.local_error(Error::client(ErrorKind::LineTooLong)).await?;
+                    self.local_error(Error::client(ErrorKind::LineTooLong))
+                        .await?;
                 }
                 Frame::Line(line) => self.on_command(parse_command(&line)).await?,
             }
@@ -331,7 +386,7 @@ impl Session {
         match cmd.verb {
             v if v.is_data_setup() => match self.check_data_setup(&cmd) {
                 Ok(Some(leg)) => self.deferred = Some(leg),
-                Ok(None) => {}
+                Ok(None) => self.flush_locals().await?,
                 Err(e) => {
                     if matches!(e.kind, ErrorKind::ActiveRefused(_)) {
                         warn!(session = self.id, client = %self.client_addr, command = %String::from_utf8_lossy(&cmd.line), "refused PORT/EPRT target");
@@ -342,6 +397,17 @@ impl Session {
             v if v.is_transfer() => self.start_transfer(cmd).await?,
             Verb::Abor => {
                 let running = self.transfer.as_ref().is_some_and(|t| !t.finished);
+                if let Some(t) = self.transfer.as_mut().filter(|t| !t.finished) {
+                    // The client no longer wants the data, and may have stopped
+                    // reading it: drop both data legs now (as a direct server
+                    // would) so the final reply is not held behind them.
+                    t.cancel.cancel();
+                    t.down_done = true;
+                    t.finished = true;
+                    if self.held.as_ref().is_some_and(|(g, _)| *g == t.gen) {
+                        self.release_held(false).await?;
+                    }
+                }
                 if running {
                     // Telnet IP, then the synch (IAC DM) with DM as urgent data.
                     self.write_backend(&[IAC, IP, IAC]).await?;
@@ -354,7 +420,11 @@ impl Session {
             Verb::Auth => {
                 // FTPS is not supported yet (issue 4): refuse rather than pass
                 // a TLS handshake through that ftpgate could not follow.
-                self.local_reply(Reply::new(ReplyCode::NotImplementedForParameter, "AUTH not supported by this gateway.")).await?;
+                self.local_reply(Reply::new(
+                    ReplyCode::NotImplementedForParameter,
+                    "AUTH not supported by this gateway.",
+                ))
+                .await?;
             }
             Verb::User => {
                 self.user = Some(cmd.arg_str());
@@ -376,7 +446,9 @@ impl Session {
                     Ok(None)
                 }
                 EpsvArg::Invalid => Err(Error::client(ErrorKind::MalformedArgument)),
-                EpsvArg::Any | EpsvArg::Protocol(_) => Ok(Some(ClientLeg::Passive(ClientPassive::Epsv))),
+                EpsvArg::Any | EpsvArg::Protocol(_) => {
+                    Ok(Some(ClientLeg::Passive(ClientPassive::Epsv)))
+                }
             },
             _ if self.epsv_all => Err(Error::client(ErrorKind::EpsvAllInEffect)),
             Verb::Pasv => Ok(Some(ClientLeg::Passive(ClientPassive::Pasv))),
@@ -391,14 +463,20 @@ impl Session {
                 };
                 let named = named.map_err(|e| match e {
                     HostPortError::Malformed => Error::client(ErrorKind::MalformedArgument),
-                    HostPortError::UnknownProtocol => Error::client(ErrorKind::UnknownNetworkProtocol),
+                    HostPortError::UnknownProtocol => {
+                        Error::client(ErrorKind::UnknownNetworkProtocol)
+                    }
                 })?;
-                let (target, fixed) = check_active_target(named, self.client_addr.ip(), self.cfg.active_nat_fix)
-                    .map_err(|r| Error::client(ErrorKind::ActiveRefused(r)))?;
+                let (target, fixed) =
+                    check_active_target(named, self.client_addr.ip(), self.cfg.active_nat_fix)
+                        .map_err(|r| Error::client(ErrorKind::ActiveRefused(r)))?;
                 if fixed {
                     info!(session = self.id, named = %named, using = %target, "active mode behind NAT: using the control connection's address");
                 }
-                Ok(Some(ClientLeg::Active { target, verb: cmd.verb }))
+                Ok(Some(ClientLeg::Active {
+                    target,
+                    verb: cmd.verb,
+                }))
             }
             _ => Err(Error::client(ErrorKind::NotImplemented)),
         }
@@ -412,9 +490,17 @@ impl Session {
         // Check what needs no backend round trip first.
         let public = match leg {
             ClientLeg::Passive(ClientPassive::Pasv) => {
-                match self.shared.public.for_client(self.client_addr.ip(), self.local.ip(), true) {
+                match self
+                    .shared
+                    .public
+                    .for_client(self.client_addr.ip(), self.local.ip(), true)
+                {
                     Some(p) => Some(p),
-                    None => return self.local_error(Error::client(ErrorKind::NoIpv4ForPasv)).await,
+                    None => {
+                        return self
+                            .local_error(Error::client(ErrorKind::NoIpv4ForPasv))
+                            .await
+                    }
                 }
             }
             _ => None,
@@ -440,26 +526,43 @@ impl Session {
             ClientLeg::Passive(kind) => {
                 let Some(lease) = self.shared.pool.lease(self.client_addr.ip(), tx) else {
                     warn!(session = self.id, client = %self.client_addr, pending = self.shared.pool.pending(), "passive port range exhausted for this client");
-                    return self.local_error(Error::internal(ErrorKind::PortRangeExhausted)).await;
+                    return self
+                        .local_error(Error::internal(ErrorKind::PortRangeExhausted))
+                        .await;
                 };
                 let port = lease.port();
                 task.lease = Some(lease);
                 task.client_deadline = Some(Instant::now() + self.cfg.pending_data_timeout);
                 let shown = public.unwrap_or(PublicAddr::new(self.local.ip()));
                 let Some(reply) = client_passive_reply(kind, shown, port) else {
-                    return self.local_error(Error::client(ErrorKind::NoIpv4ForPasv)).await;
+                    return self
+                        .local_error(Error::client(ErrorKind::NoIpv4ForPasv))
+                        .await;
                 };
                 debug!(session = self.id, gen, port, public = %shown, "passive data connection prepared");
                 spawn_data_task(task);
-                self.prepared = Some(Prepared { gen, cancel, client: PreparedClient::Passive });
+                self.prepared = Some(Prepared {
+                    gen,
+                    cancel,
+                    client: PreparedClient::Passive,
+                });
                 self.local_reply(reply).await
             }
             ClientLeg::Active { target, verb } => {
                 debug!(session = self.id, gen, target = %target, "active data connection prepared");
                 spawn_data_task(task);
-                self.prepared = Some(Prepared { gen, cancel, client: PreparedClient::Active { target, tx } });
-                let text = if verb == Verb::Port { "PORT command successful." } else { "EPRT command successful." };
-                self.local_reply(Reply::new(ReplyCode::CommandOk, text)).await
+                self.prepared = Some(Prepared {
+                    gen,
+                    cancel,
+                    client: PreparedClient::Active { target, tx },
+                });
+                let text = if verb == Verb::Port {
+                    "PORT command successful."
+                } else {
+                    "EPRT command successful."
+                };
+                self.local_reply(Reply::new(ReplyCode::CommandOk, text))
+                    .await
             }
         }
     }
@@ -473,7 +576,12 @@ impl Session {
                 let mut cmd = self.passive_cmd;
                 for attempt in 0..2 {
                     let reply = self.backend_exchange(cmd.line()).await?;
-                    match backend_data_addr(&reply, cmd, self.backend_addr, self.cfg.trust_backend_pasv_address) {
+                    match backend_data_addr(
+                        &reply,
+                        cmd,
+                        self.backend_addr,
+                        self.cfg.trust_backend_pasv_address,
+                    ) {
                         Ok(addr) => {
                             self.passive_cmd = cmd;
                             let from = SocketAddr::new(self.backend_local.ip(), 0);
@@ -485,29 +593,48 @@ impl Session {
                                 }
                             };
                         }
-                        Err(PassiveReplyError::Unsupported) if attempt == 0 && self.backend_addr.0.is_ipv4() => {
+                        Err(PassiveReplyError::Unsupported)
+                            if attempt == 0 && self.backend_addr.0.is_ipv4() =>
+                        {
                             debug!(session = self.id, reply = %reply.text_lossy(), "backend refused {:?}; trying the other passive command", cmd);
-                            cmd = if cmd == PassiveCommand::Pasv { PassiveCommand::Epsv } else { PassiveCommand::Pasv };
+                            cmd = if cmd == PassiveCommand::Pasv {
+                                PassiveCommand::Epsv
+                            } else {
+                                PassiveCommand::Pasv
+                            };
                         }
                         Err(kind) => {
                             error!(session = self.id, backend = %self.backend_addr, reply = %reply.text_lossy(), problem = ?kind, "unusable backend reply to {:?}", cmd);
-                            return Err(Error::backend(ErrorKind::BackendDataSetup(reply.text_lossy())));
+                            return Err(Error::backend(ErrorKind::BackendDataSetup(
+                                reply.text_lossy(),
+                            )));
                         }
                     }
                 }
-                Err(Error::backend(ErrorKind::BackendDataSetup("no passive command accepted".into())))
+                Err(Error::backend(ErrorKind::BackendDataSetup(
+                    "no passive command accepted".into(),
+                )))
             }
             BackendDataMode::Active => {
                 let listener = TcpListener::bind(SocketAddr::new(self.backend_local.ip(), 0))
                     .await
                     .map_err(|e| Error::internal(ErrorKind::DataConnectFailed(e.to_string())))?;
-                let addr = listener.local_addr().map_err(|e| Error::internal(ErrorKind::DataConnectFailed(e.to_string())))?;
-                let reply = self.backend_exchange(backend_active_command(addr).as_bytes()).await?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| Error::internal(ErrorKind::DataConnectFailed(e.to_string())))?;
+                let reply = self
+                    .backend_exchange(backend_active_command(addr).as_bytes())
+                    .await?;
                 if !reply.is_success() {
                     error!(session = self.id, backend = %self.backend_addr, reply = %reply.text_lossy(), "backend refused ftpgate's PORT/EPRT");
-                    return Err(Error::backend(ErrorKind::BackendDataSetup(reply.text_lossy())));
+                    return Err(Error::backend(ErrorKind::BackendDataSetup(
+                        reply.text_lossy(),
+                    )));
                 }
-                Ok(BackendLeg::Listening { listener, backend_ip: self.backend_addr.0.ip() })
+                Ok(BackendLeg::Listening {
+                    listener,
+                    backend_ip: self.backend_addr.0.ip(),
+                })
             }
         }
     }
@@ -516,17 +643,27 @@ impl Session {
     /// called with no other reply outstanding, so the next reply is ours.
     async fn backend_exchange(&mut self, line: &[u8]) -> Result<Reply, Error> {
         debug_assert!(self.expect.is_empty());
-        self.backend_wr.write_all(line).await.map_err(|_| Error::backend(ErrorKind::BackendClosed))?;
+        self.backend_wr
+            .write_all(line)
+            .await
+            .map_err(|_| Error::backend(ErrorKind::BackendClosed))?;
         let deadline = Instant::now() + self.cfg.backend_reply_timeout;
         loop {
             while let Some(r) = self.replies.next_reply() {
                 match r {
                     Ok(reply) if reply.is_preliminary() => continue,
                     Ok(reply) => return Ok(reply),
-                    Err(e) => warn!(session = self.id, problem = ?e, "skipped a malformed backend reply line"),
+                    Err(e) => {
+                        warn!(session = self.id, problem = ?e, "skipped a malformed backend reply line")
+                    }
                 }
             }
-            match tokio::time::timeout_at(deadline, self.backend_rd.read_buf(self.replies.buffer_mut())).await {
+            match tokio::time::timeout_at(
+                deadline,
+                self.backend_rd.read_buf(self.replies.buffer_mut()),
+            )
+            .await
+            {
                 Err(_) => return Err(Error::backend(ErrorKind::BackendTimeout)),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Error::backend(ErrorKind::BackendClosed)),
                 Ok(Ok(_)) => {}
@@ -537,10 +674,22 @@ impl Session {
     async fn start_transfer(&mut self, cmd: Command) -> Result<(), End> {
         let Some(p) = self.prepared.take() else {
             // No PASV/PORT first: the backend answers that itself (425/503).
-            return self.forward(&cmd, Expect::Transfer { gen: None, preliminary: false }).await;
+            return self
+                .forward(
+                    &cmd,
+                    Expect::Transfer {
+                        gen: None,
+                        preliminary: false,
+                    },
+                )
+                .await;
         };
         if let PreparedClient::Active { target, tx } = p.client {
-            let port = if self.cfg.active_source_port_20 { 20 } else { 0 };
+            let port = if self.cfg.active_source_port_20 {
+                20
+            } else {
+                0
+            };
             let from = SocketAddr::new(self.local.ip(), port);
             match connect_from(from, target, self.cfg.data_connect_timeout).await {
                 Ok(s) => {
@@ -549,7 +698,9 @@ impl Session {
                 Err(e) => {
                     p.cancel.cancel();
                     warn!(session = self.id, target = %target, error = %e, "cannot connect to the client's active-mode address");
-                    return self.local_error(Error::client(ErrorKind::DataConnectFailed(e.to_string()))).await;
+                    return self
+                        .local_error(Error::client(ErrorKind::DataConnectFailed(e.to_string())))
+                        .await;
                 }
             }
         }
@@ -562,7 +713,14 @@ impl Session {
             failed: false,
             finished: false,
         });
-        self.forward(&cmd, Expect::Transfer { gen: Some(p.gen), preliminary: false }).await
+        self.forward(
+            &cmd,
+            Expect::Transfer {
+                gen: Some(p.gen),
+                preliminary: false,
+            },
+        )
+        .await
     }
 
     async fn on_data_event(&mut self, ev: DataEvent) -> Result<(), End> {
@@ -579,9 +737,13 @@ impl Session {
                 return Ok(());
             }
         }
-        let Some(t) = self.transfer.as_mut().filter(|t| t.gen == ev.gen) else { return Ok(()) };
+        let Some(t) = self.transfer.as_mut().filter(|t| t.gen == ev.gen) else {
+            return Ok(());
+        };
         match ev.kind {
-            DataEventKind::ClientConnected(peer) => debug!(session = self.id, gen = ev.gen, peer = %peer, "client data connection up"),
+            DataEventKind::ClientConnected(peer) => {
+                debug!(session = self.id, gen = ev.gen, peer = %peer, "client data connection up")
+            }
             DataEventKind::DownDone { .. } => t.down_done = true,
             DataEventKind::Finished(out) => {
                 t.down_done = true;
@@ -599,7 +761,9 @@ impl Session {
             }
             DataEventKind::Failed(f) => {
                 match &f {
-                    DataFailure::ClientTimeout => warn!(session = self.id, client = %self.client_addr, "client did not open its data connection in time"),
+                    DataFailure::ClientTimeout => {
+                        warn!(session = self.id, client = %self.client_addr, "client did not open its data connection in time")
+                    }
                     other => warn!(session = self.id, problem = ?other, "data connection failed"),
                 }
                 t.failed = true;
@@ -620,11 +784,16 @@ impl Session {
                 Err(ReplyError::Malformed(line)) => {
                     warn!(session = self.id, backend = %self.backend_addr, line = %String::from_utf8_lossy(&line), "skipped a backend line that is not a reply")
                 }
-                Err(ReplyError::LineTooLong) => warn!(session = self.id, backend = %self.backend_addr, "skipped an overlong backend reply line"),
+                Err(ReplyError::LineTooLong) => {
+                    warn!(session = self.id, backend = %self.backend_addr, "skipped an overlong backend reply line")
+                }
             }
             let dropped = self.replies.take_dropped();
             if dropped > 0 {
-                warn!(session = self.id, dropped, "backend reply too long; lines dropped");
+                warn!(
+                    session = self.id,
+                    dropped, "backend reply too long; lines dropped"
+                );
             }
         }
         Ok(())
@@ -638,10 +807,17 @@ impl Session {
         match front {
             Expect::Local(_) => {
                 // Local replies are flushed as soon as they reach the front.
-                error!(session = self.id, "bug: local reply at the front of the queue");
-                return Err(End::Error(Error::internal(ErrorKind::Bug("local reply at the queue front".into()))));
+                error!(
+                    session = self.id,
+                    "bug: local reply at the front of the queue"
+                );
+                return Err(End::Error(Error::internal(ErrorKind::Bug(
+                    "local reply at the queue front".into(),
+                ))));
             }
-            Expect::Forward(_) if reply.is_preliminary() => return self.emit(reply.to_bytes()).await,
+            Expect::Forward(_) if reply.is_preliminary() => {
+                return self.emit(reply.to_bytes()).await
+            }
             Expect::Transfer { preliminary, .. } if reply.is_preliminary() => {
                 *preliminary = true;
                 return self.emit(reply.to_bytes()).await;
@@ -651,7 +827,14 @@ impl Session {
         match self.expect.pop_front() {
             Some(Expect::Forward(verb)) => {
                 let reply = match verb {
-                    Verb::Feat => rewrite_feat(&reply, if self.cfg.active_mode { &["EPSV", "EPRT"] } else { &["EPSV"] }),
+                    Verb::Feat => rewrite_feat(
+                        &reply,
+                        if self.cfg.active_mode {
+                            &["EPSV", "EPRT"]
+                        } else {
+                            &["EPSV"]
+                        },
+                    ),
                     _ => reply,
                 };
                 match (verb, reply.code) {
@@ -665,7 +848,10 @@ impl Session {
                 }
                 self.emit(reply.to_bytes()).await?;
             }
-            Some(Expect::Transfer { gen: Some(gen), preliminary }) => self.on_transfer_reply(gen, preliminary, reply).await?,
+            Some(Expect::Transfer {
+                gen: Some(gen),
+                preliminary,
+            }) => self.on_transfer_reply(gen, preliminary, reply).await?,
             Some(Expect::Transfer { gen: None, .. }) => self.emit(reply.to_bytes()).await?,
             Some(Expect::Local(_)) | None => {}
         }
@@ -673,7 +859,12 @@ impl Session {
     }
 
     /// A transfer's final reply: pass it now, or hold it for the relay.
-    async fn on_transfer_reply(&mut self, gen: u64, preliminary: bool, reply: Reply) -> Result<(), End> {
+    async fn on_transfer_reply(
+        &mut self,
+        gen: u64,
+        preliminary: bool,
+        reply: Reply,
+    ) -> Result<(), End> {
         let Some(t) = self.transfer.as_ref().filter(|t| t.gen == gen) else {
             return self.emit(reply.to_bytes()).await;
         };
@@ -696,14 +887,21 @@ impl Session {
     }
 
     async fn release_held(&mut self, failed: bool) -> Result<(), End> {
-        let Some((_, mut reply)) = self.held.take() else { return Ok(()) };
+        let Some((_, mut reply)) = self.held.take() else {
+            return Ok(());
+        };
         if failed && reply.is_success() {
             // The client never got the data: a success would be a lie.
-            reply = reply_for(&Error::client(ErrorKind::DataConnectFailed("client did not connect".into()))).0;
+            reply = reply_for(&Error::client(ErrorKind::DataConnectFailed(
+                "client did not connect".into(),
+            )))
+            .0;
         }
         self.write_client(&reply.to_bytes()).await?;
         while self.held.is_none() {
-            let Some(b) = self.out_queue.pop_front() else { break };
+            let Some(b) = self.out_queue.pop_front() else {
+                break;
+            };
             self.write_client(&b).await?;
         }
         Ok(())
@@ -756,7 +954,10 @@ impl Session {
     }
 
     async fn write_backend(&mut self, bytes: &[u8]) -> Result<(), End> {
-        self.backend_wr.write_all(bytes).await.map_err(|_| End::Error(Error::backend(ErrorKind::BackendClosed)))
+        self.backend_wr
+            .write_all(bytes)
+            .await
+            .map_err(|_| End::Error(Error::backend(ErrorKind::BackendClosed)))
     }
 
     async fn write_client(&mut self, bytes: &[u8]) -> Result<(), End> {
@@ -781,7 +982,11 @@ impl Session {
                     let _ = self.client_wr.write_all(&b).await;
                 }
                 let (reply, _) = reply_for(e);
-                let _ = tokio::time::timeout(Duration::from_secs(5), self.client_wr.write_all(&reply.to_bytes())).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    self.client_wr.write_all(&reply.to_bytes()),
+                )
+                .await;
                 format!("{:?}", e.kind)
             }
         };

@@ -14,7 +14,9 @@ use tokio::net::{TcpSocket, TcpStream};
 pub fn tune_control(s: &TcpStream, keepalive: Duration, oob_inline: bool) {
     let _ = s.set_nodelay(true);
     let sock = SockRef::from(s);
-    let ka = TcpKeepalive::new().with_time(keepalive).with_interval((keepalive / 4).max(Duration::from_secs(1)));
+    let ka = TcpKeepalive::new()
+        .with_time(keepalive)
+        .with_interval((keepalive / 4).max(Duration::from_secs(1)));
     if let Err(e) = sock.set_tcp_keepalive(&ka) {
         tracing::debug!(error = %e, "cannot set TCP keepalive");
     }
@@ -26,8 +28,16 @@ pub fn tune_control(s: &TcpStream, keepalive: Duration, oob_inline: bool) {
 }
 
 /// Connects to `to` from `from_ip` (port `from_port`, 0 for any), within `timeout`.
-pub async fn connect_from(from: SocketAddr, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let sock = if to.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+pub async fn connect_from(
+    from: SocketAddr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let sock = if to.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if from.port() != 0 {
         sock.set_reuseaddr(true)?;
     }
@@ -43,4 +53,15 @@ pub async fn connect_from(from: SocketAddr, to: SocketAddr, timeout: Duration) -
 /// (vsftpd, proftpd) interrupt a running transfer.
 pub fn send_urgent_dm(s: &impl std::os::fd::AsFd) -> io::Result<usize> {
     SockRef::from(s).send_out_of_band(&[crate::proto::command::DM])
+}
+
+/// One non-blocking read straight from the socket, bypassing tokio's cached
+/// readiness (see `Session::drain_client_socket`). `WouldBlock` when empty.
+pub fn read_nonblocking(s: &TcpStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    use std::io::Read;
+    let mut tmp = [0u8; 2048];
+    let sock = SockRef::from(s);
+    let n = (&*sock).read(&mut tmp)?;
+    buf.extend_from_slice(&tmp[..n]);
+    Ok(n)
 }

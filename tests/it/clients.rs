@@ -32,7 +32,12 @@ pub struct Target {
 impl Target {
     /// A target from its parts.
     pub fn new(host: &str, port: u16, user: &str, pass: &str) -> Target {
-        Target { host: host.to_string(), port, user: user.to_string(), pass: pass.to_string() }
+        Target {
+            host: host.to_string(),
+            port,
+            user: user.to_string(),
+            pass: pass.to_string(),
+        }
     }
 
     /// The server itself, with its login (no proxy in between).
@@ -42,7 +47,11 @@ impl Target {
 
     /// The same login through another address (e.g. ftpgate's listener).
     pub fn via(&self, addr: std::net::SocketAddr) -> Target {
-        Target { host: addr.ip().to_string(), port: addr.port(), ..self.clone() }
+        Target {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            ..self.clone()
+        }
     }
 
     /// Whether the host is an IPv6 literal.
@@ -103,7 +112,10 @@ impl fmt::Debug for Output {
         };
         let n = self.stderr.chars().count();
         let err_shown: String = if n > 8000 {
-            format!("...{}", self.stderr.chars().skip(n - 8000).collect::<String>())
+            format!(
+                "...{}",
+                self.stderr.chars().skip(n - 8000).collect::<String>()
+            )
         } else {
             self.stderr.clone()
         };
@@ -161,7 +173,10 @@ pub fn default_timeout() -> Duration {
 /// killing it (by PID) after `timeout`. The working directory and HOME are a
 /// fresh temp dir unless `cmd` already set a working directory.
 pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
-    let work = tempfile::Builder::new().prefix("ftpgate-client-").tempdir().expect("tempdir");
+    let work = tempfile::Builder::new()
+        .prefix("ftpgate-client-")
+        .tempdir()
+        .expect("tempdir");
     if cmd.get_current_dir().is_none() {
         cmd.current_dir(work.path());
     }
@@ -172,7 +187,11 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output 
         .env_remove("all_proxy")
         .env_remove("FTP_PROXY")
         .env_remove("ALL_PROXY")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
@@ -227,11 +246,17 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output 
         std::thread::sleep(Duration::from_millis(5));
     };
     // A grandchild holding the pipes open must not hang us either.
-    let stdout = rx_out.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    let stderr_bytes = rx_err.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    let stdout = rx_out
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_default();
+    let stderr_bytes = rx_err
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_default();
     let mut stderr = String::from_utf8_lossy(&stderr_bytes).into_owned();
     if timed_out {
-        stderr.push_str(&format!("\n[ftpgate test rig: {program} killed after {timeout:?}]\n"));
+        stderr.push_str(&format!(
+            "\n[ftpgate test rig: {program} killed after {timeout:?}]\n"
+        ));
     }
     let code = status.and_then(|s| s.code());
     Output {
@@ -376,7 +401,10 @@ pub fn lftp(t: &Target, commands: &str, mode: Mode) -> Output {
         port = t.port,
         host = lftp_host(t),
     );
-    let work = tempfile::Builder::new().prefix("ftpgate-lftp-").tempdir().expect("tempdir");
+    let work = tempfile::Builder::new()
+        .prefix("ftpgate-lftp-")
+        .tempdir()
+        .expect("tempdir");
     let file = work.path().join("script.lftp");
     std::fs::write(&file, script).expect("write lftp script");
     let mut cmd = Command::new("lftp");
@@ -482,15 +510,20 @@ pub fn ftplib_mode(t: &Target, script_body: &str, mode: Mode) -> Output {
 }
 
 fn ftplib_run(t: &Target, body: &str, mode: &str) -> Output {
-    let work = tempfile::Builder::new().prefix("ftpgate-ftplib-").tempdir().expect("tempdir");
+    let work = tempfile::Builder::new()
+        .prefix("ftpgate-ftplib-")
+        .tempdir()
+        .expect("tempdir");
     let file = work.path().join("script.py");
     std::fs::write(&file, format!("{FTPLIB_PRELUDE}{body}\n")).expect("write python script");
     let mut cmd = Command::new(python3());
-    cmd.arg("-u")
-        .arg("-W")
-        .arg("ignore")
-        .arg(&file)
-        .args([&t.host, &t.port.to_string(), &t.user, &t.pass, mode]);
+    cmd.arg("-u").arg("-W").arg("ignore").arg(&file).args([
+        &t.host,
+        &t.port.to_string(),
+        &t.user,
+        &t.pass,
+        mode,
+    ]);
     run(cmd, None, default_timeout())
 }
 
@@ -516,7 +549,15 @@ pub fn classic_ftp_binary() -> PathBuf {
 /// tnftp exits 0 even when a command failed: check the replies in stdout
 /// (e.g. `226`) and the result files.
 pub fn classic_ftp(t: &Target, commands: &str, passive: bool) -> Output {
-    classic_ftp_script(t, commands, if passive { "passive on\n" } else { "passive off\n" })
+    classic_ftp_script(
+        t,
+        commands,
+        if passive {
+            "passive on\n"
+        } else {
+            "passive off\n"
+        },
+    )
 }
 
 /// [`classic_ftp`] forced to one mode (`epsv4 off` for PASV/PORT on IPv4).
@@ -553,7 +594,9 @@ mod tests {
     use std::net::TcpListener;
 
     fn data(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed).collect()
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+            .collect()
     }
 
     fn vsftpd(test: &str) -> Option<(FtpServer, Vec<u8>)> {
@@ -572,14 +615,19 @@ mod tests {
 
     #[test]
     fn clients_curl_vsftpd() {
-        let Some((srv, big)) = vsftpd("clients_curl_vsftpd") else { return };
+        let Some((srv, big)) = vsftpd("clients_curl_vsftpd") else {
+            return;
+        };
         let t = Target::for_server(&srv);
         let local = tempfile::tempdir().unwrap();
         for mode in Mode::ALL {
             let out = curl_get(&t, "/big.bin", mode);
             out.assert_ok("curl_get");
             assert!(out.stdout == big, "{mode:?}: content differs");
-            assert!(out.stderr.contains(&format!("> {}", mode.command())), "{mode:?}: {out:?}");
+            assert!(
+                out.stderr.contains(&format!("> {}", mode.command())),
+                "{mode:?}: {out:?}"
+            );
             if mode == Mode::Pasv {
                 // The 227 address was used, not skipped.
                 assert!(!out.stderr.contains("Skip "), "{out:?}");
@@ -607,7 +655,9 @@ mod tests {
 
     #[test]
     fn clients_lftp_vsftpd() {
-        let Some((srv, big)) = vsftpd("clients_lftp_vsftpd") else { return };
+        let Some((srv, big)) = vsftpd("clients_lftp_vsftpd") else {
+            return;
+        };
         let t = Target::for_server(&srv);
         let local = tempfile::tempdir().unwrap();
         for mode in Mode::ALL {
@@ -630,7 +680,10 @@ mod tests {
                 Mode::Eprt => "---> PORT".to_string(),
                 m => format!("---> {}", m.command()),
             };
-            assert!(out.stderr.contains(&want), "{mode:?}: {want} not in {out:?}");
+            assert!(
+                out.stderr.contains(&want),
+                "{mode:?}: {want} not in {out:?}"
+            );
         }
         // cmd:fail-exit: a failing command fails the run.
         let out = lftp(&t, "get nope.bin -o /dev/null", Mode::Epsv);
@@ -639,11 +692,16 @@ mod tests {
 
     #[test]
     fn clients_ftplib_vsftpd() {
-        let Some((srv, big)) = vsftpd("clients_ftplib_vsftpd") else { return };
+        let Some((srv, big)) = vsftpd("clients_ftplib_vsftpd") else {
+            return;
+        };
         let t = Target::for_server(&srv);
         let want = {
             use sha2::{Digest, Sha256};
-            Sha256::digest(&big).iter().map(|b| format!("{b:02x}")).collect::<String>()
+            Sha256::digest(&big)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         };
         for mode in Mode::ALL {
             let body = format!(
@@ -657,13 +715,19 @@ mod tests {
             out.assert_ok("ftplib");
             let s = out.stdout_str();
             assert!(s.contains(&format!("SHA {want}")), "{mode:?}: {out:?}");
-            assert!(s.contains(&format!("*cmd* '{}", mode.command())), "{mode:?}: {out:?}");
+            assert!(
+                s.contains(&format!("*cmd* '{}", mode.command())),
+                "{mode:?}: {out:?}"
+            );
             assert!(s.contains("one.txt") && s.contains("two.txt"), "{out:?}");
             let up = fs::read(srv.upload_path().join(format!("py-{mode:?}.bin"))).unwrap();
             assert_eq!(up, vec![b'x'; 70000]);
         }
         // Default mode on IPv4: PASV, with the 227 address used.
-        let out = ftplib(&t, "ftp.set_debuglevel(1)\nprint(len(get_bytes('big.bin')))");
+        let out = ftplib(
+            &t,
+            "ftp.set_debuglevel(1)\nprint(len(get_bytes('big.bin')))",
+        );
         out.assert_ok("ftplib default");
         assert!(out.stdout_str().contains("*cmd* 'PASV'"), "{out:?}");
         assert!(out.stdout_str().contains(&big.len().to_string()), "{out:?}");
@@ -674,7 +738,9 @@ mod tests {
 
     #[test]
     fn clients_classic_ftp_vsftpd() {
-        let Some((srv, big)) = vsftpd("clients_classic_ftp_vsftpd") else { return };
+        let Some((srv, big)) = vsftpd("clients_classic_ftp_vsftpd") else {
+            return;
+        };
         let t = Target::for_server(&srv);
         let local = tempfile::tempdir().unwrap();
         for passive in [true, false] {
@@ -689,17 +755,28 @@ mod tests {
             let out = classic_ftp(&t, &cmds, passive);
             out.assert_ok("tnftp");
             assert!(fs::read(&dst).unwrap() == big, "passive={passive}: {out:?}");
-            assert_eq!(fs::read(srv.upload_path().join(format!("tn-{passive}.bin"))).unwrap(), &big[..5000]);
+            assert_eq!(
+                fs::read(srv.upload_path().join(format!("tn-{passive}.bin"))).unwrap(),
+                &big[..5000]
+            );
             let s = out.stdout_str();
             assert!(s.contains("226") && s.contains("one.txt"), "{out:?}");
         }
         for mode in Mode::ALL {
             let dst = local.path().join(format!("tn-{mode:?}.bin"));
-            let out = classic_ftp_mode(&t, &format!("debug on\nget big.bin {}", dst.display()), mode);
+            let out = classic_ftp_mode(
+                &t,
+                &format!("debug on\nget big.bin {}", dst.display()),
+                mode,
+            );
             out.assert_ok("tnftp mode");
             assert!(fs::read(&dst).unwrap() == big, "{mode:?}: {out:?}");
             // `debug on` shows the commands sent.
-            assert!(out.stdout_str().contains(&format!("---> {}", mode.command())), "{mode:?}: {out:?}");
+            assert!(
+                out.stdout_str()
+                    .contains(&format!("---> {}", mode.command())),
+                "{mode:?}: {out:?}"
+            );
         }
     }
 

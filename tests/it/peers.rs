@@ -41,7 +41,11 @@ pub enum ServerKind {
 }
 
 /// Every server kind.
-pub const ALL: [ServerKind; 3] = [ServerKind::Vsftpd, ServerKind::Proftpd, ServerKind::PureFtpd];
+pub const ALL: [ServerKind; 3] = [
+    ServerKind::Vsftpd,
+    ServerKind::Proftpd,
+    ServerKind::PureFtpd,
+];
 
 /// Virtual user of ProFTPD and pure-ftpd.
 pub const VIRTUAL_USER: &str = "ftpgate";
@@ -107,7 +111,9 @@ pub fn peers_dir() -> PathBuf {
 
 /// Whether `FTPGATE_REQUIRE_PEERS=1`: then a missing peer is a failure, not a skip.
 pub fn peers_required() -> bool {
-    std::env::var("FTPGATE_REQUIRE_PEERS").map(|v| v == "1").unwrap_or(false)
+    std::env::var("FTPGATE_REQUIRE_PEERS")
+        .map(|v| v == "1")
+        .unwrap_or(false)
 }
 
 fn missing_parts(kind: ServerKind) -> Vec<String> {
@@ -117,8 +123,11 @@ fn missing_parts(kind: ServerKind) -> Vec<String> {
         ServerKind::Proftpd => need.push(peers_dir().join("usr/lib/proftpd")),
         ServerKind::PureFtpd => need.push(peers_dir().join("usr/bin/pure-pw")),
     }
-    let mut missing: Vec<String> =
-        need.into_iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    let mut missing: Vec<String> = need
+        .into_iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
     if kind == ServerKind::Vsftpd && user_uid("ftp").is_none() {
         // vsftpd's anonymous sessions run as the system user "ftp" (made by
         // the vsftpd package) and chdir to its home first.
@@ -239,7 +248,9 @@ impl FtpServer {
             cmd.stdin(Stdio::null())
                 .stdout(logf.try_clone().expect("dup log"))
                 .stderr(logf);
-            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", kind.name()));
+            let mut child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", kind.name()));
             match wait_ready(kind, &mut child, addr) {
                 Ok(()) => {
                     return FtpServer {
@@ -519,7 +530,9 @@ fn wait_ready(kind: ServerKind, child: &mut Child, addr: SocketAddr) -> Result<(
             return Err(format!("server exited during startup with {status}"));
         }
         if Instant::now() > deadline {
-            return Err(format!("no 220 greeting within {STARTUP_TIMEOUT:?} ({last})"));
+            return Err(format!(
+                "no 220 greeting within {STARTUP_TIMEOUT:?} ({last})"
+            ));
         }
         match probe_220(addr) {
             Ok(greeting) => {
@@ -541,7 +554,8 @@ fn wait_ready(kind: ServerKind, child: &mut Child, addr: SocketAddr) -> Result<(
 }
 
 fn probe_220(addr: SocketAddr) -> Result<String, String> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    let s =
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok();
     let mut r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
     let mut greeting = String::new();
@@ -569,7 +583,10 @@ fn kill_tree(child: &mut Child) {
         return;
     }
     // Stop the master so it forks no new session while we collect its tree.
-    let _ = Command::new("kill").args(["-STOP", &pid.to_string()]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
     let mut pids = vec![pid];
     let mut i = 0;
     while i < pids.len() {
@@ -579,7 +596,10 @@ fn kill_tree(child: &mut Child) {
     }
     let mut args = vec!["-KILL".to_string()];
     args.extend(pids.iter().map(|p| p.to_string()));
-    let _ = Command::new("kill").args(&args).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args(&args)
+        .stderr(Stdio::null())
+        .status();
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -606,7 +626,10 @@ fn children_of(pid: u32) -> Vec<u32> {
             if let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) {
                 // pid (comm) state ppid ...; comm may contain spaces/parens.
                 if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) {
-                    let ppid = rest.split_whitespace().nth(1).and_then(|x| x.parse::<u32>().ok());
+                    let ppid = rest
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|x| x.parse::<u32>().ok());
                     if ppid == Some(pid) {
                         out.push(p);
                     }
@@ -658,22 +681,43 @@ mod tests {
         });
         let startup = t0.elapsed();
         println!("{} started in {startup:?} on {}", kind.name(), srv.addr);
-        assert!(startup < Duration::from_secs(2), "{} took {startup:?} to start", kind.name());
+        assert!(
+            startup < Duration::from_secs(2),
+            "{} took {startup:?} to start",
+            kind.name()
+        );
         let t = Target::for_server(&srv);
         let local = tempfile::tempdir().unwrap();
 
         for mode in Mode::ALL {
             let out = clients::curl_get(&t, "big.bin", mode);
-            assert!(out.ok, "{} curl get {mode:?}: {out:?}\n{}", kind.name(), srv.log());
+            assert!(
+                out.ok,
+                "{} curl get {mode:?}: {out:?}\n{}",
+                kind.name(),
+                srv.log()
+            );
             assert_eq!(out.stdout.len(), big.len(), "{} {mode:?} size", kind.name());
-            assert!(sha(&out.stdout) == sha(&big), "{} {mode:?}: SHA-256 differs", kind.name());
-            assert!(out.stderr.contains(mode.command()), "{mode:?} not used: {}", out.stderr);
+            assert!(
+                sha(&out.stdout) == sha(&big),
+                "{} {mode:?}: SHA-256 differs",
+                kind.name()
+            );
+            assert!(
+                out.stderr.contains(mode.command()),
+                "{mode:?} not used: {}",
+                out.stderr
+            );
 
             let out = clients::curl_list(&t, "dir/", mode);
             assert!(out.ok, "{} curl list {mode:?}: {out:?}", kind.name());
             let listing = out.stdout_str();
             for f in DIR_FILES {
-                assert!(listing.contains(f), "{} LIST {mode:?} lacks {f}: {listing}", kind.name());
+                assert!(
+                    listing.contains(f),
+                    "{} LIST {mode:?} lacks {f}: {listing}",
+                    kind.name()
+                );
             }
 
             let up = random_bytes(200_000 + mode as usize, mode as u64 + 7);
@@ -689,7 +733,11 @@ mod tests {
         let out = clients::curl_nlst(&t, "dir/", Mode::Epsv);
         assert!(out.ok, "{} NLST: {out:?}", kind.name());
         for f in DIR_FILES {
-            assert!(out.stdout_str().contains(f), "{} NLST lacks {f}: {out:?}", kind.name());
+            assert!(
+                out.stdout_str().contains(f),
+                "{} NLST lacks {f}: {out:?}",
+                kind.name()
+            );
         }
 
         // REST, APPE, STOU, NLST, MLSD, SIZE through Python's ftplib.
@@ -712,15 +760,25 @@ if {mlsd}:
     print('MLSD', sorted(n for n, f in ftp.mlsd('dir') if f['type'] == 'file'))
 ftp.quit()
 "#,
-            mlsd = if kind.supports_mlsd() { "True" } else { "False" }
+            mlsd = if kind.supports_mlsd() {
+                "True"
+            } else {
+                "False"
+            }
         );
         let out = clients::ftplib(&t, &body);
         assert!(out.ok, "{} ftplib: {out:?}", kind.name());
         let s = out.stdout_str();
-        assert!(s.contains(&format!("REST {}", hex(&big[big.len() - 10..]))), "{s}");
+        assert!(
+            s.contains(&format!("REST {}", hex(&big[big.len() - 10..]))),
+            "{s}"
+        );
         assert!(s.contains(&format!("SIZE {}", big.len())), "{s}");
         assert!(s.contains("STOU 226"), "{s}");
-        assert_eq!(fs::read(srv.upload_path().join("ap.txt")).unwrap(), b"head-tail");
+        assert_eq!(
+            fs::read(srv.upload_path().join("ap.txt")).unwrap(),
+            b"head-tail"
+        );
         let uniques: Vec<_> = fs::read_dir(srv.upload_path())
             .unwrap()
             .flatten()
@@ -731,7 +789,10 @@ ftp.quit()
             assert!(s.contains(f), "{} NLST/MLSD lacks {f}: {s}", kind.name());
         }
         if kind.supports_mlsd() {
-            assert!(s.contains("MLSD ['alpha.txt', 'beta.bin', 'gamma with space.txt']"), "{s}");
+            assert!(
+                s.contains("MLSD ['alpha.txt', 'beta.bin', 'gamma with space.txt']"),
+                "{s}"
+            );
         }
     }
 
@@ -812,18 +873,29 @@ ftp.quit()
                 tree.extend(children_of(p));
                 i += 1;
             }
-            assert!(tree.len() > 1, "{kind:?}: no session process found under {}", srv.pid());
+            assert!(
+                tree.len() > 1,
+                "{kind:?}: no session process found under {}",
+                srv.pid()
+            );
             drop(srv);
             let deadline = Instant::now() + Duration::from_secs(5);
             for pid in tree {
                 loop {
                     let state = fs::read_to_string(format!("/proc/{pid}/stat"))
                         .ok()
-                        .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(String::from)));
+                        .and_then(|s| {
+                            s.rfind(')').and_then(|i| {
+                                s[i + 1..].split_whitespace().next().map(String::from)
+                            })
+                        });
                     match state.as_deref() {
                         None | Some("Z") | Some("X") => break,
                         Some(st) => {
-                            assert!(Instant::now() < deadline, "{kind:?}: pid {pid} still alive ({st})");
+                            assert!(
+                                Instant::now() < deadline,
+                                "{kind:?}: pid {pid} still alive ({st})"
+                            );
                             std::thread::sleep(Duration::from_millis(20));
                         }
                     }
