@@ -39,7 +39,7 @@ use crate::data::{
 };
 use crate::error::{reply_for, After, Error, ErrorKind};
 use crate::net::{BackendAddr, ClientAddr, PublicAddr};
-use crate::proto::command::{parse_command, parse_epsv_arg, Command, EpsvArg, Verb, IAC, IP};
+use crate::proto::command::{parse_command, parse_epsv_arg, Command, EpsvArg, Verb};
 use crate::proto::hostport::{parse_eprt_arg, parse_port_arg, HostPortError};
 use crate::proto::line::{Frame, LineFramer};
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyCode, ReplyError};
@@ -245,8 +245,8 @@ struct Session {
     held: Option<(u64, Reply)>,
     /// Replies waiting behind the held one.
     out_queue: VecDeque<Bytes>,
-    /// A validated data-setup command waiting for `expect` to drain.
-    deferred: Option<ClientLeg>,
+    /// A validated data-setup command waiting for `expect` to drain, and since when.
+    deferred: Option<(ClientLeg, Instant)>,
     prepared: Option<Prepared>,
     transfer: Option<Transfer>,
     next_gen: u64,
@@ -277,7 +277,7 @@ impl Session {
                 return end;
             }
             if self.deferred.is_some() && self.expect.is_empty() && self.held.is_none() {
-                let leg = self.deferred.take().expect("checked above");
+                let (leg, _) = self.deferred.take().expect("checked above");
                 if let Err(end) = self.setup_data(leg).await {
                     return end;
                 }
@@ -315,6 +315,17 @@ impl Session {
                     Err(e) => return End::Io(e),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
+                    if self.deferred.is_some() {
+                        // The backend never answered some earlier command (a
+                        // server may skip a reply, e.g. around ABOR): forget
+                        // those expectations rather than wait forever.
+                        warn!(session = self.id, stale = self.expect.len(), "backend replies missing; dropping stale expectations");
+                        self.expect.retain(|e| matches!(e, Expect::Local(_)));
+                        if let Err(end) = self.flush_locals().await {
+                            return end;
+                        }
+                        continue;
+                    }
                     let kind = if self.logged_in { ErrorKind::IdleTimeout } else { ErrorKind::LoginTimeout };
                     return End::Error(Error::internal(kind));
                 }
@@ -352,6 +363,14 @@ impl Session {
                 .as_ref()
                 .is_some_and(|t| !t.finished && !t.failed);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        if let Some((_, since)) = self.deferred {
+            // A transfer still running legitimately holds replies back.
+            return if busy {
+                far
+            } else {
+                since + self.cfg.backend_reply_timeout
+            };
+        }
         if busy {
             // A long transfer keeps the session alive; keepalive keeps the control legs alive.
             return far;
@@ -385,7 +404,7 @@ impl Session {
     async fn on_command(&mut self, cmd: Command) -> Result<(), End> {
         match cmd.verb {
             v if v.is_data_setup() => match self.check_data_setup(&cmd) {
-                Ok(Some(leg)) => self.deferred = Some(leg),
+                Ok(Some(leg)) => self.deferred = Some((leg, Instant::now())),
                 Ok(None) => self.flush_locals().await?,
                 Err(e) => {
                     if matches!(e.kind, ErrorKind::ActiveRefused(_)) {
@@ -396,23 +415,19 @@ impl Session {
             },
             v if v.is_transfer() => self.start_transfer(cmd).await?,
             Verb::Abor => {
-                let running = self.transfer.as_ref().is_some_and(|t| !t.finished);
                 if let Some(t) = self.transfer.as_mut().filter(|t| !t.finished) {
                     // The client no longer wants the data, and may have stopped
                     // reading it: drop both data legs now (as a direct server
-                    // would) so the final reply is not held behind them.
+                    // would) so the final reply is not held behind them. This
+                    // also unblocks a server stuck writing or reading data, so
+                    // ABOR is forwarded as a plain line: pure-ftpd silently
+                    // drops an `IAC IP IAC DM ABOR` line once its transfer has
+                    // ended, which would leave a reply missing.
                     t.cancel.cancel();
                     t.down_done = true;
                     t.finished = true;
                     if self.held.as_ref().is_some_and(|(g, _)| *g == t.gen) {
                         self.release_held(false).await?;
-                    }
-                }
-                if running {
-                    // Telnet IP, then the synch (IAC DM) with DM as urgent data.
-                    self.write_backend(&[IAC, IP, IAC]).await?;
-                    if let Err(e) = net::send_urgent_dm(self.backend_wr.as_ref()) {
-                        debug!(session = self.id, error = %e, "cannot send urgent data to backend");
                     }
                 }
                 self.forward(&cmd, Expect::Forward(Verb::Abor)).await?;

@@ -48,13 +48,6 @@ pub async fn connect_from(
     }
 }
 
-/// Sends the Telnet synch before ABOR: IAC IP IAC in band, then DM as TCP
-/// urgent data (RFC 959 4.1.3), so servers that watch for urgent data
-/// (vsftpd, proftpd) interrupt a running transfer.
-pub fn send_urgent_dm(s: &impl std::os::fd::AsFd) -> io::Result<usize> {
-    SockRef::from(s).send_out_of_band(&[crate::proto::command::DM])
-}
-
 /// One non-blocking read straight from the socket, bypassing tokio's cached
 /// readiness (see `Session::drain_client_socket`). `WouldBlock` when empty.
 pub fn read_nonblocking(s: &TcpStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {

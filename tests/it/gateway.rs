@@ -32,7 +32,10 @@ fn init_logs() {
     ONCE.call_once(|| {
         // RUST_LOG=ftpgate=debug cargo test ... shows the gateway's logs.
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
         }
     });
 }
@@ -46,13 +49,22 @@ pub fn start(backends: &[SocketAddr], extra: &str) -> Gateway {
 /// As [`start`], listening on `listen`.
 pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
     init_logs();
-    let fixed_range = extra.lines().any(|l| l.trim_start().starts_with("passive_ports"));
-    let has_public = extra.lines().any(|l| l.trim_start().starts_with("public_address ") || l.trim_start().starts_with("public_address="));
+    let fixed_range = extra
+        .lines()
+        .any(|l| l.trim_start().starts_with("passive_ports"));
+    let has_public = extra.lines().any(|l| {
+        l.trim_start().starts_with("public_address ")
+            || l.trim_start().starts_with("public_address=")
+    });
     for _attempt in 0..50 {
         let base: u16 = rand::thread_rng().gen_range(10_000..30_000);
         let mut text = format!(
             "listen = [\"{listen}\"]\nbackends = [{}]\n",
-            backends.iter().map(|b| format!("\"{b}\"")).collect::<Vec<_>>().join(", ")
+            backends
+                .iter()
+                .map(|b| format!("\"{b}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         if !has_public {
             text.push_str("public_address = \"127.0.0.1\"\n");
@@ -63,13 +75,19 @@ pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
         // Tables must come last in TOML: put bare keys before `extra`.
         text.push_str(extra);
         text.push('\n');
-        let raw = parse_str(Path::new("test-config.toml"), &text).unwrap_or_else(|e| panic!("bad test config: {e}\n{text}"));
-        let config = Arc::new(validate(&raw).unwrap_or_else(|e| panic!("invalid test config: {e}\n{text}")));
+        let raw = parse_str(Path::new("test-config.toml"), &text)
+            .unwrap_or_else(|e| panic!("bad test config: {e}\n{text}"));
+        let config =
+            Arc::new(validate(&raw).unwrap_or_else(|e| panic!("invalid test config: {e}\n{text}")));
         let (tx, rx) = mpsc::channel();
         let cancel = CancellationToken::new();
         let (c2, cancel2) = (Arc::clone(&config), cancel.clone());
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 match Listeners::bind(&c2) {
                     Ok(l) => {
@@ -84,7 +102,13 @@ pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
         });
         match rx.recv().expect("gateway thread died") {
             Ok(addr) => {
-                return Gateway { addr, passive_ports: config.passive_ports, config, cancel, thread: Some(thread) };
+                return Gateway {
+                    addr,
+                    passive_ports: config.passive_ports,
+                    config,
+                    cancel,
+                    thread: Some(thread),
+                };
             }
             Err(BindError::Passive { .. }) if !fixed_range => {
                 let _ = thread.join();

@@ -3,9 +3,9 @@
 //! `peers` starts real FTP servers; `clients` drives real FTP clients;
 //! `gateway` runs a real ftpgate in-process. The other modules are the tests.
 
+mod cli;
 mod clients;
 mod gateway;
-mod peers;
-mod cli;
 mod hostile;
+mod peers;
 mod real_peers;
