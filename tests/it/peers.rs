@@ -210,6 +210,15 @@ impl FtpServer {
     /// default under umask 022) for the server's unprivileged session to
     /// serve them; [`put_file`] does that.
     pub fn start_with(kind: ServerKind, fill: impl FnOnce(&Path)) -> FtpServer {
+        FtpServer::start_inner(kind, fill, false)
+    }
+
+    /// vsftpd listening on [::1] only (for IPv6 backends).
+    pub fn start_vsftpd_v6(fill: impl FnOnce(&Path)) -> FtpServer {
+        FtpServer::start_inner(ServerKind::Vsftpd, fill, true)
+    }
+
+    fn start_inner(kind: ServerKind, fill: impl FnOnce(&Path), v6: bool) -> FtpServer {
         if !available(kind) {
             panic!(
                 "{} is not installed (missing {}); run scripts/install-test-deps.sh as root, \
@@ -238,9 +247,13 @@ impl FtpServer {
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port();
-            let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr: SocketAddr = if v6 {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
+            } else {
+                SocketAddr::from(([127, 0, 0, 1], port))
+            };
             let mut cmd = match kind {
-                ServerKind::Vsftpd => vsftpd_command(dir.path(), &root, port),
+                ServerKind::Vsftpd => vsftpd_command(dir.path(), &root, port, v6),
                 ServerKind::Proftpd => proftpd_command(dir.path(), &root, port),
                 ServerKind::PureFtpd => pureftpd_command(dir.path(), &root, port),
             };
@@ -368,15 +381,13 @@ fn write_file(p: &Path, text: &str, mode: u32) {
 /// anon_world_readable_only=NO, secure_chroot_dir in the temp dir, and
 /// isolate=NO / isolate_network=NO / seccomp_sandbox=NO (namespaces and
 /// seccomp can fail in containers and cost CPU per session).
-fn vsftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
+fn vsftpd_command(dir: &Path, root: &Path, port: u16, v6: bool) -> Command {
     let empty = dir.join("empty");
     fs::create_dir_all(&empty).expect("mkdir empty");
     set_mode(&empty, 0o755);
     let conf = dir.join("vsftpd.conf");
     let text = format!(
-        "listen=YES\n\
-         listen_ipv6=NO\n\
-         listen_address=127.0.0.1\n\
+        "{listen}\
          listen_port={port}\n\
          background=NO\n\
          anonymous_enable=YES\n\
@@ -394,6 +405,11 @@ fn vsftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
          seccomp_sandbox=NO\n\
          xferlog_enable=YES\n\
          vsftpd_log_file={log}\n",
+        listen = if v6 {
+            "listen=NO\nlisten_ipv6=YES\nlisten_address6=::1\n"
+        } else {
+            "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\n"
+        },
         root = root.display(),
         empty = empty.display(),
         log = dir.join("vsftpd-xfer.log").display(),

@@ -733,32 +733,36 @@ fn real_idle_timeout_does_not_cut_a_running_transfer() {
     assert!(ftp.noop().is_err(), "idle session must be closed");
 }
 
+// === IPv4 client in front of an IPv6 backend ===
+
 #[test]
-#[ignore]
-fn zz_debug_abor_direct() {
-    for kind in peers::ALL {
-        let srv = server(kind);
-        let t = Target::for_server(&srv);
-        let body = r#"
-import select, time
-def drain():
-    buf=b''
-    end=time.time()+1
-    while time.time()<end:
-        r,_,_=select.select([ftp.sock],[],[],0.1)
-        if r:
-            d=ftp.sock.recv(4096)
-            if not d: break
-            buf+=d
-    return buf
-ftp.sock.sendall(b'\xff\xf4\xff'); ftp.sock.send(b'\xf2', socket.MSG_OOB); ftp.sock.sendall(b'ABOR\r\n')
-print('synch-abor-idle', repr(drain()))
-ftp.sock.sendall(b'ABOR\r\n')
-print('plain-abor-idle', repr(drain()))
-ftp.sock.sendall(b'\xff\xf4\xff\xf2ABOR\r\n')
-print('inband-synch-abor-idle', repr(drain()))
-"#;
-        let out = clients::ftplib_mode(&t, body, Mode::Pasv);
-        println!("{}: {}", kind.name(), out.stdout_str());
+fn real_ipv4_client_ipv6_backend() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "ipv6 backend") {
+        return;
+    }
+    let srv = FtpServer::start_vsftpd_v6(|root| {
+        peers::put_file(root, "big.bin", &bytes(BIG, 7));
+    });
+    assert!(srv.addr.is_ipv6());
+    // Toward an IPv6 backend ftpgate uses EPSV (PASV cannot name IPv6) and EPRT.
+    for backend_mode in ["passive", "active"] {
+        let gw = gateway_for(&srv, &format!("backend_data_mode = \"{backend_mode}\""));
+        let t = target(&srv, &gw);
+        assert!(!t.is_v6());
+        let upload = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(upload.path(), bytes(400_000, 4)).unwrap();
+        for mode in Mode::ALL {
+            let what = format!("backend {backend_mode}, client {mode:?}");
+            let out = clients::curl_get(&t, "big.bin", mode);
+            assert!(out.ok, "{what}: {out:?}");
+            assert_eq!(sha(&out.stdout), sha(&bytes(BIG, 7)), "{what}");
+            let put = clients::curl_put(&t, upload.path(), "upload/v6.bin", mode);
+            assert!(put.ok, "{what}: {put:?}");
+            assert_eq!(
+                std::fs::read(srv.root.join("upload/v6.bin")).unwrap(),
+                bytes(400_000, 4),
+                "{what}"
+            );
+        }
     }
 }
