@@ -26,87 +26,84 @@ pub struct Cli {
 pub enum Cmd {
     /// Validate the configuration (file and flags), print the effective
     /// configuration and exit.
-    Check {
-        /// Settings.
-        #[command(flatten)]
-        settings: Settings,
-    },
+    Check,
 }
 
-/// Settings shared by serving and `check`.
+/// Settings shared by serving and `check`; accepted before or after the
+/// subcommand.
 #[derive(Debug, Args, Clone, Default)]
 pub struct Settings {
     /// TOML configuration file; flags given as well override its keys.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Control listener, IP:PORT (repeatable). Key: listen.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, global = true, value_name = "IP:PORT")]
     pub listen: Vec<String>,
     /// Backend FTP server, HOST:PORT (repeatable; round-robin). Key: backends.
-    #[arg(long = "backend", value_name = "HOST:PORT")]
+    #[arg(long = "backend", global = true, value_name = "HOST:PORT")]
     pub backends: Vec<String>,
     /// Address shown in 227 replies: an IP, a hostname, or "auto" (the address the client connected to). Key: public_address.
-    #[arg(long, value_name = "IP|HOST|auto")]
+    #[arg(long, global = true, value_name = "IP|HOST|auto")]
     pub public_address: Option<String>,
     /// Address for clients in a network, NET=ADDR (repeatable), e.g. 10.0.0.0/8=10.0.0.20. Key: [public_address_for].
-    #[arg(long, value_name = "NET=ADDR")]
+    #[arg(long, global = true, value_name = "NET=ADDR")]
     pub public_address_for: Vec<String>,
     /// How often hostnames in public addresses are resolved again. Key: public_address_refresh.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub public_address_refresh: Option<String>,
     /// Passive data ports, FIRST-LAST. Key: passive_ports.
-    #[arg(long, value_name = "FIRST-LAST")]
+    #[arg(long, global = true, value_name = "FIRST-LAST")]
     pub passive_ports: Option<String>,
     /// Local IP the passive ports bind. Key: passive_bind_address.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, global = true, value_name = "IP")]
     pub passive_bind_address: Option<String>,
     /// Use the address inside a backend's 227 reply. Key: trust_backend_pasv_address.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub trust_backend_pasv_address: Option<bool>,
     /// Accept data connections from addresses other than the client's. Key: allow_foreign_data_address.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_foreign_data_address: Option<bool>,
     /// Accept PORT and EPRT. Key: active_mode.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub active_mode: Option<bool>,
     /// Replace a private PORT/EPRT address with the client's control address. Key: active_nat_fix.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub active_nat_fix: Option<bool>,
     /// How ftpgate reaches the backend for data: passive or active. Key: backend_data_mode.
-    #[arg(long, value_name = "passive|active")]
+    #[arg(long, global = true, value_name = "passive|active")]
     pub backend_data_mode: Option<String>,
     /// Connect to active-mode clients from port 20. Key: active_source_port_20.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub active_source_port_20: Option<bool>,
     /// How long a prepared passive port waits for the client. Key: pending_data_timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub pending_data_timeout: Option<String>,
     /// Timeout of ftpgate's own data connects. Key: data_connect_timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub data_connect_timeout: Option<String>,
     /// Close clients that have not logged in by then. Key: login_timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub login_timeout: Option<String>,
     /// Close clients idle this long (no transfer running). Key: idle_timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
     /// Backend control connect timeout. Key: backend_connect_timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub backend_connect_timeout: Option<String>,
     /// How long to wait for the backend's answer to ftpgate's own commands. Key: backend_reply_timeout.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub backend_reply_timeout: Option<String>,
     /// Longest client command line in bytes. Key: max_line_length.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, global = true, value_name = "BYTES")]
     pub max_line_length: Option<i64>,
     /// TCP keepalive idle time on control connections. Key: tcp_keepalive.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     pub tcp_keepalive: Option<String>,
     /// Log format: text or json. Key: log_format.
-    #[arg(long, value_name = "text|json")]
+    #[arg(long, global = true, value_name = "text|json")]
     pub log_format: Option<String>,
     /// Log filter, e.g. info or ftpgate=debug (RUST_LOG overrides). Key: log_level.
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 }
 

@@ -1,6 +1,7 @@
 //! The ftpgate binary: parse flags, load the configuration, start logging,
 //! bind, and serve until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    // Colours only on a terminal: log files and journald get plain text.
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log_format {
@@ -32,18 +35,8 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (settings, check) = match &cli.command {
-        Some(Cmd::Check { settings }) => {
-            // `ftpgate check --config f` and `ftpgate --config f check` both work.
-            let mut s = settings.clone();
-            if s.config.is_none() {
-                s.config = cli.settings.config.clone();
-            }
-            (s, true)
-        }
-        None => (cli.settings.clone(), false),
-    };
-    let config = match settings.raw_config().and_then(|raw| validate(&raw)) {
+    let check = matches!(cli.command, Some(Cmd::Check));
+    let config = match cli.settings.raw_config().and_then(|raw| validate(&raw)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ftpgate: configuration error: {e}");

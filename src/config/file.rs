@@ -152,10 +152,27 @@ pub fn read_file(path: &Path) -> Result<RawConfig, FileError> {
 
 /// Parses config text; `path` is used in messages only.
 pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, FileError> {
-    let f: FileToml = toml::from_str(text).map_err(|e| FileError::Parse {
-        path: path.to_owned(),
-        line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
-        message: e.message().to_owned(),
+    let f: FileToml = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        let mut message = e.message().to_owned();
+        // Type errors ("invalid type: string, expected a boolean") do not
+        // name the key; the line they point at does.
+        if !message.contains('`') {
+            let key = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().trim_matches('"'))
+                .filter(|k| !k.is_empty());
+            if let Some(key) = key {
+                message = format!("{key}: {message}");
+            }
+        }
+        FileError::Parse {
+            path: path.to_owned(),
+            line,
+            message,
+        }
     })?;
     let loc = |span: std::ops::Range<usize>| Origin::File {
         path: path.to_owned(),

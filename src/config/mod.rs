@@ -142,18 +142,7 @@ impl Config {
         );
         kv(
             "backends",
-            list(
-                self.backends
-                    .iter()
-                    .map(|b| {
-                        if b.name == b.addr.to_string() {
-                            b.name.clone()
-                        } else {
-                            format!("{} ({})", b.name, b.addr)
-                        }
-                    })
-                    .collect(),
-            ),
+            list(self.backends.iter().map(|b| b.name.clone()).collect()),
         );
         kv(
             "public_address",
@@ -216,6 +205,18 @@ impl Config {
             .into(),
         );
         kv("log_level", format!("{:?}", self.log_level));
+        let resolved: Vec<String> = self
+            .backends
+            .iter()
+            .filter(|b| b.name != b.addr.to_string())
+            .map(|b| format!("{} = {}", b.name, b.addr))
+            .collect();
+        if !resolved.is_empty() {
+            s.push_str(&format!(
+                "# backends resolved at start: {}\n",
+                resolved.join(", ")
+            ));
+        }
         if !self.public_address_for.is_empty() {
             s.push_str("\n[public_address_for]\n");
             for (net, a) in &self.public_address_for {

@@ -243,8 +243,15 @@ pub fn parse_epsv_arg(arg: Option<&[u8]>) -> EpsvArg {
     match arg.map(|a| a.trim_ascii()) {
         None | Some(b"") => EpsvArg::Any,
         Some(a) if a.eq_ignore_ascii_case(b"ALL") => EpsvArg::All,
-        Some(b"1") => EpsvArg::Protocol(1),
-        Some(b"2") => EpsvArg::Protocol(2),
+        // Any protocol number parses; the caller refuses those it lacks (522).
+        Some(a) if (1..=3).contains(&a.len()) && a.iter().all(u8::is_ascii_digit) => {
+            EpsvArg::Protocol(
+                std::str::from_utf8(a)
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(u8::MAX),
+            )
+        }
         Some(_) => EpsvArg::Invalid,
     }
 }
@@ -318,7 +325,8 @@ mod tests {
         assert_eq!(parse_epsv_arg(None), EpsvArg::Any);
         assert_eq!(parse_epsv_arg(Some(b"all")), EpsvArg::All);
         assert_eq!(parse_epsv_arg(Some(b"2")), EpsvArg::Protocol(2));
-        assert_eq!(parse_epsv_arg(Some(b"3")), EpsvArg::Invalid);
+        assert_eq!(parse_epsv_arg(Some(b"3")), EpsvArg::Protocol(3));
+        assert_eq!(parse_epsv_arg(Some(b"x")), EpsvArg::Invalid);
     }
 
     proptest::proptest! {

@@ -26,6 +26,8 @@ pub struct LineFramer {
     max: usize,
     /// True while dropping the tail of an overlong line, up to its LF.
     discarding: bool,
+    /// Overlong lines are cut to `max` bytes instead of reported as too long.
+    truncate: bool,
 }
 
 impl LineFramer {
@@ -35,12 +37,23 @@ impl LineFramer {
             buf: BytesMut::with_capacity(max.min(4096)),
             max: max.max(1),
             discarding: false,
+            truncate: false,
+        }
+    }
+
+    /// A framer that cuts overlong lines to their first `max` bytes (the
+    /// rest is dropped) instead of reporting them: for server replies, whose
+    /// code is at the start and must not be lost.
+    pub fn truncating(max: usize) -> Self {
+        LineFramer {
+            truncate: true,
+            ..LineFramer::new(max)
         }
     }
 
     /// The buffer that network reads should append to.
     ///
-    /// Read at most [`LineFramer::room`] bytes into it, then call
+    /// Read into it, then call
     /// [`LineFramer::next_frame`] until it returns `None`.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
@@ -80,7 +93,10 @@ impl LineFramer {
                     if line.last() == Some(&b'\r') {
                         line.truncate(i - 1);
                     }
-                    if line.len() > self.max {
+                    if line.len() > self.max && self.truncate {
+                        line.truncate(self.max);
+                        Some(Frame::Line(line.freeze()))
+                    } else if line.len() > self.max {
                         Some(Frame::TooLong)
                     } else {
                         Some(Frame::Line(line.freeze()))
@@ -88,9 +104,15 @@ impl LineFramer {
                 }
                 // A CR may still be followed by LF, so allow one byte of slack.
                 None if self.buf.len() > self.max + 1 => {
-                    self.buf.clear();
                     self.discarding = true;
-                    Some(Frame::TooLong)
+                    if self.truncate {
+                        let line = self.buf.split_to(self.max).freeze();
+                        self.buf.clear();
+                        Some(Frame::Line(line))
+                    } else {
+                        self.buf.clear();
+                        Some(Frame::TooLong)
+                    }
                 }
                 None => None,
             };
@@ -162,6 +184,19 @@ mod tests {
     fn exactly_max_is_accepted_even_split_before_crlf() {
         assert_eq!(frames(4, &[b"ABCD", b"\r", b"\n"]), vec![line("ABCD")]);
         assert_eq!(frames(4, &[b"ABCDE\r\n"]), vec![Frame::TooLong]);
+    }
+
+    #[test]
+    fn truncating_framer_keeps_the_start_of_overlong_lines() {
+        let mut f = LineFramer::truncating(5);
+        f.push(b"226 a very long reply line\r\n200 ok\r\n");
+        assert_eq!(f.next_frame(), Some(line("226 a")));
+        assert_eq!(f.next_frame(), Some(line("200 o")));
+        let mut f = LineFramer::truncating(5);
+        f.push(&[b'2'; 100]);
+        assert_eq!(f.next_frame(), Some(line("22222")));
+        f.push(b"222\r\n221 x\r\n");
+        assert_eq!(f.next_frame(), Some(line("221 x")));
     }
 
     #[test]

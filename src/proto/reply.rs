@@ -129,8 +129,6 @@ impl Reply {
 pub enum ReplyError {
     /// A line outside a multi-line reply that does not start with a code.
     Malformed(Bytes),
-    /// A line longer than the cap.
-    LineTooLong,
 }
 
 /// Parses `ddd` followed by ' ', '-' or end of line; returns code and separator.
@@ -151,7 +149,7 @@ fn parse_code(line: &[u8]) -> Option<(u16, Option<u8>)> {
 
 /// Parses one complete reply from a list of lines (used by tests and fuzzing).
 pub fn parse_reply_lines(lines: &[&[u8]]) -> Option<Reply> {
-    let mut asm = ReplyAssembler::new(8192, 1000);
+    let mut asm = ReplyAssembler::new(8192, 1 << 20);
     for l in lines {
         asm.push(l);
         asm.push(b"\r\n");
@@ -168,19 +166,23 @@ pub struct ReplyAssembler {
     framer: LineFramer,
     /// Lines of a multi-line reply still open, and its code.
     open: Option<(u16, Vec<Bytes>)>,
-    /// Longest multi-line reply kept whole; further continuation lines are dropped.
-    max_lines: usize,
+    /// Bytes kept of the open reply; never above `max_bytes` (plus its last line).
+    open_bytes: usize,
+    /// Most bytes kept of one reply; further continuation lines are dropped.
+    max_bytes: usize,
     /// Continuation lines dropped from the open reply.
     dropped: usize,
 }
 
 impl ReplyAssembler {
-    /// `max_line`: longest line; `max_lines`: most lines kept of one reply.
-    pub fn new(max_line: usize, max_lines: usize) -> Self {
+    /// `max_line`: longer lines are cut to this length (the code is kept);
+    /// `max_bytes`: most bytes kept of one multi-line reply.
+    pub fn new(max_line: usize, max_bytes: usize) -> Self {
         ReplyAssembler {
-            framer: LineFramer::new(max_line),
+            framer: LineFramer::truncating(max_line),
             open: None,
-            max_lines: max_lines.max(2),
+            open_bytes: 0,
+            max_bytes,
             dropped: 0,
         }
     }
@@ -211,15 +213,13 @@ impl ReplyAssembler {
         loop {
             let line = match self.framer.next_frame()? {
                 Frame::Line(l) => l,
-                Frame::TooLong if self.open.is_some() => {
-                    self.dropped += 1;
-                    continue;
-                }
-                Frame::TooLong => return Some(Err(ReplyError::LineTooLong)),
+                // Not produced by a truncating framer.
+                Frame::TooLong => continue,
             };
             if let Some((code, lines)) = &mut self.open {
                 let ends = matches!(parse_code(&line), Some((c, None | Some(b' '))) if c == *code);
-                if ends || lines.len() < self.max_lines - 1 {
+                if ends || self.open_bytes + line.len() <= self.max_bytes {
+                    self.open_bytes += line.len();
                     lines.push(line);
                 } else {
                     self.dropped += 1;
@@ -232,6 +232,7 @@ impl ReplyAssembler {
             }
             return match parse_code(&line) {
                 Some((code, Some(b'-'))) => {
+                    self.open_bytes = line.len();
                     self.open = Some((code, vec![line]));
                     continue;
                 }
@@ -249,8 +250,8 @@ impl ReplyAssembler {
 mod tests {
     use super::*;
 
-    fn all(max_lines: usize, chunks: &[&[u8]]) -> Vec<Result<Reply, ReplyError>> {
-        let mut a = ReplyAssembler::new(100, max_lines);
+    fn all(max_bytes: usize, chunks: &[&[u8]]) -> Vec<Result<Reply, ReplyError>> {
+        let mut a = ReplyAssembler::new(100, max_bytes);
         let mut out = vec![];
         for c in chunks {
             a.push(c);
@@ -291,7 +292,7 @@ mod tests {
     fn every_prefix_of_a_transcript() {
         let t: &[u8] = b"220-vsftpd\r\n220 ready\r\n";
         for cut in 0..t.len() {
-            let mut a = ReplyAssembler::new(100, 10);
+            let mut a = ReplyAssembler::new(100, 1000);
             a.push(&t[..cut]);
             assert!(a.next_reply().is_none(), "cut {cut}");
             a.push(&t[cut..]);
@@ -301,12 +302,17 @@ mod tests {
 
     #[test]
     fn garbage_and_overlong_lines() {
-        let got = all(100, &[b"hello\r\n", &[b'2'; 300], b"\r\n200 ok\r\n"]);
+        let got = all(
+            1000,
+            &[b"hello\r\n", b"215 ", &[b'x'; 300], b"\r\n200 ok\r\n"],
+        );
         assert_eq!(
             got[0],
             Err(ReplyError::Malformed(Bytes::from_static(b"hello")))
         );
-        assert_eq!(got[1], Err(ReplyError::LineTooLong));
+        // An overlong line is cut, not lost: its command still gets its reply.
+        let cut = got[1].as_ref().unwrap();
+        assert_eq!((cut.code, cut.lines[0].len()), (215, 100));
         assert_eq!(got[2].as_ref().unwrap().code, 200);
     }
 
@@ -317,12 +323,14 @@ mod tests {
             data.extend_from_slice(format!(" file{i}\r\n").as_bytes());
         }
         data.extend_from_slice(b"213 End\r\n");
-        let mut a = ReplyAssembler::new(100, 10);
+        // "213-status" (10 bytes), ten " fileN" (6 bytes) and four " fileNN"
+        // (7 bytes) fit in 100 bytes; the closing line is always kept.
+        let mut a = ReplyAssembler::new(100, 100);
         a.push(&data);
         let r = a.next_reply().unwrap().unwrap();
-        assert_eq!(r.lines.len(), 10);
-        assert_eq!(&r.lines[9][..], b"213 End");
-        assert_eq!(a.take_dropped(), 42);
+        assert_eq!(r.lines.len(), 16);
+        assert_eq!(&r.lines[15][..], b"213 End");
+        assert_eq!(a.take_dropped(), 36);
     }
 
     #[test]

@@ -124,6 +124,8 @@ struct Transfer {
 enum End {
     ClientQuit,
     ClientClosed,
+    /// The backend closed after telling the client 421 itself.
+    ServerGoodbye,
     Error(Error),
     Io(std::io::Error),
 }
@@ -194,6 +196,7 @@ pub async fn run_session(
         out_queue: VecDeque::new(),
         deferred: None,
         prepared: None,
+        prepared_expired: false,
         transfer: None,
         next_gen: 1,
         events_tx,
@@ -207,6 +210,7 @@ pub async fn run_session(
         user: None,
         logged_in: false,
         quitting: false,
+        backend_said_421: false,
         started,
         last_command: started,
         bytes_up: 0,
@@ -248,6 +252,8 @@ struct Session {
     /// A validated data-setup command waiting for `expect` to drain, and since when.
     deferred: Option<(ClientLeg, Instant)>,
     prepared: Option<Prepared>,
+    /// The last prepared data connection expired unused.
+    prepared_expired: bool,
     transfer: Option<Transfer>,
     next_gen: u64,
     events_tx: mpsc::UnboundedSender<DataEvent>,
@@ -260,6 +266,8 @@ struct Session {
     logged_in: bool,
     /// QUIT was answered; the backend closing now is expected.
     quitting: bool,
+    /// The backend sent 421 (it is closing): the client already knows.
+    backend_said_421: bool,
     started: Instant,
     last_command: Instant,
     bytes_up: u64,
@@ -294,6 +302,7 @@ impl Session {
                 }
                 r = self.backend_rd.read_buf(self.replies.buffer_mut()) => match r {
                     Ok(0) if self.quitting => return End::ClientQuit,
+                    Ok(0) if self.backend_said_421 => return End::ServerGoodbye,
                     Ok(0) => return End::Error(Error::backend(ErrorKind::BackendClosed)),
                     Ok(_) => {
                         if let Err(end) = self.process_replies().await {
@@ -461,9 +470,11 @@ impl Session {
                     Ok(None)
                 }
                 EpsvArg::Invalid => Err(Error::client(ErrorKind::MalformedArgument)),
-                EpsvArg::Any | EpsvArg::Protocol(_) => {
+                EpsvArg::Any | EpsvArg::Protocol(1 | 2) => {
                     Ok(Some(ClientLeg::Passive(ClientPassive::Epsv)))
                 }
+                // RFC 2428 section 3: an unsupported network protocol gets 522.
+                EpsvArg::Protocol(_) => Err(Error::client(ErrorKind::UnknownNetworkProtocol)),
             },
             _ if self.epsv_all => Err(Error::client(ErrorKind::EpsvAllInEffect)),
             Verb::Pasv => Ok(Some(ClientLeg::Passive(ClientPassive::Pasv))),
@@ -499,6 +510,7 @@ impl Session {
 
     /// Prepares both legs of a data connection and answers the client.
     async fn setup_data(&mut self, leg: ClientLeg) -> Result<(), End> {
+        self.prepared_expired = false;
         if let Some(old) = self.prepared.take() {
             old.cancel.cancel();
         }
@@ -688,6 +700,16 @@ impl Session {
 
     async fn start_transfer(&mut self, cmd: Command) -> Result<(), End> {
         let Some(p) = self.prepared.take() else {
+            if std::mem::take(&mut self.prepared_expired) {
+                // The backend still expects a data connection that no longer
+                // exists: answering for it avoids passing on a 226 for data
+                // that went nowhere.
+                return self
+                    .local_error(Error::client(ErrorKind::DataConnectFailed(
+                        "data connection expired before the transfer command".into(),
+                    )))
+                    .await;
+            }
             // No PASV/PORT first: the backend answers that itself (425/503).
             return self
                 .forward(
@@ -748,6 +770,7 @@ impl Session {
                 if let DataEventKind::Failed(f) = &ev.kind {
                     warn!(session = self.id, client = %self.client_addr, problem = ?f, "prepared data connection expired unused");
                     self.prepared = None;
+                    self.prepared_expired = true;
                 }
                 return Ok(());
             }
@@ -799,9 +822,6 @@ impl Session {
                 Err(ReplyError::Malformed(line)) => {
                     warn!(session = self.id, backend = %self.backend_addr, line = %String::from_utf8_lossy(&line), "skipped a backend line that is not a reply")
                 }
-                Err(ReplyError::LineTooLong) => {
-                    warn!(session = self.id, backend = %self.backend_addr, "skipped an overlong backend reply line")
-                }
             }
             let dropped = self.replies.take_dropped();
             if dropped > 0 {
@@ -815,6 +835,8 @@ impl Session {
     }
 
     async fn on_reply(&mut self, reply: Reply) -> Result<(), End> {
+        // The server is closing and said so; no second 421 from ftpgate.
+        self.backend_said_421 |= reply.code == 421;
         let Some(front) = self.expect.front_mut() else {
             // Unsolicited (e.g. the server's own 421 before it closes): pass it on.
             return self.emit(reply.to_bytes()).await;
@@ -855,7 +877,7 @@ impl Session {
                 match (verb, reply.code) {
                     (Verb::User | Verb::Pass, 230) => {
                         self.logged_in = true;
-                        info!(session = self.id, client = %self.client_addr, user = ?self.user.as_deref().unwrap_or(""), "logged in");
+                        info!(session = self.id, client = %self.client_addr, user = %self.user.as_deref().unwrap_or("-"), "logged in");
                     }
                     (Verb::Rein, 200..=299) => self.logged_in = false,
                     (Verb::Quit, _) => self.quitting = true,
@@ -986,6 +1008,7 @@ impl Session {
         }
         let how = match &end {
             End::ClientQuit => "quit".to_owned(),
+            End::ServerGoodbye => "server sent 421 and closed".to_owned(),
             End::ClientClosed => "client closed".to_owned(),
             End::Io(e) => format!("client i/o error: {e}"),
             End::Error(e) => {

@@ -1,1 +1,790 @@
+//! The `ftpgate` binary as an operator runs it: `ftpgate check`, flags-only
+//! serving, start-up errors, log formats, and the config fixtures under
+//! `tests/data/config/{valid,invalid}`.
+//!
+//! Every run has a timeout; serving processes are stopped with SIGTERM by
+//! PID (then SIGKILL by PID if they linger) and never outlive their test.
 
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::clients::{self, Mode, Output, Target};
+use crate::peers::{self, FtpServer, ServerKind};
+
+/// How long a `check` or a failing start may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn ftpgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftpgate"));
+    // RUST_LOG would override --log-level and change what the tests read.
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs ftpgate to completion with `args`.
+fn run(args: &[&str]) -> Output {
+    let mut cmd = ftpgate();
+    cmd.args(args);
+    clients::run(cmd, None, RUN_TIMEOUT)
+}
+
+fn fixtures(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/config")
+        .join(kind)
+}
+
+/// The `.toml` files of a fixture directory, sorted.
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+// === ftpgate check ===
+
+#[test]
+fn cli_check_prints_effective_config_with_defaults() {
+    let file = fixtures("valid").join("minimal.toml");
+    let out = run(&["check", "--config", s(&file)]);
+    out.assert_ok("ftpgate check minimal.toml");
+    let text = out.stdout_str();
+    for want in [
+        "listen = [\"127.0.0.1:2121\"]",
+        "backends = [\"127.0.0.1:21\"]",
+        "public_address = \"auto\"",
+        "passive_ports = \"50000-50099\"",
+        "passive_bind_address = \"127.0.0.1\"",
+        "pending_data_timeout = \"30s\"",
+        "login_timeout = \"60s\"",
+        "idle_timeout = \"300s\"",
+        "backend_reply_timeout = \"30s\"",
+        "max_line_length = 4096",
+        "active_mode = true",
+        "active_nat_fix = true",
+        "allow_foreign_data_address = false",
+        "trust_backend_pasv_address = false",
+        "backend_data_mode = \"passive\"",
+        "log_format = \"text\"",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in:\n{text}"
+        );
+    }
+    // The subcommand may also come after the global --config.
+    let out2 = run(&["--config", s(&file), "check"]);
+    out2.assert_ok("ftpgate --config minimal.toml check");
+    assert_eq!(out2.stdout_str(), text);
+}
+
+#[test]
+fn cli_check_full_file_shows_every_value() {
+    let file = fixtures("valid").join("full.toml");
+    let out = run(&["check", "--config", s(&file)]);
+    out.assert_ok("ftpgate check full.toml");
+    let text = out.stdout_str();
+    for want in [
+        "listen = [\"127.0.0.1:2121\", \"[::1]:2121\"]",
+        "public_address = \"203.0.113.10\"",
+        "public_address_refresh = \"300s\"",
+        "passive_ports = \"40000-40099\"",
+        "passive_bind_address = \"0.0.0.0\"",
+        "trust_backend_pasv_address = true",
+        "allow_foreign_data_address = true",
+        "active_mode = false",
+        "active_nat_fix = false",
+        "backend_data_mode = \"active\"",
+        "active_source_port_20 = true",
+        "pending_data_timeout = \"10s\"",
+        "data_connect_timeout = \"2500ms\"",
+        "login_timeout = \"120s\"",
+        "idle_timeout = \"3600s\"",
+        "backend_connect_timeout = \"3s\"",
+        "backend_reply_timeout = \"15s\"",
+        "max_line_length = 2048",
+        "tcp_keepalive = \"30s\"",
+        "log_format = \"json\"",
+        "log_level = \"info,ftpgate=debug\"",
+        "[public_address_for]",
+        "\"10.0.0.0/8\" = \"10.0.0.20\"",
+        "\"192.168.0.0/16\" = \"auto\"",
+        "\"198.51.100.7/32\" = \"localhost\"",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in:\n{text}"
+        );
+    }
+    // Every key written in the file is shown.
+    let src = fs::read_to_string(&file).unwrap();
+    for key in src
+        .lines()
+        .filter(|l| !l.starts_with(['#', '[', '"']) && l.contains(" = "))
+        .map(|l| l.split(" = ").next().unwrap())
+    {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            "{key} not shown:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn cli_check_flags_override_file() {
+    let file = fixtures("valid").join("minimal.toml");
+    let out = run(&[
+        "check",
+        "--config",
+        s(&file),
+        "--passive-ports",
+        "6000-6009",
+        "--idle-timeout",
+        "7m",
+        "--active-mode=false",
+        "--public-address-for",
+        "10.0.0.0/8=10.0.0.20",
+    ]);
+    out.assert_ok("ftpgate check with flags");
+    let text = out.stdout_str();
+    for want in [
+        "passive_ports = \"6000-6009\"",
+        "idle_timeout = \"420s\"",
+        "active_mode = false",
+        "\"10.0.0.0/8\" = \"10.0.0.20\"",
+        "listen = [\"127.0.0.1:2121\"]",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn cli_check_flags_only() {
+    let out = run(&[
+        "check",
+        "--listen",
+        "127.0.0.1:2121",
+        "--backend",
+        "127.0.0.1:21",
+    ]);
+    out.assert_ok("ftpgate check with flags only");
+    assert!(out.stdout_str().contains("passive_ports = \"50000-50099\""));
+    // Nothing at all: the first missing key and its flag are named.
+    let out = run(&["check"]);
+    assert!(!out.ok && !out.timed_out, "check without settings: {out:?}");
+    assert!(
+        out.stderr.contains("listen") && out.stderr.contains("--listen"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn cli_check_bad_flag_value_names_the_flag() {
+    let file = fixtures("valid").join("minimal.toml");
+    let out = run(&["check", "--config", s(&file), "--passive-ports", "9-1"]);
+    assert!(!out.ok && !out.timed_out, "{out:?}");
+    assert!(
+        out.stderr.contains("--passive-ports") && out.stderr.contains("passive_ports"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn cli_check_bad_files_name_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+    let cases = [
+        (
+            "bad_value.toml",
+            format!("{base}\npending_data_timeout = \"soon\"\n"),
+            ":4: pending_data_timeout",
+        ),
+        (
+            "unknown_key.toml",
+            format!("{base}pasive_ports = \"1-2\"\n"),
+            ":3",
+        ),
+        (
+            "syntax.toml",
+            format!("{base}max_line_length = = 3\n"),
+            ":3",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let path = write_config(dir.path(), name, &text);
+        let out = run(&["check", "--config", s(&path)]);
+        assert!(!out.ok && !out.timed_out, "{name} should fail: {out:?}");
+        assert_ne!(out.status, Some(0));
+        let want = format!("{name}{want}");
+        assert!(
+            out.stderr.contains(&want),
+            "{name}: stderr should contain {want:?}: {out:?}"
+        );
+        assert!(out.stdout.is_empty(), "{name}: nothing on stdout: {out:?}");
+    }
+    // The unknown key is named.
+    let out = run(&["check", "--config", s(&dir.path().join("unknown_key.toml"))]);
+    assert!(out.stderr.contains("pasive_ports"), "{out:?}");
+    // A file that is not there.
+    let out = run(&["check", "--config", s(&dir.path().join("nope.toml"))]);
+    assert!(!out.ok && out.stderr.contains("nope.toml"), "{out:?}");
+}
+
+#[test]
+fn cli_config_fixtures_valid() {
+    let files = toml_files(&fixtures("valid"));
+    assert!(!files.is_empty(), "no fixture in tests/data/config/valid");
+    let mut read = 0;
+    for f in &files {
+        let out = run(&["check", "--config", s(f)]);
+        assert!(out.ok, "{} should validate: {out:?}", f.display());
+        assert!(
+            out.stdout_str().contains("listen = ["),
+            "{}: {out:?}",
+            f.display()
+        );
+        read += 1;
+    }
+    assert!(read >= 4, "only {read} valid fixtures read");
+}
+
+#[test]
+fn cli_config_fixtures_invalid() {
+    let files = toml_files(&fixtures("invalid"));
+    assert!(!files.is_empty(), "no fixture in tests/data/config/invalid");
+    let mut read = 0;
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        let expects: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect:"))
+            .map(str::trim)
+            .collect();
+        assert!(!expects.is_empty(), "{}: no `# expect:` line", f.display());
+        let out = run(&["check", "--config", s(f)]);
+        assert!(
+            !out.ok && !out.timed_out,
+            "{} should fail: {out:?}",
+            f.display()
+        );
+        assert_eq!(out.status, Some(2), "{}: exit status: {out:?}", f.display());
+        for e in expects {
+            assert!(
+                out.stderr.contains(e),
+                "{}: stderr should contain {e:?}:\n{}",
+                f.display(),
+                out.stderr
+            );
+        }
+        read += 1;
+    }
+    assert!(read >= 10, "only {read} invalid fixtures read");
+}
+
+/// Runs `check` on `f`, then `check` on what it printed; returns both outputs.
+fn check_twice(f: &Path) -> (Output, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(&["check", "--config", s(f)]);
+    first.assert_ok("check");
+    let again = write_config(dir.path(), "again.toml", &first.stdout_str());
+    (first, run(&["check", "--config", s(&again)]))
+}
+
+#[test]
+fn cli_check_output_is_a_valid_config_with_the_same_meaning() {
+    let files = toml_files(&fixtures("valid"));
+    let mut read = 0;
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        if text
+            .lines()
+            .any(|l| l.starts_with("backends") && l.contains("localhost"))
+        {
+            // Hostname backends: see cli_check_output_round_trips_with_hostname_backend.
+            continue;
+        }
+        let (first, second) = check_twice(f);
+        assert!(
+            second.ok,
+            "{}: the printed config does not validate: {second:?}",
+            f.display()
+        );
+        assert_eq!(second.stdout_str(), first.stdout_str(), "{}", f.display());
+        read += 1;
+    }
+    assert!(read >= 3, "only {read} fixtures read");
+}
+
+#[test]
+            `backends = [\"localhost:21 (127.0.0.1:21)\"]` (src/config/mod.rs Config::to_toml), \
+            which is not a valid value: the printed \"effective configuration as TOML\" cannot be \
+            loaded again (`is not host:port or does not resolve`). Print the name (and the \
+            resolved address as a comment)."]
+fn cli_check_output_round_trips_with_hostname_backend() {
+    let (first, second) = check_twice(&fixtures("valid").join("hostname_public_address.toml"));
+    assert!(
+        second.ok,
+        "the printed config does not validate: {second:?}"
+    );
+    assert_eq!(second.stdout_str(), first.stdout_str());
+}
+
+#[test]
+            `f.toml:4: invalid type: string \"yes\", expected a boolean` (src/config/file.rs \
+            parse_str uses toml's message, which names no key for type errors). STYLE.md and \
+            FileError::Parse's doc say the message names the key: it should say `active_mode`."]
+fn cli_check_wrong_type_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "wrong_type.toml",
+        "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n\nactive_mode = \"yes\"\n",
+    );
+    let out = run(&["check", "--config", s(&path)]);
+    assert!(!out.ok, "{out:?}");
+    assert!(
+        out.stderr.contains("wrong_type.toml:4") && out.stderr.contains("active_mode"),
+        "{out:?}"
+    );
+    let path = write_config(
+        dir.path(),
+        "wrong_type2.toml",
+        "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\nmax_line_length = \"4k\"\n",
+    );
+    let out = run(&["check", "--config", s(&path)]);
+    assert!(
+        out.stderr.contains("wrong_type2.toml:3") && out.stderr.contains("max_line_length"),
+        "{out:?}"
+    );
+}
+
+// === serving ===
+
+/// An ftpgate process serving; stopped (SIGTERM, then SIGKILL) on drop.
+struct Served {
+    child: Child,
+    stderr: PathBuf,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// Why a start failed: its exit status and stderr.
+#[derive(Debug)]
+struct StartFailure {
+    status: Option<i32>,
+    stderr: String,
+}
+
+/// Starts ftpgate with `args` plus `--listen 127.0.0.1:<free>`, and waits
+/// for its "ftpgate listening" log line.
+fn serve(args: &[String]) -> Result<Served, StartFailure> {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let addr = SocketAddr::from(([127, 0, 0, 1], peers::free_port()));
+    let child = ftpgate()
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn ftpgate");
+    let mut served = Served {
+        child,
+        stderr,
+        addr,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        if served.log().contains("ftpgate listening") {
+            return Ok(served);
+        }
+        if let Ok(Some(st)) = served.child.try_wait() {
+            return Err(StartFailure {
+                status: st.code(),
+                stderr: served.log(),
+            });
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ftpgate did not start: {}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `count` consecutive ports on 127.0.0.1 that were free a moment ago.
+fn free_range(count: u16) -> (u16, u16) {
+    loop {
+        let base: u16 = rand::thread_rng().gen_range(30_000..40_000);
+        let all_free = (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return (base, base + count - 1);
+        }
+    }
+}
+
+/// Serves with a free passive range (retrying if someone takes a port first).
+fn serve_with_range(args: &[String]) -> Served {
+    let mut last = None;
+    for _ in 0..5 {
+        let (a, b) = free_range(10);
+        let mut all = args.to_vec();
+        all.extend(["--passive-ports".to_string(), format!("{a}-{b}")]);
+        match serve(&all) {
+            Ok(s) => return s,
+            Err(f) if f.stderr.contains("passive port") => last = Some(f),
+            Err(f) => panic!("ftpgate failed to start: {f:?}"),
+        }
+    }
+    panic!("no free passive range: {last:?}");
+}
+
+impl Served {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM by PID, wait; returns the exit status and everything logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let status = self.terminate();
+        (status, self.log())
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            return st.code();
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn vsftpd_with(name: &str, body: &[u8]) -> FtpServer {
+    FtpServer::start_with(ServerKind::Vsftpd, |root| {
+        peers::put_file(root, name, body);
+    })
+}
+
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[test]
+fn cli_flags_only_serves_a_download() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "cli_flags_only_serves_a_download") {
+        return;
+    }
+    let data = body(200_000);
+    let srv = vsftpd_with("f.bin", &data);
+    let gw = serve_with_range(&[
+        "--backend".into(),
+        srv.addr.to_string(),
+        "--public-address".into(),
+        "127.0.0.1".into(),
+    ]);
+    let t = Target::for_server(&srv).via(gw.addr);
+    for mode in [Mode::Pasv, Mode::Epsv, Mode::Port] {
+        let out = clients::curl_get(&t, "f.bin", mode);
+        assert!(
+            out.ok,
+            "curl {mode:?}: {out:?}\n--- ftpgate ---\n{}",
+            gw.log()
+        );
+        assert!(
+            out.stdout == data,
+            "curl {mode:?}: {} of {} bytes",
+            out.stdout.len(),
+            data.len()
+        );
+    }
+    let (status, log) = gw.stop();
+    assert_eq!(status, Some(0), "exit after SIGTERM; log:\n{log}");
+    assert_eq!(log.matches("session closed").count(), 3, "log:\n{log}");
+}
+
+#[test]
+fn cli_passive_port_taken_is_a_startup_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = taken.local_addr().unwrap().port();
+    let f = match serve(&[
+        "--backend".into(),
+        "127.0.0.1:21".into(),
+        "--passive-ports".into(),
+        format!("{p}-{p}"),
+    ]) {
+        Ok(s) => panic!(
+            "ftpgate started although passive port {p} is taken:\n{}",
+            s.log()
+        ),
+        Err(f) => f,
+    };
+    assert!(f.status.is_some_and(|c| c != 0), "{f:?}");
+    assert!(
+        f.stderr.contains(&format!("passive port {p}")),
+        "should name port {p}: {f:?}"
+    );
+    assert!(
+        f.stderr.contains("passive_ports"),
+        "should name the setting: {f:?}"
+    );
+    drop(taken);
+}
+
+#[test]
+fn cli_control_port_taken_is_a_startup_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (a, b) = free_range(2);
+    let out = run(&[
+        "--listen",
+        &addr.to_string(),
+        "--backend",
+        "127.0.0.1:21",
+        "--passive-ports",
+        &format!("{a}-{b}"),
+    ]);
+    assert!(!out.ok && !out.timed_out, "{out:?}");
+    assert!(
+        out.stderr.contains(&addr.to_string()) && out.stderr.contains("listen"),
+        "{out:?}"
+    );
+    drop(taken);
+}
+
+#[test]
+fn cli_json_logs_one_session_closed_line() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "cli_json_logs_one_session_closed_line") {
+        return;
+    }
+    let data = body(12_345);
+    let srv = vsftpd_with("f.bin", &data);
+    let gw = serve_with_range(&[
+        "--backend".into(),
+        srv.addr.to_string(),
+        "--public-address".into(),
+        "127.0.0.1".into(),
+        "--log-format".into(),
+        "json".into(),
+    ]);
+    let t = Target::for_server(&srv).via(gw.addr);
+    let out = clients::curl_get(&t, "f.bin", Mode::Pasv);
+    assert!(out.ok && out.stdout == data, "curl: {out:?}\n{}", gw.log());
+    let (status, log) = gw.stop();
+    assert_eq!(status, Some(0), "log:\n{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(
+            l.starts_with('{') && l.ends_with('}') && l.contains("\"message\":"),
+            "not a JSON log line: {l:?}"
+        );
+    }
+    let closed: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("\"message\":\"session closed\""))
+        .collect();
+    assert_eq!(closed.len(), 1, "log:\n{log}");
+    let line = closed[0];
+    for want in [
+        "\"client\":\"127.0.0.1:".to_string(),
+        format!("\"backend\":\"{}\"", srv.addr),
+        format!("\"user\":\"{}\"", srv.user),
+        "\"bytes_up\":0".to_string(),
+        format!("\"bytes_down\":{}", data.len()),
+        "\"end\":\"".to_string(),
+    ] {
+        assert!(line.contains(&want), "session line lacks {want}: {line}");
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A text-format ftpgate serving one curl download; returns its log.
+fn text_log_of_one_download() -> String {
+    let srv = vsftpd_with("f.bin", b"hello\n");
+    let gw = serve_with_range(&[
+        "--backend".into(),
+        srv.addr.to_string(),
+        "--public-address".into(),
+        "127.0.0.1".into(),
+    ]);
+    let out = clients::curl_get(&Target::for_server(&srv).via(gw.addr), "f.bin", Mode::Epsv);
+    assert!(out.ok && out.stdout == b"hello\n", "{out:?}");
+    let (status, log) = gw.stop();
+    assert_eq!(status, Some(0), "{log}");
+    log
+}
+
+#[test]
+fn cli_text_logs_by_default() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "cli_text_logs_by_default") {
+        return;
+    }
+    let log = strip_ansi(&text_log_of_one_download());
+    assert!(
+        !log.lines().any(|l| l.starts_with('{')),
+        "text format by default:\n{log}"
+    );
+    let closed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session closed"))
+        .collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    for want in [
+        "client=127.0.0.1:",
+        "user=anonymous",
+        "bytes_up=0",
+        "bytes_down=6",
+        "end=",
+    ] {
+        assert!(closed[0].contains(want), "lacks {want}: {}", closed[0]);
+    }
+}
+
+#[test]
+            docker logs, log files get `\\x1b[2m...`): src/main.rs init_tracing never calls \
+            with_ansi(..); it should enable colours only when stderr is a terminal."]
+fn cli_text_logs_have_no_ansi_escapes_when_not_a_terminal() {
+    if !peers::available_or_skip(
+        ServerKind::Vsftpd,
+        "cli_text_logs_have_no_ansi_escapes_when_not_a_terminal",
+    ) {
+        return;
+    }
+    let log = text_log_of_one_download();
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log file:\n{log:?}"
+    );
+}
+
+#[test]
+            (src/main.rs: only `config` is copied from cli.settings into the Check settings), so \
+            `ftpgate --passive-ports 6000-6009 --config f check` prints the default range and \
+            `ftpgate --listen .. --backend .. check` fails with `missing listen`. Either apply them \
+            or reject them."]
+fn cli_global_flags_before_check_are_applied() {
+    let file = fixtures("valid").join("minimal.toml");
+    let out = run(&[
+        "--passive-ports",
+        "6000-6009",
+        "--config",
+        s(&file),
+        "check",
+    ]);
+    out.assert_ok("flags before check");
+    assert!(
+        out.stdout_str().contains("passive_ports = \"6000-6009\""),
+        "{out:?}"
+    );
+    let out = run(&[
+        "--listen",
+        "127.0.0.1:2121",
+        "--backend",
+        "127.0.0.1:21",
+        "check",
+    ]);
+    out.assert_ok("flags only, before check");
+}
+
+#[test]
+fn cli_sigterm_closes_sessions_with_421_and_exits_0() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    // A backend that greets and then just listens.
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in backend.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                let _ = s.write_all(b"220 hi\r\n");
+                let mut sink = [0u8; 256];
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let gw = serve_with_range(&["--backend".into(), backend_addr.to_string()]);
+    let c = std::net::TcpStream::connect(gw.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "220 hi\r\n");
+    let (status, log) = gw.stop();
+    line.clear();
+    r.read_line(&mut line)
+        .unwrap_or_else(|e| panic!("no 421 on shutdown ({e}); log:\n{log}"));
+    assert!(
+        line.starts_with("421 "),
+        "on shutdown: {line:?}; log:\n{log}"
+    );
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "after the 421: {rest:?}");
+    assert_eq!(status, Some(0), "log:\n{log}");
+    assert!(strip_ansi(&log).contains("ftpgate stopped"), "log:\n{log}");
+}

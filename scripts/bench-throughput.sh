@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Throughput of a large RETR and STOR through ftpgate, against the same
+# transfers made directly to vsftpd, measured in one run on 127.0.0.1.
+#
+#   scripts/bench-throughput.sh                   # 1 GiB, 3 runs per path
+#   BENCH_RUNS=5 BENCH_SIZE_MIB=2048 scripts/bench-throughput.sh
+#
+# Environment:
+#   BENCH_RUNS         timed transfers per path and direction (default 3)
+#   BENCH_SIZE_MIB     file size in MiB (default 1024)
+#   BENCH_DIR          parent of the temp dir (default /dev/shm if it has room,
+#                      else ${TMPDIR:-/tmp}); tmpfs keeps the disk out of it
+#   BENCH_TRANSFER_TIMEOUT  curl --max-time per transfer, seconds (default 300)
+#   BENCH_KEEP=1       keep the temp dir (configs, logs) afterwards
+#   CARGO_TARGET_DIR   where the release build goes (default: target/)
+#   FTPGATE_BIN        use this binary instead of building one
+#
+# What it does: builds ftpgate in release mode; writes a file of random bytes
+# from /dev/urandom (incompressible and not sparse, so every byte is really
+# read and sent; vsftpd serves it with sendfile(2)); starts its own vsftpd
+# (anonymous, read-only root, upload/ owned by "ftp") and an ftpgate in front
+# of it; then times curl downloads (RETR) and uploads (STOR), alternating
+# direct and proxied runs and swapping which goes first every other round.
+# It prints the median per path and the ratio proxied/direct (target >= 0.85),
+# plus ftpgate's CPU use during proxied transfers.
+#
+# vsftpd runs with isolate=NO, isolate_network=NO and seccomp_sandbox=NO:
+# per-session namespaces cost CPU and the sandbox can kill sessions in
+# containers; both would distort the direct baseline. They are turned off for
+# the benchmark only (docs/PERFORMANCE.md says so too).
+#
+# Needs root (vsftpd's anonymous sessions run as the "ftp" user), vsftpd and
+# curl. Kills what it started, by PID, on exit.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+RUNS=${BENCH_RUNS:-3}
+SIZE_MIB=${BENCH_SIZE_MIB:-1024}
+XFER_TIMEOUT=${BENCH_TRANSFER_TIMEOUT:-300}
+TARGET=0.85
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+[[ "$SIZE_MIB" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MIB must be a positive integer"
+(( $(id -u) == 0 )) || die "run as root: vsftpd's anonymous sessions switch to the ftp user"
+VSFTPD=$(command -v vsftpd || echo /usr/sbin/vsftpd)
+[[ -x "$VSFTPD" ]] || die "vsftpd not found (apt-get install vsftpd, or scripts/install-test-deps.sh)"
+command -v curl >/dev/null || die "curl not found"
+id ftp >/dev/null 2>&1 || die "system user ftp missing (made by the vsftpd package)"
+
+# --- cleanup: only what this script started ---------------------------------
+PIDS=()
+WORK=""
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "$WORK" && -d "$WORK" ]]; then
+        if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build ---------------------------------------------------------------------
+if [[ -n "${FTPGATE_BIN:-}" ]]; then
+    BIN=$FTPGATE_BIN
+else
+    log "building ftpgate (release)"
+    timeout 1800 cargo build --release --bin ftpgate >&2 || die "cargo build failed"
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ftpgate"
+fi
+[[ -x "$BIN" ]] || die "no ftpgate binary at $BIN"
+
+# --- temp dir and test file ------------------------------------------------------
+need_kib=$(( SIZE_MIB * 1024 * 3 ))   # source + upload + slack
+if [[ -n "${BENCH_DIR:-}" ]]; then
+    base=$BENCH_DIR
+elif [[ -d /dev/shm ]] && (( $(df -Pk /dev/shm | awk 'NR==2 {print $4}') > need_kib )); then
+    base=/dev/shm
+else
+    base=${TMPDIR:-/tmp}
+fi
+WORK=$(mktemp -d "$base/ftpgate-bench.XXXXXX")
+chmod 755 "$WORK"
+mkdir -p "$WORK/root/upload" "$WORK/empty"
+chmod 755 "$WORK/root" "$WORK/empty"     # vsftpd: anon root must not be writable
+chown ftp: "$WORK/root/upload"
+chmod 755 "$WORK/root/upload"
+FILE="$WORK/root/big.bin"
+SIZE=$(( SIZE_MIB * 1024 * 1024 ))
+log "writing $SIZE_MIB MiB of /dev/urandom data to $FILE"
+head -c "$SIZE" /dev/urandom >"$FILE"
+chmod 644 "$FILE"
+[[ $(stat -c %s "$FILE") == "$SIZE" ]] || die "short test file"
+
+# --- ports -----------------------------------------------------------------------
+port_in_use() { ss -Htan "( sport = :$1 )" 2>/dev/null | grep -q .; }
+pick_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$(( 20000 + RANDOM % 20000 ))
+        port_in_use "$p" || { echo "$p"; return; }
+    done
+    die "no free port found"
+}
+VPORT=$(pick_port)
+GPORT=$(pick_port)
+while [[ "$GPORT" == "$VPORT" ]]; do GPORT=$(pick_port); done
+PASV_FIRST=$(( 40000 + RANDOM % 20000 ))
+PASV_LAST=$(( PASV_FIRST + 99 ))
+
+# --- vsftpd ------------------------------------------------------------------------
+cat >"$WORK/vsftpd.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port=$VPORT
+background=NO
+anonymous_enable=YES
+local_enable=NO
+anon_root=$WORK/root
+write_enable=YES
+anon_upload_enable=YES
+anon_other_write_enable=YES
+anon_world_readable_only=NO
+secure_chroot_dir=$WORK/empty
+xferlog_enable=NO
+# Turned off for the benchmark (see the header of this script):
+isolate=NO
+isolate_network=NO
+seccomp_sandbox=NO
+EOF
+chmod 600 "$WORK/vsftpd.conf"
+"$VSFTPD" "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.log" 2>&1 &
+VSFTPD_PID=$!
+PIDS+=("$VSFTPD_PID")
+
+# --- ftpgate -----------------------------------------------------------------------
+"$BIN" --listen "127.0.0.1:$GPORT" --backend "127.0.0.1:$VPORT" \
+    --public-address 127.0.0.1 --passive-ports "$PASV_FIRST-$PASV_LAST" \
+    </dev/null >"$WORK/ftpgate.log" 2>&1 &
+GATE_PID=$!
+PIDS+=("$GATE_PID")
+
+wait_greeting() {   # port pid name
+    for _ in $(seq 100); do
+        kill -0 "$2" 2>/dev/null || { cat "$WORK"/*.log >&2; die "$3 exited"; }
+        if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 3 <&3" 2>/dev/null | grep -q 220; then
+            return
+        fi
+        sleep 0.1
+    done
+    die "$3 did not greet on port $1"
+}
+wait_greeting "$VPORT" "$VSFTPD_PID" vsftpd
+wait_greeting "$GPORT" "$GATE_PID" ftpgate
+
+# --- measurement --------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+declare -A SPEEDS   # "retr direct" -> "s1 s2 ..."
+GATE_CPU=()         # ftpgate CPU% per proxied transfer
+
+# One timed transfer; appends bytes/s to SPEEDS["$dir $path"].
+transfer() {   # dir(retr|stor) path(direct|proxied)
+    local dir=$1 path=$2 port t0 t1 c0 c1 out speed size
+    port=$VPORT; [[ "$path" == proxied ]] && port=$GPORT
+    rm -f "$WORK/root/upload/up.bin"
+    c0=$(cpu_ticks "$GATE_PID")
+    t0=$(date +%s.%N)
+    if [[ "$dir" == retr ]]; then
+        out=$(curl -sS --max-time "$XFER_TIMEOUT" -o /dev/null \
+            -w '%{speed_download} %{size_download}' "ftp://127.0.0.1:$port/big.bin") \
+            || die "curl RETR $path failed"
+    else
+        out=$(curl -sS --max-time "$XFER_TIMEOUT" -o /dev/null -T "$FILE" \
+            -w '%{speed_upload} %{size_upload}' "ftp://127.0.0.1:$port/upload/up.bin") \
+            || die "curl STOR $path failed"
+        [[ $(stat -c %s "$WORK/root/upload/up.bin" 2>/dev/null) == "$SIZE" ]] \
+            || die "STOR $path: uploaded file is not $SIZE bytes"
+    fi
+    t1=$(date +%s.%N)
+    c1=$(cpu_ticks "$GATE_PID")
+    read -r speed size <<<"$out"
+    [[ "${size%.*}" == "$SIZE" ]] || die "$dir $path moved $size bytes, expected $SIZE"
+    SPEEDS["$dir $path"]+="${speed%.*} "
+    if [[ "$path" == proxied ]]; then
+        GATE_CPU+=("$(awk -v c=$(( c1 - c0 )) -v hz="$CLK_TCK" -v a="$t0" -v b="$t1" \
+            'BEGIN { printf "%.0f", 100 * c / hz / (b - a) }')")
+    fi
+    log "$(printf '%-4s %-7s %8.1f MiB/s' "$dir" "$path" "$(awk -v s="${speed%.*}" 'BEGIN{print s/1048576}')")"
+}
+
+log "vsftpd on :$VPORT (pid $VSFTPD_PID), ftpgate on :$GPORT (pid $GATE_PID), passive $PASV_FIRST-$PASV_LAST"
+log "warm-up: one direct and one proxied RETR, not counted"
+curl -sS --max-time "$XFER_TIMEOUT" -o /dev/null "ftp://127.0.0.1:$VPORT/big.bin" || die "warm-up direct failed"
+curl -sS --max-time "$XFER_TIMEOUT" -o /dev/null "ftp://127.0.0.1:$GPORT/big.bin" || die "warm-up proxied failed"
+
+for (( r = 1; r <= RUNS; r++ )); do
+    if (( r % 2 )); then order=(direct proxied); else order=(proxied direct); fi
+    for dir in retr stor; do
+        for path in "${order[@]}"; do transfer "$dir" "$path"; done
+    done
+done
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+mib() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 1048576 }'; }
+
+commit=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+echo
+echo "ftpgate throughput, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "commit:   $commit$dirty"
+echo "host:     $(nproc) CPUs, $cpu, $(uname -r)"
+echo "file:     $SIZE_MIB MiB of /dev/urandom data in $base (tmpfs if /dev/shm)"
+echo "servers:  vsftpd $("$VSFTPD" -v 0>&1 2>&1 | grep -o '[0-9.]*' | head -1 || true) with isolate=NO isolate_network=NO seccomp_sandbox=NO (off for the benchmark)"
+echo "client:   $(curl --version | head -1 | cut -d' ' -f1-2), passive (EPSV), $RUNS timed runs per cell, direct/proxied alternating"
+echo
+printf '%-5s %14s %14s %8s  %s\n' "" "direct MiB/s" "proxied MiB/s" ratio "target >= $TARGET"
+for dir in retr stor; do
+    d=$(median <<<"${SPEEDS["$dir direct"]}")
+    p=$(median <<<"${SPEEDS["$dir proxied"]}")
+    ratio=$(awk -v p="$p" -v d="$d" 'BEGIN { printf "%.2f", p / d }')
+    verdict=$(awk -v r="$ratio" -v t="$TARGET" 'BEGIN { print (r >= t) ? "met" : "BELOW" }')
+    printf '%-5s %14s %14s %8s  %s\n' "${dir^^}" "$(mib "$d")" "$(mib "$p")" "$ratio" "$verdict"
+done
+echo
+echo "all runs (MiB/s):"
+for key in "retr direct" "retr proxied" "stor direct" "stor proxied"; do
+    printf '  %-13s' "$key"
+    for s in ${SPEEDS[$key]}; do printf ' %8s' "$(mib "$s")"; done
+    echo
+done
+echo "ftpgate CPU during proxied transfers (% of one core): ${GATE_CPU[*]}"
+echo "command:  BENCH_RUNS=$RUNS BENCH_SIZE_MIB=$SIZE_MIB scripts/bench-throughput.sh"
+# Exit status is 0 even below target: this is a measurement, not a test.
+exit 0
