@@ -338,10 +338,6 @@ fn cli_check_output_is_a_valid_config_with_the_same_meaning() {
 }
 
 #[test]
-            `backends = [\"localhost:21 (127.0.0.1:21)\"]` (src/config/mod.rs Config::to_toml), \
-            which is not a valid value: the printed \"effective configuration as TOML\" cannot be \
-            loaded again (`is not host:port or does not resolve`). Print the name (and the \
-            resolved address as a comment)."]
 fn cli_check_output_round_trips_with_hostname_backend() {
     let (first, second) = check_twice(&fixtures("valid").join("hostname_public_address.toml"));
     assert!(
@@ -352,9 +348,6 @@ fn cli_check_output_round_trips_with_hostname_backend() {
 }
 
 #[test]
-            `f.toml:4: invalid type: string \"yes\", expected a boolean` (src/config/file.rs \
-            parse_str uses toml's message, which names no key for type errors). STYLE.md and \
-            FileError::Parse's doc say the message names the key: it should say `active_mode`."]
 fn cli_check_wrong_type_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
@@ -705,8 +698,6 @@ fn cli_text_logs_by_default() {
 }
 
 #[test]
-            docker logs, log files get `\\x1b[2m...`): src/main.rs init_tracing never calls \
-            with_ansi(..); it should enable colours only when stderr is a terminal."]
 fn cli_text_logs_have_no_ansi_escapes_when_not_a_terminal() {
     if !peers::available_or_skip(
         ServerKind::Vsftpd,
@@ -722,10 +713,6 @@ fn cli_text_logs_have_no_ansi_escapes_when_not_a_terminal() {
 }
 
 #[test]
-            (src/main.rs: only `config` is copied from cli.settings into the Check settings), so \
-            `ftpgate --passive-ports 6000-6009 --config f check` prints the default range and \
-            `ftpgate --listen .. --backend .. check` fails with `missing listen`. Either apply them \
-            or reject them."]
 fn cli_global_flags_before_check_are_applied() {
     let file = fixtures("valid").join("minimal.toml");
     let out = run(&[
