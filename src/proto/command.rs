@@ -151,7 +151,10 @@ pub fn strip_telnet(line: &[u8]) -> (Vec<u8>, bool) {
     (out, interrupt)
 }
 
-fn verb_and_arg(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8], &[u8])> {
+/// Verb, the spaces after it, and the rest of the line.
+type VerbParts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+fn verb_and_arg(input: &[u8]) -> IResult<&[u8], VerbParts<'_>> {
     tuple((
         take_while1(|c: u8| c.is_ascii_alphabetic()),
         take_while(|c| c == b' '),
@@ -175,7 +178,7 @@ pub fn parse_command(raw: &[u8]) -> Command {
     };
     // A verb is only a verb if followed by a space or the end of the line.
     let verb_ok =
-        !verb_text.is_empty() && (sep.len() > 0 || arg.is_empty()) && verb_text.len() <= 8;
+        !verb_text.is_empty() && (!sep.is_empty() || arg.is_empty()) && verb_text.len() <= 8;
     let verb = if verb_ok {
         verb_from(verb_text)
     } else {
@@ -266,7 +269,8 @@ mod tests {
 
     #[test]
     fn verbs_table() {
-        let cases: &[(&[u8], Verb, Option<&[u8]>)] = &[
+        type Case = (&'static [u8], Verb, Option<&'static [u8]>);
+        let cases: &[Case] = &[
             (b"USER anonymous", Verb::User, Some(b"anonymous")),
             (b"user anonymous", Verb::User, Some(b"anonymous")),
             (b"pAsV", Verb::Pasv, None),

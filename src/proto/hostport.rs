@@ -149,7 +149,8 @@ pub fn format_229(port: u16) -> String {
 
 /// Splits "first-last" into a port range; used for config values.
 pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
-    let parsed: IResult<&[u8], (&[u8], char, &[u8])> = all_consuming(tuple((
+    type Range<'a> = (&'a [u8], char, &'a [u8]);
+    let parsed: IResult<&[u8], Range<'_>> = all_consuming(tuple((
         take_while1(|c: u8| c.is_ascii_digit()),
         delimited(space0, char('-'), space0),
         take_while1(|c: u8| c.is_ascii_digit()),
