@@ -270,6 +270,25 @@ fn cli_config_fixtures_valid() {
     assert!(read >= 4, "only {read} valid fixtures read");
 }
 
+/// Every example configuration shown in the docs (README deployments) validates.
+#[test]
+fn cli_docs_examples_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
+    let files = toml_files(&dir);
+    assert!(
+        files.len() >= 5,
+        "expected the README's examples in docs/examples, found {files:?}"
+    );
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for f in &files {
+        let out = run(&["check", "--config", s(f)]);
+        assert!(out.ok, "{} should validate: {out:?}", f.display());
+        let name = format!("docs/examples/{}", f.file_name().unwrap().to_str().unwrap());
+        assert!(readme.contains(&name), "README does not show {name}");
+    }
+}
+
 #[test]
 fn cli_config_fixtures_invalid() {
     let files = toml_files(&fixtures("invalid"));
