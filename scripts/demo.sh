@@ -79,7 +79,7 @@ Log in as "anonymous". Try, in another terminal:
   # passive (PASV; curl uses the 227 address as given)
   curl --ftp-pasv --disable-epsv --no-ftp-skip-pasv-ip ftp://127.0.0.1:2121/hello.txt
   # passive (EPSV)
-  curl ftp://127.0.0.1:2121/ -o /dev/null -w '%{speed_download} bytes/s\n' ftp://127.0.0.1:2121/demo.bin
+  curl -o /dev/null -w '%{speed_download} bytes/s\n' ftp://127.0.0.1:2121/demo.bin
   # active (PORT, then EPRT)
   curl -P 127.0.0.1 --disable-eprt ftp://127.0.0.1:2121/hello.txt
   curl -P 127.0.0.1 ftp://127.0.0.1:2121/hello.txt
