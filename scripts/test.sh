@@ -32,13 +32,15 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# Two threads: each real-peer test starts servers and clients of its own.
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-3}" 2>&1 | tee "$log"
+# Three threads: each real-peer test starts servers and clients of its own.
+cargo test --lib --bins --tests -- --test-threads="${TEST_THREADS:-3}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
     echo "cargo test failed" >&2
     exit "$status"
 fi
+echo "== benches run once as tests (criterion test mode)"
+cargo test --benches
 # A real-peer test must never skip in CI (peers::available panics under
 # FTPGATE_REQUIRE_PEERS=1; this catches any other path).
 if grep -q '^SKIP' "$log"; then

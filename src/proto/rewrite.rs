@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use super::hostport::{
     format_227, format_229, format_eprt_arg, format_port_arg, parse_227_text, parse_229_text,
 };
-use super::reply::{Reply, ReplyCode};
+use super::reply::Reply;
 use crate::net::{canonical, canonical_ip, is_private, BackendAddr, PublicAddr};
 
 /// Which passive command ftpgate sent to the backend.
@@ -149,53 +149,55 @@ pub fn backend_active_command(addr: SocketAddr) -> String {
     }
 }
 
-/// Adds the features ftpgate provides to a backend's FEAT reply (RFC 2389).
-///
-/// Lines already present are kept once; a one-line reply (no features)
-/// becomes a multi-line one.
-pub fn rewrite_feat(reply: &Reply, provided: &[&str]) -> Reply {
-    if reply.code != 211 {
-        return reply.clone();
-    }
-    let has = |f: &str| {
-        reply.lines.iter().skip(1).any(|l| {
-            let t = l.trim_ascii_start();
-            t.len() >= f.len()
-                && t[..f.len()].eq_ignore_ascii_case(f.as_bytes())
-                && t.get(f.len()).map_or(true, |&c| c == b' ')
-        })
-    };
-    let missing: Vec<&str> = provided.iter().copied().filter(|f| !has(f)).collect();
-    if missing.is_empty() {
-        return reply.clone();
-    }
-    let mut lines = Vec::with_capacity(reply.lines.len() + missing.len() + 1);
-    if reply.lines.len() == 1 {
-        lines.push(bytes::Bytes::from_static(b"211-Features:"));
-    } else {
-        lines.extend(reply.lines[..reply.lines.len() - 1].iter().cloned());
-    }
-    lines.extend(missing.iter().map(|f| bytes::Bytes::from(format!(" {f}"))));
-    lines.push(if reply.lines.len() == 1 {
-        bytes::Bytes::from_static(b"211 End")
-    } else {
-        reply.lines[reply.lines.len() - 1].clone()
-    });
-    Reply { code: 211, lines }
+/// Features a FEAT reply line names: its first word, upper-cased.
+fn feature_name(line: &[u8]) -> Vec<u8> {
+    let t = line.trim_ascii_start();
+    let end = t.iter().position(|&c| c == b' ').unwrap_or(t.len());
+    t[..end].to_ascii_uppercase()
 }
 
-/// ftpgate's fixed reply for each refusal, per docs/errors.md.
-pub fn refusal_reply(r: ActiveRefusal) -> Reply {
-    match r {
-        ActiveRefusal::PrivilegedPort => Reply::new(
-            ReplyCode::NotImplementedForParameter,
-            "Refused: data port below 1024.",
-        ),
-        ActiveRefusal::ForeignHost => Reply::new(
-            ReplyCode::NotImplementedForParameter,
-            "Refused: data address must be the client's own.",
-        ),
+/// Rewrites a backend's FEAT reply (RFC 2389) to describe what the client
+/// gets through ftpgate: `provided` features are added if missing, and
+/// `withheld` ones (which ftpgate cannot carry, e.g. AUTH while FTPS is not
+/// supported) are removed. A reply left with no features becomes `211 End`
+/// framing of an empty list, which RFC 2389 allows.
+pub fn rewrite_feat(reply: &Reply, provided: &[&str], withheld: &[&str]) -> Reply {
+    if reply.code != 211 || reply.lines.is_empty() {
+        return reply.clone();
     }
+    let n = reply.lines.len();
+    let middle: Vec<&bytes::Bytes> = if n > 2 {
+        reply.lines[1..n - 1].iter().collect()
+    } else {
+        Vec::new()
+    };
+    let kept: Vec<bytes::Bytes> = middle
+        .into_iter()
+        .filter(|l| !withheld.iter().any(|w| feature_name(l) == w.as_bytes()))
+        .cloned()
+        .collect();
+    let missing: Vec<bytes::Bytes> = provided
+        .iter()
+        .filter(|f| !kept.iter().any(|l| feature_name(l) == f.as_bytes()))
+        .map(|f| bytes::Bytes::from(format!(" {f}")))
+        .collect();
+    let mut lines = Vec::with_capacity(kept.len() + provided.len() + 2);
+    lines.push(if n > 1 {
+        reply.lines[0].clone()
+    } else {
+        bytes::Bytes::from_static(b"211-Features:")
+    });
+    lines.extend(kept);
+    lines.extend(missing);
+    lines.push(if n > 1 {
+        reply.lines[n - 1].clone()
+    } else {
+        bytes::Bytes::from_static(b"211 End")
+    });
+    if lines.len() == 2 && n == 1 {
+        return reply.clone();
+    }
+    Reply { code: 211, lines }
 }
 
 #[cfg(test)]
@@ -351,18 +353,31 @@ mod tests {
     #[test]
     fn feat_gains_epsv_and_eprt_once() {
         let r = reply(&["211-Features:", " EPSV", " MDTM", "211 End"]);
-        let got = rewrite_feat(&r, &["EPSV", "EPRT"]);
+        let got = rewrite_feat(&r, &["EPSV", "EPRT"], &[]);
         assert_eq!(
             &got.to_bytes()[..],
             b"211-Features:\r\n EPSV\r\n MDTM\r\n EPRT\r\n211 End\r\n"
         );
         let none = reply(&["211 No features"]);
         assert_eq!(
-            &rewrite_feat(&none, &["EPSV"]).to_bytes()[..],
+            &rewrite_feat(&none, &["EPSV"], &[]).to_bytes()[..],
             b"211-Features:\r\n EPSV\r\n211 End\r\n"
         );
         let err = reply(&["500 FEAT not understood"]);
-        assert_eq!(rewrite_feat(&err, &["EPSV"]), err);
+        assert_eq!(rewrite_feat(&err, &["EPSV"], &[]), err);
+        let tls = reply(&[
+            "211-Extensions supported:",
+            " AUTH TLS",
+            " PBSZ",
+            " PROT",
+            " SIZE",
+            " epsv",
+            "211 End.",
+        ]);
+        assert_eq!(
+            &rewrite_feat(&tls, &["EPSV", "EPRT"], &["AUTH", "PBSZ", "PROT", "CCC"]).to_bytes()[..],
+            b"211-Extensions supported:\r\n SIZE\r\n epsv\r\n EPRT\r\n211 End.\r\n"
+        );
     }
 
     proptest! {
