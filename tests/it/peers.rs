@@ -656,25 +656,25 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Deterministic pseudo-random bytes (xorshift64*), no extra crates.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clients::{self, Mode, Target};
     use sha2::{Digest, Sha256};
-
-    /// Deterministic pseudo-random bytes (xorshift64*), no extra crates.
-    pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        let mut v = Vec::with_capacity(len + 8);
-        while v.len() < len {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-        }
-        v.truncate(len);
-        v
-    }
 
     fn sha(b: &[u8]) -> [u8; 32] {
         Sha256::digest(b).into()

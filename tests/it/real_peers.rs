@@ -24,18 +24,8 @@ fn sha(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*).
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    peers::random_bytes(len, seed)
 }
 
 /// A server with `big.bin`, `small.txt` and a directory `dir/` of 5 files.
