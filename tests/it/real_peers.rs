@@ -756,3 +756,43 @@ fn real_ipv4_client_ipv6_backend() {
         }
     }
 }
+
+// === active mode from source port 20 ===
+
+#[test]
+fn real_active_mode_from_source_port_20() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "port 20") {
+        return;
+    }
+    let srv = server(ServerKind::Vsftpd);
+    let gw = gateway_for(&srv, "active_source_port_20 = true");
+    let t = target(&srv, &gw);
+    let body = r#"
+ftp.voidcmd('TYPE I')
+sock = socket.create_server(('127.0.0.1', 0))
+port = sock.getsockname()[1]
+ftp.sendcmd('PORT 127,0,0,1,%d,%d' % (port >> 8, port & 255))
+ftp.sendcmd('RETR small.txt')
+conn, peer = sock.accept()
+print('peer-port', peer[1])
+data = b''
+while True:
+    d = conn.recv(65536)
+    if not d: break
+    data += d
+conn.close()
+print('data', data)
+print(ftp.voidresp())
+"#;
+    let out = clients::ftplib(&t, body);
+    let s = out.stdout_str();
+    assert!(out.ok, "{out:?}");
+    assert!(
+        s.contains("peer-port 20\n"),
+        "ftpgate must connect from port 20: {s}"
+    );
+    assert!(
+        s.contains("hello through ftpgate") && s.contains("226"),
+        "{s}"
+    );
+}
