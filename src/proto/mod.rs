@@ -7,3 +7,4 @@ pub mod hostport;
 pub mod line;
 pub mod reply;
 pub mod rewrite;
+pub mod session;

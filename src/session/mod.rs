@@ -8,7 +8,7 @@
 //!
 //! Ordering rules that keep replies correct:
 //! - Replies reach the client in command order. ftpgate's own replies are
-//!   queued behind backend replies still outstanding ([`Expect::Local`]).
+//!   queued behind backend replies still outstanding (`proto::session::ReplyOrder`).
 //! - A data-setup command (PASV, EPSV, PORT, EPRT) is handled only once every
 //!   earlier command has its reply, because ftpgate then talks to the backend
 //!   itself; client input waits meanwhile (it stays in the socket buffer).
@@ -18,7 +18,6 @@
 
 mod net;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -47,13 +46,14 @@ use crate::proto::rewrite::{
     backend_active_command, backend_data_addr, check_active_target, client_passive_reply,
     rewrite_feat, ClientPassive, PassiveCommand, PassiveReplyError,
 };
+use crate::proto::session::{Awaiting, Completion, ReplyOrder};
 
 pub use net::{connect_from, tune_control};
 
 /// Longest backend reply line kept; longer lines are dropped.
 const MAX_REPLY_LINE: usize = 16 * 1024;
 /// Most lines kept of one multi-line reply (STAT can list a directory).
-const MAX_REPLY_LINES: usize = 20_000;
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 /// What every session shares.
 #[derive(Debug)]
@@ -66,17 +66,6 @@ pub struct Shared {
     pub backends: Arc<Backends>,
     /// Advertised addresses.
     pub public: Arc<PublicAddresses>,
-}
-
-/// A reply the session expects from the backend, in command order.
-#[derive(Debug)]
-enum Expect {
-    /// An ordinary command: its replies pass through (FEAT is rewritten).
-    Forward(Verb),
-    /// A transfer command; `gen` is its data task, if one was prepared.
-    Transfer { gen: Option<u64>, preliminary: bool },
-    /// A reply ftpgate wrote itself, waiting for its turn.
-    Local(Reply),
 }
 
 /// What the client asked for with PASV/EPSV/PORT/EPRT, already validated.
@@ -190,10 +179,8 @@ pub async fn run_session(
         backend_rd,
         backend_wr,
         commands: LineFramer::new(0),
-        replies: ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_LINES),
-        expect: VecDeque::new(),
-        held: None,
-        out_queue: VecDeque::new(),
+        replies: ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_BYTES),
+        order: ReplyOrder::new(),
         deferred: None,
         prepared: None,
         prepared_expired: false,
@@ -220,7 +207,7 @@ pub async fn run_session(
     };
     s.commands = LineFramer::new(s.cfg.max_line_length);
     // The greeting is the backend's first reply, passed through.
-    s.expect.push_back(Expect::Forward(Verb::Other));
+    s.order.expect(Awaiting::Command(Verb::Other));
     let end = s.run().await;
     s.finish(end).await;
 }
@@ -243,13 +230,9 @@ struct Session {
     backend_wr: OwnedWriteHalf,
     commands: LineFramer,
     replies: ReplyAssembler,
-    /// Replies expected from the backend, oldest first.
-    expect: VecDeque<Expect>,
-    /// A transfer's final reply waiting for its relay (generation, reply).
-    held: Option<(u64, Reply)>,
-    /// Replies waiting behind the held one.
-    out_queue: VecDeque<Bytes>,
-    /// A validated data-setup command waiting for `expect` to drain, and since when.
+    /// Replies awaited from the backend, ftpgate's own in their turn, the held one.
+    order: ReplyOrder,
+    /// A validated data-setup command waiting for `order` to be quiet, and since when.
     deferred: Option<(ClientLeg, Instant)>,
     prepared: Option<Prepared>,
     /// The last prepared data connection expired unused.
@@ -284,7 +267,7 @@ impl Session {
             if let Err(end) = self.process_buffered_commands().await {
                 return end;
             }
-            if self.deferred.is_some() && self.expect.is_empty() && self.held.is_none() {
+            if self.deferred.is_some() && self.order.is_quiet() {
                 let (leg, _) = self.deferred.take().expect("checked above");
                 if let Err(end) = self.setup_data(leg).await {
                     return end;
@@ -328,9 +311,9 @@ impl Session {
                         // The backend never answered some earlier command (a
                         // server may skip a reply, e.g. around ABOR): forget
                         // those expectations rather than wait forever.
-                        warn!(session = self.id, stale = self.expect.len(), "backend replies missing; dropping stale expectations");
-                        self.expect.retain(|e| matches!(e, Expect::Local(_)));
-                        if let Err(end) = self.flush_locals().await {
+                        let stale = self.order.drop_awaited();
+                        warn!(session = self.id, stale, "backend replies missing; dropping stale expectations");
+                        if let Err(end) = self.write_ready().await {
                             return end;
                         }
                         continue;
@@ -366,7 +349,7 @@ impl Session {
 
     /// When the session times out if nothing happens.
     fn deadline(&self) -> Instant {
-        let busy = self.held.is_some()
+        let busy = self.order.held_gen().is_some()
             || self
                 .transfer
                 .as_ref()
@@ -414,7 +397,7 @@ impl Session {
         match cmd.verb {
             v if v.is_data_setup() => match self.check_data_setup(&cmd) {
                 Ok(Some(leg)) => self.deferred = Some((leg, Instant::now())),
-                Ok(None) => self.flush_locals().await?,
+                Ok(None) => self.write_ready().await?,
                 Err(e) => {
                     if matches!(e.kind, ErrorKind::ActiveRefused(_)) {
                         warn!(session = self.id, client = %self.client_addr, command = %String::from_utf8_lossy(&cmd.line), "refused PORT/EPRT target");
@@ -435,11 +418,11 @@ impl Session {
                     t.cancel.cancel();
                     t.down_done = true;
                     t.finished = true;
-                    if self.held.as_ref().is_some_and(|(g, _)| *g == t.gen) {
+                    if self.order.held_gen() == Some(t.gen) {
                         self.release_held(false).await?;
                     }
                 }
-                self.forward(&cmd, Expect::Forward(Verb::Abor)).await?;
+                self.forward(&cmd, Awaiting::Command(Verb::Abor)).await?;
             }
             Verb::Auth => {
                 // FTPS is not supported yet (issue 4): refuse rather than pass
@@ -452,9 +435,9 @@ impl Session {
             }
             Verb::User => {
                 self.user = Some(cmd.arg_str());
-                self.forward(&cmd, Expect::Forward(Verb::User)).await?;
+                self.forward(&cmd, Awaiting::Command(Verb::User)).await?;
             }
-            verb => self.forward(&cmd, Expect::Forward(verb)).await?,
+            verb => self.forward(&cmd, Awaiting::Command(verb)).await?,
         }
         Ok(())
     }
@@ -466,7 +449,8 @@ impl Session {
             Verb::Epsv => match parse_epsv_arg(arg) {
                 EpsvArg::All => {
                     self.epsv_all = true;
-                    self.expect_local(Reply::new(ReplyCode::CommandOk, "EPSV ALL ok."));
+                    self.order
+                        .local(&Reply::new(ReplyCode::CommandOk, "EPSV ALL ok."));
                     Ok(None)
                 }
                 EpsvArg::Invalid => Err(Error::client(ErrorKind::MalformedArgument)),
@@ -669,7 +653,7 @@ impl Session {
     /// Sends one of ftpgate's own commands and reads its final reply. Only
     /// called with no other reply outstanding, so the next reply is ours.
     async fn backend_exchange(&mut self, line: &[u8]) -> Result<Reply, Error> {
-        debug_assert!(self.expect.is_empty());
+        debug_assert!(self.order.is_quiet());
         self.backend_wr
             .write_all(line)
             .await
@@ -711,15 +695,7 @@ impl Session {
                     .await;
             }
             // No PASV/PORT first: the backend answers that itself (425/503).
-            return self
-                .forward(
-                    &cmd,
-                    Expect::Transfer {
-                        gen: None,
-                        preliminary: false,
-                    },
-                )
-                .await;
+            return self.forward(&cmd, Awaiting::Transfer { gen: None }).await;
         };
         if let PreparedClient::Active { target, tx } = p.client {
             let port = if self.cfg.active_source_port_20 {
@@ -750,14 +726,8 @@ impl Session {
             failed: false,
             finished: false,
         });
-        self.forward(
-            &cmd,
-            Expect::Transfer {
-                gen: Some(p.gen),
-                preliminary: false,
-            },
-        )
-        .await
+        self.forward(&cmd, Awaiting::Transfer { gen: Some(p.gen) })
+            .await
     }
 
     async fn on_data_event(&mut self, ev: DataEvent) -> Result<(), End> {
@@ -808,7 +778,7 @@ impl Session {
                 t.cancel.cancel();
             }
         }
-        if self.held.as_ref().is_some_and(|(g, _)| *g == ev.gen) && (t.down_done || t.failed) {
+        if self.order.held_gen() == Some(ev.gen) && (t.down_done || t.failed) {
             let failed = t.failed;
             self.release_held(failed).await?;
         }
@@ -837,32 +807,9 @@ impl Session {
     async fn on_reply(&mut self, reply: Reply) -> Result<(), End> {
         // The server is closing and said so; no second 421 from ftpgate.
         self.backend_said_421 |= reply.code == 421;
-        let Some(front) = self.expect.front_mut() else {
-            // Unsolicited (e.g. the server's own 421 before it closes): pass it on.
-            return self.emit(reply.to_bytes()).await;
-        };
-        match front {
-            Expect::Local(_) => {
-                // Local replies are flushed as soon as they reach the front.
-                error!(
-                    session = self.id,
-                    "bug: local reply at the front of the queue"
-                );
-                return Err(End::Error(Error::internal(ErrorKind::Bug(
-                    "local reply at the queue front".into(),
-                ))));
-            }
-            Expect::Forward(_) if reply.is_preliminary() => {
-                return self.emit(reply.to_bytes()).await
-            }
-            Expect::Transfer { preliminary, .. } if reply.is_preliminary() => {
-                *preliminary = true;
-                return self.emit(reply.to_bytes()).await;
-            }
-            _ => {}
-        }
-        match self.expect.pop_front() {
-            Some(Expect::Forward(verb)) => {
+        match self.order.on_reply(&reply) {
+            Completion::Preliminary | Completion::Unsolicited => self.order.send(reply.to_bytes()),
+            Completion::Command(verb) => {
                 let reply = match verb {
                     // FTPS is not carried yet (issue 4): withhold what needs it.
                     Verb::Feat => rewrite_feat(
@@ -885,94 +832,65 @@ impl Session {
                     (Verb::Quit, _) => self.quitting = true,
                     _ => {}
                 }
-                self.emit(reply.to_bytes()).await?;
+                self.order.send(reply.to_bytes());
             }
-            Some(Expect::Transfer {
+            Completion::Transfer {
                 gen: Some(gen),
-                preliminary,
-            }) => self.on_transfer_reply(gen, preliminary, reply).await?,
-            Some(Expect::Transfer { gen: None, .. }) => self.emit(reply.to_bytes()).await?,
-            Some(Expect::Local(_)) | None => {}
+                after_preliminary,
+            } => self.on_transfer_reply(gen, after_preliminary, reply),
+            Completion::Transfer { gen: None, .. } => self.order.send(reply.to_bytes()),
         }
-        self.flush_locals().await
+        self.write_ready().await
     }
 
     /// A transfer's final reply: pass it now, or hold it for the relay.
-    async fn on_transfer_reply(
-        &mut self,
-        gen: u64,
-        preliminary: bool,
-        reply: Reply,
-    ) -> Result<(), End> {
+    fn on_transfer_reply(&mut self, gen: u64, after_preliminary: bool, reply: Reply) {
         let Some(t) = self.transfer.as_ref().filter(|t| t.gen == gen) else {
-            return self.emit(reply.to_bytes()).await;
+            return self.order.send(reply.to_bytes());
         };
-        if !preliminary {
+        if !after_preliminary {
             // Refused before any data flowed (550, 425, ...): the prepared
             // connection will not be used.
             t.cancel.cancel();
             self.transfer = None;
-            return self.emit(reply.to_bytes()).await;
+            return self.order.send(reply.to_bytes());
         }
         if t.down_done || t.failed {
-            return self.emit(reply.to_bytes()).await;
+            return self.order.send(reply.to_bytes());
         }
-        if self.held.is_some() {
+        if let Err(reply) = self.order.hold(gen, reply) {
             error!(session = self.id, "bug: two held replies");
-            return self.emit(reply.to_bytes()).await;
+            self.order.send(reply.to_bytes());
         }
-        self.held = Some((gen, reply));
-        Ok(())
     }
 
+    /// Releases the held transfer reply; after a failed data connection a
+    /// success becomes 425, because the client never got the data.
     async fn release_held(&mut self, failed: bool) -> Result<(), End> {
-        let Some((_, mut reply)) = self.held.take() else {
-            return Ok(());
-        };
-        if failed && reply.is_success() {
-            // The client never got the data: a success would be a lie.
-            reply = reply_for(&Error::client(ErrorKind::DataConnectFailed(
-                "client did not connect".into(),
-            )))
-            .0;
-        }
-        self.write_client(&reply.to_bytes()).await?;
-        while self.held.is_none() {
-            let Some(b) = self.out_queue.pop_front() else {
-                break;
-            };
+        self.order.release(|held| {
+            (failed && held.is_success()).then(|| {
+                reply_for(&Error::client(ErrorKind::DataConnectFailed(
+                    "client did not connect".into(),
+                )))
+                .0
+            })
+        });
+        self.write_ready().await
+    }
+
+    /// Writes every reply whose turn has come.
+    async fn write_ready(&mut self) -> Result<(), End> {
+        let ready: Vec<Bytes> = self.order.take_ready().collect();
+        for b in ready {
             self.write_client(&b).await?;
         }
         Ok(())
     }
 
-    /// Sends a reply to the client unless a held reply must go first.
-    async fn emit(&mut self, bytes: Bytes) -> Result<(), End> {
-        if self.held.is_some() {
-            self.out_queue.push_back(bytes);
-            Ok(())
-        } else {
-            self.write_client(&bytes).await
-        }
-    }
-
-    async fn flush_locals(&mut self) -> Result<(), End> {
-        while matches!(self.expect.front(), Some(Expect::Local(_))) {
-            if let Some(Expect::Local(r)) = self.expect.pop_front() {
-                self.emit(r.to_bytes()).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Queues a local reply behind outstanding backend replies.
-    fn expect_local(&mut self, reply: Reply) {
-        self.expect.push_back(Expect::Local(reply));
-    }
-
+    /// Sends one of ftpgate's own replies in its turn.
     async fn local_reply(&mut self, reply: Reply) -> Result<(), End> {
-        self.expect_local(reply);
-        self.flush_locals().await
+        self.order.local(&reply);
+        self.write_ready().await
     }
 
     /// Answers an error per `reply_for`; ends the session if it says so.
@@ -984,8 +902,8 @@ impl Session {
         self.local_reply(reply).await
     }
 
-    async fn forward(&mut self, cmd: &Command, expect: Expect) -> Result<(), End> {
-        self.expect.push_back(expect);
+    async fn forward(&mut self, cmd: &Command, awaiting: Awaiting) -> Result<(), End> {
+        self.order.expect(awaiting);
         let mut line = Vec::with_capacity(cmd.line.len() + 2);
         line.extend_from_slice(&cmd.line);
         line.extend_from_slice(b"\r\n");
@@ -1015,10 +933,7 @@ impl Session {
             End::Io(e) => format!("client i/o error: {e}"),
             End::Error(e) => {
                 // Anything still owed to the client goes first, then the 421.
-                if let Some((_, r)) = self.held.take() {
-                    let _ = self.client_wr.write_all(&r.to_bytes()).await;
-                }
-                while let Some(b) = self.out_queue.pop_front() {
+                for b in self.order.take_owed() {
                     let _ = self.client_wr.write_all(&b).await;
                 }
                 let (reply, _) = reply_for(e);

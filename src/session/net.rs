@@ -39,7 +39,11 @@ pub async fn connect_from(
         TcpSocket::new_v6()?
     };
     if from.port() != 0 {
+        // A fixed source port (20) is shared by every active-mode transfer;
+        // connections that just closed leave it in TIME-WAIT, which
+        // SO_REUSEADDR alone does not get past on Linux.
         sock.set_reuseaddr(true)?;
+        sock.set_reuseport(true)?;
     }
     sock.bind(from)?;
     match tokio::time::timeout(timeout, sock.connect(to)).await {
