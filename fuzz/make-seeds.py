@@ -94,14 +94,14 @@ def command_line():
     write("command_line", "line-exactly-at-cap-9-split-before-crlf", b"\x01\x08" + b"RETR abcd\r\nRETR abcde\r\n")
 
 
-# === reply_lines: [line cap byte (4 + 4*b), max lines, chunk seed] + server stream ===
+# === reply_lines: [line cap byte (4 + 4*b), reply byte cap (8*b), chunk seed] + server stream ===
 
 def reply_lines():
     for server in TRANSCRIPTS:
         _, backend, replies = transcript(server)
         write("reply_lines", f"{server}-session-server-replies", b"\xff\xff\x00" + backend)
         write("reply_lines", f"{server}-session-server-replies-read-in-5-byte-chunks", b"\xff\xff\x04" + backend)
-        write("reply_lines", f"{server}-feat-capped-at-4-lines", b"\xff\x04\x00" + replies["FEAT"])
+        write("reply_lines", f"{server}-feat-capped-at-32-bytes", b"\xff\x04\x00" + replies["FEAT"])
     _, _, pure = transcript("pure-ftpd")
     write("reply_lines", "pure-ftpd-greeting-multiline-bytewise", b"\xff\xff\x01" + pure["greeting"])
     cases = {
@@ -113,7 +113,8 @@ def reply_lines():
     }
     for name, data in cases.items():
         write("reply_lines", name, b"\xff\xff\x00" + data)
-    write("reply_lines", "overlong-line-cap-8", b"\x01\xff\x00" + b"220 " + b"x" * 50 + b"\r\n200 ok\r\n")
+    write("reply_lines", "overlong-line-cut-to-8-bytes", b"\x01\xff\x00" + b"220 " + b"x" * 50 + b"\r\n200 ok\r\n")
+    write("reply_lines", "overlong-line-cut-to-8-bytes-read-bytewise", b"\x01\xff\x01" + b"211-" + b"y" * 50 + b"\r\n EPSV\r\n211 End\r\n")
 
 
 # === host_port: raw argument or reply text ===

@@ -26,7 +26,11 @@ fn frames(max: usize, parts: &[&[u8]]) -> Vec<Frame> {
             out.push(fr);
         }
         // After draining: at most the cap plus one byte of CR slack.
-        assert!(f.buffered() <= max + 1, "buffer {} > cap {max} + 1", f.buffered());
+        assert!(
+            f.buffered() <= max + 1,
+            "buffer {} > cap {max} + 1",
+            f.buffered()
+        );
     }
     out
 }
@@ -50,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!cmd.line.contains(&b'\n'));
         assert!(cmd.verb_text.len() <= cmd.line.len());
         if let Some(arg) = &cmd.arg {
-            assert!(cmd.line.ends_with(arg), "argument is not a suffix of the line");
+            assert!(
+                cmd.line.ends_with(arg),
+                "argument is not a suffix of the line"
+            );
         }
         if cmd.verb != Verb::Other {
             assert!(cmd.verb_text.len() == 4, "known verbs have four letters");

@@ -3,7 +3,7 @@
 //!
 //! Input (see `ftpgate_fuzz::Cursor`): flags byte (bit 0 trust the 227
 //! address, bit 1 active NAT fix, bit 2 ftpgate sent EPSV instead of PASV,
-//! bit 3 the client sent EPSV instead of PASV), backend IP, backend port
+//! bit 3 the client sent EPSV instead of PASV, bit 4 active mode off), backend IP, backend port
 //! (2 bytes), public IP, leased port (2 bytes), client IP, PORT/EPRT IP,
 //! PORT/EPRT port (2 bytes); the rest is a backend reply stream (each
 //! complete reply is used) and is also tried as a PORT and an EPRT argument.
@@ -18,7 +18,9 @@
 //! - the PORT/EPRT ftpgate sends the backend is one line that parses back to
 //!   the target;
 //! - `rewrite_feat` leaves non-211 replies alone, keeps the reply
-//!   well-formed, adds every provided feature, and is idempotent.
+//!   well-formed and the backend's lines in order, adds every provided
+//!   feature, drops every withheld one (AUTH, PBSZ, PROT, CCC), and is
+//!   idempotent.
 
 #![no_main]
 
@@ -40,13 +42,23 @@ use libfuzzer_sys::fuzz_target;
 /// Upper bound on replies checked per input.
 const MAX_REPLIES: usize = 64;
 
-/// Features ftpgate may add to FEAT.
-const PROVIDED: &[&str] = &["EPSV", "EPRT", "PASV"];
+/// Features the session adds to FEAT (EPRT only with active mode on).
+const PROVIDED_ACTIVE: &[&str] = &["EPSV", "EPRT"];
+const PROVIDED_PASSIVE_ONLY: &[&str] = &["EPSV"];
+/// Features the session removes while FTPS is not carried.
+const WITHHELD: &[&str] = &["AUTH", "PBSZ", "PROT", "CCC"];
+
+/// A FEAT line's feature name: first word, upper-cased (RFC 2389 section 3).
+fn feature(line: &[u8]) -> Vec<u8> {
+    let t = line.trim_ascii_start();
+    let end = t.iter().position(|&c| c == b' ').unwrap_or(t.len());
+    t[..end].to_ascii_uppercase()
+}
 
 fn reply_text(r: &Reply) -> Vec<u8> {
     r.lines
         .iter()
-        .flat_map(|l| l.get(4..).unwrap_or(&[]).iter().copied().chain([b' ']))
+        .flat_map(|l| l.get(4..).unwrap_or(&[]).iter().copied().chain(*b" "))
         .collect()
 }
 
@@ -84,9 +96,17 @@ fn check_backend_reply(r: &Reply, sent: PassiveCommand, backend: BackendAddr, tr
     }
 }
 
-fn check_client_reply(kind: ClientPassive, public: PublicAddr, port: u16, backend_named: &[SocketAddrV4]) {
+fn check_client_reply(
+    kind: ClientPassive,
+    public: PublicAddr,
+    port: u16,
+    backend_named: &[SocketAddrV4],
+) {
     let Some(out) = client_passive_reply(kind, public, port) else {
-        assert!(kind == ClientPassive::Pasv && public.ip().is_ipv6(), "no reply for {public}");
+        assert!(
+            kind == ClientPassive::Pasv && public.ip().is_ipv6(),
+            "no reply for {public}"
+        );
         return;
     };
     assert_eq!(out.lines.len(), 1);
@@ -107,7 +127,10 @@ fn check_client_reply(kind: ClientPassive, public: PublicAddr, port: u16, backen
             assert_eq!(s.matches(&six).count(), 1);
             for b in backend_named {
                 let bs = format!("({},", b.ip().to_string().replace('.', ","));
-                assert!(b.ip() == &v4 || !s.contains(&bs), "backend address {b} leaked: {s}");
+                assert!(
+                    b.ip() == &v4 || !s.contains(&bs),
+                    "backend address {b} leaked: {s}"
+                );
             }
         }
         ClientPassive::Epsv => {
@@ -115,7 +138,10 @@ fn check_client_reply(kind: ClientPassive, public: PublicAddr, port: u16, backen
             if port != 0 {
                 assert_eq!(parse_229_text(text), Some(port));
             }
-            assert!(!text.contains(&b'.') && !text.contains(&b','), "229 names an address");
+            assert!(
+                !text.contains(&b'.') && !text.contains(&b','),
+                "229 names an address"
+            );
         }
     }
 }
@@ -128,7 +154,11 @@ fn check_active(named: SocketAddr, client: IpAddr, nat_fix: bool) {
         Ok((target, replaced)) => {
             assert!(target.port() >= 1024, "port below 1024 accepted: {target}");
             assert_eq!(target.port(), named.port());
-            assert_eq!(canonical_ip(target.ip()), cc, "target {target} is not the client {client}");
+            assert_eq!(
+                canonical_ip(target.ip()),
+                cc,
+                "target {target} is not the client {client}"
+            );
             assert_eq!(replaced, cn.ip() != cc);
             assert!(!replaced || (nat_fix && is_private(cn.ip())));
             let cmd = backend_active_command(target);
@@ -154,28 +184,47 @@ fn check_active(named: SocketAddr, client: IpAddr, nat_fix: bool) {
     }
 }
 
-fn check_feat(r: &Reply) {
-    let out = rewrite_feat(r, PROVIDED);
+fn check_feat(r: &Reply, provided: &[&str]) {
+    let out = rewrite_feat(r, provided, WITHHELD);
     if r.code != 211 {
         assert_eq!(&out, r);
         return;
     }
     assert_eq!(out.code, 211);
-    assert_eq!(reassemble(&out), out, "rewritten FEAT is not a well-formed reply");
-    assert_eq!(rewrite_feat(&out, PROVIDED), out, "rewrite_feat is not idempotent");
-    for f in PROVIDED {
-        let listed = out.lines.iter().skip(1).any(|l| {
-            let t = l.trim_ascii_start();
-            t.len() >= f.len()
-                && t[..f.len()].eq_ignore_ascii_case(f.as_bytes())
-                && t.get(f.len()).is_none_or(|&c| c == b' ')
-        });
-        assert!(listed, "{f} missing from {out:?}");
+    assert_eq!(
+        reassemble(&out),
+        out,
+        "rewritten FEAT is not a well-formed reply"
+    );
+    assert_eq!(
+        rewrite_feat(&out, provided, WITHHELD),
+        out,
+        "rewrite_feat is not idempotent"
+    );
+    let n = out.lines.len();
+    assert!(n >= 2, "a FEAT reply with features added is multi-line");
+    let middle = &out.lines[1..n - 1];
+    for f in provided {
+        assert!(
+            middle.iter().any(|l| feature(l) == f.as_bytes()),
+            "{f} missing from {out:?}"
+        );
+    }
+    for l in middle {
+        assert!(
+            !WITHHELD.iter().any(|w| feature(l) == w.as_bytes()),
+            "withheld feature {l:?} kept"
+        );
     }
     if r.lines.len() > 1 {
         assert_eq!(out.lines.first(), r.lines.first());
         assert_eq!(out.lines.last(), r.lines.last());
-        assert!(out.lines.len() >= r.lines.len());
+        // The backend's own lines keep their order; added ones come after.
+        let orig: Vec<_> = r.lines[1..r.lines.len() - 1]
+            .iter()
+            .filter(|l| !WITHHELD.iter().any(|w| feature(l) == w.as_bytes()))
+            .collect();
+        assert_eq!(middle[..orig.len()].iter().collect::<Vec<_>>(), orig);
     }
 }
 
@@ -184,8 +233,17 @@ fuzz_target!(|data: &[u8]| {
     let flags = c.u8();
     let trust = flags & 1 != 0;
     let nat_fix = flags & 2 != 0;
-    let sent = if flags & 4 != 0 { PassiveCommand::Epsv } else { PassiveCommand::Pasv };
-    let client_kind = if flags & 8 != 0 { ClientPassive::Epsv } else { ClientPassive::Pasv };
+    let sent = if flags & 4 != 0 {
+        PassiveCommand::Epsv
+    } else {
+        PassiveCommand::Pasv
+    };
+    let active_mode = flags & 16 == 0;
+    let client_kind = if flags & 8 != 0 {
+        ClientPassive::Epsv
+    } else {
+        ClientPassive::Pasv
+    };
     let backend = BackendAddr(SocketAddr::new(c.ip(), c.u16()));
     let public = PublicAddr::new(c.ip());
     let lease_port = c.u16();
@@ -201,7 +259,8 @@ fuzz_target!(|data: &[u8]| {
         check_active(a, client, nat_fix);
     }
 
-    let mut asm = ReplyAssembler::new(4096, 256);
+    // The session's limits: 16 KiB lines, 1 MiB per reply.
+    let mut asm = ReplyAssembler::new(16 * 1024, 1024 * 1024);
     asm.push(stream);
     let mut backend_named = Vec::new();
     for _ in 0..MAX_REPLIES {
@@ -214,7 +273,14 @@ fuzz_target!(|data: &[u8]| {
         if let Some(a) = parse_227_text(&reply_text(&r)) {
             backend_named.push(a);
         }
-        check_feat(&r);
+        check_feat(
+            &r,
+            if active_mode {
+                PROVIDED_ACTIVE
+            } else {
+                PROVIDED_PASSIVE_ONLY
+            },
+        );
     }
     check_client_reply(client_kind, public, lease_port, &backend_named);
     check_client_reply(ClientPassive::Pasv, public, lease_port, &backend_named);
