@@ -96,6 +96,9 @@ pub struct Settings {
     /// Longest client command line in bytes. Key: max_line_length.
     #[arg(long, global = true, value_name = "BYTES")]
     pub max_line_length: Option<i64>,
+    /// Largest relay buffer per direction, in bytes. Key: relay_buffer_max.
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub relay_buffer_max: Option<i64>,
     /// TCP keepalive idle time on control connections. Key: tcp_keepalive.
     #[arg(long, global = true, value_name = "DURATION")]
     pub tcp_keepalive: Option<String>,
@@ -165,6 +168,7 @@ impl Settings {
             ),
             backend_reply_timeout: opt("--backend-reply-timeout", &self.backend_reply_timeout),
             max_line_length: opt("--max-line-length", &self.max_line_length),
+            relay_buffer_max: opt("--relay-buffer-max", &self.relay_buffer_max),
             tcp_keepalive: opt("--tcp-keepalive", &self.tcp_keepalive),
             log_format: opt("--log-format", &self.log_format),
             log_level: opt("--log-level", &self.log_level),

@@ -106,6 +106,8 @@ pub struct Config {
     pub backend_reply_timeout: Duration,
     /// Longest client command line.
     pub max_line_length: usize,
+    /// Largest buffer of each direction of a data relay, in bytes.
+    pub relay_buffer_max: usize,
     /// TCP keepalive idle time on both control legs.
     pub tcp_keepalive: Duration,
     /// Log format.
@@ -195,6 +197,7 @@ impl Config {
             kv(k, format!("{:?}", fmt_duration(d)));
         }
         kv("max_line_length", self.max_line_length.to_string());
+        kv("relay_buffer_max", self.relay_buffer_max.to_string());
         kv(
             "log_format",
             if self.log_format == LogFormat::Json {

@@ -286,6 +286,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             )
         }
     };
+    let relay_buffer_max = match &raw.relay_buffer_max {
+        None => crate::data::relay::DEFAULT_BUFFER_MAX,
+        Some(l) if (16_384..=67_108_864).contains(&l.value) => l.value as usize,
+        Some(l) => {
+            return invalid(
+                "relay_buffer_max",
+                &l.origin,
+                "must be between 16384 and 67108864 bytes",
+            )
+        }
+    };
     let log_format = match &raw.log_format {
         None => LogFormat::Text,
         Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
@@ -348,6 +359,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Duration::from_secs(30),
         )?,
         max_line_length,
+        relay_buffer_max,
         tcp_keepalive: duration("tcp_keepalive", &raw.tcp_keepalive, Duration::from_secs(60))?,
         log_format,
         log_level,

@@ -94,6 +94,8 @@ pub struct DataTask {
     pub events: mpsc::UnboundedSender<DataEvent>,
     /// Cancelled by the session when the transfer is abandoned or the session ends.
     pub cancel: CancellationToken,
+    /// Largest relay buffer per direction.
+    pub buffer_max: usize,
 }
 
 async fn accept_backend(listener: TcpListener, backend_ip: IpAddr) -> io::Result<TcpStream> {
@@ -117,6 +119,7 @@ pub fn spawn_data_task(t: DataTask) {
             backend,
             events,
             cancel,
+            buffer_max,
         } = t;
         let report = |kind| {
             let _ = events.send(DataEvent { gen, kind });
@@ -159,7 +162,7 @@ pub fn spawn_data_task(t: DataTask) {
             }
         };
         let (down_tx, down_rx) = oneshot::channel();
-        let relay = relay::relay(client, backend, down_tx);
+        let relay = relay::relay(client, backend, buffer_max, down_tx);
         tokio::pin!(relay);
         let mut down_rx = Some(down_rx);
         loop {

@@ -8,10 +8,12 @@
 //! the client, which is when the transfer's final reply may be released (see
 //! `session`).
 //!
-//! On Linux each direction moves data with splice(2) through a pipe, so bytes
-//! never cross into user space (see docs/PERFORMANCE.md); elsewhere, or if a
-//! pipe cannot be made, it copies through a buffer. `FTPGATE_RELAY=copy` in
-//! the environment forces the copy loop (for benchmarks).
+//! Each direction copies through its own buffer, which starts at
+//! [`INITIAL_BUFFER`] and doubles whenever a read fills it, up to the
+//! configured cap (`relay_buffer_max`, default 4 MiB): a bulk transfer gets
+//! few large system calls, an idle or slow one stays small. Measured on
+//! loopback, buffer size is what decides throughput, and splice(2) through a
+//! pipe gained nothing over a large buffer (docs/PERFORMANCE.md).
 
 use std::io;
 use std::time::Duration;
@@ -20,9 +22,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-/// Size of each direction's copy buffer. Large buffers matter for throughput
-/// (see docs/PERFORMANCE.md); two per transfer.
-pub const BUFFER_SIZE: usize = 128 * 1024;
+/// Starting size of each direction's buffer.
+pub const INITIAL_BUFFER: usize = 128 * 1024;
+
+/// Default cap of each direction's buffer (`relay_buffer_max`).
+pub const DEFAULT_BUFFER_MAX: usize = 4 * 1024 * 1024;
 
 /// How long the client-to-backend direction may stay open after the backend
 /// has closed its side (a client that sent ABOR may never close).
@@ -39,14 +43,14 @@ pub struct RelayOutcome {
     pub error: Option<io::Error>,
 }
 
-/// Copies `from` to `to` until EOF through a user-space buffer, then shuts
-/// `to` down for writing.
-async fn copy_half<R, W>(mut from: R, mut to: W) -> (u64, Option<io::Error>)
+/// Copies `from` to `to` until EOF, then shuts `to` down for writing. The
+/// buffer doubles each time a read fills it, up to `max`.
+async fn copy_half<R, W>(mut from: R, mut to: W, max: usize) -> (u64, Option<io::Error>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUFFER_SIZE];
+    let mut buf = vec![0u8; INITIAL_BUFFER.min(max)];
     let mut total = 0u64;
     loop {
         let n = match from.read(&mut buf).await {
@@ -58,6 +62,9 @@ where
             return (total, Some(e));
         }
         total += n as u64;
+        if n == buf.len() && buf.len() < max {
+            buf.resize((buf.len() * 2).min(max), 0);
+        }
     }
     match to.shutdown().await {
         Ok(()) => (total, None),
@@ -67,40 +74,20 @@ where
     }
 }
 
-/// Whether to move bytes with splice(2) (Linux) rather than a copy loop.
-fn use_splice() -> bool {
-    static SPLICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SPLICE.get_or_init(|| {
-        cfg!(target_os = "linux") && std::env::var("FTPGATE_RELAY").map_or(true, |v| v != "copy")
-    })
-}
-
-/// Relays both ways until both directions end; `down_done` fires when the
-/// backend-to-client direction has ended (with its byte count and whether it
-/// ended cleanly).
+/// Relays both ways until both directions end, with buffers of at most
+/// `buffer_max` bytes each; `down_done` fires when the backend-to-client
+/// direction has ended (with its byte count and whether it ended cleanly).
 pub async fn relay(
     client: TcpStream,
     backend: TcpStream,
+    buffer_max: usize,
     down_done: oneshot::Sender<(u64, bool)>,
 ) -> RelayOutcome {
-    #[cfg(target_os = "linux")]
-    if use_splice() {
-        if let (Ok(up_pipe), Ok(down_pipe)) = (zero_copy::Pipe::new(), zero_copy::Pipe::new()) {
-            let up = zero_copy::splice_half(&client, &backend, up_pipe);
-            let down = async {
-                let (n, err) = zero_copy::splice_half(&backend, &client, down_pipe).await;
-                let _ = down_done.send((n, err.is_none()));
-                (n, err)
-            };
-            return join_directions(up, down).await;
-        }
-        tracing::debug!("no pipe for splice; copying through a buffer");
-    }
     let (client_rd, client_wr) = client.into_split();
     let (backend_rd, backend_wr) = backend.into_split();
-    let up = copy_half(client_rd, backend_wr);
+    let up = copy_half(client_rd, backend_wr, buffer_max);
     let down = async move {
-        let (n, err) = copy_half(backend_rd, client_wr).await;
+        let (n, err) = copy_half(backend_rd, client_wr, buffer_max).await;
         let _ = down_done.send((n, err.is_none()));
         (n, err)
     };
@@ -139,91 +126,6 @@ where
     out
 }
 
-#[cfg(target_os = "linux")]
-mod zero_copy {
-    //! splice(2) from a socket into a pipe and from the pipe into the other
-    //! socket, driven by tokio's readiness (no user-space copy).
-
-    use std::io;
-    use std::net::Shutdown;
-    use std::os::fd::OwnedFd;
-
-    use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
-    use tokio::io::Interest;
-    use tokio::net::TcpStream;
-
-    /// Pipe capacity asked for; the kernel may grant less (pipe-max-size).
-    const PIPE_SIZE: i32 = 1024 * 1024;
-
-    /// A non-blocking pipe that holds the bytes in flight for one direction.
-    pub struct Pipe {
-        rd: OwnedFd,
-        wr: OwnedFd,
-        size: usize,
-    }
-
-    impl Pipe {
-        pub fn new() -> io::Result<Pipe> {
-            let (rd, wr) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-            let size = fcntl(&wr, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
-                .or_else(|_| fcntl(&wr, FcntlArg::F_GETPIPE_SZ))
-                .map_or(64 * 1024, |n| n.max(4096) as usize);
-            Ok(Pipe { rd, wr, size })
-        }
-    }
-
-    const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
-
-    /// Moves `from` to `to` until EOF, then shuts `to` down for writing.
-    /// The pipe is empty whenever the socket is read, so a splice into it
-    /// only waits for the socket.
-    pub async fn splice_half(
-        from: &TcpStream,
-        to: &TcpStream,
-        pipe: Pipe,
-    ) -> (u64, Option<io::Error>) {
-        let mut total = 0u64;
-        loop {
-            let n = loop {
-                if let Err(e) = from.readable().await {
-                    return (total, Some(e));
-                }
-                match from.try_io(Interest::READABLE, || {
-                    splice(from, None, &pipe.wr, None, pipe.size, FLAGS).map_err(io::Error::from)
-                }) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return (total, Some(e)),
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            let mut left = n;
-            while left > 0 {
-                if let Err(e) = to.writable().await {
-                    return (total, Some(e));
-                }
-                match to.try_io(Interest::WRITABLE, || {
-                    splice(&pipe.rd, None, to, None, left, FLAGS).map_err(io::Error::from)
-                }) {
-                    Ok(m) => {
-                        left -= m;
-                        total += m as u64;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return (total, Some(e)),
-                }
-            }
-        }
-        match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
-            Ok(()) => (total, None),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => (total, None),
-            Err(e) => (total, Some(e)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,16 +143,16 @@ mod tests {
         upload_and_trailer().await;
     }
 
-    /// The same with the copy loop (the splice path is the default on Linux).
+    /// A buffer that grows to 16 MiB, and one capped below its start size.
     #[tokio::test]
-    async fn copy_loop_keeps_order_and_half_close() {
+    async fn growing_and_capped_buffers_keep_order_and_half_close() {
         let (mut client, proxy_client) = pair().await;
         let (proxy_backend, mut server) = pair().await;
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
         let (c_rd, c_wr) = proxy_client.into_split();
         let (b_rd, b_wr) = proxy_backend.into_split();
-        let up = tokio::spawn(copy_half(c_rd, b_wr));
-        let down = tokio::spawn(copy_half(b_rd, c_wr));
+        let up = tokio::spawn(copy_half(c_rd, b_wr, 16 * 1024 * 1024));
+        let down = tokio::spawn(copy_half(b_rd, c_wr, 4096));
         client.write_all(&data).await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -267,7 +169,7 @@ mod tests {
         let (mut client, proxy_client) = pair().await;
         let (proxy_backend, mut server) = pair().await;
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(relay(proxy_client, proxy_backend, tx));
+        let task = tokio::spawn(relay(proxy_client, proxy_backend, DEFAULT_BUFFER_MAX, tx));
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {

@@ -532,6 +532,7 @@ impl Session {
             backend,
             events: self.events_tx.clone(),
             cancel: cancel.clone(),
+            buffer_max: self.cfg.relay_buffer_max,
         };
         match leg {
             ClientLeg::Passive(kind) => {

@@ -122,6 +122,7 @@ fn cli_check_full_file_shows_every_value() {
         "backend_connect_timeout = \"3s\"",
         "backend_reply_timeout = \"15s\"",
         "max_line_length = 2048",
+        "relay_buffer_max = 1048576",
         "tcp_keepalive = \"30s\"",
         "log_format = \"json\"",
         "log_level = \"info,ftpgate=debug\"",
