@@ -127,8 +127,16 @@ pick_port() {
 VPORT=$(pick_port)
 GPORT=$(pick_port)
 while [[ "$GPORT" == "$VPORT" ]]; do GPORT=$(pick_port); done
-PASV_FIRST=$(( 40000 + RANDOM % 20000 ))
-PASV_LAST=$(( PASV_FIRST + 99 ))
+# The passive range stays below Linux's ephemeral range (32768-60999), where
+# vsftpd's own passive ports and outgoing connections live, and every port of
+# it must be free (ftpgate binds them all at start).
+range_free() { local p; for p in $(seq "$1" "$2"); do port_in_use "$p" && return 1; done; return 0; }
+for _ in $(seq 50); do
+    PASV_FIRST=$(( 10000 + RANDOM % 20000 ))
+    PASV_LAST=$(( PASV_FIRST + 99 ))
+    range_free "$PASV_FIRST" "$PASV_LAST" && break
+done
+range_free "$PASV_FIRST" "$PASV_LAST" || die "no free 100-port passive range found"
 
 # --- vsftpd ------------------------------------------------------------------------
 cat >"$WORK/vsftpd.conf" <<EOF

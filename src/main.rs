@@ -52,11 +52,25 @@ fn main() -> ExitCode {
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("ftpgate: {e:#}");
+            let message = describe(&e);
+            tracing::error!("{message}");
+            eprintln!("ftpgate: {message}");
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, each once (our errors already name their cause).
+fn describe(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
