@@ -13,9 +13,9 @@
 #   CARGO_TARGET_DIR  if set, fuzz builds go to $CARGO_TARGET_DIR/fuzz
 #                     (default: fuzz/target)
 #
-# Installs what it needs, idempotently: cargo-fuzz (cargo install), and a
-# nightly toolchain if rustup can fetch one. Without nightly it falls back to
-# the stable toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags).
+# Installs what it needs, idempotently: cargo-fuzz (cargo install). Uses a
+# nightly toolchain if one is installed, else the stable toolchain with
+# RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags).
 #
 # Seeds come from fuzz/corpus/<target>/ (committed, read-only here); inputs the
 # fuzzer finds go to fuzz/work/corpus/<target>/ (git-ignored) and are reused by
@@ -43,9 +43,13 @@ fi
 log "$(cargo fuzz --version)"
 
 TOOLCHAIN=()
+# A nightly toolchain is used only if already installed (or FUZZ_INSTALL_NIGHTLY=1):
+# CI machines can fetch no other toolchain, and stable with RUSTC_BOOTSTRAP=1
+# builds the targets the same way.
 if command -v rustup >/dev/null && rustup toolchain list | grep -q '^nightly'; then
     TOOLCHAIN=(+nightly)
-elif command -v rustup >/dev/null && timeout 600 rustup toolchain install nightly --profile minimal >&2; then
+elif [[ "${FUZZ_INSTALL_NIGHTLY:-0}" == 1 ]] && command -v rustup >/dev/null \
+    && timeout 600 rustup toolchain install nightly --profile minimal >&2; then
     TOOLCHAIN=(+nightly)
 else
     log "no nightly toolchain: using stable with RUSTC_BOOTSTRAP=1"
