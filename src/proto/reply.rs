@@ -14,8 +14,6 @@ use super::line::{Frame, LineFramer};
 pub enum ReplyCode {
     /// 200
     CommandOk,
-    /// 211
-    SystemStatus,
     /// 227
     EnteringPassiveMode,
     /// 229
@@ -24,8 +22,6 @@ pub enum ReplyCode {
     ServiceNotAvailable,
     /// 425
     CantOpenDataConnection,
-    /// 426
-    TransferAborted,
     /// 500
     SyntaxError,
     /// 501
@@ -38,8 +34,6 @@ pub enum ReplyCode {
     NotImplementedForParameter,
     /// 522
     UnsupportedNetworkProtocol,
-    /// 530
-    NotLoggedIn,
 }
 
 impl ReplyCode {
@@ -47,19 +41,16 @@ impl ReplyCode {
     pub fn number(self) -> u16 {
         match self {
             ReplyCode::CommandOk => 200,
-            ReplyCode::SystemStatus => 211,
             ReplyCode::EnteringPassiveMode => 227,
             ReplyCode::EnteringExtendedPassiveMode => 229,
             ReplyCode::ServiceNotAvailable => 421,
             ReplyCode::CantOpenDataConnection => 425,
-            ReplyCode::TransferAborted => 426,
             ReplyCode::SyntaxError => 500,
             ReplyCode::SyntaxErrorInArguments => 501,
             ReplyCode::NotImplemented => 502,
             ReplyCode::BadSequence => 503,
             ReplyCode::NotImplementedForParameter => 504,
             ReplyCode::UnsupportedNetworkProtocol => 522,
-            ReplyCode::NotLoggedIn => 530,
         }
     }
 }
@@ -195,11 +186,6 @@ impl ReplyAssembler {
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
         self.framer.push(data)
-    }
-
-    /// Whether part of a reply has been received but not returned yet.
-    pub fn has_partial(&self) -> bool {
-        self.open.is_some() || self.framer.buffered() > 0
     }
 
     /// Continuation lines dropped from the last reply because it was too long.
