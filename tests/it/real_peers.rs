@@ -796,3 +796,53 @@ print(ftp.voidresp())
         "{s}"
     );
 }
+
+// === TCP keepalive on both control legs ===
+
+/// Established sockets matching an `ss` filter, with their timers (`-o`).
+/// `ss` shows one timer per socket: while bytes are unacknowledged it is the
+/// retransmit timer, so poll briefly until the keepalive timer shows.
+fn ss(filter: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..20 {
+        let out = std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established", filter])
+            .output()
+            .expect("run ss (iproute2)");
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("keepalive") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    text
+}
+
+#[test]
+fn real_keepalive_on_both_control_legs() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "keepalive") {
+        return;
+    }
+    let srv = server(ServerKind::Vsftpd);
+    let gw = gateway_for(&srv, "tcp_keepalive = \"45s\"");
+    let mut ftp = suppaftp::FtpStream::connect(gw.addr).unwrap();
+    ftp.login(srv.user.as_str(), srv.pass.as_str()).unwrap();
+    // The gateway's end of the client leg: local port = the gateway's port.
+    let client_leg = ss(&format!("( sport = :{} )", gw.port()));
+    assert!(
+        client_leg.contains("keepalive"),
+        "client leg has no keepalive timer: {client_leg}"
+    );
+    // The gateway's end of the backend leg: the only connection to the server's port
+    // from a port that is not the server's own.
+    let backend_leg: String = ss(&format!("( dport = :{} )", srv.port()))
+        .lines()
+        .filter(|l| l.contains("keepalive"))
+        .collect();
+    assert!(
+        !backend_leg.is_empty(),
+        "backend leg has no keepalive timer: {}",
+        ss(&format!("( dport = :{} )", srv.port()))
+    );
+    ftp.quit().unwrap();
+}
