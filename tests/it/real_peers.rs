@@ -92,6 +92,26 @@ fn assert_rewritten(log: &str, gw: &Gateway, what: &str) {
     );
 }
 
+/// One test per server kind for a suite function, named as given.
+macro_rules! on_every_server {
+    ($suite:ident: $vsftpd:ident, $proftpd:ident, $pureftpd:ident) => {
+        #[test]
+        fn $vsftpd() {
+            $suite(ServerKind::Vsftpd);
+        }
+
+        #[test]
+        fn $proftpd() {
+            $suite(ServerKind::Proftpd);
+        }
+
+        #[test]
+        fn $pureftpd() {
+            $suite(ServerKind::PureFtpd);
+        }
+    };
+}
+
 // === curl: every server, every mode ===
 
 fn curl_matrix(kind: ServerKind) {
@@ -152,20 +172,7 @@ fn curl_matrix(kind: ServerKind) {
     }
 }
 
-#[test]
-fn real_vsftpd_curl_all_modes() {
-    curl_matrix(ServerKind::Vsftpd);
-}
-
-#[test]
-fn real_proftpd_curl_all_modes() {
-    curl_matrix(ServerKind::Proftpd);
-}
-
-#[test]
-fn real_pureftpd_curl_all_modes() {
-    curl_matrix(ServerKind::PureFtpd);
-}
+on_every_server!(curl_matrix: real_vsftpd_curl_all_modes, real_proftpd_curl_all_modes, real_pureftpd_curl_all_modes);
 
 // === lftp ===
 
@@ -212,20 +219,7 @@ fn lftp_suite(kind: ServerKind) {
     }
 }
 
-#[test]
-fn real_vsftpd_lftp() {
-    lftp_suite(ServerKind::Vsftpd);
-}
-
-#[test]
-fn real_proftpd_lftp() {
-    lftp_suite(ServerKind::Proftpd);
-}
-
-#[test]
-fn real_pureftpd_lftp() {
-    lftp_suite(ServerKind::PureFtpd);
-}
+on_every_server!(lftp_suite: real_vsftpd_lftp, real_proftpd_lftp, real_pureftpd_lftp);
 
 // === Python ftplib: strict about the 227 address; REST, ABOR, STOU, FEAT ===
 
@@ -313,20 +307,7 @@ fn ftplib_suite(kind: ServerKind) {
     }
 }
 
-#[test]
-fn real_vsftpd_ftplib() {
-    ftplib_suite(ServerKind::Vsftpd);
-}
-
-#[test]
-fn real_proftpd_ftplib() {
-    ftplib_suite(ServerKind::Proftpd);
-}
-
-#[test]
-fn real_pureftpd_ftplib() {
-    ftplib_suite(ServerKind::PureFtpd);
-}
+on_every_server!(ftplib_suite: real_vsftpd_ftplib, real_proftpd_ftplib, real_pureftpd_ftplib);
 
 // === the classic command-line client (tnftp) ===
 
@@ -360,20 +341,7 @@ fn classic_suite(kind: ServerKind) {
     }
 }
 
-#[test]
-fn real_vsftpd_classic_ftp() {
-    classic_suite(ServerKind::Vsftpd);
-}
-
-#[test]
-fn real_proftpd_classic_ftp() {
-    classic_suite(ServerKind::Proftpd);
-}
-
-#[test]
-fn real_pureftpd_classic_ftp() {
-    classic_suite(ServerKind::PureFtpd);
-}
+on_every_server!(classic_suite: real_vsftpd_classic_ftp, real_proftpd_classic_ftp, real_pureftpd_classic_ftp);
 
 // === suppaftp, the Rust client ===
 
@@ -429,20 +397,7 @@ fn suppaftp_suite(kind: ServerKind) {
     }
 }
 
-#[test]
-fn real_vsftpd_suppaftp() {
-    suppaftp_suite(ServerKind::Vsftpd);
-}
-
-#[test]
-fn real_proftpd_suppaftp() {
-    suppaftp_suite(ServerKind::Proftpd);
-}
-
-#[test]
-fn real_pureftpd_suppaftp() {
-    suppaftp_suite(ServerKind::PureFtpd);
-}
+on_every_server!(suppaftp_suite: real_vsftpd_suppaftp, real_proftpd_suppaftp, real_pureftpd_suppaftp);
 
 // === a 1000-file directory ===
 
@@ -503,20 +458,7 @@ fn backend_active(kind: ServerKind) {
     }
 }
 
-#[test]
-fn real_vsftpd_backend_active_mode() {
-    backend_active(ServerKind::Vsftpd);
-}
-
-#[test]
-fn real_proftpd_backend_active_mode() {
-    backend_active(ServerKind::Proftpd);
-}
-
-#[test]
-fn real_pureftpd_backend_active_mode() {
-    backend_active(ServerKind::PureFtpd);
-}
+on_every_server!(backend_active: real_vsftpd_backend_active_mode, real_proftpd_backend_active_mode, real_pureftpd_backend_active_mode);
 
 // === two backends, 50 interleaved sessions, every data connection pinned ===
 
