@@ -63,7 +63,7 @@ pub struct PublicAddresses {
 }
 
 impl PublicAddresses {
-    /// Builds the table and resolves hostnames once (blocking is fine at start).
+    /// Builds the table and resolves its hostnames once.
     pub async fn new(config: &Config) -> Arc<PublicAddresses> {
         let p = Arc::new(PublicAddresses {
             default: Entry::new(&config.public_address),

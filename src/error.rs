@@ -34,6 +34,8 @@ pub enum ErrorKind {
     ActiveDisabled,
     /// PASV, PORT or EPRT after EPSV ALL (RFC 2428 section 4).
     EpsvAllInEffect,
+    /// AUTH: FTPS is not carried yet.
+    TlsUnsupported,
     /// LPSV/LPRT and other data commands ftpgate does not implement.
     NotImplemented,
     /// PASV when the advertised address for this client is not IPv4.
@@ -139,6 +141,11 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             "EPSV ALL in effect; only EPSV is allowed.",
             Continue,
         ),
+        TlsUnsupported => (
+            NotImplementedForParameter,
+            "AUTH not supported by this gateway.",
+            Continue,
+        ),
         ErrorKind::NotImplemented => (
             ReplyCode::NotImplemented,
             "Command not implemented.",
@@ -234,6 +241,11 @@ mod tests {
             (
                 Error::client(ErrorKind::ActiveDisabled),
                 502,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::TlsUnsupported),
+                504,
                 After::Continue,
             ),
             (

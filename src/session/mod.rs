@@ -166,6 +166,7 @@ pub async fn run_session(
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     debug!(session = id, client = %client_addr, backend = %backend_addr, "session started");
 
+    let commands = LineFramer::new(cfg.max_line_length);
     let mut s = Session {
         shared,
         cfg,
@@ -178,7 +179,7 @@ pub async fn run_session(
         client_wr,
         backend_rd,
         backend_wr,
-        commands: LineFramer::new(0),
+        commands,
         replies: ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_BYTES),
         order: ReplyOrder::new(),
         deferred: None,
@@ -205,7 +206,6 @@ pub async fn run_session(
         transfers: 0,
         cancel,
     };
-    s.commands = LineFramer::new(s.cfg.max_line_length);
     // The greeting is the backend's first reply, passed through.
     s.order.expect(Awaiting::Command(Verb::Other));
     let end = s.run().await;
@@ -424,14 +424,11 @@ impl Session {
                 }
                 self.forward(&cmd, Awaiting::Command(Verb::Abor)).await?;
             }
+            // FTPS is not supported yet (issue 4): refuse rather than pass
+            // a TLS handshake through that ftpgate could not follow.
             Verb::Auth => {
-                // FTPS is not supported yet (issue 4): refuse rather than pass
-                // a TLS handshake through that ftpgate could not follow.
-                self.local_reply(Reply::new(
-                    ReplyCode::NotImplementedForParameter,
-                    "AUTH not supported by this gateway.",
-                ))
-                .await?;
+                self.local_error(Error::client(ErrorKind::TlsUnsupported))
+                    .await?
             }
             Verb::User => {
                 self.user = Some(cmd.arg_str());

@@ -596,6 +596,35 @@ fn real_public_address_by_client_network() {
     assert!(s.contains(&BIG.to_string()), "{s}");
 }
 
+/// ftplib listens on 127.0.0.1, sends `PORT <named>,<its port>` by hand and
+/// RETRs small.txt; prints the PORT reply, the data connection's source
+/// port, the data and the final reply.
+fn active_retr_by_hand(t: &Target, named: &str) -> String {
+    let body = format!(
+        r#"
+ftp.voidcmd('TYPE I')
+sock = socket.create_server(('127.0.0.1', 0))
+port = sock.getsockname()[1]
+print(ftp.sendcmd('PORT {named},%d,%d' % (port >> 8, port & 255)))
+ftp.sendcmd('RETR small.txt')
+conn, peer = sock.accept()
+conn.settimeout(10)
+print('peer-port', peer[1])
+data = b''
+while True:
+    d = conn.recv(65536)
+    if not d: break
+    data += d
+conn.close()
+print('data', data)
+print(ftp.voidresp())
+"#
+    );
+    let out = clients::ftplib(t, &body);
+    assert!(out.ok, "{out:?}");
+    out.stdout_str()
+}
+
 // === active mode behind NAT: a private PORT address is replaced ===
 
 #[test]
@@ -609,26 +638,7 @@ fn real_active_mode_nat_fix() {
     // The client listens on 127.0.0.1 but names a private address (as a
     // client behind NAT would); ftpgate must connect to the control
     // connection's address instead. 10.1.2.3 is never contacted.
-    let body = r#"
-ftp.voidcmd('TYPE I')
-sock = socket.create_server(('127.0.0.1', 0))
-port = sock.getsockname()[1]
-print(ftp.sendcmd('PORT 10,1,2,3,%d,%d' % (port >> 8, port & 255)))
-ftp.sendcmd('RETR small.txt')
-conn, peer = sock.accept()
-conn.settimeout(10)
-data = b''
-while True:
-    d = conn.recv(65536)
-    if not d: break
-    data += d
-conn.close()
-print('data', data)
-print(ftp.voidresp())
-"#;
-    let out = clients::ftplib(&t, body);
-    let s = out.stdout_str();
-    assert!(out.ok, "{out:?}");
+    let s = active_retr_by_hand(&t, "10,1,2,3");
     assert!(s.contains("200 PORT"), "{s}");
     assert!(s.contains("hello through ftpgate"), "{s}");
     assert!(s.contains("226"), "{s}");
@@ -709,26 +719,7 @@ fn real_active_mode_from_source_port_20() {
     let srv = server(ServerKind::Vsftpd);
     let gw = gateway_for(&srv, "active_source_port_20 = true");
     let t = target(&srv, &gw);
-    let body = r#"
-ftp.voidcmd('TYPE I')
-sock = socket.create_server(('127.0.0.1', 0))
-port = sock.getsockname()[1]
-ftp.sendcmd('PORT 127,0,0,1,%d,%d' % (port >> 8, port & 255))
-ftp.sendcmd('RETR small.txt')
-conn, peer = sock.accept()
-print('peer-port', peer[1])
-data = b''
-while True:
-    d = conn.recv(65536)
-    if not d: break
-    data += d
-conn.close()
-print('data', data)
-print(ftp.voidresp())
-"#;
-    let out = clients::ftplib(&t, body);
-    let s = out.stdout_str();
-    assert!(out.ok, "{out:?}");
+    let s = active_retr_by_hand(&t, "127,0,0,1");
     assert!(
         s.contains("peer-port 20\n"),
         "ftpgate must connect from port 20: {s}"
