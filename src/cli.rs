@@ -108,6 +108,57 @@ pub struct Settings {
     /// Log filter, e.g. info or ftpgate=debug (RUST_LOG overrides). Key: log_level.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Admin HTTP listener for /metrics, /healthz and /readyz, IP:PORT (off when unset). Key: admin_listen.
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub admin_listen: Option<String>,
+    /// Transfer log file in xferlog format (off when unset). Key: xferlog.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub xferlog: Option<String>,
+    /// On SIGTERM/SIGINT, how long running sessions and transfers may finish. Key: shutdown_drain_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub shutdown_drain_timeout: Option<String>,
+    /// How long to wait for a backend's greeting. Key: greeting_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub greeting_timeout: Option<String>,
+    /// Most concurrent sessions in total. Key: max_sessions.
+    #[arg(long, global = true, value_name = "N")]
+    pub max_sessions: Option<i64>,
+    /// Most concurrent sessions per client address. Key: max_sessions_per_client.
+    #[arg(long, global = true, value_name = "N")]
+    pub max_sessions_per_client: Option<i64>,
+    /// Most new connections per second per client address. Key: max_connection_rate_per_client.
+    #[arg(long, global = true, value_name = "N")]
+    pub max_connection_rate_per_client: Option<i64>,
+    /// Failed logins answered at once before each further one is delayed. Key: login_failures_before_delay.
+    #[arg(long, global = true, value_name = "N")]
+    pub login_failures_before_delay: Option<i64>,
+    /// Delay of each failed-login reply past that count. Key: login_failure_delay.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub login_failure_delay: Option<String>,
+    /// Failed logins after which the session is closed (421). Key: max_login_failures.
+    #[arg(long, global = true, value_name = "N")]
+    pub max_login_failures: Option<i64>,
+    /// Check backends by FTP greeting. Key: health_check.
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub health_check: Option<bool>,
+    /// Time between health checks of a backend. Key: health_check_interval.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub health_check_interval: Option<String>,
+    /// How long one health check may take. Key: health_check_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub health_check_timeout: Option<String>,
+    /// Successful checks before a down backend is up. Key: health_check_rise.
+    #[arg(long, global = true, value_name = "N")]
+    pub health_check_rise: Option<i64>,
+    /// Failed checks before an up backend is down. Key: health_check_fall.
+    #[arg(long, global = true, value_name = "N")]
+    pub health_check_fall: Option<i64>,
+    /// After binding, switch to this user (name or uid). Key: user.
+    #[arg(long, global = true, value_name = "USER")]
+    pub user: Option<String>,
+    /// After binding, switch to this group (default: the user's group). Key: group.
+    #[arg(long, global = true, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 impl Settings {
@@ -172,6 +223,32 @@ impl Settings {
             tcp_keepalive: opt("--tcp-keepalive", &self.tcp_keepalive),
             log_format: opt("--log-format", &self.log_format),
             log_level: opt("--log-level", &self.log_level),
+            admin_listen: opt("--admin-listen", &self.admin_listen),
+            xferlog: opt("--xferlog", &self.xferlog),
+            shutdown_drain_timeout: opt("--shutdown-drain-timeout", &self.shutdown_drain_timeout),
+            greeting_timeout: opt("--greeting-timeout", &self.greeting_timeout),
+            max_sessions: opt("--max-sessions", &self.max_sessions),
+            max_sessions_per_client: opt(
+                "--max-sessions-per-client",
+                &self.max_sessions_per_client,
+            ),
+            max_connection_rate_per_client: opt(
+                "--max-connection-rate-per-client",
+                &self.max_connection_rate_per_client,
+            ),
+            login_failures_before_delay: opt(
+                "--login-failures-before-delay",
+                &self.login_failures_before_delay,
+            ),
+            login_failure_delay: opt("--login-failure-delay", &self.login_failure_delay),
+            max_login_failures: opt("--max-login-failures", &self.max_login_failures),
+            health_check: opt("--health-check", &self.health_check),
+            health_check_interval: opt("--health-check-interval", &self.health_check_interval),
+            health_check_timeout: opt("--health-check-timeout", &self.health_check_timeout),
+            health_check_rise: opt("--health-check-rise", &self.health_check_rise),
+            health_check_fall: opt("--health-check-fall", &self.health_check_fall),
+            user: opt("--user", &self.user),
+            group: opt("--group", &self.group),
         }
     }
 }

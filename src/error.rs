@@ -58,6 +58,14 @@ pub enum ErrorKind {
     IdleTimeout,
     /// ftpgate is shutting down.
     Shutdown,
+    /// Every backend is down (health checks).
+    NoBackendUp,
+    /// The backend sent no greeting within `greeting_timeout`.
+    GreetingTimeout,
+    /// A connection limit was hit; the config key names it.
+    LimitReached(&'static str),
+    /// `max_login_failures` failed logins in this session.
+    TooManyLoginFailures,
     /// A broken invariant.
     Bug(String),
 }
@@ -201,6 +209,36 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             "Service closing control connection.",
             Close,
         ),
+        NoBackendUp => (
+            ServiceNotAvailable,
+            "Service not available: no server is up, try again later.",
+            Close,
+        ),
+        GreetingTimeout => (
+            ServiceNotAvailable,
+            "Service not available: server did not greet.",
+            Close,
+        ),
+        LimitReached("max_sessions") => (
+            ServiceNotAvailable,
+            "Too many users connected, try again later.",
+            Close,
+        ),
+        LimitReached("max_sessions_per_client") => (
+            ServiceNotAvailable,
+            "Too many connections from your address, try again later.",
+            Close,
+        ),
+        LimitReached(_) => (
+            ServiceNotAvailable,
+            "Connecting too fast, try again later.",
+            Close,
+        ),
+        TooManyLoginFailures => (
+            ServiceNotAvailable,
+            "Too many failed logins; closing control connection.",
+            Close,
+        ),
         Bug(_) => (
             ServiceNotAvailable,
             "Internal error; closing control connection.",
@@ -277,6 +315,27 @@ mod tests {
             (Error::internal(ErrorKind::IdleTimeout), 421, After::Close),
             (Error::internal(ErrorKind::LoginTimeout), 421, After::Close),
             (Error::internal(ErrorKind::Shutdown), 421, After::Close),
+            (Error::backend(ErrorKind::NoBackendUp), 421, After::Close),
+            (
+                Error::backend(ErrorKind::GreetingTimeout),
+                421,
+                After::Close,
+            ),
+            (
+                Error::client(ErrorKind::LimitReached("max_sessions")),
+                421,
+                After::Close,
+            ),
+            (
+                Error::client(ErrorKind::LimitReached("max_connection_rate_per_client")),
+                421,
+                After::Close,
+            ),
+            (
+                Error::client(ErrorKind::TooManyLoginFailures),
+                421,
+                After::Close,
+            ),
             (
                 Error::internal(ErrorKind::Bug("x".into())),
                 421,

@@ -14,15 +14,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod advertise;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod net;
+pub mod privileges;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod xferlog;
 
-pub use server::{run, BindError, Listeners};
+pub use server::{run, BindError, Listeners, Server};

@@ -1,5 +1,6 @@
 //! The ftpgate binary: parse flags, load the configuration, start logging,
-//! bind, and serve until SIGINT or SIGTERM.
+//! bind, switch user if asked, and serve: SIGHUP reloads the configuration,
+//! SIGTERM or SIGINT drains and stops (a second one stops at once).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -7,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use ftpgate::cli::{Cli, Cmd};
+use ftpgate::cli::{Cli, Cmd, Settings};
 use ftpgate::config::{validate, Config, LogFormat};
-use tokio_util::sync::CancellationToken;
+use tokio::signal::unix::{signal, SignalKind};
 
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -22,14 +23,6 @@ fn init_tracing(config: &Config) {
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
 }
 
@@ -49,7 +42,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&config);
-    match serve(config) {
+    match serve(config, cli.settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let message = describe(&e);
@@ -73,16 +66,54 @@ fn describe(e: &anyhow::Error) -> String {
     s
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, settings: Settings) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     rt.block_on(async move {
         let listeners = ftpgate::Listeners::bind(&config)?;
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(ftpgate::run(Arc::new(config), listeners, shutdown.clone()));
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        shutdown.cancel();
-        server.await.context("server task failed")?;
+        // Everything privileged is open now: ports and the transfer log.
+        if let Some(user) = &config.user {
+            let (uid, gid) = ftpgate::privileges::drop_to(user, config.group.as_deref())?;
+            tracing::info!(user = %user, uid, gid, "switched to an unprivileged user");
+        }
+        let server = ftpgate::Server::start(Arc::new(config), listeners).await;
+        let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => reload(&server, &settings).await,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        let drain = server.drain_timeout();
+        tracing::info!(drain_timeout = ?drain, "shutting down: no new sessions; running transfers may finish (a second signal stops at once)");
+        let stopper = Arc::clone(&server);
+        let second = tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal: closing every session now");
+            stopper.stop_now();
+        });
+        server.shutdown(drain).await;
+        second.abort();
         Ok(())
     })
+}
+
+/// SIGHUP: read the file (and flags) again; apply it, or keep the running
+/// configuration if it is invalid.
+async fn reload(server: &ftpgate::Server, settings: &Settings) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    match settings.raw_config().and_then(|raw| validate(&raw)) {
+        Ok(config) => {
+            server.reload(config).await;
+        }
+        Err(e) => {
+            server.reload_failed();
+            tracing::error!("reload rejected, keeping the running configuration: {e}");
+        }
+    }
 }

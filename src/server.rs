@@ -1,29 +1,38 @@
-//! Listeners, the accept loops, and the cancellation tree.
+//! Listeners, the accept loops, reload, drain, and the cancellation tree.
 //!
-//! [`Listeners::bind`] binds every control listener and the whole passive
-//! range at start, so a taken port is a startup error naming it rather than a
-//! surprise under load. [`run`] takes bound listeners and a cancellation
-//! token; sessions get child tokens and register with a task tracker, so
-//! shutdown cancels top-down and waits bottom-up.
+//! [`Listeners::bind`] binds every control listener, the whole passive range
+//! and the admin listener at start, so a taken port is a startup error naming
+//! it rather than a surprise under load. [`Server::start`] serves on bound
+//! listeners. What a reload may change (backends, limits, timeouts, public
+//! addresses) lives in [`Live`], swapped whole; each session keeps the
+//! snapshot it started with, so a reload never disturbs a running session.
+//! Sessions get child tokens of one shutdown token and register with a task
+//! tracker, so shutdown cancels top-down and waits bottom-up.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::advertise::PublicAddresses;
-use crate::backend::Backends;
+use crate::backend::{health, Backends, Health, Member};
 use crate::config::Config;
 use crate::data::port_pool::PortPool;
 use crate::data::PassivePool;
+use crate::error::{reply_for, Error, ErrorKind};
+use crate::limits::{Admission, Limits};
+use crate::metrics::Metrics;
 use crate::net::canonical_ip;
-use crate::session::{run_session, Shared};
+use crate::session::run_session;
+use crate::xferlog::XferLog;
 
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +55,22 @@ pub enum BindError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The admin listener.
+    #[error("cannot listen on {addr} (setting `admin_listen`): {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The transfer log cannot be opened.
+    #[error("cannot open the transfer log {path} (setting `xferlog`): {source}")]
+    Xferlog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Every listener ftpgate needs, bound.
@@ -55,6 +80,10 @@ pub struct Listeners {
     pub control: Vec<TcpListener>,
     /// One listener per passive port.
     pub passive: Vec<(u16, TcpListener)>,
+    /// The admin HTTP listener, if configured.
+    pub admin: Option<TcpListener>,
+    /// The transfer log, opened (before any privileges are dropped).
+    pub xferlog: Option<XferLog>,
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -88,7 +117,23 @@ impl Listeners {
                     .map_err(|source| BindError::Passive { ip, port, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Listeners { control, passive })
+        let admin = config
+            .admin_listen
+            .map(|addr| bind_one(addr).map_err(|source| BindError::Admin { addr, source }))
+            .transpose()?;
+        let xferlog = match &config.xferlog {
+            Some(path) => Some(XferLog::open(path).map_err(|source| BindError::Xferlog {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Listeners {
+            control,
+            passive,
+            admin,
+            xferlog,
+        })
     }
 
     /// The bound control addresses (useful when binding port 0).
@@ -98,70 +143,493 @@ impl Listeners {
             .filter_map(|l| l.local_addr().ok())
             .collect()
     }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// What a reload replaces: the configuration and what is built from it.
+#[derive(Debug)]
+pub struct Live {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Backends in rotation, with their health.
+    pub backends: Arc<Backends>,
+    /// Advertised addresses.
+    pub public: Arc<PublicAddresses>,
+}
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    live: RwLock<Arc<Live>>,
+    /// Pending passive data connections.
+    pub pool: Arc<PassivePool>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Session counters behind the connection limits.
+    pub admission: Arc<Admission>,
+    /// The transfer log, if configured.
+    pub xferlog: Option<XferLog>,
+    /// Cancelled when a graceful shutdown starts: idle sessions close.
+    pub draining: CancellationToken,
+}
+
+impl Shared {
+    /// The current configuration and what hangs off it.
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Ready for new clients: not draining, and a backend is up.
+    pub fn ready(&self) -> bool {
+        !self.draining.is_cancelled() && self.live().backends.any_up()
+    }
+}
+
+/// Settings a reload cannot change (they are bound or opened at start).
+const RESTART_ONLY: &[&str] = &[
+    "listen",
+    "passive_ports",
+    "passive_bind_address",
+    "allow_foreign_data_address",
+    "admin_listen",
+    "xferlog",
+    "user",
+    "group",
+    "log_format",
+    "log_level",
+];
+
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let changed = [
+        old.listen != new.listen,
+        old.passive_ports != new.passive_ports,
+        old.passive_bind_address != new.passive_bind_address,
+        old.allow_foreign_data_address != new.allow_foreign_data_address,
+        old.admin_listen != new.admin_listen,
+        old.xferlog != new.xferlog,
+        old.user != new.user,
+        old.group != new.group,
+        old.log_format != new.log_format,
+        old.log_level != new.log_level,
+    ];
+    RESTART_ONLY
+        .iter()
+        .zip(changed)
+        .filter_map(|(k, c)| c.then_some(*k))
+        .collect()
+}
+
+/// Keeps the running values of the settings a reload cannot change.
+fn keep_restart_only(old: &Config, mut new: Config) -> Config {
+    new.listen = old.listen.clone();
+    new.passive_ports = old.passive_ports;
+    new.passive_bind_address = old.passive_bind_address;
+    new.allow_foreign_data_address = old.allow_foreign_data_address;
+    new.admin_listen = old.admin_listen;
+    new.xferlog = old.xferlog.clone();
+    new.user = old.user.clone();
+    new.group = old.group.clone();
+    new.log_format = old.log_format;
+    new.log_level = old.log_level.clone();
+    new
+}
+
+/// What a reload did.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Settings that changed but need a restart (their old values stay).
+    pub restart_needed: Vec<&'static str>,
+    /// Backends added and removed.
+    pub added: Vec<String>,
+    /// Backends removed (their running sessions continue).
+    pub removed: Vec<String>,
+}
+
+type HealthKey = (SocketAddr, String);
+
+/// A running ftpgate.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    tasks: TaskTracker,
+    /// Stops the control accept loops.
+    stop_accepting: CancellationToken,
+    /// Ends everything: sessions get a 421, background tasks stop.
+    shutdown: CancellationToken,
+    /// Health-check tasks by backend, each with its own token.
+    checkers: Mutex<HashMap<HealthKey, (Arc<Health>, CancellationToken)>>,
+    /// Stops the current public-address refresh loop.
+    refresh: Mutex<CancellationToken>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Starts serving on `listeners`. Must run inside a tokio runtime.
+    pub async fn start(config: Arc<Config>, listeners: Listeners) -> Arc<Server> {
+        let admin_addr = listeners.admin_addr();
+        let Listeners {
+            control,
+            passive,
+            admin,
+            xferlog,
+        } = listeners;
+        let (first, last) = config.passive_ports;
+        let pool: Arc<PassivePool> = PortPool::new(first, last, config.allow_foreign_data_address);
+        let metrics = Arc::new(Metrics::new());
+        let public = PublicAddresses::new(&config).await;
+        let shutdown = CancellationToken::new();
+        let server = Arc::new(Server {
+            shared: Arc::new(Shared {
+                // Replaced below once the health checkers exist.
+                live: RwLock::new(Arc::new(Live {
+                    config: Arc::clone(&config),
+                    backends: Arc::new(Backends::new(Vec::new())),
+                    public: Arc::clone(&public),
+                })),
+                pool: Arc::clone(&pool),
+                metrics: Arc::clone(&metrics),
+                admission: Admission::new(),
+                xferlog,
+                draining: CancellationToken::new(),
+            }),
+            sessions: TaskTracker::new(),
+            tasks: TaskTracker::new(),
+            stop_accepting: shutdown.child_token(),
+            refresh: Mutex::new(shutdown.child_token()),
+            shutdown,
+            checkers: Mutex::new(HashMap::new()),
+            admin_addr,
+        });
+        let members = server.sync_health(&config, None);
+        *server
+            .shared
+            .live
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            config: Arc::clone(&config),
+            backends: Arc::new(Backends::new(members)),
+            public: Arc::clone(&public),
+        });
+        server.tasks.spawn(
+            public.refresh_loop(
+                config.public_address_refresh,
+                server
+                    .refresh
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+        );
+        for (port, l) in passive {
+            server.tasks.spawn(accept_data(
+                port,
+                l,
+                Arc::clone(&pool),
+                Arc::clone(&metrics),
+                server.shutdown.clone(),
+            ));
+        }
+        if let Some(l) = admin {
+            server.tasks.spawn(crate::admin::serve(
+                l,
+                Arc::clone(&server.shared),
+                server.shutdown.clone(),
+            ));
+        }
+        let ids = Arc::new(AtomicU64::new(1));
+        info!(
+            listen = ?control.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
+            backends = ?config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+            public_address = %config.public_address,
+            passive_ports = %format!("{first}-{last}"),
+            admin = ?admin_addr,
+            "ftpgate listening"
+        );
+        for l in control {
+            server.tasks.spawn(accept_control(
+                l,
+                Arc::clone(&server.shared),
+                server.sessions.clone(),
+                server.stop_accepting.clone(),
+                server.shutdown.clone(),
+                Arc::clone(&ids),
+            ));
+        }
+        server
+    }
+
+    /// The shared state (metrics, readiness).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Members for `config`'s backends, reusing the health (and checker) of
+    /// a backend that stays, starting checkers for new ones and stopping
+    /// those of removed ones.
+    fn sync_health(&self, config: &Config, old: Option<&Config>) -> Vec<Member> {
+        let same_checks = old.is_some_and(|o| {
+            (
+                o.health_check,
+                o.health_check_interval,
+                o.health_check_timeout,
+                o.health_check_rise,
+                o.health_check_fall,
+            ) == (
+                config.health_check,
+                config.health_check_interval,
+                config.health_check_timeout,
+                config.health_check_rise,
+                config.health_check_fall,
+            )
+        });
+        let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut old_checkers = std::mem::take(&mut *checkers);
+        let mut members = Vec::new();
+        for spec in &config.backends {
+            let key = (spec.addr, spec.name.clone());
+            if let Some((h, _)) = checkers.get(&key) {
+                // Listed twice: same member twice (a crude weight).
+                members.push(Member {
+                    spec: spec.clone(),
+                    health: Arc::clone(h),
+                });
+                continue;
+            }
+            let kept = old_checkers.remove(&key).filter(|_| same_checks);
+            let (health, token) = match kept {
+                Some(entry) => entry,
+                None => {
+                    let h = Arc::new(Health::new(
+                        config.health_check_rise,
+                        config.health_check_fall,
+                    ));
+                    let token = self.shutdown.child_token();
+                    if config.health_check {
+                        self.tasks.spawn(health::check_loop(
+                            spec.clone(),
+                            Arc::clone(&h),
+                            config.health_check_interval,
+                            config.health_check_timeout,
+                            Arc::clone(&self.shared.metrics),
+                            token.clone(),
+                        ));
+                    }
+                    (h, token)
+                }
+            };
+            members.push(Member {
+                spec: spec.clone(),
+                health: Arc::clone(&health),
+            });
+            checkers.insert(key, (health, token));
+        }
+        for ((_, name), (_, token)) in old_checkers {
+            token.cancel();
+            if !checkers.keys().any(|(_, n)| *n == name) {
+                let _ = self.shared.metrics.backend_up.remove_label_values(&[&name]);
+            }
+        }
+        members
+    }
+
+    /// Applies a new configuration. Running sessions keep the one they
+    /// started with; new sessions get this one. Settings that are bound at
+    /// start keep their running values and are reported.
+    pub async fn reload(&self, new: Config) -> ReloadReport {
+        let old = self.shared.live();
+        let restart_needed = restart_only_changes(&old.config, &new);
+        for key in &restart_needed {
+            warn!(
+                setting = key,
+                "reload: this setting changed but needs a restart; keeping the running value"
+            );
+        }
+        let new = Arc::new(keep_restart_only(&old.config, new));
+        let members = self.sync_health(&new, Some(&old.config));
+        let public = PublicAddresses::new(&new).await;
+        {
+            let mut refresh = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+            refresh.cancel();
+            *refresh = self.shutdown.child_token();
+            self.tasks.spawn(
+                Arc::clone(&public).refresh_loop(new.public_address_refresh, refresh.clone()),
+            );
+        }
+        let names =
+            |c: &Config| -> Vec<String> { c.backends.iter().map(|b| b.name.clone()).collect() };
+        let (old_names, new_names) = (names(&old.config), names(&new));
+        let report = ReloadReport {
+            restart_needed,
+            added: new_names
+                .iter()
+                .filter(|n| !old_names.contains(n))
+                .cloned()
+                .collect(),
+            removed: old_names
+                .iter()
+                .filter(|n| !new_names.contains(n))
+                .cloned()
+                .collect(),
+        };
+        *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            config: new,
+            backends: Arc::new(Backends::new(members)),
+            public,
+        });
+        if let Some(x) = &self.shared.xferlog {
+            // Reopen for logrotate.
+            if let Err(e) = x.reopen() {
+                error!(path = %x.path().display(), error = %e, "cannot reopen the transfer log; writing to the old file");
+            }
+        }
+        self.shared
+            .metrics
+            .reloads_total
+            .with_label_values(&["success"])
+            .inc();
+        info!(
+            added = ?report.added,
+            removed = ?report.removed,
+            "configuration reloaded; running sessions keep their settings"
+        );
+        report
+    }
+
+    /// Counts a reload rejected before it reached [`Server::reload`].
+    pub fn reload_failed(&self) {
+        self.shared
+            .metrics
+            .reloads_total
+            .with_label_values(&["failure"])
+            .inc();
+    }
+
+    /// Ends every session now (421), e.g. on a second SIGTERM while draining.
+    pub fn stop_now(&self) {
+        self.stop_accepting.cancel();
+        self.shared.draining.cancel();
+        self.shutdown.cancel();
+    }
+
+    /// The drain timeout of the configuration in force.
+    pub fn drain_timeout(&self) -> Duration {
+        self.shared.live().config.shutdown_drain_timeout
+    }
+
+    /// Graceful shutdown: stops accepting, lets sessions finish their
+    /// transfers for up to `drain`, closing each as soon as it is idle, then
+    /// closes the rest with a 421 and stops.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.stop_accepting.cancel();
+        self.shared.draining.cancel();
+        self.sessions.close();
+        let open = self.shared.admission.sessions();
+        if open > 0 {
+            info!(sessions = open, drain_timeout = ?drain, "draining: open sessions may finish their transfers");
+        }
+        if tokio::time::timeout(drain, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = self.shared.admission.sessions(),
+                "drain timeout reached; closing the remaining sessions with 421"
+            );
+        }
+        self.shutdown.cancel();
+        self.sessions.wait().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        info!("ftpgate stopped");
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then closes every session (421) and
-/// waits for their tasks.
+/// waits for their tasks. (The binary uses [`Server`] for reload and drain.)
 pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: CancellationToken) {
-    let public = PublicAddresses::new(&config).await;
-    let (first, last) = config.passive_ports;
-    let pool: Arc<PassivePool> = PortPool::new(first, last, config.allow_foreign_data_address);
-    let shared = Arc::new(Shared {
-        config: Arc::clone(&config),
-        pool: Arc::clone(&pool),
-        backends: Arc::new(Backends::new(config.backends.clone())),
-        public: Arc::clone(&public),
-    });
-    let tracker = TaskTracker::new();
-    tracker
-        .spawn(Arc::clone(&public).refresh_loop(config.public_address_refresh, shutdown.clone()));
-    for (port, l) in listeners.passive {
-        tracker.spawn(accept_data(port, l, Arc::clone(&pool), shutdown.clone()));
-    }
-    let ids = Arc::new(AtomicU64::new(1));
-    info!(
-        listen = ?listeners.control.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
-        backends = ?config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
-        public_address = %config.public_address,
-        passive_ports = %format!("{first}-{last}"),
-        "ftpgate listening"
-    );
-    for l in listeners.control {
-        tracker.spawn(accept_control(
-            l,
-            Arc::clone(&shared),
-            tracker.clone(),
-            shutdown.clone(),
-            Arc::clone(&ids),
-        ));
-    }
+    let server = Server::start(config, listeners).await;
     shutdown.cancelled().await;
-    tracker.close();
-    tracker.wait().await;
-    info!("ftpgate stopped");
+    server.shutdown(Duration::ZERO).await;
+}
+
+/// Writes a 421 for `e` to a connection refused before its session started.
+async fn refuse(mut stream: TcpStream, e: Error) {
+    let reply = reply_for(&e).0.to_bytes();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply)).await;
+    let _ = stream.shutdown().await;
 }
 
 async fn accept_control(
     l: TcpListener,
     shared: Arc<Shared>,
-    tracker: TaskTracker,
+    sessions: TaskTracker,
+    stop: CancellationToken,
     shutdown: CancellationToken,
     ids: Arc<AtomicU64>,
 ) {
+    let listener = l
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             a = l.accept() => a,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let live = shared.live();
+                let limits = Limits {
+                    max_sessions: live.config.max_sessions,
+                    max_sessions_per_client: live.config.max_sessions_per_client,
+                    max_rate_per_client: live.config.max_connection_rate_per_client,
+                };
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                tracker.spawn(run_session(
-                    Arc::clone(&shared),
-                    stream,
-                    id,
-                    shutdown.child_token(),
-                ));
+                match shared.admission.admit(
+                    canonical_ip(peer.ip()),
+                    limits,
+                    std::time::Instant::now(),
+                ) {
+                    Ok(admitted) => {
+                        sessions.spawn(run_session(
+                            Arc::clone(&shared),
+                            live,
+                            stream,
+                            id,
+                            listener.clone(),
+                            admitted,
+                            shutdown.child_token(),
+                        ));
+                    }
+                    Err(hit) => {
+                        shared.metrics.limit_hit(hit.key());
+                        warn!(session = id, client = %peer, limit = hit.key(), "connection refused: limit reached");
+                        shared
+                            .metrics
+                            .sessions_total
+                            .with_label_values(&[&listener, "-", "refused_limit"])
+                            .inc();
+                        sessions.spawn(refuse(
+                            stream,
+                            Error::client(ErrorKind::LimitReached(hit.key())),
+                        ));
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -178,6 +646,7 @@ async fn accept_data(
     port: u16,
     l: TcpListener,
     pool: Arc<PassivePool>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -193,7 +662,17 @@ async fn accept_data(
                     }
                 }
                 None => {
-                    warn!(port, peer = %peer, "refused data connection: no transfer pending on this port for this address")
+                    // Another client waits on this port: a foreign address.
+                    let reason = if pool.pending_on(port) {
+                        "foreign_address"
+                    } else {
+                        "no_pending_transfer"
+                    };
+                    metrics
+                        .data_refused_total
+                        .with_label_values(&[reason])
+                        .inc();
+                    warn!(port, peer = %peer, reason, "refused data connection: no transfer pending on this port for this address")
                 }
             },
             Err(e) => {

@@ -1,37 +1,65 @@
-//! Backends: the configured servers and round-robin selection among them.
+//! Backends: the configured servers, their health, and round-robin
+//! selection among the usable ones.
 //!
-//! Health checks, weights and policies come with load balancing (issue 3);
-//! this is the plain rotation the core needs.
+//! Weights, policies and pools come with load balancing (issue 3); this is
+//! the plain rotation the core needs, skipping backends that fail their
+//! health checks ([`health`]).
+
+pub mod health;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::config::BackendSpec;
 use crate::net::BackendAddr;
 
+pub use health::Health;
+
+/// One backend and its health.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// As configured.
+    pub spec: BackendSpec,
+    /// Shared with its health-check task; kept across reloads.
+    pub health: Arc<Health>,
+}
+
 /// The backend set, tried in rotation.
 #[derive(Debug)]
 pub struct Backends {
-    list: Vec<BackendSpec>,
+    members: Vec<Member>,
     next: AtomicUsize,
 }
 
 impl Backends {
-    /// A set over `list` (not empty: config validation guarantees it).
-    pub fn new(list: Vec<BackendSpec>) -> Self {
+    /// A set over `members` (not empty: config validation guarantees it).
+    pub fn new(members: Vec<Member>) -> Self {
         Backends {
-            list,
+            members,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// Every backend once, starting with the next in rotation: try them in
-    /// this order until one accepts.
-    pub fn rotation(&self) -> Vec<BackendAddr> {
-        let n = self.list.len();
+    /// Every member.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Every usable backend once (not known to be down), starting with the
+    /// next in rotation: try them in this order until one accepts.
+    pub fn rotation(&self) -> Vec<(BackendAddr, &BackendSpec)> {
+        let n = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
         (0..n)
-            .map(|i| BackendAddr(self.list[(start + i) % n].addr))
+            .map(|i| &self.members[(start + i) % n])
+            .filter(|m| m.health.usable())
+            .map(|m| (BackendAddr(m.spec.addr), &m.spec))
             .collect()
+    }
+
+    /// Whether at least one backend passes its checks (or checks are off).
+    pub fn any_up(&self) -> bool {
+        self.members.iter().any(|m| m.health.ready())
     }
 }
 
@@ -39,15 +67,32 @@ impl Backends {
 mod tests {
     use super::*;
 
+    fn member(p: u16) -> Member {
+        Member {
+            spec: BackendSpec {
+                name: format!("127.0.0.1:{p}"),
+                addr: format!("127.0.0.1:{p}").parse().unwrap(),
+            },
+            health: Arc::new(Health::new(2, 3)),
+        }
+    }
+
     #[test]
     fn rotation_starts_at_the_next_backend() {
-        let spec = |p: u16| BackendSpec {
-            name: format!("127.0.0.1:{p}"),
-            addr: format!("127.0.0.1:{p}").parse().unwrap(),
-        };
-        let b = Backends::new(vec![spec(1), spec(2), spec(3)]);
-        let firsts: Vec<u16> = (0..6).map(|_| b.rotation()[0].0.port()).collect();
+        let b = Backends::new(vec![member(1), member(2), member(3)]);
+        let firsts: Vec<u16> = (0..6).map(|_| b.rotation()[0].0 .0.port()).collect();
         assert_eq!(firsts, vec![1, 2, 3, 1, 2, 3]);
         assert_eq!(b.rotation().len(), 3);
+    }
+
+    #[test]
+    fn rotation_skips_down_backends() {
+        let b = Backends::new(vec![member(1), member(2)]);
+        b.members()[0].health.record(false);
+        let ports: Vec<u16> = (0..4).map(|_| b.rotation()[0].0 .0.port()).collect();
+        assert_eq!(ports, vec![2, 2, 2, 2]);
+        b.members()[1].health.record(false);
+        assert!(b.rotation().is_empty());
+        assert!(!b.any_up());
     }
 }

@@ -52,64 +52,92 @@ impl<T> Located<T> {
     }
 }
 
-/// The TOML file's shape (serde). Field names are the config keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileToml {
-    listen: Option<Spanned<Vec<String>>>,
-    backends: Option<Spanned<Vec<String>>>,
-    public_address: Option<Spanned<String>>,
-    public_address_for: Option<Spanned<BTreeMap<String, String>>>,
-    public_address_refresh: Option<Spanned<String>>,
-    passive_ports: Option<Spanned<String>>,
-    passive_bind_address: Option<Spanned<String>>,
-    trust_backend_pasv_address: Option<Spanned<bool>>,
-    allow_foreign_data_address: Option<Spanned<bool>>,
-    active_mode: Option<Spanned<bool>>,
-    active_nat_fix: Option<Spanned<bool>>,
-    backend_data_mode: Option<Spanned<String>>,
-    active_source_port_20: Option<Spanned<bool>>,
-    pending_data_timeout: Option<Spanned<String>>,
-    data_connect_timeout: Option<Spanned<String>>,
-    login_timeout: Option<Spanned<String>>,
-    idle_timeout: Option<Spanned<String>>,
-    backend_connect_timeout: Option<Spanned<String>>,
-    backend_reply_timeout: Option<Spanned<String>>,
-    max_line_length: Option<Spanned<i64>>,
-    relay_buffer_max: Option<Spanned<i64>>,
-    tcp_keepalive: Option<Spanned<String>>,
-    log_format: Option<Spanned<String>>,
-    log_level: Option<Spanned<String>>,
+/// Declares every simple setting once: the TOML file's shape (serde, field
+/// names are the config keys), [`RawConfig`], and the file-to-raw and overlay
+/// plumbing. `public_address_for` (a table) is written out by hand.
+macro_rules! settings {
+    ($($key:ident : $ty:ty),* $(,)?) => {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileToml {
+            public_address_for: Option<Spanned<BTreeMap<String, String>>>,
+            $($key: Option<Spanned<$ty>>,)*
+        }
+
+        /// Every setting, each optional; file values with flags laid over them.
+        #[derive(Debug, Default, Clone)]
+        #[allow(missing_docs)]
+        pub struct RawConfig {
+            pub public_address_for: Option<Located<Vec<(String, String)>>>,
+            $(pub $key: Option<Located<$ty>>,)*
+        }
+
+        impl RawConfig {
+            fn from_file(f: FileToml, loc: impl Fn(std::ops::Range<usize>) -> Origin) -> RawConfig {
+                RawConfig {
+                    public_address_for: f.public_address_for.map(|s| {
+                        let origin = loc(s.span());
+                        Located { value: s.into_inner().into_iter().collect(), origin }
+                    }),
+                    $($key: f.$key.map(|s| {
+                        let origin = loc(s.span());
+                        Located { value: s.into_inner(), origin }
+                    }),)*
+                }
+            }
+
+            /// Lays `over` (flags) on top of `self` (file): a value set in `over` wins.
+            pub fn overlay(self, over: RawConfig) -> RawConfig {
+                RawConfig {
+                    public_address_for: over.public_address_for.or(self.public_address_for),
+                    $($key: over.$key.or(self.$key),)*
+                }
+            }
+        }
+    };
 }
 
-/// Every setting, each optional; file values with flags laid over them.
-#[derive(Debug, Default, Clone)]
-#[allow(missing_docs)]
-pub struct RawConfig {
-    pub listen: Option<Located<Vec<String>>>,
-    pub backends: Option<Located<Vec<String>>>,
-    pub public_address: Option<Located<String>>,
-    pub public_address_for: Option<Located<Vec<(String, String)>>>,
-    pub public_address_refresh: Option<Located<String>>,
-    pub passive_ports: Option<Located<String>>,
-    pub passive_bind_address: Option<Located<String>>,
-    pub trust_backend_pasv_address: Option<Located<bool>>,
-    pub allow_foreign_data_address: Option<Located<bool>>,
-    pub active_mode: Option<Located<bool>>,
-    pub active_nat_fix: Option<Located<bool>>,
-    pub backend_data_mode: Option<Located<String>>,
-    pub active_source_port_20: Option<Located<bool>>,
-    pub pending_data_timeout: Option<Located<String>>,
-    pub data_connect_timeout: Option<Located<String>>,
-    pub login_timeout: Option<Located<String>>,
-    pub idle_timeout: Option<Located<String>>,
-    pub backend_connect_timeout: Option<Located<String>>,
-    pub backend_reply_timeout: Option<Located<String>>,
-    pub max_line_length: Option<Located<i64>>,
-    pub relay_buffer_max: Option<Located<i64>>,
-    pub tcp_keepalive: Option<Located<String>>,
-    pub log_format: Option<Located<String>>,
-    pub log_level: Option<Located<String>>,
+settings! {
+    listen: Vec<String>,
+    backends: Vec<String>,
+    public_address: String,
+    public_address_refresh: String,
+    passive_ports: String,
+    passive_bind_address: String,
+    trust_backend_pasv_address: bool,
+    allow_foreign_data_address: bool,
+    active_mode: bool,
+    active_nat_fix: bool,
+    backend_data_mode: String,
+    active_source_port_20: bool,
+    pending_data_timeout: String,
+    data_connect_timeout: String,
+    greeting_timeout: String,
+    login_timeout: String,
+    idle_timeout: String,
+    backend_connect_timeout: String,
+    backend_reply_timeout: String,
+    max_line_length: i64,
+    relay_buffer_max: i64,
+    tcp_keepalive: String,
+    log_format: String,
+    log_level: String,
+    admin_listen: String,
+    xferlog: String,
+    shutdown_drain_timeout: String,
+    max_sessions: i64,
+    max_sessions_per_client: i64,
+    max_connection_rate_per_client: i64,
+    login_failures_before_delay: i64,
+    login_failure_delay: String,
+    max_login_failures: i64,
+    health_check: bool,
+    health_check_interval: String,
+    health_check_timeout: String,
+    health_check_rise: i64,
+    health_check_fall: i64,
+    user: String,
+    group: String,
 }
 
 /// A file that could not be read or parsed as TOML of the right shape.
@@ -180,82 +208,5 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, FileError> {
         path: path.to_owned(),
         line: line_of(text, span.start),
     };
-    macro_rules! conv {
-        ($field:expr) => {
-            $field.map(|s| {
-                let origin = loc(s.span());
-                Located {
-                    value: s.into_inner(),
-                    origin,
-                }
-            })
-        };
-    }
-    Ok(RawConfig {
-        listen: conv!(f.listen),
-        backends: conv!(f.backends),
-        public_address: conv!(f.public_address),
-        public_address_for: f.public_address_for.map(|s| {
-            let origin = loc(s.span());
-            Located {
-                value: s.into_inner().into_iter().collect(),
-                origin,
-            }
-        }),
-        public_address_refresh: conv!(f.public_address_refresh),
-        passive_ports: conv!(f.passive_ports),
-        passive_bind_address: conv!(f.passive_bind_address),
-        trust_backend_pasv_address: conv!(f.trust_backend_pasv_address),
-        allow_foreign_data_address: conv!(f.allow_foreign_data_address),
-        active_mode: conv!(f.active_mode),
-        active_nat_fix: conv!(f.active_nat_fix),
-        backend_data_mode: conv!(f.backend_data_mode),
-        active_source_port_20: conv!(f.active_source_port_20),
-        pending_data_timeout: conv!(f.pending_data_timeout),
-        data_connect_timeout: conv!(f.data_connect_timeout),
-        login_timeout: conv!(f.login_timeout),
-        idle_timeout: conv!(f.idle_timeout),
-        backend_connect_timeout: conv!(f.backend_connect_timeout),
-        backend_reply_timeout: conv!(f.backend_reply_timeout),
-        max_line_length: conv!(f.max_line_length),
-        relay_buffer_max: conv!(f.relay_buffer_max),
-        tcp_keepalive: conv!(f.tcp_keepalive),
-        log_format: conv!(f.log_format),
-        log_level: conv!(f.log_level),
-    })
-}
-
-impl RawConfig {
-    /// Lays `over` (flags) on top of `self` (file): a value set in `over` wins.
-    pub fn overlay(self, over: RawConfig) -> RawConfig {
-        macro_rules! pick {
-            ($($f:ident),*) => { RawConfig { $($f: over.$f.or(self.$f)),* } };
-        }
-        pick!(
-            listen,
-            backends,
-            public_address,
-            public_address_for,
-            public_address_refresh,
-            passive_ports,
-            passive_bind_address,
-            trust_backend_pasv_address,
-            allow_foreign_data_address,
-            active_mode,
-            active_nat_fix,
-            backend_data_mode,
-            active_source_port_20,
-            pending_data_timeout,
-            data_connect_timeout,
-            login_timeout,
-            idle_timeout,
-            backend_connect_timeout,
-            backend_reply_timeout,
-            max_line_length,
-            relay_buffer_max,
-            tcp_keepalive,
-            log_format,
-            log_level
-        )
-    }
+    Ok(RawConfig::from_file(f, loc))
 }

@@ -8,6 +8,7 @@ pub mod file;
 pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -114,6 +115,40 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Default log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     pub log_level: String,
+    /// Admin HTTP listener (/metrics, /healthz, /readyz); off when `None`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Transfer log in xferlog format; off when `None`.
+    pub xferlog: Option<PathBuf>,
+    /// How long sessions may run on after SIGTERM/SIGINT before a 421.
+    pub shutdown_drain_timeout: Duration,
+    /// How long ftpgate waits for a backend's greeting.
+    pub greeting_timeout: Duration,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+    /// Most concurrent sessions from one client address.
+    pub max_sessions_per_client: usize,
+    /// Most new connections per second from one client address.
+    pub max_connection_rate_per_client: u32,
+    /// Failed logins answered at once; later ones wait `login_failure_delay`.
+    pub login_failures_before_delay: u32,
+    /// Delay of each failed-login reply past `login_failures_before_delay`.
+    pub login_failure_delay: Duration,
+    /// The session is closed after this many failed logins.
+    pub max_login_failures: u32,
+    /// Whether backends are health-checked.
+    pub health_check: bool,
+    /// Time between two checks of one backend.
+    pub health_check_interval: Duration,
+    /// Time one check may take.
+    pub health_check_timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub health_check_rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub health_check_fall: u32,
+    /// User to switch to after binding.
+    pub user: Option<String>,
+    /// Group to switch to after binding (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -188,11 +223,16 @@ impl Config {
         for (k, d) in [
             ("pending_data_timeout", self.pending_data_timeout),
             ("data_connect_timeout", self.data_connect_timeout),
+            ("greeting_timeout", self.greeting_timeout),
             ("login_timeout", self.login_timeout),
             ("idle_timeout", self.idle_timeout),
             ("backend_connect_timeout", self.backend_connect_timeout),
             ("backend_reply_timeout", self.backend_reply_timeout),
             ("tcp_keepalive", self.tcp_keepalive),
+            ("shutdown_drain_timeout", self.shutdown_drain_timeout),
+            ("login_failure_delay", self.login_failure_delay),
+            ("health_check_interval", self.health_check_interval),
+            ("health_check_timeout", self.health_check_timeout),
         ] {
             kv(k, format!("{:?}", fmt_duration(d)));
         }
@@ -208,6 +248,39 @@ impl Config {
             .into(),
         );
         kv("log_level", format!("{:?}", self.log_level));
+        for (k, n) in [
+            ("max_sessions", self.max_sessions as u64),
+            (
+                "max_sessions_per_client",
+                self.max_sessions_per_client as u64,
+            ),
+            (
+                "max_connection_rate_per_client",
+                self.max_connection_rate_per_client.into(),
+            ),
+            (
+                "login_failures_before_delay",
+                self.login_failures_before_delay.into(),
+            ),
+            ("max_login_failures", self.max_login_failures.into()),
+            ("health_check_rise", self.health_check_rise.into()),
+            ("health_check_fall", self.health_check_fall.into()),
+        ] {
+            kv(k, n.to_string());
+        }
+        kv("health_check", self.health_check.to_string());
+        // Optional settings: shown commented out when unset.
+        let mut opt = |k: &str, v: Option<String>| match v {
+            Some(v) => s.push_str(&format!("{k} = {v:?}\n")),
+            None => s.push_str(&format!("# {k} is not set\n")),
+        };
+        opt("admin_listen", self.admin_listen.map(|a| a.to_string()));
+        opt(
+            "xferlog",
+            self.xferlog.as_ref().map(|p| p.display().to_string()),
+        );
+        opt("user", self.user.clone());
+        opt("group", self.group.clone());
         let resolved: Vec<String> = self
             .backends
             .iter()

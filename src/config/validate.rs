@@ -84,6 +84,51 @@ fn duration(
     }
 }
 
+/// An integer setting within `min..=max`.
+fn count(
+    key: &'static str,
+    v: &Option<Located<i64>>,
+    default: u64,
+    (min, max): (u64, u64),
+) -> Result<u64, ConfigError> {
+    let Some(l) = v else { return Ok(default) };
+    match u64::try_from(l.value) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => invalid(
+            key,
+            &l.origin,
+            format!(
+                "{} is out of range: must be between {min} and {max}",
+                l.value
+            ),
+        ),
+    }
+}
+
+/// A user or group to switch to, which must exist on this machine.
+fn account(
+    key: &'static str,
+    v: &Option<Located<String>>,
+    group: bool,
+) -> Result<Option<String>, ConfigError> {
+    let Some(l) = v else { return Ok(None) };
+    let name = l.value.trim();
+    let found = if group {
+        crate::privileges::lookup_group(name).map(|g| g.is_some())
+    } else {
+        crate::privileges::lookup_user(name).map(|u| u.is_some())
+    };
+    match found {
+        Ok(true) => Ok(Some(name.to_owned())),
+        Ok(false) => invalid(
+            key,
+            &l.origin,
+            format!("no such {key} `{name}` on this machine"),
+        ),
+        Err(e) => invalid(key, &l.origin, format!("cannot look up `{name}`: {e}")),
+    }
+}
+
 fn flag(v: &Option<Located<bool>>, default: bool) -> bool {
     v.as_ref().map_or(default, |l| l.value)
 }
@@ -318,6 +363,47 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Err(e) => return invalid("log_level", &l.origin, format!("`{}`: {e}", l.value)),
         },
     };
+    let admin_listen = match &raw.admin_listen {
+        None => None,
+        Some(l) if l.value.trim().is_empty() || l.value.trim() == "off" => None,
+        Some(l) => Some(l.value.trim().parse::<SocketAddr>().or_else(|_| {
+            invalid(
+                "admin_listen",
+                &l.origin,
+                format!("`{}` is not IP:port, e.g. \"127.0.0.1:9121\"", l.value),
+            )
+        })?),
+    };
+    let xferlog = match &raw.xferlog {
+        None => None,
+        Some(l) if l.value.trim().is_empty() => {
+            return invalid("xferlog", &l.origin, "must be a file path")
+        }
+        Some(l) => Some(std::path::PathBuf::from(l.value.trim())),
+    };
+    let user = account("user", &raw.user, false)?;
+    let group = account("group", &raw.group, true)?;
+    if let (None, Some(l)) = (&user, &raw.group) {
+        return invalid(
+            "group",
+            &l.origin,
+            "set `user` as well (ftpgate switches user and group together)",
+        );
+    }
+    let active_source_port_20 = flag(&raw.active_source_port_20, false);
+    if let (Some(_), true) = (&user, active_source_port_20) {
+        let origin = raw
+            .user
+            .as_ref()
+            .map(|l| l.origin.clone())
+            .expect("user is set");
+        return invalid(
+            "user",
+            &origin,
+            "active_source_port_20 needs to bind port 20 for every transfer, which an unprivileged user cannot; \
+             drop one of them (or run unprivileged with CAP_NET_BIND_SERVICE instead of `user`)",
+        );
+    }
     Ok(Config {
         listen,
         backends,
@@ -335,7 +421,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         active_mode: flag(&raw.active_mode, true),
         active_nat_fix: flag(&raw.active_nat_fix, true),
         backend_data_mode,
-        active_source_port_20: flag(&raw.active_source_port_20, false),
+        active_source_port_20,
         pending_data_timeout: duration(
             "pending_data_timeout",
             &raw.pending_data_timeout,
@@ -363,6 +449,59 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         tcp_keepalive: duration("tcp_keepalive", &raw.tcp_keepalive, Duration::from_secs(60))?,
         log_format,
         log_level,
+        admin_listen,
+        xferlog,
+        shutdown_drain_timeout: duration(
+            "shutdown_drain_timeout",
+            &raw.shutdown_drain_timeout,
+            Duration::from_secs(30),
+        )?,
+        greeting_timeout: duration(
+            "greeting_timeout",
+            &raw.greeting_timeout,
+            Duration::from_secs(15),
+        )?,
+        max_sessions: count("max_sessions", &raw.max_sessions, 10_000, (1, 1_000_000))? as usize,
+        max_sessions_per_client: count(
+            "max_sessions_per_client",
+            &raw.max_sessions_per_client,
+            100,
+            (1, 1_000_000),
+        )? as usize,
+        max_connection_rate_per_client: count(
+            "max_connection_rate_per_client",
+            &raw.max_connection_rate_per_client,
+            100,
+            (1, 1_000_000),
+        )? as u32,
+        login_failures_before_delay: count(
+            "login_failures_before_delay",
+            &raw.login_failures_before_delay,
+            1,
+            (0, 1000),
+        )? as u32,
+        login_failure_delay: duration(
+            "login_failure_delay",
+            &raw.login_failure_delay,
+            Duration::from_secs(2),
+        )?,
+        max_login_failures: count("max_login_failures", &raw.max_login_failures, 3, (1, 1000))?
+            as u32,
+        health_check: flag(&raw.health_check, true),
+        health_check_interval: duration(
+            "health_check_interval",
+            &raw.health_check_interval,
+            Duration::from_secs(5),
+        )?,
+        health_check_timeout: duration(
+            "health_check_timeout",
+            &raw.health_check_timeout,
+            Duration::from_secs(3),
+        )?,
+        health_check_rise: count("health_check_rise", &raw.health_check_rise, 2, (1, 100))? as u32,
+        health_check_fall: count("health_check_fall", &raw.health_check_fall, 3, (1, 100))? as u32,
+        user,
+        group,
     })
 }
 

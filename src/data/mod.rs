@@ -96,6 +96,8 @@ pub struct DataTask {
     pub cancel: CancellationToken,
     /// Largest relay buffer per direction.
     pub buffer_max: usize,
+    /// Metrics counters the relay moves.
+    pub counters: relay::ByteCounters,
 }
 
 async fn accept_backend(listener: TcpListener, backend_ip: IpAddr) -> io::Result<TcpStream> {
@@ -120,6 +122,7 @@ pub fn spawn_data_task(t: DataTask) {
             events,
             cancel,
             buffer_max,
+            counters,
         } = t;
         let report = |kind| {
             let _ = events.send(DataEvent { gen, kind });
@@ -162,7 +165,7 @@ pub fn spawn_data_task(t: DataTask) {
             }
         };
         let (down_tx, down_rx) = oneshot::channel();
-        let relay = relay::relay(client, backend, buffer_max, down_tx);
+        let relay = relay::relay(client, backend, buffer_max, down_tx, counters);
         tokio::pin!(relay);
         let mut down_rx = Some(down_rx);
         loop {

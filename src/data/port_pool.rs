@@ -91,6 +91,14 @@ impl<T> PortPool<T> {
         self.routes.len()
     }
 
+    /// Whether some client has an unclaimed route on `port` (so a refused
+    /// connection there came from a foreign address).
+    pub fn pending_on(&self, port: u16) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.key().port == port && r.payload.is_some())
+    }
+
     fn key(&self, port: u16, client: IpAddr) -> RouteKey {
         RouteKey {
             port,

@@ -18,6 +18,7 @@
 use std::io;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -43,9 +44,24 @@ pub struct RelayOutcome {
     pub error: Option<io::Error>,
 }
 
+/// Live byte counters of the two directions (metrics), moved as bytes are
+/// written so a scrape during a long transfer sees it progress.
+#[derive(Debug, Clone)]
+pub struct ByteCounters {
+    /// Client to backend.
+    pub up: IntCounter,
+    /// Backend to client.
+    pub down: IntCounter,
+}
+
 /// Copies `from` to `to` until EOF, then shuts `to` down for writing. The
 /// buffer doubles each time a read fills it, up to `max`.
-async fn copy_half<R, W>(mut from: R, mut to: W, max: usize) -> (u64, Option<io::Error>)
+async fn copy_half<R, W>(
+    mut from: R,
+    mut to: W,
+    max: usize,
+    counter: IntCounter,
+) -> (u64, Option<io::Error>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -62,6 +78,7 @@ where
             return (total, Some(e));
         }
         total += n as u64;
+        counter.inc_by(n as u64);
         if n == buf.len() && buf.len() < max {
             buf.resize((buf.len() * 2).min(max), 0);
         }
@@ -82,12 +99,13 @@ pub async fn relay(
     backend: TcpStream,
     buffer_max: usize,
     down_done: oneshot::Sender<(u64, bool)>,
+    counters: ByteCounters,
 ) -> RelayOutcome {
     let (client_rd, client_wr) = client.into_split();
     let (backend_rd, backend_wr) = backend.into_split();
-    let up = copy_half(client_rd, backend_wr, buffer_max);
+    let up = copy_half(client_rd, backend_wr, buffer_max, counters.up);
     let down = async move {
-        let (n, err) = copy_half(backend_rd, client_wr, buffer_max).await;
+        let (n, err) = copy_half(backend_rd, client_wr, buffer_max, counters.down).await;
         let _ = down_done.send((n, err.is_none()));
         (n, err)
     };
@@ -151,8 +169,14 @@ mod tests {
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
         let (c_rd, c_wr) = proxy_client.into_split();
         let (b_rd, b_wr) = proxy_backend.into_split();
-        let up = tokio::spawn(copy_half(c_rd, b_wr, 16 * 1024 * 1024));
-        let down = tokio::spawn(copy_half(b_rd, c_wr, 4096));
+        let counter = IntCounter::new("t", "t").unwrap();
+        let up = tokio::spawn(copy_half(c_rd, b_wr, 16 * 1024 * 1024, counter.clone()));
+        let down = tokio::spawn(copy_half(
+            b_rd,
+            c_wr,
+            4096,
+            IntCounter::new("d", "d").unwrap(),
+        ));
         client.write_all(&data).await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -162,6 +186,7 @@ mod tests {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(up.await.unwrap().0, 1_000_000);
+        assert_eq!(counter.get(), 1_000_000, "the metric counts every byte");
         assert_eq!(down.await.unwrap().0, 0);
     }
 
@@ -169,7 +194,17 @@ mod tests {
         let (mut client, proxy_client) = pair().await;
         let (proxy_backend, mut server) = pair().await;
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(relay(proxy_client, proxy_backend, DEFAULT_BUFFER_MAX, tx));
+        let counters = ByteCounters {
+            up: IntCounter::new("u", "u").unwrap(),
+            down: IntCounter::new("d", "d").unwrap(),
+        };
+        let task = tokio::spawn(relay(
+            proxy_client,
+            proxy_backend,
+            DEFAULT_BUFFER_MAX,
+            tx,
+            counters.clone(),
+        ));
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {
@@ -188,6 +223,7 @@ mod tests {
         assert_eq!(rx.await.unwrap(), (15, true));
         let out = task.await.unwrap();
         assert_eq!((out.up, out.down), (3_000_000, 15));
+        assert_eq!((counters.up.get(), counters.down.get()), (3_000_000, 15));
         assert!(out.error.is_none());
     }
 }

@@ -61,6 +61,8 @@ pub enum Verb {
     Feat,
     /// AUTH (RFC 2228), not yet supported by ftpgate
     Auth,
+    /// TYPE A|I|... (tracked for the transfer log)
+    Type,
     /// Anything else, forwarded verbatim.
     Other,
 }
@@ -224,6 +226,7 @@ fn verb_from(v: &[u8]) -> Verb {
         b"REIN" => Verb::Rein,
         b"FEAT" => Verb::Feat,
         b"AUTH" => Verb::Auth,
+        b"TYPE" => Verb::Type,
         _ => Verb::Other,
     }
 }

@@ -30,13 +30,11 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::advertise::PublicAddresses;
-use crate::backend::Backends;
 use crate::config::{BackendDataMode, Config};
-use crate::data::{
-    spawn_data_task, BackendLeg, DataEvent, DataEventKind, DataFailure, DataTask, PassivePool,
-};
+use crate::data::relay::ByteCounters;
+use crate::data::{spawn_data_task, BackendLeg, DataEvent, DataEventKind, DataFailure, DataTask};
 use crate::error::{reply_for, After, Error, ErrorKind};
+use crate::limits::Admitted;
 use crate::net::{BackendAddr, ClientAddr, PublicAddr};
 use crate::proto::command::{parse_command, parse_epsv_arg, Command, EpsvArg, Verb};
 use crate::proto::hostport::{parse_eprt_arg, parse_port_arg, HostPortError};
@@ -47,6 +45,8 @@ use crate::proto::rewrite::{
     rewrite_feat, ClientPassive, PassiveCommand, PassiveReplyError,
 };
 use crate::proto::session::{Awaiting, Completion, ReplyOrder};
+use crate::server::{Live, Shared};
+use crate::xferlog;
 
 pub use net::{connect_from, tune_control};
 
@@ -54,19 +54,6 @@ pub use net::{connect_from, tune_control};
 const MAX_REPLY_LINE: usize = 16 * 1024;
 /// Most lines kept of one multi-line reply (STAT can list a directory).
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
-
-/// What every session shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Pending passive data connections.
-    pub pool: Arc<PassivePool>,
-    /// Backends in rotation.
-    pub backends: Arc<Backends>,
-    /// Advertised addresses.
-    pub public: Arc<PublicAddresses>,
-}
 
 /// What the client asked for with PASV/EPSV/PORT/EPRT, already validated.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +77,8 @@ struct Prepared {
     gen: u64,
     cancel: CancellationToken,
     client: PreparedClient,
+    /// The client chose PORT/EPRT.
+    active: bool,
 }
 
 /// The transfer whose data task is running.
@@ -98,7 +87,23 @@ struct Transfer {
     gen: u64,
     cancel: CancellationToken,
     verb: Bytes,
+    /// The command's argument (the file name), for the transfer log.
+    arg: String,
+    kind: TransferKind,
+    active: bool,
+    /// TYPE A was in effect.
+    ascii: bool,
     started: Instant,
+    /// The backend's final reply code, once seen.
+    reply_code: Option<u16>,
+    /// Data bytes relayed (known when the relay finished).
+    bytes: Option<u64>,
+    /// Counted in metrics and the transfer log.
+    recorded: bool,
+    /// ABOR ended it.
+    aborted: bool,
+    /// The relay ended with an I/O error.
+    relay_error: bool,
     /// The backend-to-client direction has ended (or the task failed): the
     /// final reply may go out.
     down_done: bool,
@@ -106,6 +111,32 @@ struct Transfer {
     failed: bool,
     /// Both directions ended.
     finished: bool,
+}
+
+/// What a transfer command moves, for metrics and the transfer log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransferKind {
+    Download,
+    Upload,
+    Listing,
+}
+
+impl TransferKind {
+    fn of(verb: Verb) -> TransferKind {
+        match verb {
+            Verb::Retr => TransferKind::Download,
+            Verb::Stor | Verb::Appe | Verb::Stou => TransferKind::Upload,
+            _ => TransferKind::Listing,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            TransferKind::Download => "download",
+            TransferKind::Upload => "upload",
+            TransferKind::Listing => "listing",
+        }
+    }
 }
 
 /// How a session ended, for the session log line.
@@ -119,11 +150,15 @@ enum End {
     Io(std::io::Error),
 }
 
-/// Runs one client session to its end.
+/// Runs one client session to its end. `live` is the configuration the
+/// session keeps for its whole life; `admitted` holds its limit slots.
 pub async fn run_session(
     shared: Arc<Shared>,
+    live: Arc<Live>,
     client: TcpStream,
     id: u64,
+    listener: String,
+    admitted: Admitted,
     cancel: CancellationToken,
 ) {
     let started = Instant::now();
@@ -131,14 +166,33 @@ pub async fn run_session(
         return;
     };
     let client_addr = ClientAddr::new(peer);
-    let cfg = Arc::clone(&shared.config);
+    let cfg = Arc::clone(&live.config);
     tune_control(&client, cfg.tcp_keepalive, true);
 
+    let rotation: Vec<(BackendAddr, String)> = live
+        .backends
+        .rotation()
+        .into_iter()
+        .map(|(a, spec)| (a, spec.name.clone()))
+        .collect();
+    if rotation.is_empty() {
+        let e = Error::backend(ErrorKind::NoBackendUp);
+        error!(session = id, client = %client_addr, "every backend is down; refusing client");
+        shared
+            .metrics
+            .sessions_total
+            .with_label_values(&[&listener, "-", "no_backend"])
+            .inc();
+        let mut client = client;
+        let _ = client.write_all(&reply_for(&e).0.to_bytes()).await;
+        let _ = client.shutdown().await;
+        return;
+    }
     let mut backend = None;
-    for addr in shared.backends.rotation() {
+    for (addr, name) in rotation {
         match tokio::time::timeout(cfg.backend_connect_timeout, TcpStream::connect(addr.0)).await {
             Ok(Ok(s)) => {
-                backend = Some((addr, s));
+                backend = Some((addr, name, s));
                 break;
             }
             Ok(Err(e)) => {
@@ -149,9 +203,14 @@ pub async fn run_session(
             }
         }
     }
-    let Some((backend_addr, backend)) = backend else {
+    let Some((backend_addr, backend_name, backend)) = backend else {
         let e = Error::backend(ErrorKind::BackendUnreachable);
         error!(session = id, client = %client_addr, "no backend reachable; refusing client");
+        shared
+            .metrics
+            .sessions_total
+            .with_label_values(&[&listener, "-", "no_backend"])
+            .inc();
         let mut client = client;
         let _ = client.write_all(&reply_for(&e).0.to_bytes()).await;
         let _ = client.shutdown().await;
@@ -167,9 +226,27 @@ pub async fn run_session(
     debug!(session = id, client = %client_addr, backend = %backend_addr, "session started");
 
     let commands = LineFramer::new(cfg.max_line_length);
+    shared
+        .metrics
+        .sessions_active
+        .with_label_values(&[&listener, &backend_name])
+        .inc();
+    let counters = ByteCounters {
+        up: shared.metrics.bytes_total.with_label_values(&["upload"]),
+        down: shared.metrics.bytes_total.with_label_values(&["download"]),
+    };
     let mut s = Session {
         shared,
+        live,
         cfg,
+        listener,
+        backend_name,
+        _admitted: admitted,
+        counters,
+        greeted: false,
+        login_failures: 0,
+        ascii: false,
+        drain_seen: false,
         id,
         client_addr,
         local,
@@ -214,7 +291,24 @@ pub async fn run_session(
 
 struct Session {
     shared: Arc<Shared>,
+    /// The configuration this session started with (a reload does not change it).
+    live: Arc<Live>,
     cfg: Arc<Config>,
+    /// The control listener's address (metrics label).
+    listener: String,
+    /// The backend as configured (metrics label).
+    backend_name: String,
+    /// Held for the session's life: its slots in the connection limits.
+    _admitted: Admitted,
+    counters: ByteCounters,
+    /// The backend's greeting has arrived.
+    greeted: bool,
+    /// Failed logins in this session.
+    login_failures: u32,
+    /// TYPE A is in effect (for the transfer log).
+    ascii: bool,
+    /// A graceful shutdown started: close as soon as idle.
+    drain_seen: bool,
     id: u64,
     client_addr: ClientAddr,
     /// Local address of the client control connection (for `auto` and active connects).
@@ -267,6 +361,10 @@ impl Session {
             if let Err(end) = self.process_buffered_commands().await {
                 return end;
             }
+            if self.drain_seen && self.is_idle() {
+                info!(session = self.id, client = %self.client_addr, "shutting down: closing the idle session");
+                return End::Error(Error::internal(ErrorKind::Shutdown));
+            }
             if self.deferred.is_some() && self.order.is_quiet() {
                 let (leg, _) = self.deferred.take().expect("checked above");
                 if let Err(end) = self.setup_data(leg).await {
@@ -278,6 +376,7 @@ impl Session {
             let reading_client = self.deferred.is_none();
             tokio::select! {
                 _ = self.cancel.cancelled() => return End::Error(Error::internal(ErrorKind::Shutdown)),
+                _ = self.shared.draining.cancelled(), if !self.drain_seen => self.drain_seen = true,
                 Some(ev) = self.events_rx.recv() => {
                     if let Err(end) = self.on_data_event(ev).await {
                         return end;
@@ -318,7 +417,20 @@ impl Session {
                         }
                         continue;
                     }
-                    let kind = if self.logged_in { ErrorKind::IdleTimeout } else { ErrorKind::LoginTimeout };
+                    let kind = if !self.greeted {
+                        ErrorKind::GreetingTimeout
+                    } else if self.logged_in {
+                        ErrorKind::IdleTimeout
+                    } else {
+                        ErrorKind::LoginTimeout
+                    };
+                    let limit = match kind {
+                        ErrorKind::GreetingTimeout => "greeting_timeout",
+                        ErrorKind::IdleTimeout => "idle_timeout",
+                        _ => "login_timeout",
+                    };
+                    self.shared.metrics.limit_hit(limit);
+                    warn!(session = self.id, client = %self.client_addr, limit, "session timed out");
                     return End::Error(Error::internal(kind));
                 }
             }
@@ -347,8 +459,23 @@ impl Session {
         Ok(())
     }
 
+    /// Nothing in flight: no reply owed, no data connection prepared or running.
+    fn is_idle(&self) -> bool {
+        self.order.is_quiet()
+            && self.order.held_gen().is_none()
+            && self.deferred.is_none()
+            && self.prepared.is_none()
+            && self
+                .transfer
+                .as_ref()
+                .map_or(true, |t| t.finished || t.failed)
+    }
+
     /// When the session times out if nothing happens.
     fn deadline(&self) -> Instant {
+        if !self.greeted {
+            return self.started + self.cfg.greeting_timeout;
+        }
         let busy = self.order.held_gen().is_some()
             || self
                 .transfer
@@ -400,6 +527,11 @@ impl Session {
                 Ok(None) => self.write_ready().await?,
                 Err(e) => {
                     if matches!(e.kind, ErrorKind::ActiveRefused(_)) {
+                        self.shared
+                            .metrics
+                            .data_refused_total
+                            .with_label_values(&["bounce"])
+                            .inc();
                         warn!(session = self.id, client = %self.client_addr, command = %String::from_utf8_lossy(&cmd.line), "refused PORT/EPRT target");
                     }
                     self.local_error(e).await?;
@@ -418,6 +550,7 @@ impl Session {
                     t.cancel.cancel();
                     t.down_done = true;
                     t.finished = true;
+                    t.aborted = true;
                     if self.order.held_gen() == Some(t.gen) {
                         self.release_held(false).await?;
                     }
@@ -433,6 +566,15 @@ impl Session {
             Verb::User => {
                 self.user = Some(cmd.arg_str());
                 self.forward(&cmd, Awaiting::Command(Verb::User)).await?;
+            }
+            Verb::Type => {
+                // The transfer log notes ASCII or binary; TYPE A N, A T, ... are ASCII.
+                self.ascii = cmd
+                    .arg_str()
+                    .trim_start()
+                    .to_ascii_uppercase()
+                    .starts_with('A');
+                self.forward(&cmd, Awaiting::Command(Verb::Type)).await?;
             }
             verb => self.forward(&cmd, Awaiting::Command(verb)).await?,
         }
@@ -499,7 +641,7 @@ impl Session {
         let public = match leg {
             ClientLeg::Passive(ClientPassive::Pasv) => {
                 match self
-                    .shared
+                    .live
                     .public
                     .for_client(self.client_addr.ip(), self.local.ip(), true)
                 {
@@ -530,10 +672,12 @@ impl Session {
             events: self.events_tx.clone(),
             cancel: cancel.clone(),
             buffer_max: self.cfg.relay_buffer_max,
+            counters: self.counters.clone(),
         };
         match leg {
             ClientLeg::Passive(kind) => {
                 let Some(lease) = self.shared.pool.lease(self.client_addr.ip(), tx) else {
+                    self.shared.metrics.passive_exhausted_total.inc();
                     warn!(session = self.id, client = %self.client_addr, pending = self.shared.pool.pending(), "passive port range exhausted for this client");
                     return self
                         .local_error(Error::internal(ErrorKind::PortRangeExhausted))
@@ -554,6 +698,7 @@ impl Session {
                     gen,
                     cancel,
                     client: PreparedClient::Passive,
+                    active: false,
                 });
                 self.local_reply(reply).await
             }
@@ -564,6 +709,7 @@ impl Session {
                     gen,
                     cancel,
                     client: PreparedClient::Active { target, tx },
+                    active: true,
                 });
                 let text = if verb == Verb::Port {
                     "PORT command successful."
@@ -695,6 +841,7 @@ impl Session {
             // No PASV/PORT first: the backend answers that itself (425/503).
             return self.forward(&cmd, Awaiting::Transfer { gen: None }).await;
         };
+        let active = p.active;
         if let PreparedClient::Active { target, tx } = p.client {
             let port = if self.cfg.active_source_port_20 {
                 20
@@ -715,11 +862,21 @@ impl Session {
                 }
             }
         }
+        self.record_transfer();
         self.transfer = Some(Transfer {
             gen: p.gen,
             cancel: p.cancel,
             verb: cmd.verb_text.clone(),
+            arg: cmd.arg_str(),
+            kind: TransferKind::of(cmd.verb),
+            active,
+            ascii: self.ascii,
             started: Instant::now(),
+            reply_code: None,
+            bytes: None,
+            recorded: false,
+            aborted: false,
+            relay_error: false,
             down_done: false,
             failed: false,
             finished: false,
@@ -736,6 +893,12 @@ impl Session {
         if let Some(p) = &self.prepared {
             if p.gen == ev.gen {
                 if let DataEventKind::Failed(f) = &ev.kind {
+                    self.shared
+                        .metrics
+                        .data_refused_total
+                        .with_label_values(&["expired"])
+                        .inc();
+                    self.shared.metrics.limit_hit("pending_data_timeout");
                     warn!(session = self.id, client = %self.client_addr, problem = ?f, "prepared data connection expired unused");
                     self.prepared = None;
                     self.prepared_expired = true;
@@ -754,6 +917,11 @@ impl Session {
             DataEventKind::Finished(out) => {
                 t.down_done = true;
                 t.finished = true;
+                t.bytes = Some(match t.kind {
+                    TransferKind::Upload => out.up,
+                    _ => out.down,
+                });
+                t.relay_error = out.error.is_some();
                 self.transfers += 1;
                 debug!(
                     session = self.id,
@@ -780,6 +948,7 @@ impl Session {
             let failed = t.failed;
             self.release_held(failed).await?;
         }
+        self.record_transfer_if_done();
         Ok(())
     }
 
@@ -803,8 +972,12 @@ impl Session {
     }
 
     async fn on_reply(&mut self, reply: Reply) -> Result<(), End> {
+        let arrived = Instant::now();
+        self.greeted = true;
         // The server is closing and said so; no second 421 from ftpgate.
         self.backend_said_421 |= reply.code == 421;
+        // Only replies passed straight through measure ftpgate's own latency.
+        let mut measure = false;
         match self.order.on_reply(&reply) {
             Completion::Preliminary | Completion::Unsolicited => self.order.send(reply.to_bytes()),
             Completion::Command(verb) => {
@@ -821,10 +994,20 @@ impl Session {
                     ),
                     _ => reply,
                 };
+                measure = true;
                 match (verb, reply.code) {
                     (Verb::User | Verb::Pass, 230) => {
                         self.logged_in = true;
+                        self.shared
+                            .metrics
+                            .logins_total
+                            .with_label_values(&["success"])
+                            .inc();
                         info!(session = self.id, client = %self.client_addr, user = %self.user.as_deref().unwrap_or("-"), "logged in");
+                    }
+                    (Verb::User | Verb::Pass, 530) => {
+                        self.order.send(reply.to_bytes());
+                        return self.on_login_failure().await;
                     }
                     (Verb::Rein, 200..=299) => self.logged_in = false,
                     (Verb::Quit, _) => self.quitting = true,
@@ -838,21 +1021,118 @@ impl Session {
             } => self.on_transfer_reply(gen, after_preliminary, reply),
             Completion::Transfer { gen: None, .. } => self.order.send(reply.to_bytes()),
         }
+        self.write_ready().await?;
+        if measure {
+            self.shared
+                .metrics
+                .reply_latency_seconds
+                .observe(arrived.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// A 530 to USER or PASS (already queued): count it, slow the client
+    /// down past `login_failures_before_delay`, close past `max_login_failures`.
+    async fn on_login_failure(&mut self) -> Result<(), End> {
+        self.login_failures += 1;
+        self.shared
+            .metrics
+            .logins_total
+            .with_label_values(&["failure"])
+            .inc();
+        warn!(session = self.id, client = %self.client_addr, user = %self.user.as_deref().unwrap_or("-"), failures = self.login_failures, "login failed");
+        if self.login_failures >= self.cfg.max_login_failures {
+            self.write_ready().await?;
+            self.shared.metrics.limit_hit("max_login_failures");
+            warn!(session = self.id, client = %self.client_addr, "too many failed logins; closing the session");
+            return Err(End::Error(Error::client(ErrorKind::TooManyLoginFailures)));
+        }
+        if self.login_failures > self.cfg.login_failures_before_delay {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = tokio::time::sleep(self.cfg.login_failure_delay) => {}
+            }
+        }
         self.write_ready().await
+    }
+
+    /// Counts the current transfer once its data and its final reply are
+    /// both known (or it failed or was aborted).
+    fn record_transfer_if_done(&mut self) {
+        let done = self.transfer.as_ref().is_some_and(|t| {
+            !t.recorded && (t.failed || t.aborted || (t.finished && t.reply_code.is_some()))
+        });
+        if done {
+            self.record_transfer();
+        }
+    }
+
+    /// Counts the current transfer in metrics and the transfer log, once.
+    /// Also called when it is replaced or the session ends before it is done.
+    fn record_transfer(&mut self) {
+        let Some(t) = self.transfer.as_mut().filter(|t| !t.recorded) else {
+            return;
+        };
+        t.recorded = true;
+        let complete = !t.aborted
+            && !t.failed
+            && !t.relay_error
+            && t.finished
+            && t.reply_code.is_some_and(|c| (200..300).contains(&c));
+        let outcome = if t.aborted {
+            "aborted"
+        } else if complete {
+            "complete"
+        } else {
+            "failed"
+        };
+        self.shared
+            .metrics
+            .transfers_total
+            .with_label_values(&[
+                t.kind.label(),
+                if t.active { "active" } else { "passive" },
+                outcome,
+            ])
+            .inc();
+        if t.kind == TransferKind::Listing {
+            return;
+        }
+        if let Some(log) = &self.shared.xferlog {
+            let entry = xferlog::Entry {
+                end: std::time::SystemTime::now(),
+                duration: t.started.elapsed(),
+                client: self.client_addr.ip().to_string(),
+                bytes: t.bytes.unwrap_or(0),
+                file: t.arg.clone(),
+                ascii: t.ascii,
+                outgoing: t.kind == TransferKind::Download,
+                user: self.user.clone(),
+                complete,
+            };
+            if let Err(e) = log.write(&entry) {
+                error!(path = %log.path().display(), error = %e, "cannot write the transfer log");
+            }
+        }
     }
 
     /// A transfer's final reply: pass it now, or hold it for the relay.
     fn on_transfer_reply(&mut self, gen: u64, after_preliminary: bool, reply: Reply) {
-        let Some(t) = self.transfer.as_ref().filter(|t| t.gen == gen) else {
+        let Some(t) = self.transfer.as_mut().filter(|t| t.gen == gen) else {
             return self.order.send(reply.to_bytes());
         };
+        t.reply_code = Some(reply.code);
         if !after_preliminary {
             // Refused before any data flowed (550, 425, ...): the prepared
-            // connection will not be used.
+            // connection will not be used. Not a transfer: not logged.
             t.cancel.cancel();
             self.transfer = None;
             return self.order.send(reply.to_bytes());
         }
+        self.record_transfer_if_done();
+        let Some(t) = self.transfer.as_ref() else {
+            return self.order.send(reply.to_bytes());
+        };
         if t.down_done || t.failed {
             return self.order.send(reply.to_bytes());
         }
@@ -924,6 +1204,31 @@ impl Session {
         if let Some(p) = self.prepared.take() {
             p.cancel.cancel();
         }
+        if let Some(t) = self.transfer.as_mut() {
+            t.cancel.cancel();
+        }
+        self.record_transfer();
+        let outcome = match &end {
+            End::ClientQuit => "quit",
+            End::ClientClosed | End::Io(_) => "client_closed",
+            End::ServerGoodbye => "backend_closed",
+            End::Error(e) => match e.kind {
+                ErrorKind::Shutdown => "shutdown",
+                ErrorKind::LoginTimeout | ErrorKind::IdleTimeout | ErrorKind::GreetingTimeout => {
+                    "timeout"
+                }
+                ErrorKind::TooManyLoginFailures => "login_failures",
+                ErrorKind::BackendClosed | ErrorKind::BackendTimeout => "backend_error",
+                _ => "error",
+            },
+        };
+        let m = &self.shared.metrics;
+        m.sessions_active
+            .with_label_values(&[&self.listener, &self.backend_name])
+            .dec();
+        m.sessions_total
+            .with_label_values(&[&self.listener, &self.backend_name, outcome])
+            .inc();
         let how = match &end {
             End::ClientQuit => "quit".to_owned(),
             End::ServerGoodbye => "server sent 421 and closed".to_owned(),

@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Once};
 use std::thread::JoinHandle;
 
 use ftpgate::config::{file::parse_str, validate, Config};
-use ftpgate::{BindError, Listeners};
+use ftpgate::{BindError, Listeners, Server};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,10 @@ pub struct Gateway {
     pub passive_ports: (u16, u16),
     /// The validated configuration it runs with.
     pub config: Arc<Config>,
+    /// The admin listener, when `admin_listen` was given.
+    pub admin: Option<SocketAddr>,
+    server: Arc<Server>,
+    runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
     thread: Option<JoinHandle<()>>,
 }
@@ -72,6 +76,10 @@ pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
         if !fixed_range {
             text.push_str(&format!("passive_ports = \"{}-{}\"\n", base, base + 19));
         }
+        // Scripted fake backends would take a health check for a client.
+        if !extra.contains("health_check") {
+            text.push_str("health_check = false\n");
+        }
         // Tables must come last in TOML: put bare keys before `extra`.
         text.push_str(extra);
         text.push('\n');
@@ -88,11 +96,16 @@ pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
                 .enable_all()
                 .build()
                 .expect("runtime");
+            let handle = rt.handle().clone();
             rt.block_on(async move {
                 match Listeners::bind(&c2) {
                     Ok(l) => {
-                        let _ = tx.send(Ok(l.control_addrs()[0]));
-                        ftpgate::run(c2, l, cancel2).await;
+                        let addr = l.control_addrs()[0];
+                        let admin = l.admin_addr();
+                        let server = Server::start(c2, l).await;
+                        let _ = tx.send(Ok((addr, admin, Arc::clone(&server), handle)));
+                        cancel2.cancelled().await;
+                        server.shutdown(std::time::Duration::ZERO).await;
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -101,11 +114,14 @@ pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
             });
         });
         match rx.recv().expect("gateway thread died") {
-            Ok(addr) => {
+            Ok((addr, admin, server, runtime)) => {
                 return Gateway {
                     addr,
                     passive_ports: config.passive_ports,
                     config,
+                    admin,
+                    server,
+                    runtime,
                     cancel,
                     thread: Some(thread),
                 };
@@ -121,6 +137,37 @@ pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
 }
 
 impl Gateway {
+    /// The running server (metrics, reload, drain).
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// Reloads with `text` as the whole new config file (as SIGHUP would);
+    /// `Err` is the validation error, and the old configuration stays.
+    pub fn reload(&self, text: &str) -> Result<ftpgate::server::ReloadReport, String> {
+        let raw = parse_str(Path::new("test-config.toml"), text).map_err(|e| e.to_string())?;
+        match validate(&raw) {
+            Ok(c) => Ok(self.runtime.block_on(self.server.reload(c))),
+            Err(e) => {
+                self.server.reload_failed();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown with `drain` and returns at once; the
+    /// gateway stops when its sessions are done (or the drain ends).
+    pub fn begin_shutdown(&self, drain: std::time::Duration) {
+        let server = Arc::clone(&self.server);
+        self.runtime
+            .spawn(async move { server.shutdown(drain).await });
+    }
+
+    /// The metrics text, as /metrics serves it.
+    pub fn metrics(&self) -> String {
+        self.server.metrics().render()
+    }
+
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.addr.port()

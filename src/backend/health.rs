@@ -1,0 +1,225 @@
+//! FTP health checks: connect, expect a 220 greeting within a timeout,
+//! send QUIT, every interval, with rise and fall counts.
+//!
+//! A backend starts `Unknown` (usable, but not counted as up for `/readyz`)
+//! until its first check, which decides at once; after that it takes `rise`
+//! consecutive successes to come up and `fall` consecutive failures to go
+//! down. With health checks off, every backend stays `Unknown`: always
+//! usable, and ready.
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::BackendSpec;
+use crate::metrics::Metrics;
+use crate::proto::reply::ReplyAssembler;
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// The health of one backend.
+#[derive(Debug)]
+pub struct Health {
+    state: AtomicU8,
+    /// Consecutive results against the current state.
+    streak: AtomicU32,
+    rise: u32,
+    fall: u32,
+    /// Whether checks run at all.
+    checked: std::sync::atomic::AtomicBool,
+}
+
+/// A state change worth a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Now up.
+    Up,
+    /// Now down.
+    Down,
+}
+
+impl Health {
+    /// Unknown health, with the given rise and fall counts.
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Health {
+            state: AtomicU8::new(UNKNOWN),
+            streak: AtomicU32::new(0),
+            rise: rise.max(1),
+            fall: fall.max(1),
+            checked: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// New sessions may go to this backend.
+    pub fn usable(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != DOWN
+    }
+
+    /// Counts for readiness: up, or not checked at all.
+    pub fn ready(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            UP => true,
+            UNKNOWN => !self.checked.load(Ordering::Relaxed),
+            _ => false,
+        }
+    }
+
+    /// Whether the backend is currently considered up (for the gauge).
+    pub fn is_up(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != DOWN
+    }
+
+    /// Records one check result; returns the transition it caused, if any.
+    /// Only the backend's own checker task calls this.
+    pub fn record(&self, ok: bool) -> Option<Transition> {
+        self.checked.store(true, Ordering::Relaxed);
+        let state = self.state.load(Ordering::Relaxed);
+        let (target, needed) = match (state, ok) {
+            (UNKNOWN, true) => (UP, 1),
+            (UNKNOWN, false) => (DOWN, 1),
+            (UP, true) | (DOWN, false) => {
+                self.streak.store(0, Ordering::Relaxed);
+                return None;
+            }
+            (UP, false) => (DOWN, self.fall),
+            _ => (UP, self.rise),
+        };
+        let streak = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak < needed {
+            return None;
+        }
+        self.streak.store(0, Ordering::Relaxed);
+        self.state.store(target, Ordering::Relaxed);
+        Some(if target == UP {
+            Transition::Up
+        } else {
+            Transition::Down
+        })
+    }
+}
+
+/// Why a check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// No answer within the timeout.
+    #[error("no greeting within {0:?}")]
+    Timeout(Duration),
+    /// Connect or read failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The backend closed before a complete reply.
+    #[error("connection closed before a greeting")]
+    Closed,
+    /// A reply that is not 220.
+    #[error("greeting was `{0}`, expected 220")]
+    Unexpected(String),
+}
+
+/// One check: connect, read the greeting, expect 220, say QUIT.
+pub async fn check_once(spec: &BackendSpec, timeout: Duration) -> Result<Duration, CheckError> {
+    let started = Instant::now();
+    let attempt = async {
+        let mut s = TcpStream::connect(spec.addr).await?;
+        let mut replies = ReplyAssembler::new(4096, 64 * 1024);
+        loop {
+            if let Some(r) = replies.next_reply() {
+                match r {
+                    Ok(reply) if reply.is_preliminary() => continue,
+                    Ok(reply) if reply.code == 220 => {
+                        let _ = s.write_all(b"QUIT\r\n").await;
+                        return Ok(started.elapsed());
+                    }
+                    Ok(reply) => return Err(CheckError::Unexpected(reply.text_lossy())),
+                    Err(_) => return Err(CheckError::Unexpected("malformed reply".into())),
+                }
+            }
+            if s.read_buf(replies.buffer_mut()).await? == 0 {
+                return Err(CheckError::Closed);
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| CheckError::Timeout(timeout))?
+}
+
+/// Checks `spec` every `interval` until `cancel`.
+pub async fn check_loop(
+    spec: BackendSpec,
+    health: Arc<Health>,
+    interval: Duration,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let name = spec.name.as_str();
+    loop {
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = check_once(&spec, timeout) => r,
+        };
+        let ok = result.is_ok();
+        metrics
+            .health_checks_total
+            .with_label_values(&[name, if ok { "success" } else { "failure" }])
+            .inc();
+        if let Ok(took) = &result {
+            metrics
+                .health_check_seconds
+                .with_label_values(&[name])
+                .observe(took.as_secs_f64());
+        }
+        match (health.record(ok), &result) {
+            (Some(Transition::Up), _) => info!(backend = name, "backend is up"),
+            (Some(Transition::Down), Err(e)) => {
+                warn!(backend = name, error = %e, "backend is down: no new sessions go to it")
+            }
+            _ => {}
+        }
+        metrics
+            .backend_up
+            .with_label_values(&[name])
+            .set(health.is_up() as i64);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_check_decides_then_rise_and_fall_apply() {
+        let h = Health::new(2, 3);
+        assert!(h.usable() && h.ready());
+        assert_eq!(h.record(true), Some(Transition::Up));
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(true), None, "a success resets the fall streak");
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), Some(Transition::Down));
+        assert!(!h.usable() && !h.ready());
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), Some(Transition::Up));
+        assert!(h.usable() && h.ready());
+    }
+
+    #[test]
+    fn first_failure_takes_an_unknown_backend_down() {
+        let h = Health::new(2, 3);
+        assert_eq!(h.record(false), Some(Transition::Down));
+        assert!(!h.usable());
+    }
+}

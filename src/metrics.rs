@@ -1,0 +1,210 @@
+//! Prometheus metrics, one registry per running ftpgate (tests run several
+//! in one process). Served by [`crate::admin`] at `/metrics`.
+//!
+//! Label values are bounded sets (listener and backend addresses from the
+//! configuration, fixed outcome and reason names), never client addresses
+//! or user names, so the number of series stays small.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric ftpgate exports.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open sessions by listener and backend.
+    pub sessions_active: IntGaugeVec,
+    /// Ended sessions by listener, backend and outcome.
+    pub sessions_total: IntCounterVec,
+    /// Login replies by result (success, failure).
+    pub logins_total: IntCounterVec,
+    /// Finished transfers by direction (download, upload, listing), mode
+    /// (passive, active) and outcome (complete, failed, aborted).
+    pub transfers_total: IntCounterVec,
+    /// Data bytes relayed, by direction (download, upload), counted as they flow.
+    pub bytes_total: IntCounterVec,
+    /// Refused data connections and PORT/EPRT targets by reason.
+    pub data_refused_total: IntCounterVec,
+    /// Passive routes pending or in use.
+    pub passive_ports_in_use: IntGauge,
+    /// PASV/EPSV answered 425 because no port was free for the client.
+    pub passive_exhausted_total: IntCounter,
+    /// 1 when a backend is up, 0 when down.
+    pub backend_up: IntGaugeVec,
+    /// Health-check duration by backend.
+    pub health_check_seconds: HistogramVec,
+    /// Health checks by backend and result.
+    pub health_checks_total: IntCounterVec,
+    /// Time a backend reply spends inside ftpgate before it is written to the client.
+    pub reply_latency_seconds: Histogram,
+    /// Limits hit, by limit.
+    pub limit_hits_total: IntCounterVec,
+    /// Configuration reloads by result.
+    pub reloads_total: IntCounterVec,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let sessions_active = IntGaugeVec::new(
+            Opts::new("ftpgate_sessions_active", "Open client sessions."),
+            &["listener", "backend"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(sessions_active.clone()))
+            .expect("unique metric");
+        let passive_ports_in_use = IntGauge::new(
+            "ftpgate_passive_routes_in_use",
+            "Passive data routes (port and client address) pending or in use.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(passive_ports_in_use.clone()))
+            .expect("unique metric");
+        let passive_exhausted_total = IntCounter::new(
+            "ftpgate_passive_pool_exhausted_total",
+            "PASV/EPSV requests refused because no passive port was free for the client address.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(passive_exhausted_total.clone()))
+            .expect("unique metric");
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "ftpgate_backend_up",
+                "1 when the backend passes its health checks.",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(backend_up.clone()))
+            .expect("unique metric");
+        let health_check_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "ftpgate_health_check_duration_seconds",
+                "Time from connect to the backend's 220 greeting in a health check.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            &["backend"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(health_check_seconds.clone()))
+            .expect("unique metric");
+        let reply_latency_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ftpgate_reply_latency_seconds",
+                "Time a backend control reply spends inside ftpgate (read to written to the client).",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(reply_latency_seconds.clone()))
+            .expect("unique metric");
+        Metrics {
+            sessions_total: counter_vec(
+                &r,
+                "ftpgate_sessions_total",
+                "Ended client sessions.",
+                &["listener", "backend", "outcome"],
+            ),
+            logins_total: counter_vec(
+                &r,
+                "ftpgate_logins_total",
+                "Login attempts answered by the backend.",
+                &["result"],
+            ),
+            transfers_total: counter_vec(
+                &r,
+                "ftpgate_transfers_total",
+                "Finished data transfers.",
+                &["direction", "mode", "outcome"],
+            ),
+            bytes_total: counter_vec(
+                &r,
+                "ftpgate_transfer_bytes_total",
+                "Data-connection bytes relayed.",
+                &["direction"],
+            ),
+            data_refused_total: counter_vec(
+                &r,
+                "ftpgate_data_connections_refused_total",
+                "Data connections and PORT/EPRT targets refused.",
+                &["reason"],
+            ),
+            health_checks_total: counter_vec(
+                &r,
+                "ftpgate_health_checks_total",
+                "Backend health checks.",
+                &["backend", "result"],
+            ),
+            limit_hits_total: counter_vec(
+                &r,
+                "ftpgate_limit_hits_total",
+                "Connections or sessions stopped by a limit or a timeout.",
+                &["limit"],
+            ),
+            reloads_total: counter_vec(
+                &r,
+                "ftpgate_config_reloads_total",
+                "Configuration reloads (SIGHUP).",
+                &["result"],
+            ),
+            registry: r,
+            sessions_active,
+            passive_ports_in_use,
+            passive_exhausted_total,
+            backend_up,
+            health_check_seconds,
+            reply_latency_seconds,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Counts one hit of `limit`.
+    pub fn limit_hit(&self, limit: &str) {
+        self.limit_hits_total.with_label_values(&[limit]).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::new();
+        m.limit_hit("max_sessions");
+        m.bytes_total.with_label_values(&["download"]).inc_by(42);
+        let text = m.render();
+        assert!(
+            text.contains("ftpgate_limit_hits_total{limit=\"max_sessions\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftpgate_transfer_bytes_total{direction=\"download\"} 42"),
+            "{text}"
+        );
+    }
+}
