@@ -1,0 +1,1 @@
+//! Operations tests through the real binary: SIGHUP reload, SIGTERM drain, switching user, startup errors.
