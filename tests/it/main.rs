@@ -7,5 +7,6 @@ mod cli;
 mod clients;
 mod gateway;
 mod hostile;
+mod packaging;
 mod peers;
 mod real_peers;
