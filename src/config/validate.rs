@@ -391,7 +391,13 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         );
     }
     let active_source_port_20 = flag(&raw.active_source_port_20, false);
-    if let (Some(_), true) = (&user, active_source_port_20) {
+    let unprivileged = user.as_deref().is_some_and(|u| {
+        crate::privileges::lookup_user(u)
+            .ok()
+            .flatten()
+            .is_some_and(|u| !u.uid.is_root())
+    });
+    if unprivileged && active_source_port_20 {
         let origin = raw
             .user
             .as_ref()
