@@ -7,6 +7,8 @@ mod cli;
 mod clients;
 mod gateway;
 mod hostile;
+mod operations;
 mod packaging;
 mod peers;
 mod real_peers;
+mod unprivileged;
