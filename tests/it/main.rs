@@ -8,6 +8,7 @@ mod clients;
 mod gateway;
 mod hostile;
 mod operations;
+mod ops_cli;
 mod packaging;
 mod peers;
 mod real_peers;
