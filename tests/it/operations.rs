@@ -4,7 +4,7 @@
 //! ftpgate, driven by real clients (curl, ftplib, suppaftp) or, where the
 //! exact reply and its timing matter, by a raw control connection. A
 //! scripted backend appears only where no real server behaves that way (one
-//! that accepts and never greets). Metrics are
+//! that accepts and never greets, one that waits after its 221). Metrics are
 //! read from the admin listener over HTTP where the test is about the
 //! endpoint, otherwise from [`Gateway::metrics`] (the same text).
 
@@ -452,7 +452,8 @@ fn ops_metrics_scraped_during_curl_download_and_upload() {
         "{body}"
     );
     // Both sessions ended normally. (Whether a QUIT session counts as
-    // "quit" or "client_closed" races: the client's close and the server's.)
+    // "quit" or "client_closed" races today: see
+    // ops_session_outcome_is_quit_when_the_client_closes_after_221.)
     let backend = srv.addr.to_string();
     let ended = |outcome: &str| {
         m(
@@ -597,6 +598,53 @@ fn ops_two_backends_one_down_new_sessions_land_on_the_live_one() {
     assert_eq!(
         gw_metric(&gw, "ftpgate_sessions_total", &[("outcome", "no_backend")]),
         0.0
+    );
+}
+
+/// Before a backend's first health check has an answer nobody knows it is
+/// up: `/readyz` must not send traffic its way yet. Here the first check
+/// hangs on a backend that never greets, then fails.
+#[test]
+fn ops_readyz_is_not_ready_before_the_first_health_check_passes() {
+    let silent = SilentBackend::start();
+    let gw = gateway::start(
+        &[silent.addr],
+        &format!(
+            "{ADMIN}health_check = true\nhealth_check_interval = \"5s\"\nhealth_check_timeout = \"1500ms\"\n"
+        ),
+    );
+    let admin = admin(&gw);
+    let name = silent.addr.to_string();
+    let checks = |result: &str| {
+        gw_metric(
+            &gw,
+            "ftpgate_health_checks_total",
+            &[("backend", &name), ("result", result)],
+        )
+    };
+    // Well inside the first check's timeout: no result yet.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(checks("success") + checks("failure"), 0.0);
+    let early = http_get(admin, "/readyz");
+    // The first check times out: down.
+    wait_for(Duration::from_secs(5), || {
+        if checks("failure") >= 1.0 {
+            Ok(())
+        } else {
+            Err("the first check has not failed yet".into())
+        }
+    });
+    assert_eq!(
+        gw_metric(&gw, "ftpgate_backend_up", &[("backend", &name)]),
+        0.0
+    );
+    assert_eq!(
+        http_get(admin, "/readyz"),
+        (503, "no backend is up\n".to_owned())
+    );
+    assert_eq!(
+        early.0, 503,
+        "/readyz before any health check answered: {early:?}"
     );
 }
 
@@ -1237,6 +1285,127 @@ ftp.quit()
         ),
         1.0,
         "only the ASCII download completed"
+    );
+    // The client read `got` bytes before ABOR, so at least that many were
+    // relayed: the line must say so (wu-ftpd logs the bytes moved).
+    let got: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("abort "))
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {s}"));
+    assert!(
+        logged >= got && got > 0,
+        "the aborted transfer's line must count the {got} bytes the client received: {:?}",
+        lines[1]
+    );
+}
+
+/// A download whose client reads all the data and the 226, then QUITs
+/// before closing its end of the data connection (the close may come last,
+/// e.g. when a client tears everything down at exit): the transfer was
+/// complete, and the log and metrics must say so.
+#[test]
+fn ops_xferlog_download_complete_even_if_the_data_socket_closes_after_quit() {
+    let content = peers::random_bytes(100_000, 21);
+    let c2 = content.clone();
+    let Some(srv) = vsftpd("ops_xferlog_quit_before_data_close", move |root| {
+        peers::put_file(root, "small.bin", &c2);
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("xfer.log");
+    let gw = gateway::start(&[srv.addr], &format!("xferlog = \"{}\"", log.display()));
+    let mut c = Ctl::connect(gw.addr);
+    c.login(&srv.user, &srv.pass);
+    assert!(c.cmd("TYPE I").starts_with("200"));
+    let mut d = TcpStream::connect(c.pasv()).unwrap();
+    d.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    assert!(c.cmd("RETR small.bin").starts_with("150"));
+    let mut got = Vec::new();
+    d.read_to_end(&mut got).unwrap();
+    assert!(got == content, "downloaded bytes differ");
+    assert!(c.reply().starts_with("226"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+    drop(c);
+    thread::sleep(Duration::from_millis(100));
+    drop(d);
+    let lines = xferlog_lines(&log, 1);
+    assert_xferlog_line(&lines[0], 100_000, "small.bin", "b", "o", "c");
+    wait_metric(
+        &gw,
+        "ftpgate_transfers_total",
+        &[
+            ("direction", "download"),
+            ("mode", "passive"),
+            ("outcome", "complete"),
+        ],
+        1.0,
+    );
+}
+
+/// A backend that answers USER/PASS/QUIT like a server but keeps the
+/// connection open for two seconds after its 221 (so the client's close is
+/// what ends the session). Serves connections for 20 s at most.
+fn slow_closing_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in l.incoming().take(4) {
+            let Ok(mut s) = conn else { continue };
+            thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+                let _ = s.write_all(b"220 slow-closing fake server\r\n");
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "USER" => b"331 Password please.\r\n",
+                        "PASS" => b"230 Logged in.\r\n",
+                        "QUIT" => b"221 Goodbye.\r\n",
+                        _ => b"200 OK.\r\n",
+                    };
+                    let _ = s.write_all(reply);
+                    if verb == "QUIT" {
+                        thread::sleep(Duration::from_secs(2));
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A client that QUITs, reads the 221 and closes ended its session with
+/// QUIT, whoever closes first (real servers close right after 221, so with
+/// them the two closes race; this backend waits, making the order fixed).
+#[test]
+fn ops_session_outcome_is_quit_when_the_client_closes_after_221() {
+    let backend = slow_closing_backend();
+    let gw = gateway::start(&[backend], "");
+    let mut c = Ctl::connect(gw.addr);
+    c.login("user", "pass");
+    assert_eq!(c.cmd("QUIT"), "221 Goodbye.\r\n");
+    drop(c);
+    wait_metric(&gw, "ftpgate_sessions_active", &[], 0.0);
+    let outcomes = gw
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("ftpgate_sessions_total"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        gw_metric(&gw, "ftpgate_sessions_total", &[("outcome", "quit")]),
+        1.0,
+        "{outcomes:?}"
     );
 }
 
