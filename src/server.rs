@@ -420,6 +420,7 @@ impl Server {
                     ));
                     let token = self.shutdown.child_token();
                     if config.health_check {
+                        h.expect_checks();
                         self.tasks.spawn(health::check_loop(
                             spec.clone(),
                             Arc::clone(&h),

@@ -33,7 +33,7 @@ pub struct Health {
     streak: AtomicU32,
     rise: u32,
     fall: u32,
-    /// Whether checks run at all.
+    /// Whether checks run at all (set when the checker starts).
     checked: std::sync::atomic::AtomicBool,
 }
 
@@ -58,6 +58,12 @@ impl Health {
         }
     }
 
+    /// Marks this backend as health-checked: until its first check passes
+    /// it is not counted as ready (but is still usable).
+    pub fn expect_checks(&self) {
+        self.checked.store(true, Ordering::Relaxed);
+    }
+
     /// New sessions may go to this backend.
     pub fn usable(&self) -> bool {
         self.state.load(Ordering::Relaxed) != DOWN
@@ -80,7 +86,6 @@ impl Health {
     /// Records one check result; returns the transition it caused, if any.
     /// Only the backend's own checker task calls this.
     pub fn record(&self, ok: bool) -> Option<Transition> {
-        self.checked.store(true, Ordering::Relaxed);
         let state = self.state.load(Ordering::Relaxed);
         let (target, needed) = match (state, ok) {
             (UNKNOWN, true) => (UP, 1),
@@ -202,7 +207,12 @@ mod tests {
     #[test]
     fn first_check_decides_then_rise_and_fall_apply() {
         let h = Health::new(2, 3);
-        assert!(h.usable() && h.ready());
+        assert!(h.usable() && h.ready(), "unchecked: usable and ready");
+        h.expect_checks();
+        assert!(
+            h.usable() && !h.ready(),
+            "checked, no result yet: not ready"
+        );
         assert_eq!(h.record(true), Some(Transition::Up));
         assert_eq!(h.record(false), None);
         assert_eq!(h.record(false), None);

@@ -98,6 +98,8 @@ pub struct DataTask {
     pub buffer_max: usize,
     /// Metrics counters the relay moves.
     pub counters: relay::ByteCounters,
+    /// This transfer's byte counts, shared with the session.
+    pub progress: std::sync::Arc<relay::Progress>,
 }
 
 async fn accept_backend(listener: TcpListener, backend_ip: IpAddr) -> io::Result<TcpStream> {
@@ -123,6 +125,7 @@ pub fn spawn_data_task(t: DataTask) {
             cancel,
             buffer_max,
             counters,
+            progress,
         } = t;
         let report = |kind| {
             let _ = events.send(DataEvent { gen, kind });
@@ -165,7 +168,7 @@ pub fn spawn_data_task(t: DataTask) {
             }
         };
         let (down_tx, down_rx) = oneshot::channel();
-        let relay = relay::relay(client, backend, buffer_max, down_tx, counters);
+        let relay = relay::relay(client, backend, buffer_max, down_tx, counters, progress);
         tokio::pin!(relay);
         let mut down_rx = Some(down_rx);
         loop {

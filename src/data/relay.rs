@@ -16,6 +16,8 @@
 //! pipe gained nothing over a large buffer (docs/PERFORMANCE.md).
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -54,13 +56,35 @@ pub struct ByteCounters {
     pub down: IntCounter,
 }
 
+/// Bytes written so far in each direction of one transfer, readable by its
+/// session at any time (an aborted transfer still reports what it moved).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Client to backend.
+    pub up: AtomicU64,
+    /// Backend to client.
+    pub down: AtomicU64,
+}
+
+impl Progress {
+    /// (up, down) now.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Copies `from` to `to` until EOF, then shuts `to` down for writing. The
-/// buffer doubles each time a read fills it, up to `max`.
+/// buffer doubles each time a read fills it, up to `max`. Every write moves
+/// `counter` (metrics) and `progress` (this transfer).
 async fn copy_half<R, W>(
     mut from: R,
     mut to: W,
     max: usize,
     counter: IntCounter,
+    progress: &AtomicU64,
 ) -> (u64, Option<io::Error>)
 where
     R: AsyncRead + Unpin,
@@ -79,6 +103,7 @@ where
         }
         total += n as u64;
         counter.inc_by(n as u64);
+        progress.fetch_add(n as u64, Ordering::Relaxed);
         if n == buf.len() && buf.len() < max {
             buf.resize((buf.len() * 2).min(max), 0);
         }
@@ -100,12 +125,20 @@ pub async fn relay(
     buffer_max: usize,
     down_done: oneshot::Sender<(u64, bool)>,
     counters: ByteCounters,
+    progress: Arc<Progress>,
 ) -> RelayOutcome {
     let (client_rd, client_wr) = client.into_split();
     let (backend_rd, backend_wr) = backend.into_split();
-    let up = copy_half(client_rd, backend_wr, buffer_max, counters.up);
-    let down = async move {
-        let (n, err) = copy_half(backend_rd, client_wr, buffer_max, counters.down).await;
+    let up = copy_half(client_rd, backend_wr, buffer_max, counters.up, &progress.up);
+    let down = async {
+        let (n, err) = copy_half(
+            backend_rd,
+            client_wr,
+            buffer_max,
+            counters.down,
+            &progress.down,
+        )
+        .await;
         let _ = down_done.send((n, err.is_none()));
         (n, err)
     };
@@ -170,13 +203,21 @@ mod tests {
         let (c_rd, c_wr) = proxy_client.into_split();
         let (b_rd, b_wr) = proxy_backend.into_split();
         let counter = IntCounter::new("t", "t").unwrap();
-        let up = tokio::spawn(copy_half(c_rd, b_wr, 16 * 1024 * 1024, counter.clone()));
-        let down = tokio::spawn(copy_half(
-            b_rd,
-            c_wr,
-            4096,
-            IntCounter::new("d", "d").unwrap(),
-        ));
+        let progress = Arc::new(Progress::default());
+        let (p1, p2) = (Arc::clone(&progress), Arc::clone(&progress));
+        let c2 = counter.clone();
+        let up =
+            tokio::spawn(async move { copy_half(c_rd, b_wr, 16 * 1024 * 1024, c2, &p1.up).await });
+        let down = tokio::spawn(async move {
+            copy_half(
+                b_rd,
+                c_wr,
+                4096,
+                IntCounter::new("d", "d").unwrap(),
+                &p2.down,
+            )
+            .await
+        });
         client.write_all(&data).await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -187,6 +228,7 @@ mod tests {
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(up.await.unwrap().0, 1_000_000);
         assert_eq!(counter.get(), 1_000_000, "the metric counts every byte");
+        assert_eq!(progress.get(), (1_000_000, 0));
         assert_eq!(down.await.unwrap().0, 0);
     }
 
@@ -204,6 +246,7 @@ mod tests {
             DEFAULT_BUFFER_MAX,
             tx,
             counters.clone(),
+            Arc::new(Progress::default()),
         ));
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let sent = data.clone();

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{BackendDataMode, Config};
-use crate::data::relay::ByteCounters;
+use crate::data::relay::{ByteCounters, Progress};
 use crate::data::{spawn_data_task, BackendLeg, DataEvent, DataEventKind, DataFailure, DataTask};
 use crate::error::{reply_for, After, Error, ErrorKind};
 use crate::limits::Admitted;
@@ -79,6 +79,8 @@ struct Prepared {
     client: PreparedClient,
     /// The client chose PORT/EPRT.
     active: bool,
+    /// Bytes the relay has moved.
+    progress: Arc<Progress>,
 }
 
 /// The transfer whose data task is running.
@@ -96,8 +98,10 @@ struct Transfer {
     started: Instant,
     /// The backend's final reply code, once seen.
     reply_code: Option<u16>,
-    /// Data bytes relayed (known when the relay finished).
-    bytes: Option<u64>,
+    /// Bytes the relay has moved so far.
+    progress: Arc<Progress>,
+    /// The backend-to-client direction ended, cleanly or not.
+    down_clean: Option<bool>,
     /// Counted in metrics and the transfer log.
     recorded: bool,
     /// ABOR ended it.
@@ -275,6 +279,7 @@ pub async fn run_session(
         user: None,
         logged_in: false,
         quitting: false,
+        quit_sent: false,
         backend_said_421: false,
         started,
         last_command: started,
@@ -343,6 +348,8 @@ struct Session {
     logged_in: bool,
     /// QUIT was answered; the backend closing now is expected.
     quitting: bool,
+    /// The client sent QUIT; its closing now is expected.
+    quit_sent: bool,
     /// The backend sent 421 (it is closing): the client already knows.
     backend_said_421: bool,
     started: Instant,
@@ -383,7 +390,7 @@ impl Session {
                     }
                 }
                 r = self.backend_rd.read_buf(self.replies.buffer_mut()) => match r {
-                    Ok(0) if self.quitting => return End::ClientQuit,
+                    Ok(0) if self.quit_sent => return End::ClientQuit,
                     Ok(0) if self.backend_said_421 => return End::ServerGoodbye,
                     Ok(0) => return End::Error(Error::backend(ErrorKind::BackendClosed)),
                     Ok(_) => {
@@ -397,6 +404,8 @@ impl Session {
                     }
                 },
                 r = self.client_rd.read_buf(self.commands.buffer_mut()), if reading_client => match r {
+                    // After QUIT the client may close before the backend does.
+                    Ok(0) if self.quitting => return End::ClientQuit,
                     Ok(0) => return End::ClientClosed,
                     Ok(_) => {
                         if let Err(e) = self.drain_client_socket() {
@@ -521,6 +530,7 @@ impl Session {
     }
 
     async fn on_command(&mut self, cmd: Command) -> Result<(), End> {
+        self.quit_sent |= cmd.verb == Verb::Quit;
         match cmd.verb {
             v if v.is_data_setup() => match self.check_data_setup(&cmd) {
                 Ok(Some(leg)) => self.deferred = Some((leg, Instant::now())),
@@ -663,6 +673,7 @@ impl Session {
         self.next_gen += 1;
         let cancel = self.cancel.child_token();
         let (tx, rx) = oneshot::channel();
+        let progress = Arc::new(Progress::default());
         let mut task = DataTask {
             gen,
             client_rx: rx,
@@ -673,6 +684,7 @@ impl Session {
             cancel: cancel.clone(),
             buffer_max: self.cfg.relay_buffer_max,
             counters: self.counters.clone(),
+            progress: Arc::clone(&progress),
         };
         match leg {
             ClientLeg::Passive(kind) => {
@@ -699,6 +711,7 @@ impl Session {
                     cancel,
                     client: PreparedClient::Passive,
                     active: false,
+                    progress,
                 });
                 self.local_reply(reply).await
             }
@@ -710,6 +723,7 @@ impl Session {
                     cancel,
                     client: PreparedClient::Active { target, tx },
                     active: true,
+                    progress,
                 });
                 let text = if verb == Verb::Port {
                     "PORT command successful."
@@ -842,6 +856,7 @@ impl Session {
             return self.forward(&cmd, Awaiting::Transfer { gen: None }).await;
         };
         let active = p.active;
+        let progress = Arc::clone(&p.progress);
         if let PreparedClient::Active { target, tx } = p.client {
             let port = if self.cfg.active_source_port_20 {
                 20
@@ -873,7 +888,8 @@ impl Session {
             ascii: self.ascii,
             started: Instant::now(),
             reply_code: None,
-            bytes: None,
+            progress,
+            down_clean: None,
             recorded: false,
             aborted: false,
             relay_error: false,
@@ -886,10 +902,6 @@ impl Session {
     }
 
     async fn on_data_event(&mut self, ev: DataEvent) -> Result<(), End> {
-        if let DataEventKind::Finished(out) = &ev.kind {
-            self.bytes_up += out.up;
-            self.bytes_down += out.down;
-        }
         if let Some(p) = &self.prepared {
             if p.gen == ev.gen {
                 if let DataEventKind::Failed(f) = &ev.kind {
@@ -913,16 +925,14 @@ impl Session {
             DataEventKind::ClientConnected(peer) => {
                 debug!(session = self.id, gen = ev.gen, peer = %peer, "client data connection up")
             }
-            DataEventKind::DownDone { .. } => t.down_done = true,
+            DataEventKind::DownDone { clean, .. } => {
+                t.down_done = true;
+                t.down_clean = Some(clean);
+            }
             DataEventKind::Finished(out) => {
                 t.down_done = true;
                 t.finished = true;
-                t.bytes = Some(match t.kind {
-                    TransferKind::Upload => out.up,
-                    _ => out.down,
-                });
                 t.relay_error = out.error.is_some();
-                self.transfers += 1;
                 debug!(
                     session = self.id,
                     command = %String::from_utf8_lossy(&t.verb),
@@ -1059,8 +1069,13 @@ impl Session {
     /// Counts the current transfer once its data and its final reply are
     /// both known (or it failed or was aborted).
     fn record_transfer_if_done(&mut self) {
+        // A download is done when the backend's data has all reached the
+        // client: a client that keeps its data socket open (or closes it only
+        // after QUIT) must not make it look unfinished.
         let done = self.transfer.as_ref().is_some_and(|t| {
-            !t.recorded && (t.failed || t.aborted || (t.finished && t.reply_code.is_some()))
+            let data_done =
+                t.finished || (t.kind != TransferKind::Upload && t.down_clean.is_some());
+            !t.recorded && (t.failed || t.aborted || (data_done && t.reply_code.is_some()))
         });
         if done {
             self.record_transfer();
@@ -1074,11 +1089,18 @@ impl Session {
             return;
         };
         t.recorded = true;
+        let data_ok = match t.kind {
+            TransferKind::Upload => t.finished && !t.relay_error,
+            _ => t.down_clean == Some(true),
+        };
         let complete = !t.aborted
             && !t.failed
-            && !t.relay_error
-            && t.finished
+            && data_ok
             && t.reply_code.is_some_and(|c| (200..300).contains(&c));
+        let (up, down) = t.progress.get();
+        self.bytes_up += up;
+        self.bytes_down += down;
+        self.transfers += 1;
         let outcome = if t.aborted {
             "aborted"
         } else if complete {
@@ -1103,7 +1125,11 @@ impl Session {
                 end: std::time::SystemTime::now(),
                 duration: t.started.elapsed(),
                 client: self.client_addr.ip().to_string(),
-                bytes: t.bytes.unwrap_or(0),
+                bytes: if t.kind == TransferKind::Upload {
+                    up
+                } else {
+                    down
+                },
                 file: t.arg.clone(),
                 ascii: t.ascii,
                 outgoing: t.kind == TransferKind::Download,

@@ -145,7 +145,10 @@ impl Gateway {
     /// Reloads with `text` as the whole new config file (as SIGHUP would);
     /// `Err` is the validation error, and the old configuration stays.
     pub fn reload(&self, text: &str) -> Result<ftpgate::server::ReloadReport, String> {
-        let raw = parse_str(Path::new("test-config.toml"), text).map_err(|e| e.to_string())?;
+        let raw = parse_str(Path::new("test-config.toml"), text).map_err(|e| {
+            self.server.reload_failed();
+            e.to_string()
+        })?;
         match validate(&raw) {
             Ok(c) => Ok(self.runtime.block_on(self.server.reload(c))),
             Err(e) => {
