@@ -159,6 +159,45 @@ pub struct Settings {
     /// After binding, switch to this group (default: the user's group). Key: group.
     #[arg(long, global = true, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Explicit FTPS (AUTH TLS) on the `listen` listeners: off, optional or required. Key: tls.
+    #[arg(long, global = true, value_name = "off|optional|required")]
+    pub tls: Option<String>,
+    /// Certificate chain shown to clients, PEM. Key: tls_cert.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// Private key of that certificate, PEM. Key: tls_key.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Implicit FTPS listener, IP:PORT (repeatable; conventionally port 990). Key: implicit_tls_listen.
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub implicit_tls_listen: Vec<String>,
+    /// Refuse protected data connections that do not resume the control session. Key: tls_require_data_resumption.
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_require_data_resumption: Option<bool>,
+    /// Time a TLS handshake may take. Key: tls_handshake_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub tls_handshake_timeout: Option<String>,
+    /// Lowest TLS version offered to clients: 1.2 or 1.3. Key: tls_min_version.
+    #[arg(long, global = true, value_name = "1.2|1.3")]
+    pub tls_min_version: Option<String>,
+    /// TLS toward the backends: off, explicit (AUTH TLS) or implicit. Key: backend_tls.
+    #[arg(long, global = true, value_name = "off|explicit|implicit")]
+    pub backend_tls: Option<String>,
+    /// CA certificates that verify backends, PEM. Key: backend_tls_ca.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub backend_tls_ca: Option<String>,
+    /// The backend certificate to accept (pinned), PEM. Key: backend_tls_pin.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub backend_tls_pin: Option<String>,
+    /// Verify backend certificates (false: accept any, for self-signed servers). Key: backend_tls_verify.
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub backend_tls_verify: Option<bool>,
+    /// Name backend certificates must carry (default: the backend's host). Key: backend_tls_server_name.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub backend_tls_server_name: Option<String>,
+    /// Protect backend data connections with TLS (PROT P). Key: backend_tls_protect_data.
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub backend_tls_protect_data: Option<bool>,
 }
 
 impl Settings {
@@ -249,6 +288,28 @@ impl Settings {
             health_check_fall: opt("--health-check-fall", &self.health_check_fall),
             user: opt("--user", &self.user),
             group: opt("--group", &self.group),
+            tls: opt("--tls", &self.tls),
+            tls_cert: opt("--tls-cert", &self.tls_cert),
+            tls_key: opt("--tls-key", &self.tls_key),
+            implicit_tls_listen: list("--implicit-tls-listen", &self.implicit_tls_listen),
+            tls_require_data_resumption: opt(
+                "--tls-require-data-resumption",
+                &self.tls_require_data_resumption,
+            ),
+            tls_handshake_timeout: opt("--tls-handshake-timeout", &self.tls_handshake_timeout),
+            tls_min_version: opt("--tls-min-version", &self.tls_min_version),
+            backend_tls: opt("--backend-tls", &self.backend_tls),
+            backend_tls_ca: opt("--backend-tls-ca", &self.backend_tls_ca),
+            backend_tls_pin: opt("--backend-tls-pin", &self.backend_tls_pin),
+            backend_tls_verify: opt("--backend-tls-verify", &self.backend_tls_verify),
+            backend_tls_server_name: opt(
+                "--backend-tls-server-name",
+                &self.backend_tls_server_name,
+            ),
+            backend_tls_protect_data: opt(
+                "--backend-tls-protect-data",
+                &self.backend_tls_protect_data,
+            ),
         }
     }
 }

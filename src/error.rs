@@ -34,8 +34,26 @@ pub enum ErrorKind {
     ActiveDisabled,
     /// PASV, PORT or EPRT after EPSV ALL (RFC 2428 section 4).
     EpsvAllInEffect,
-    /// AUTH: FTPS is not carried yet.
+    /// AUTH while TLS is off on this listener (or no certificate is set).
     TlsUnsupported,
+    /// AUTH with a mechanism other than TLS/SSL.
+    AuthMechanism,
+    /// AUTH on a connection already inside TLS.
+    AlreadyTls,
+    /// USER/PASS before AUTH TLS where TLS is required.
+    TlsRequired,
+    /// A transfer without PROT P where TLS is required.
+    ProtectionRequired,
+    /// PBSZ before AUTH, or PROT before PBSZ.
+    PbszFirst,
+    /// PROT S or E.
+    ProtLevel,
+    /// CCC: the control connection stays protected.
+    CccRefused,
+    /// The client's control-connection TLS handshake failed.
+    TlsHandshake(String),
+    /// TLS to the backend failed (refused AUTH TLS, certificate, handshake).
+    BackendTls(String),
     /// LPSV/LPRT and other data commands ftpgate does not implement.
     NotImplemented,
     /// PASV when the advertised address for this client is not IPv4.
@@ -151,8 +169,49 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
         ),
         TlsUnsupported => (
             NotImplementedForParameter,
-            "AUTH not supported by this gateway.",
+            "AUTH TLS is not available here.",
             Continue,
+        ),
+        AuthMechanism => (
+            NotImplementedForParameter,
+            "AUTH mechanism not supported; use AUTH TLS.",
+            Continue,
+        ),
+        AlreadyTls => (BadSequence, "Already using TLS.", Continue),
+        TlsRequired => (
+            NotLoggedIn,
+            "TLS required on this server: send AUTH TLS before USER and PASS.",
+            Continue,
+        ),
+        ErrorKind::ProtectionRequired => (
+            ReplyCode::ProtectionRequired,
+            "Data protection required: send PBSZ 0 and PROT P first.",
+            Continue,
+        ),
+        PbszFirst => (
+            BadSequence,
+            "Send AUTH TLS, then PBSZ 0, then PROT.",
+            Continue,
+        ),
+        ProtLevel => (
+            ProtLevelNotSupported,
+            "PROT level not supported; use C or P.",
+            Continue,
+        ),
+        CccRefused => (
+            PolicyDenied,
+            "CCC refused: the control connection stays protected.",
+            Continue,
+        ),
+        TlsHandshake(_) => (
+            ServiceNotAvailable,
+            "TLS handshake failed; closing control connection.",
+            Close,
+        ),
+        BackendTls(_) => (
+            ServiceNotAvailable,
+            "Service not available: TLS to the server failed.",
+            Close,
         ),
         ErrorKind::NotImplemented => (
             ReplyCode::NotImplemented,

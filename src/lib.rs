@@ -28,6 +28,7 @@ pub mod privileges;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod xferlog;
 
 pub use server::{run, BindError, Listeners, Server};

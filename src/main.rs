@@ -13,8 +13,16 @@ use ftpgate::config::{validate, Config, LogFormat};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // rustls warns about peers' harmless quirks (an IP address sent
+        // as SNI by lftp): keep those out unless asked for.
+        let quiet = if config.log_level.contains("rustls") {
+            String::new()
+        } else {
+            ",rustls=error".to_owned()
+        };
+        tracing_subscriber::EnvFilter::new(format!("{}{quiet}", config.log_level))
+    });
     // Colours only on a terminal: log files and journald get plain text.
     let builder = tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())

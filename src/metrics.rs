@@ -44,6 +44,8 @@ pub struct Metrics {
     pub limit_hits_total: IntCounterVec,
     /// Configuration reloads by result.
     pub reloads_total: IntCounterVec,
+    /// TLS handshakes by side (client, backend), channel (control, data) and result.
+    pub tls_handshakes_total: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,6 +160,12 @@ impl Metrics {
                 "ftpgate_config_reloads_total",
                 "Configuration reloads (SIGHUP).",
                 &["result"],
+            ),
+            tls_handshakes_total: counter_vec(
+                &r,
+                "ftpgate_tls_handshakes_total",
+                "TLS handshakes ftpgate made or accepted.",
+                &["side", "channel", "result"],
             ),
             registry: r,
             sessions_active,

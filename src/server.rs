@@ -31,7 +31,7 @@ use crate::error::{reply_for, Error, ErrorKind};
 use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
 use crate::net::canonical_ip;
-use crate::session::run_session;
+use crate::session::{run_session, Arrival};
 use crate::xferlog::XferLog;
 
 /// A listener that could not be bound.
@@ -52,6 +52,14 @@ pub enum BindError {
         ip: IpAddr,
         /// The port that is taken.
         port: u16,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An implicit-TLS listener.
+    #[error("cannot listen on {addr} (setting `implicit_tls_listen`): {source}")]
+    Implicit {
+        /// The address.
+        addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
@@ -78,6 +86,8 @@ pub enum BindError {
 pub struct Listeners {
     /// Control listeners, one per `listen` address.
     pub control: Vec<TcpListener>,
+    /// Implicit FTPS listeners, one per `implicit_tls_listen` address.
+    pub implicit: Vec<TcpListener>,
     /// One listener per passive port.
     pub passive: Vec<(u16, TcpListener)>,
     /// The admin HTTP listener, if configured.
@@ -117,6 +127,11 @@ impl Listeners {
                     .map_err(|source| BindError::Passive { ip, port, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let implicit = config
+            .implicit_tls_listen
+            .iter()
+            .map(|&addr| bind_one(addr).map_err(|source| BindError::Implicit { addr, source }))
+            .collect::<Result<Vec<_>, _>>()?;
         let admin = config
             .admin_listen
             .map(|addr| bind_one(addr).map_err(|source| BindError::Admin { addr, source }))
@@ -130,6 +145,7 @@ impl Listeners {
         };
         Ok(Listeners {
             control,
+            implicit,
             passive,
             admin,
             xferlog,
@@ -192,6 +208,7 @@ impl Shared {
 /// Settings a reload cannot change (they are bound or opened at start).
 const RESTART_ONLY: &[&str] = &[
     "listen",
+    "implicit_tls_listen",
     "passive_ports",
     "passive_bind_address",
     "allow_foreign_data_address",
@@ -206,6 +223,7 @@ const RESTART_ONLY: &[&str] = &[
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let changed = [
         old.listen != new.listen,
+        old.implicit_tls_listen != new.implicit_tls_listen,
         old.passive_ports != new.passive_ports,
         old.passive_bind_address != new.passive_bind_address,
         old.allow_foreign_data_address != new.allow_foreign_data_address,
@@ -226,6 +244,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 /// Keeps the running values of the settings a reload cannot change.
 fn keep_restart_only(old: &Config, mut new: Config) -> Config {
     new.listen = old.listen.clone();
+    new.implicit_tls_listen = old.implicit_tls_listen.clone();
     new.passive_ports = old.passive_ports;
     new.passive_bind_address = old.passive_bind_address;
     new.allow_foreign_data_address = old.allow_foreign_data_address;
@@ -274,6 +293,7 @@ impl Server {
         let admin_addr = listeners.admin_addr();
         let Listeners {
             control,
+            implicit,
             passive,
             admin,
             xferlog,
@@ -350,9 +370,21 @@ impl Server {
             admin = ?admin_addr,
             "ftpgate listening"
         );
-        for l in control {
+        let implicit_addrs: Vec<SocketAddr> = implicit
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        if !implicit_addrs.is_empty() {
+            info!(listen = ?implicit_addrs, "implicit FTPS listening");
+        }
+        for (l, tls) in control
+            .into_iter()
+            .map(|l| (l, false))
+            .chain(implicit.into_iter().map(|l| (l, true)))
+        {
             server.tasks.spawn(accept_control(
                 l,
+                tls,
                 Arc::clone(&server.shared),
                 server.sessions.clone(),
                 server.stop_accepting.clone(),
@@ -577,6 +609,7 @@ async fn refuse(mut stream: TcpStream, e: Error) {
 
 async fn accept_control(
     l: TcpListener,
+    implicit_tls: bool,
     shared: Arc<Shared>,
     sessions: TaskTracker,
     stop: CancellationToken,
@@ -610,10 +643,13 @@ async fn accept_control(
                         sessions.spawn(run_session(
                             Arc::clone(&shared),
                             live,
-                            stream,
-                            id,
-                            listener.clone(),
-                            admitted,
+                            Arrival {
+                                client: stream,
+                                id,
+                                listener: listener.clone(),
+                                implicit_tls,
+                                admitted,
+                            },
                             shutdown.child_token(),
                         ));
                     }

@@ -138,6 +138,19 @@ settings! {
     health_check_fall: i64,
     user: String,
     group: String,
+    tls: String,
+    tls_cert: String,
+    tls_key: String,
+    implicit_tls_listen: Vec<String>,
+    tls_require_data_resumption: bool,
+    tls_handshake_timeout: String,
+    tls_min_version: String,
+    backend_tls: String,
+    backend_tls_ca: String,
+    backend_tls_pin: String,
+    backend_tls_verify: bool,
+    backend_tls_server_name: String,
+    backend_tls_protect_data: bool,
 }
 
 /// A file that could not be read or parsed as TOML of the right shape.

@@ -9,6 +9,7 @@ pub mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -43,6 +44,28 @@ pub enum BackendDataMode {
     Passive,
     /// ftpgate listens and sends PORT/EPRT; the backend connects to it.
     Active,
+}
+
+/// Explicit FTPS on the plain listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// AUTH is refused.
+    Off,
+    /// AUTH TLS is offered; plaintext sessions work too.
+    Optional,
+    /// Login needs AUTH TLS first, and transfers need PROT P.
+    Required,
+}
+
+/// TLS toward the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendTlsMode {
+    /// Plaintext.
+    Off,
+    /// AUTH TLS after the greeting.
+    Explicit,
+    /// TLS from the first byte (port 990 servers).
+    Implicit,
 }
 
 /// Log output format.
@@ -149,6 +172,32 @@ pub struct Config {
     pub user: Option<String>,
     /// Group to switch to after binding (default: the user's primary group).
     pub group: Option<String>,
+    /// Explicit FTPS policy of the `listen` listeners.
+    pub tls: TlsPolicy,
+    /// Certificate chain file shown to clients.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key file.
+    pub tls_key: Option<PathBuf>,
+    /// The client-facing TLS configuration, built from the two files.
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Implicit FTPS listeners.
+    pub implicit_tls_listen: Vec<SocketAddr>,
+    /// Protected data connections must resume the control session.
+    pub tls_require_data_resumption: bool,
+    /// Time a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// Offer TLS 1.3 only.
+    pub tls_min_version_13: bool,
+    /// TLS toward backends.
+    pub backend_tls: BackendTlsMode,
+    /// How backend certificates are checked.
+    pub backend_tls_verify: crate::tls::BackendVerify,
+    /// Name backend certificates are checked against (default: the backend host).
+    pub backend_tls_server_name: Option<String>,
+    /// PROT P toward TLS backends.
+    pub backend_tls_protect_data: bool,
+    /// The backend-facing TLS configuration.
+    pub backend_tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -233,6 +282,7 @@ impl Config {
             ("login_failure_delay", self.login_failure_delay),
             ("health_check_interval", self.health_check_interval),
             ("health_check_timeout", self.health_check_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
         ] {
             kv(k, format!("{:?}", fmt_duration(d)));
         }
@@ -269,6 +319,54 @@ impl Config {
             kv(k, n.to_string());
         }
         kv("health_check", self.health_check.to_string());
+        kv(
+            "tls",
+            match self.tls {
+                TlsPolicy::Off => "\"off\"",
+                TlsPolicy::Optional => "\"optional\"",
+                TlsPolicy::Required => "\"required\"",
+            }
+            .into(),
+        );
+        kv(
+            "implicit_tls_listen",
+            list(
+                self.implicit_tls_listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            ),
+        );
+        kv(
+            "tls_require_data_resumption",
+            self.tls_require_data_resumption.to_string(),
+        );
+        kv(
+            "tls_min_version",
+            if self.tls_min_version_13 {
+                "\"1.3\""
+            } else {
+                "\"1.2\""
+            }
+            .into(),
+        );
+        kv(
+            "backend_tls",
+            match self.backend_tls {
+                BackendTlsMode::Off => "\"off\"",
+                BackendTlsMode::Explicit => "\"explicit\"",
+                BackendTlsMode::Implicit => "\"implicit\"",
+            }
+            .into(),
+        );
+        kv(
+            "backend_tls_verify",
+            (!matches!(self.backend_tls_verify, crate::tls::BackendVerify::None)).to_string(),
+        );
+        kv(
+            "backend_tls_protect_data",
+            self.backend_tls_protect_data.to_string(),
+        );
         // Optional settings: shown commented out when unset.
         let mut opt = |k: &str, v: Option<String>| match v {
             Some(v) => s.push_str(&format!("{k} = {v:?}\n")),
@@ -281,6 +379,20 @@ impl Config {
         );
         opt("user", self.user.clone());
         opt("group", self.group.clone());
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        opt("tls_cert", path(&self.tls_cert));
+        opt("tls_key", path(&self.tls_key));
+        let (ca, pin) = match &self.backend_tls_verify {
+            crate::tls::BackendVerify::Ca(p) => (Some(p.display().to_string()), None),
+            crate::tls::BackendVerify::Pinned(p) => (None, Some(p.display().to_string())),
+            crate::tls::BackendVerify::None => (None, None),
+        };
+        opt("backend_tls_ca", ca);
+        opt("backend_tls_pin", pin);
+        opt(
+            "backend_tls_server_name",
+            self.backend_tls_server_name.clone(),
+        );
         let resolved: Vec<String> = self
             .backends
             .iter()

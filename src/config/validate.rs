@@ -8,7 +8,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::{FileError, Located, Origin, RawConfig};
-use super::{BackendDataMode, BackendSpec, Config, LogFormat, PublicAddressSpec};
+use super::{
+    BackendDataMode, BackendSpec, BackendTlsMode, Config, LogFormat, PublicAddressSpec, TlsPolicy,
+};
 use crate::proto::hostport::parse_port_range;
 
 /// A configuration mistake.
@@ -82,6 +84,18 @@ fn duration(
             ),
         ),
     }
+}
+
+/// The config key a TLS error names.
+fn tls_key_or_cert(e: &crate::tls::TlsError) -> &'static str {
+    match e {
+        crate::tls::TlsError::File { key, .. } | crate::tls::TlsError::Rustls { key, .. } => key,
+    }
+}
+
+/// A TLS error's text without its leading `key: ` (the config error adds it).
+fn strip_key(s: &str) -> String {
+    s.split_once(": ").map_or(s, |(_, rest)| rest).to_owned()
 }
 
 /// An integer setting within `min..=max`.
@@ -410,6 +424,175 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
              drop one of them (or run unprivileged with CAP_NET_BIND_SERVICE instead of `user`)",
         );
     }
+    let tls_handshake_timeout = duration(
+        "tls_handshake_timeout",
+        &raw.tls_handshake_timeout,
+        Duration::from_secs(10),
+    )?;
+    let tls_min_version_13 = match &raw.tls_min_version {
+        None => false,
+        Some(l) => match l.value.trim() {
+            "1.2" => false,
+            "1.3" => true,
+            other => {
+                return invalid(
+                    "tls_min_version",
+                    &l.origin,
+                    format!("`{other}` is not \"1.2\" or \"1.3\""),
+                )
+            }
+        },
+    };
+    let path_of =
+        |v: &Option<Located<String>>| v.as_ref().map(|l| std::path::PathBuf::from(l.value.trim()));
+    let (tls_cert, tls_key) = (path_of(&raw.tls_cert), path_of(&raw.tls_key));
+    let client_tls = match (&tls_cert, &tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, tls_min_version_13).or_else(
+            |e| {
+                let key = tls_key_or_cert(&e);
+                let l = if key == "tls_cert" {
+                    raw.tls_cert.as_ref()
+                } else {
+                    raw.tls_key.as_ref()
+                }
+                .expect("both set");
+                invalid(key, &l.origin, strip_key(&e.to_string()))
+            },
+        )?),
+        (Some(_), None) => {
+            return invalid(
+                "tls_key",
+                &raw.tls_cert.as_ref().expect("set").origin,
+                "tls_cert is set but tls_key is not: both are needed",
+            )
+        }
+        (None, Some(_)) => {
+            return invalid(
+                "tls_cert",
+                &raw.tls_key.as_ref().expect("set").origin,
+                "tls_key is set but tls_cert is not: both are needed",
+            )
+        }
+        (None, None) => None,
+    };
+    let tls = match &raw.tls {
+        None if client_tls.is_some() => TlsPolicy::Optional,
+        None => TlsPolicy::Off,
+        Some(l) => {
+            let p = match l.value.trim().to_ascii_lowercase().as_str() {
+                "off" => TlsPolicy::Off,
+                "optional" => TlsPolicy::Optional,
+                "required" => TlsPolicy::Required,
+                other => {
+                    return invalid(
+                        "tls",
+                        &l.origin,
+                        format!("`{other}` is not \"off\", \"optional\" or \"required\""),
+                    )
+                }
+            };
+            if p != TlsPolicy::Off && client_tls.is_none() {
+                return invalid(
+                    "tls",
+                    &l.origin,
+                    "FTPS needs a certificate: set tls_cert and tls_key",
+                );
+            }
+            p
+        }
+    };
+    let implicit_tls_listen = match &raw.implicit_tls_listen {
+        None => Vec::new(),
+        Some(l) => {
+            let addrs = l
+                .value
+                .iter()
+                .map(|s| {
+                    s.trim().parse::<SocketAddr>().or_else(|_| {
+                        invalid(
+                            "implicit_tls_listen",
+                            &l.origin,
+                            format!("`{s}` is not IP:port, e.g. \"0.0.0.0:990\""),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if !addrs.is_empty() && client_tls.is_none() {
+                return invalid(
+                    "implicit_tls_listen",
+                    &l.origin,
+                    "implicit FTPS needs a certificate: set tls_cert and tls_key",
+                );
+            }
+            addrs
+        }
+    };
+    let backend_tls = match &raw.backend_tls {
+        None => BackendTlsMode::Off,
+        Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
+            "off" => BackendTlsMode::Off,
+            "explicit" => BackendTlsMode::Explicit,
+            "implicit" => BackendTlsMode::Implicit,
+            other => {
+                return invalid(
+                    "backend_tls",
+                    &l.origin,
+                    format!("`{other}` is not \"off\", \"explicit\" or \"implicit\""),
+                )
+            }
+        },
+    };
+    let verify_flag = flag(&raw.backend_tls_verify, true);
+    let backend_tls_verify = match (&raw.backend_tls_ca, &raw.backend_tls_pin, verify_flag) {
+        (Some(ca), Some(_), _) => {
+            return invalid(
+                "backend_tls_pin",
+                &ca.origin,
+                "set backend_tls_ca or backend_tls_pin, not both",
+            )
+        }
+        (Some(ca), None, true) => crate::tls::BackendVerify::Ca(ca.value.trim().into()),
+        (None, Some(pin), true) => crate::tls::BackendVerify::Pinned(pin.value.trim().into()),
+        (_, _, false) => crate::tls::BackendVerify::None,
+        (None, None, true) => {
+            if backend_tls != BackendTlsMode::Off {
+                let origin = raw.backend_tls.as_ref().expect("set").origin.clone();
+                return invalid(
+                    "backend_tls",
+                    &origin,
+                    "set backend_tls_ca (e.g. /etc/ssl/certs/ca-certificates.crt) or backend_tls_pin, \
+                     or backend_tls_verify = false for self-signed servers",
+                );
+            }
+            crate::tls::BackendVerify::None
+        }
+    };
+    let backend_tls_config = if backend_tls == BackendTlsMode::Off {
+        None
+    } else {
+        Some(crate::tls::client_config(&backend_tls_verify).or_else(|e| {
+            let (key, origin) = match &backend_tls_verify {
+                crate::tls::BackendVerify::Ca(_) => (
+                    "backend_tls_ca",
+                    raw.backend_tls_ca.as_ref().map(|l| l.origin.clone()),
+                ),
+                crate::tls::BackendVerify::Pinned(_) => (
+                    "backend_tls_pin",
+                    raw.backend_tls_pin.as_ref().map(|l| l.origin.clone()),
+                ),
+                crate::tls::BackendVerify::None => ("backend_tls", None),
+            };
+            invalid(
+                key,
+                &origin.unwrap_or(Origin::Flag("--backend-tls")),
+                strip_key(&e.to_string()),
+            )
+        })?)
+    };
+    let backend_tls_server_name = raw
+        .backend_tls_server_name
+        .as_ref()
+        .map(|l| l.value.trim().to_owned());
     Ok(Config {
         listen,
         backends,
@@ -508,6 +691,19 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         health_check_fall: count("health_check_fall", &raw.health_check_fall, 3, (1, 100))? as u32,
         user,
         group,
+        tls,
+        tls_cert,
+        tls_key,
+        client_tls,
+        implicit_tls_listen,
+        tls_require_data_resumption: flag(&raw.tls_require_data_resumption, false),
+        tls_handshake_timeout,
+        tls_min_version_13,
+        backend_tls,
+        backend_tls_verify,
+        backend_tls_server_name,
+        backend_tls_protect_data: flag(&raw.backend_tls_protect_data, true),
+        backend_tls_config,
     })
 }
 

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::canonical_ip;
+use relay::DataStream;
 
 /// The routing table of pending passive connections: each route hands the
 /// accepted client stream to the session's data task.
@@ -47,6 +48,103 @@ pub enum DataFailure {
     ClientGone,
     /// Accepting the backend's connection failed.
     BackendAccept(io::Error),
+    /// A TLS handshake on the data connection failed (or did not resume
+    /// the control session when that is required).
+    Tls(String),
+}
+
+/// TLS toward the client on this data connection (PROT P).
+#[derive(Clone)]
+pub struct ClientDataTls {
+    /// The client-facing configuration (with its session cache).
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Refuse a handshake that does not resume a session.
+    pub require_resumption: bool,
+    /// Handshake time limit.
+    pub timeout: std::time::Duration,
+}
+
+/// TLS toward the backend on this data connection.
+#[derive(Clone)]
+pub struct BackendDataTls {
+    /// The session's own client configuration (its session store holds the
+    /// control connection's tickets, so this handshake resumes that session).
+    pub connector: tokio_rustls::TlsConnector,
+    /// The name the backend's certificate is checked against.
+    pub name: rustls::pki_types::ServerName<'static>,
+    /// Handshake time limit.
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for ClientDataTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientDataTls")
+            .field("require_resumption", &self.require_resumption)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for BackendDataTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendDataTls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn client_side(
+    s: TcpStream,
+    tls: Option<&ClientDataTls>,
+    handshakes: &prometheus::IntCounterVec,
+) -> Result<DataStream, DataFailure> {
+    let Some(t) = tls else {
+        return Ok(DataStream::Tcp(s));
+    };
+    let done = tokio::time::timeout(t.timeout, t.acceptor.accept(s)).await;
+    let result = match done {
+        Err(_) => Err("client data TLS handshake timed out".to_owned()),
+        Ok(Err(e)) => Err(format!("client data TLS handshake failed: {e}")),
+        Ok(Ok(s)) => {
+            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            if t.require_resumption && !resumed {
+                Err("client data connection did not resume the control TLS session (tls_require_data_resumption)".to_owned())
+            } else {
+                Ok(DataStream::ServerTls(Box::new(s)))
+            }
+        }
+    };
+    handshakes
+        .with_label_values(&[
+            "client",
+            "data",
+            if result.is_ok() { "ok" } else { "failed" },
+        ])
+        .inc();
+    result.map_err(DataFailure::Tls)
+}
+
+async fn backend_side(
+    s: TcpStream,
+    tls: Option<&BackendDataTls>,
+    handshakes: &prometheus::IntCounterVec,
+) -> Result<DataStream, DataFailure> {
+    let Some(t) = tls else {
+        return Ok(DataStream::Tcp(s));
+    };
+    let done = tokio::time::timeout(t.timeout, t.connector.connect(t.name.clone(), s)).await;
+    let result = match done {
+        Err(_) => Err("backend data TLS handshake timed out".to_owned()),
+        Ok(Err(e)) => Err(format!("backend data TLS handshake failed: {e}")),
+        Ok(Ok(s)) => Ok(DataStream::ClientTls(Box::new(s))),
+    };
+    handshakes
+        .with_label_values(&[
+            "backend",
+            "data",
+            if result.is_ok() { "ok" } else { "failed" },
+        ])
+        .inc();
+    result.map_err(DataFailure::Tls)
 }
 
 /// What a data task reports to its session.
@@ -100,6 +198,12 @@ pub struct DataTask {
     pub counters: relay::ByteCounters,
     /// This transfer's byte counts, shared with the session.
     pub progress: std::sync::Arc<relay::Progress>,
+    /// TLS toward the client (PROT P), if any.
+    pub client_tls: Option<ClientDataTls>,
+    /// TLS toward the backend, if any.
+    pub backend_tls: Option<BackendDataTls>,
+    /// `ftpgate_tls_handshakes_total`.
+    pub handshakes: prometheus::IntCounterVec,
 }
 
 async fn accept_backend(listener: TcpListener, backend_ip: IpAddr) -> io::Result<TcpStream> {
@@ -126,6 +230,9 @@ pub fn spawn_data_task(t: DataTask) {
             buffer_max,
             counters,
             progress,
+            client_tls,
+            backend_tls,
+            handshakes,
         } = t;
         let report = |kind| {
             let _ = events.send(DataEvent { gen, kind });
@@ -166,6 +273,21 @@ pub fn spawn_data_task(t: DataTask) {
                     Err(e) => return report(DataEventKind::Failed(DataFailure::BackendAccept(e))),
                 }
             }
+        };
+        // Both handshakes at once: a server starts its side only after the
+        // transfer command, a client whenever it likes.
+        let wrapped = tokio::select! {
+            _ = cancel.cancelled() => return,
+            w = async {
+                tokio::join!(
+                    client_side(client, client_tls.as_ref(), &handshakes),
+                    backend_side(backend, backend_tls.as_ref(), &handshakes),
+                )
+            } => w,
+        };
+        let (client, backend) = match wrapped {
+            (Ok(c), Ok(b)) => (c, b),
+            (Err(f), _) | (_, Err(f)) => return report(DataEventKind::Failed(f)),
         };
         let (down_tx, down_rx) = oneshot::channel();
         let relay = relay::relay(client, backend, buffer_max, down_tx, counters, progress);

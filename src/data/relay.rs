@@ -76,6 +76,44 @@ impl Progress {
     }
 }
 
+/// A data connection: plain TCP, or TLS toward the client (ftpgate is the
+/// TLS server) or toward the backend (ftpgate is the TLS client).
+#[derive(Debug)]
+pub enum DataStream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS, ftpgate as server.
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS, ftpgate as client.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
+type WriteSide = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl DataStream {
+    /// Read and write halves. TCP splits without a lock; TLS through
+    /// `tokio::io::split`. Shutting the write half of a TLS stream sends
+    /// close_notify before the TCP FIN (vsftpd answers an upload without it
+    /// with 426).
+    fn into_halves(self) -> (ReadSide, WriteSide) {
+        match self {
+            DataStream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            DataStream::ServerTls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Box::new(r), Box::new(w))
+            }
+            DataStream::ClientTls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
+
 /// Copies `from` to `to` until EOF, then shuts `to` down for writing. The
 /// buffer doubles each time a read fills it, up to `max`. Every write moves
 /// `counter` (metrics) and `progress` (this transfer).
@@ -96,6 +134,9 @@ where
         let n = match from.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
+            // A TLS peer that closed TCP without close_notify: take it as
+            // the end (servers and clients commonly do this after the last byte).
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => return (total, Some(e)),
         };
         if let Err(e) = to.write_all(&buf[..n]).await {
@@ -120,15 +161,15 @@ where
 /// `buffer_max` bytes each; `down_done` fires when the backend-to-client
 /// direction has ended (with its byte count and whether it ended cleanly).
 pub async fn relay(
-    client: TcpStream,
-    backend: TcpStream,
+    client: DataStream,
+    backend: DataStream,
     buffer_max: usize,
     down_done: oneshot::Sender<(u64, bool)>,
     counters: ByteCounters,
     progress: Arc<Progress>,
 ) -> RelayOutcome {
-    let (client_rd, client_wr) = client.into_split();
-    let (backend_rd, backend_wr) = backend.into_split();
+    let (client_rd, client_wr) = client.into_halves();
+    let (backend_rd, backend_wr) = backend.into_halves();
     let up = copy_half(client_rd, backend_wr, buffer_max, counters.up, &progress.up);
     let down = async {
         let (n, err) = copy_half(
@@ -241,8 +282,8 @@ mod tests {
             down: IntCounter::new("d", "d").unwrap(),
         };
         let task = tokio::spawn(relay(
-            proxy_client,
-            proxy_backend,
+            DataStream::Tcp(proxy_client),
+            DataStream::Tcp(proxy_backend),
             DEFAULT_BUFFER_MAX,
             tx,
             counters.clone(),

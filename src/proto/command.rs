@@ -63,6 +63,12 @@ pub enum Verb {
     Auth,
     /// TYPE A|I|... (tracked for the transfer log)
     Type,
+    /// PBSZ (RFC 2228/4217), answered by ftpgate
+    Pbsz,
+    /// PROT (RFC 2228/4217), answered by ftpgate
+    Prot,
+    /// CCC (RFC 2228), refused
+    Ccc,
     /// Anything else, forwarded verbatim.
     Other,
 }
@@ -227,6 +233,9 @@ fn verb_from(v: &[u8]) -> Verb {
         b"FEAT" => Verb::Feat,
         b"AUTH" => Verb::Auth,
         b"TYPE" => Verb::Type,
+        b"PBSZ" => Verb::Pbsz,
+        b"PROT" => Verb::Prot,
+        b"CCC" => Verb::Ccc,
         _ => Verb::Other,
     }
 }

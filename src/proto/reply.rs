@@ -14,6 +14,16 @@ use super::line::{Frame, LineFramer};
 pub enum ReplyCode {
     /// 200
     CommandOk,
+    /// 234
+    AuthOk,
+    /// 530
+    NotLoggedIn,
+    /// 521 (RFC 4217: data connection refused at this PROT level)
+    ProtectionRequired,
+    /// 533 (RFC 2228: denied for policy reasons)
+    PolicyDenied,
+    /// 536 (RFC 2228: PROT level not supported)
+    ProtLevelNotSupported,
     /// 227
     EnteringPassiveMode,
     /// 229
@@ -41,6 +51,11 @@ impl ReplyCode {
     pub fn number(self) -> u16 {
         match self {
             ReplyCode::CommandOk => 200,
+            ReplyCode::AuthOk => 234,
+            ReplyCode::NotLoggedIn => 530,
+            ReplyCode::ProtectionRequired => 521,
+            ReplyCode::PolicyDenied => 533,
+            ReplyCode::ProtLevelNotSupported => 536,
             ReplyCode::EnteringPassiveMode => 227,
             ReplyCode::EnteringExtendedPassiveMode => 229,
             ReplyCode::ServiceNotAvailable => 421,

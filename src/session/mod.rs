@@ -17,22 +17,25 @@
 //!   flight. Later replies queue behind it.
 
 mod net;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{BackendDataMode, Config};
+use crate::config::{BackendDataMode, BackendTlsMode, Config, TlsPolicy};
 use crate::data::relay::{ByteCounters, Progress};
-use crate::data::{spawn_data_task, BackendLeg, DataEvent, DataEventKind, DataFailure, DataTask};
+use crate::data::{
+    spawn_data_task, BackendDataTls, BackendLeg, ClientDataTls, DataEvent, DataEventKind,
+    DataFailure, DataTask,
+};
 use crate::error::{reply_for, After, Error, ErrorKind};
 use crate::limits::Admitted;
 use crate::net::{BackendAddr, ClientAddr, PublicAddr};
@@ -49,6 +52,7 @@ use crate::server::{Live, Shared};
 use crate::xferlog;
 
 pub use net::{connect_from, tune_control};
+use stream::{BackendTls, ClientTls, Reader, Writer};
 
 /// Longest backend reply line kept; longer lines are dropped.
 const MAX_REPLY_LINE: usize = 16 * 1024;
@@ -117,6 +121,16 @@ struct Transfer {
     finished: bool,
 }
 
+/// A command that must wait until every earlier reply has gone out,
+/// because ftpgate then works on the connections itself.
+#[derive(Debug, Clone, Copy)]
+enum Deferred {
+    /// PASV/EPSV/PORT/EPRT: ftpgate talks to the backend.
+    Data(ClientLeg),
+    /// AUTH TLS: 234, then the handshake on the client connection.
+    Auth,
+}
+
 /// What a transfer command moves, for metrics and the transfer log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TransferKind {
@@ -154,24 +168,83 @@ enum End {
     Io(std::io::Error),
 }
 
+/// A client connection the accept loop admitted.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The connection.
+    pub client: TcpStream,
+    /// Session number (logs).
+    pub id: u64,
+    /// The listener's address (metrics label).
+    pub listener: String,
+    /// It came in on an implicit-TLS listener.
+    pub implicit_tls: bool,
+    /// Its slots in the connection limits.
+    pub admitted: Admitted,
+}
+
 /// Runs one client session to its end. `live` is the configuration the
 /// session keeps for its whole life; `admitted` holds its limit slots.
 pub async fn run_session(
     shared: Arc<Shared>,
     live: Arc<Live>,
-    client: TcpStream,
-    id: u64,
-    listener: String,
-    admitted: Admitted,
+    arrival: Arrival,
     cancel: CancellationToken,
 ) {
+    let Arrival {
+        client,
+        id,
+        listener,
+        implicit_tls,
+        admitted,
+    } = arrival;
     let started = Instant::now();
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
         return;
     };
     let client_addr = ClientAddr::new(peer);
     let cfg = Arc::clone(&live.config);
-    tune_control(&client, cfg.tcp_keepalive, true);
+    tune_control(&client, cfg.tcp_keepalive, !implicit_tls);
+    let (client_rd, client_wr): (Reader<ClientTls>, Writer<ClientTls>) = if implicit_tls {
+        // Implicit FTPS: TLS from the first byte, before any backend is contacted.
+        let Some(server_cfg) = cfg.client_tls.clone() else {
+            return;
+        };
+        let accepted = tokio::time::timeout(
+            cfg.tls_handshake_timeout,
+            tokio_rustls::TlsAcceptor::from(server_cfg).accept(client),
+        )
+        .await;
+        let ok = matches!(accepted, Ok(Ok(_)));
+        shared
+            .metrics
+            .tls_handshakes_total
+            .with_label_values(&["client", "control", if ok { "ok" } else { "failed" }])
+            .inc();
+        match accepted {
+            Ok(Ok(tls)) => stream::split_tls(tls),
+            Ok(Err(e)) => {
+                warn!(session = id, client = %client_addr, error = %e, "implicit TLS handshake failed (a plaintext client on the implicit port?); closing");
+                shared
+                    .metrics
+                    .sessions_total
+                    .with_label_values(&[&listener, "-", "tls_failed"])
+                    .inc();
+                return;
+            }
+            Err(_) => {
+                warn!(session = id, client = %client_addr, "implicit TLS handshake timed out; closing");
+                shared
+                    .metrics
+                    .sessions_total
+                    .with_label_values(&[&listener, "-", "tls_failed"])
+                    .inc();
+                return;
+            }
+        }
+    } else {
+        stream::split_plain(client)
+    };
 
     let rotation: Vec<(BackendAddr, String)> = live
         .backends
@@ -187,9 +260,7 @@ pub async fn run_session(
             .sessions_total
             .with_label_values(&[&listener, "-", "no_backend"])
             .inc();
-        let mut client = client;
-        let _ = client.write_all(&reply_for(&e).0.to_bytes()).await;
-        let _ = client.shutdown().await;
+        refuse(client_wr, &e).await;
         return;
     }
     let mut backend = None;
@@ -215,17 +286,46 @@ pub async fn run_session(
             .sessions_total
             .with_label_values(&[&listener, "-", "no_backend"])
             .inc();
-        let mut client = client;
-        let _ = client.write_all(&reply_for(&e).0.to_bytes()).await;
-        let _ = client.shutdown().await;
+        refuse(client_wr, &e).await;
         return;
     };
     tune_control(&backend, cfg.tcp_keepalive, false);
     let Ok(backend_local) = backend.local_addr() else {
         return;
     };
-    let (client_rd, client_wr) = client.into_split();
-    let (backend_rd, backend_wr) = backend.into_split();
+    // The session's own TLS client configuration: its session store keeps
+    // this control connection's tickets for the data connections.
+    let backend_tls = cfg.backend_tls_config.as_ref().and_then(|base| {
+        let name =
+            crate::tls::backend_server_name(cfg.backend_tls_server_name.as_deref(), &backend_name)?;
+        Some(BackendDataTls {
+            connector: tokio_rustls::TlsConnector::from(crate::tls::per_session(base)),
+            name,
+            timeout: cfg.tls_handshake_timeout,
+        })
+    });
+    if cfg.backend_tls != BackendTlsMode::Off && backend_tls.is_none() {
+        let e = Error::backend(ErrorKind::BackendTls(format!(
+            "`{backend_name}` has no host name to check a certificate against; set backend_tls_server_name"
+        )));
+        error!(session = id, backend = %backend_name, "{:?}", e.kind);
+        refuse(client_wr, &e).await;
+        return;
+    }
+    let (backend_rd, backend_wr): (Reader<BackendTls>, Writer<BackendTls>) = match (
+        &backend_tls,
+        cfg.backend_tls,
+    ) {
+        (Some(t), BackendTlsMode::Implicit) => match tls_connect(&shared, t, backend).await {
+            Ok(s) => stream::split_tls(s),
+            Err(e) => {
+                error!(session = id, backend = %backend_name, error = %e, "implicit TLS to the backend failed");
+                refuse(client_wr, &Error::backend(ErrorKind::BackendTls(e))).await;
+                return;
+            }
+        },
+        _ => stream::split_plain(backend),
+    };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     debug!(session = id, client = %client_addr, backend = %backend_addr, "session started");
 
@@ -242,6 +342,10 @@ pub async fn run_session(
     let mut s = Session {
         shared,
         live,
+        implicit_tls,
+        pbsz: false,
+        prot_private: false,
+        backend_tls,
         cfg,
         listener,
         backend_name,
@@ -288,14 +392,30 @@ pub async fn run_session(
         transfers: 0,
         cancel,
     };
-    // The greeting is the backend's first reply, passed through.
-    s.order.expect(Awaiting::Command(Verb::Other));
-    let end = s.run().await;
+    let end = if s.cfg.backend_tls == BackendTlsMode::Explicit {
+        // ftpgate secures the backend itself, then shows the client the greeting.
+        match s.backend_starttls().await {
+            Ok(()) => s.run().await,
+            Err(end) => end,
+        }
+    } else {
+        // The greeting is the backend's first reply, passed through.
+        s.order.expect(Awaiting::Command(Verb::Other));
+        s.run().await
+    };
     s.finish(end).await;
 }
 
 struct Session {
     shared: Arc<Shared>,
+    /// The client came in on an implicit-TLS listener.
+    implicit_tls: bool,
+    /// PBSZ was accepted (after AUTH TLS).
+    pbsz: bool,
+    /// PROT P is in effect toward the client.
+    prot_private: bool,
+    /// TLS toward the backend's data connections, when the backend speaks TLS.
+    backend_tls: Option<BackendDataTls>,
     /// The configuration this session started with (a reload does not change it).
     live: Arc<Live>,
     cfg: Arc<Config>,
@@ -323,16 +443,16 @@ struct Session {
     /// connections leave from this IP, because vsftpd and proftpd refuse data
     /// connections from any other address.
     backend_local: SocketAddr,
-    client_rd: OwnedReadHalf,
-    client_wr: OwnedWriteHalf,
-    backend_rd: OwnedReadHalf,
-    backend_wr: OwnedWriteHalf,
+    client_rd: Reader<ClientTls>,
+    client_wr: Writer<ClientTls>,
+    backend_rd: Reader<BackendTls>,
+    backend_wr: Writer<BackendTls>,
     commands: LineFramer,
     replies: ReplyAssembler,
     /// Replies awaited from the backend, ftpgate's own in their turn, the held one.
     order: ReplyOrder,
     /// A validated data-setup command waiting for `order` to be quiet, and since when.
-    deferred: Option<(ClientLeg, Instant)>,
+    deferred: Option<(Deferred, Instant)>,
     prepared: Option<Prepared>,
     /// The last prepared data connection expired unused.
     prepared_expired: bool,
@@ -360,6 +480,40 @@ struct Session {
     cancel: CancellationToken,
 }
 
+/// Answers a client that cannot be served with `e`'s reply and closes.
+async fn refuse(mut w: Writer<ClientTls>, e: &Error) {
+    let reply = reply_for(e).0.to_bytes();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        w.write_all(&reply).await?;
+        w.flush().await?;
+        w.shutdown().await
+    })
+    .await;
+}
+
+/// TLS handshake toward a backend's control port, counted in metrics.
+async fn tls_connect(
+    shared: &Shared,
+    t: &BackendDataTls,
+    tcp: TcpStream,
+) -> Result<BackendTls, String> {
+    let r = match tokio::time::timeout(t.timeout, t.connector.connect(t.name.clone(), tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("TLS handshake timed out".to_owned()),
+    };
+    shared
+        .metrics
+        .tls_handshakes_total
+        .with_label_values(&[
+            "backend",
+            "control",
+            if r.is_ok() { "ok" } else { "failed" },
+        ])
+        .inc();
+    r
+}
+
 // === impl Session ===
 
 impl Session {
@@ -373,8 +527,12 @@ impl Session {
                 return End::Error(Error::internal(ErrorKind::Shutdown));
             }
             if self.deferred.is_some() && self.order.is_quiet() {
-                let (leg, _) = self.deferred.take().expect("checked above");
-                if let Err(end) = self.setup_data(leg).await {
+                let (what, _) = self.deferred.take().expect("checked above");
+                let done = match what {
+                    Deferred::Data(leg) => self.setup_data(leg).await,
+                    Deferred::Auth => self.start_client_tls().await,
+                };
+                if let Err(end) = done {
                     return end;
                 }
                 continue;
@@ -398,6 +556,9 @@ impl Session {
                             return end;
                         }
                     }
+                    // TLS servers often close without close_notify after QUIT or 421.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && self.quitting => return End::ClientQuit,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && self.backend_said_421 => return End::ServerGoodbye,
                     Err(e) => {
                         warn!(session = self.id, error = %e, "backend control connection failed");
                         return End::Error(Error::backend(ErrorKind::BackendClosed));
@@ -407,6 +568,7 @@ impl Session {
                     // After QUIT the client may close before the backend does.
                     Ok(0) if self.quitting => return End::ClientQuit,
                     Ok(0) => return End::ClientClosed,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return End::ClientClosed,
                     Ok(_) => {
                         if let Err(e) = self.drain_client_socket() {
                             return End::Io(e);
@@ -458,7 +620,11 @@ impl Session {
             if self.commands.buffered() > self.cfg.max_line_length * 2 {
                 break;
             }
-            match net::read_nonblocking(self.client_rd.as_ref(), self.commands.buffer_mut()) {
+            // Inside TLS there is no urgent data to chase.
+            let Some(plain) = self.client_rd.plain() else {
+                break;
+            };
+            match net::read_nonblocking(plain.as_ref(), self.commands.buffer_mut()) {
                 Ok(0) => break,
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -466,6 +632,170 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Whether this listener offers AUTH TLS (or the session is implicit TLS).
+    fn tls_offered(&self) -> bool {
+        self.implicit_tls || (self.cfg.client_tls.is_some() && self.cfg.tls != TlsPolicy::Off)
+    }
+
+    /// Login and transfers need TLS here.
+    fn tls_required(&self) -> bool {
+        self.implicit_tls || self.cfg.tls == TlsPolicy::Required
+    }
+
+    /// TLS for the client side of the next data connection (PROT P).
+    fn client_data_tls(&self) -> Option<ClientDataTls> {
+        if !(self.client_rd.is_tls() && self.prot_private) {
+            return None;
+        }
+        let cfg = self.cfg.client_tls.clone()?;
+        Some(ClientDataTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(cfg),
+            require_resumption: self.cfg.tls_require_data_resumption,
+            timeout: self.cfg.tls_handshake_timeout,
+        })
+    }
+
+    /// Validates AUTH without I/O; `Ok` means: answer 234 and shake hands
+    /// once every earlier reply is out.
+    fn check_auth(&self, cmd: &Command) -> Result<(), Error> {
+        if self.client_rd.is_tls() {
+            return Err(Error::client(ErrorKind::AlreadyTls));
+        }
+        if !self.tls_offered() {
+            return Err(Error::client(ErrorKind::TlsUnsupported));
+        }
+        match cmd.arg_str().trim().to_ascii_uppercase().as_str() {
+            // TLS-C and TLS-P are old drafts' names; SSL is what old clients send.
+            "TLS" | "TLS-C" | "SSL" | "TLS-P" => Ok(()),
+            _ => Err(Error::client(ErrorKind::AuthMechanism)),
+        }
+    }
+
+    /// Answers AUTH with 234 and takes the client connection into TLS.
+    async fn start_client_tls(&mut self) -> Result<(), End> {
+        let Some(server_cfg) = self.cfg.client_tls.clone() else {
+            return self
+                .local_error(Error::client(ErrorKind::TlsUnsupported))
+                .await;
+        };
+        self.local_reply(Reply::new(ReplyCode::AuthOk, "AUTH TLS successful."))
+            .await?;
+        // Anything the client sent after AUTH in plaintext is not trusted
+        // into the protected session (command injection, CVE-2011-0411 style).
+        let injected = self.commands.buffered();
+        if injected > 0 {
+            warn!(session = self.id, client = %self.client_addr, bytes = injected, "discarded plaintext sent after AUTH TLS");
+            self.commands.buffer_mut().clear();
+        }
+        let rd = std::mem::replace(&mut self.client_rd, Reader::Gone);
+        let wr = std::mem::replace(&mut self.client_wr, Writer::Gone);
+        let Some(tcp) = stream::reunite(rd, wr) else {
+            return Err(End::Error(Error::internal(ErrorKind::Bug(
+                "AUTH on a connection that is not plain TCP".into(),
+            ))));
+        };
+        let accepted = tokio::time::timeout(
+            self.cfg.tls_handshake_timeout,
+            tokio_rustls::TlsAcceptor::from(server_cfg).accept(tcp),
+        )
+        .await;
+        let result = match accepted {
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("handshake timed out".to_owned()),
+        };
+        self.shared
+            .metrics
+            .tls_handshakes_total
+            .with_label_values(&[
+                "client",
+                "control",
+                if result.is_ok() { "ok" } else { "failed" },
+            ])
+            .inc();
+        match result {
+            Ok(tls) => {
+                let (r, w) = stream::split_tls(tls);
+                self.client_rd = r;
+                self.client_wr = w;
+                self.pbsz = false;
+                self.prot_private = false;
+                debug!(session = self.id, "client control connection now TLS");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(session = self.id, client = %self.client_addr, error = %e, "client TLS handshake failed");
+                Err(End::Error(Error::client(ErrorKind::TlsHandshake(e))))
+            }
+        }
+    }
+
+    /// Explicit TLS toward the backend: read its greeting, AUTH TLS, the
+    /// handshake, PBSZ 0 and PROT; then show the client the greeting.
+    async fn backend_starttls(&mut self) -> Result<(), End> {
+        let fail = |what: String| End::Error(Error::backend(ErrorKind::BackendTls(what)));
+        let greeting = self
+            .read_backend_reply(self.started + self.cfg.greeting_timeout)
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::BackendTimeout {
+                    self.shared.metrics.limit_hit("greeting_timeout");
+                    End::Error(Error::backend(ErrorKind::GreetingTimeout))
+                } else {
+                    End::Error(e)
+                }
+            })?;
+        self.greeted = true;
+        if greeting.code != 220 {
+            // 421 too many users and the like: the client hears it as is.
+            self.order.local(&greeting);
+            self.write_ready().await?;
+            return Err(End::ServerGoodbye);
+        }
+        let auth = self
+            .backend_exchange(b"AUTH TLS\r\n")
+            .await
+            .map_err(End::Error)?;
+        if auth.code != 234 {
+            error!(session = self.id, backend = %self.backend_addr, reply = %auth.text_lossy(), "backend refused AUTH TLS");
+            return Err(fail(format!("AUTH TLS refused: {}", auth.text_lossy())));
+        }
+        let Some(t) = self.backend_tls.clone() else {
+            return Err(fail("no TLS configuration".into()));
+        };
+        let rd = std::mem::replace(&mut self.backend_rd, Reader::Gone);
+        let wr = std::mem::replace(&mut self.backend_wr, Writer::Gone);
+        let Some(tcp) = stream::reunite(rd, wr) else {
+            return Err(fail("backend connection is not plain TCP".into()));
+        };
+        match tls_connect(&self.shared, &t, tcp).await {
+            Ok(tls) => {
+                let (r, w) = stream::split_tls(tls);
+                self.backend_rd = r;
+                self.backend_wr = w;
+            }
+            Err(e) => {
+                error!(session = self.id, backend = %self.backend_addr, error = %e, "TLS to the backend failed");
+                return Err(fail(e));
+            }
+        }
+        let prot: &[u8] = if self.cfg.backend_tls_protect_data {
+            b"PROT P\r\n"
+        } else {
+            b"PROT C\r\n"
+        };
+        for line in [&b"PBSZ 0\r\n"[..], prot] {
+            let r = self.backend_exchange(line).await.map_err(End::Error)?;
+            if !r.is_success() {
+                error!(session = self.id, backend = %self.backend_addr, command = %String::from_utf8_lossy(line).trim_end(), reply = %r.text_lossy(), "backend refused");
+                return Err(fail(r.text_lossy()));
+            }
+        }
+        debug!(session = self.id, backend = %self.backend_addr, "backend control connection now TLS");
+        self.order.local(&greeting);
+        self.write_ready().await
     }
 
     /// Nothing in flight: no reply owed, no data connection prepared or running.
@@ -533,7 +863,7 @@ impl Session {
         self.quit_sent |= cmd.verb == Verb::Quit;
         match cmd.verb {
             v if v.is_data_setup() => match self.check_data_setup(&cmd) {
-                Ok(Some(leg)) => self.deferred = Some((leg, Instant::now())),
+                Ok(Some(leg)) => self.deferred = Some((Deferred::Data(leg), Instant::now())),
                 Ok(None) => self.write_ready().await?,
                 Err(e) => {
                     if matches!(e.kind, ErrorKind::ActiveRefused(_)) {
@@ -547,6 +877,14 @@ impl Session {
                     self.local_error(e).await?;
                 }
             },
+            v if v.is_transfer() && self.tls_required() && !self.prot_private => {
+                // The prepared data connection will not be used.
+                if let Some(p) = self.prepared.take() {
+                    p.cancel.cancel();
+                }
+                self.local_error(Error::client(ErrorKind::ProtectionRequired))
+                    .await?
+            }
             v if v.is_transfer() => self.start_transfer(cmd).await?,
             Verb::Abor => {
                 if let Some(t) = self.transfer.as_mut().filter(|t| !t.finished) {
@@ -567,10 +905,48 @@ impl Session {
                 }
                 self.forward(&cmd, Awaiting::Command(Verb::Abor)).await?;
             }
-            // FTPS is not supported yet (issue 4): refuse rather than pass
-            // a TLS handshake through that ftpgate could not follow.
-            Verb::Auth => {
-                self.local_error(Error::client(ErrorKind::TlsUnsupported))
+            // ftpgate terminates TLS itself: AUTH, PBSZ, PROT and CCC are
+            // answered here and never reach the backend.
+            Verb::Auth => match self.check_auth(&cmd) {
+                Ok(()) => self.deferred = Some((Deferred::Auth, Instant::now())),
+                Err(e) => self.local_error(e).await?,
+            },
+            Verb::Pbsz => {
+                if self.client_rd.is_tls() {
+                    self.pbsz = true;
+                    self.local_reply(Reply::new(ReplyCode::CommandOk, "PBSZ=0"))
+                        .await?
+                } else {
+                    self.local_error(Error::client(ErrorKind::PbszFirst))
+                        .await?
+                }
+            }
+            Verb::Prot => {
+                let level = cmd.arg_str().trim().to_ascii_uppercase();
+                if !self.client_rd.is_tls() || !self.pbsz {
+                    self.local_error(Error::client(ErrorKind::PbszFirst))
+                        .await?
+                } else if level == "P" || level == "C" {
+                    self.prot_private = level == "P";
+                    let text = if self.prot_private {
+                        "PROT now Private."
+                    } else {
+                        "PROT now Clear."
+                    };
+                    self.local_reply(Reply::new(ReplyCode::CommandOk, text))
+                        .await?
+                } else {
+                    self.local_error(Error::client(ErrorKind::ProtLevel))
+                        .await?
+                }
+            }
+            Verb::Ccc => {
+                self.local_error(Error::client(ErrorKind::CccRefused))
+                    .await?
+            }
+            Verb::User | Verb::Pass if self.tls_required() && !self.client_rd.is_tls() => {
+                warn!(session = self.id, client = %self.client_addr, "login before AUTH TLS refused (tls = required)");
+                self.local_error(Error::client(ErrorKind::TlsRequired))
                     .await?
             }
             Verb::User => {
@@ -685,6 +1061,12 @@ impl Session {
             buffer_max: self.cfg.relay_buffer_max,
             counters: self.counters.clone(),
             progress: Arc::clone(&progress),
+            client_tls: self.client_data_tls(),
+            backend_tls: self
+                .backend_tls
+                .clone()
+                .filter(|_| self.cfg.backend_tls_protect_data),
+            handshakes: self.shared.metrics.tls_handshakes_total.clone(),
         };
         match leg {
             ClientLeg::Passive(kind) => {
@@ -812,11 +1194,16 @@ impl Session {
     /// called with no other reply outstanding, so the next reply is ours.
     async fn backend_exchange(&mut self, line: &[u8]) -> Result<Reply, Error> {
         debug_assert!(self.order.is_quiet());
-        self.backend_wr
-            .write_all(line)
+        let w = &mut self.backend_wr;
+        async { w.write_all(line).await.and(w.flush().await) }
             .await
             .map_err(|_| Error::backend(ErrorKind::BackendClosed))?;
         let deadline = Instant::now() + self.cfg.backend_reply_timeout;
+        self.read_backend_reply(deadline).await
+    }
+
+    /// Reads the backend's next final reply (skipping preliminary ones).
+    async fn read_backend_reply(&mut self, deadline: Instant) -> Result<Reply, Error> {
         loop {
             while let Some(r) = self.replies.next_reply() {
                 match r {
@@ -992,16 +1379,18 @@ impl Session {
             Completion::Preliminary | Completion::Unsolicited => self.order.send(reply.to_bytes()),
             Completion::Command(verb) => {
                 let reply = match verb {
-                    // FTPS is not carried yet (issue 4): withhold what needs it.
-                    Verb::Feat => rewrite_feat(
-                        &reply,
+                    // What ftpgate offers the client, not what the backend
+                    // offers ftpgate: TLS is ftpgate's own on each side.
+                    Verb::Feat => {
+                        let mut provided = vec!["EPSV"];
                         if self.cfg.active_mode {
-                            &["EPSV", "EPRT"]
-                        } else {
-                            &["EPSV"]
-                        },
-                        &["AUTH", "PBSZ", "PROT", "CCC"],
-                    ),
+                            provided.push("EPRT");
+                        }
+                        if self.tls_offered() {
+                            provided.extend(["AUTH TLS", "PBSZ", "PROT"]);
+                        }
+                        rewrite_feat(&reply, &provided, &["AUTH", "PBSZ", "PROT", "CCC"])
+                    }
                     _ => reply,
                 };
                 measure = true;
@@ -1215,14 +1604,17 @@ impl Session {
     }
 
     async fn write_backend(&mut self, bytes: &[u8]) -> Result<(), End> {
-        self.backend_wr
-            .write_all(bytes)
+        let w = &mut self.backend_wr;
+        async { w.write_all(bytes).await.and(w.flush().await) }
             .await
             .map_err(|_| End::Error(Error::backend(ErrorKind::BackendClosed)))
     }
 
     async fn write_client(&mut self, bytes: &[u8]) -> Result<(), End> {
-        self.client_wr.write_all(bytes).await.map_err(End::Io)
+        let w = &mut self.client_wr;
+        async { w.write_all(bytes).await.and(w.flush().await) }
+            .await
+            .map_err(End::Io)
     }
 
     /// Says goodbye where needed and writes the session log line.
@@ -1264,12 +1656,13 @@ impl Session {
                 // Anything still owed to the client goes first, then the 421.
                 for b in self.order.take_owed() {
                     let _ = self.client_wr.write_all(&b).await;
+                    let _ = self.client_wr.flush().await;
                 }
                 let (reply, _) = reply_for(e);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    self.client_wr.write_all(&reply.to_bytes()),
-                )
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    self.client_wr.write_all(&reply.to_bytes()).await?;
+                    self.client_wr.flush().await
+                })
                 .await;
                 format!("{:?}", e.kind)
             }

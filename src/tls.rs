@@ -1,0 +1,326 @@
+//! TLS material for FTPS: the client-facing server configuration (certificate
+//! chain and key from PEM files, session cache and tickets so clients can
+//! resume on data connections) and the backend-facing client configuration
+//! (verified against a CA file, a pinned certificate, or, when asked
+//! explicitly, not at all).
+//!
+//! Everything here is built while the configuration is validated, so a
+//! missing or unreadable file is a startup (or reload) error naming the file
+//! and the key. rustls with the `ring` provider; TLS 1.2 and 1.3.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+/// A TLS setting that cannot be used; names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read or holds no usable PEM object.
+    #[error("{key}: {path}: {message}")]
+    File {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// rustls refused the material (e.g. a key that does not match).
+    #[error("{key}: {message}")]
+    Rustls {
+        /// The config key.
+        key: &'static str,
+        /// rustls's explanation.
+        message: String,
+    },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+static TLS12_AND_13: [&rustls::SupportedProtocolVersion; 2] =
+    [&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn versions(min_tls13: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    if min_tls13 {
+        &TLS13_ONLY
+    } else {
+        &TLS12_AND_13
+    }
+}
+
+/// Reads every certificate of a PEM file.
+pub fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::File {
+        key,
+        path: path.to_owned(),
+        message,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(format!("cannot read: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(err("no certificate (BEGIN CERTIFICATE) in the file".into()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
+        key: "tls_key",
+        path: path.to_owned(),
+        message: format!("no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
+    })
+}
+
+/// The client-facing TLS server configuration: the chain and key, a session
+/// cache (TLS 1.2 session IDs) and a ticketer (TLS 1.2/1.3 tickets), so a
+/// client can resume its control session on each data connection.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    min_tls13: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certs("tls_cert", cert)?;
+    let key = read_key(key)?;
+    let rustls = |message: String| TlsError::Rustls {
+        key: "tls_key",
+        message,
+    };
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(min_tls13))
+        .map_err(|e| rustls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| rustls(format!("certificate and key do not fit together: {e}")))?;
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16_384);
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| rustls(e.to_string()))?;
+    // FTP data connections resume one after another: more tickets than the
+    // default two.
+    cfg.send_tls13_tickets = 4;
+    Ok(Arc::new(cfg))
+}
+
+/// How ftpgate verifies a backend's certificate.
+#[derive(Debug, Clone)]
+pub enum BackendVerify {
+    /// Against the CAs in a PEM file.
+    Ca(PathBuf),
+    /// The end-entity certificate must be exactly this one (signatures are
+    /// still checked); its name and dates are not.
+    Pinned(PathBuf),
+    /// Not at all (self-signed test servers; the operator asked for it).
+    None,
+}
+
+/// Accepts one pinned end-entity certificate.
+#[derive(Debug)]
+struct PinnedCert {
+    cert: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// Accepts any certificate (`backend_tls_verify = false`).
+#[derive(Debug)]
+struct NoVerify {
+    provider: Arc<CryptoProvider>,
+}
+
+fn check_signatures_12(
+    p: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
+}
+
+fn check_signatures_13(
+    p: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    verify_tls13_signature(message, cert, dss, &p.signature_verification_algorithms)
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "backend certificate is not the pinned one (backend_tls_pin)".into(),
+            ))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        check_signatures_12(&self.provider, message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        check_signatures_13(&self.provider, message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        check_signatures_12(&self.provider, message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        check_signatures_13(&self.provider, message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The backend-facing TLS client configuration. Each session gets its own
+/// copy with its own session store ([`per_session`]), so its data
+/// connections resume its own control session and no other.
+pub fn client_config(verify: &BackendVerify) -> Result<Arc<ClientConfig>, TlsError> {
+    let p = provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&p))
+        .with_protocol_versions(versions(false))
+        .map_err(|e| TlsError::Rustls {
+            key: "backend_tls",
+            message: e.to_string(),
+        })?;
+    let cfg = match verify {
+        BackendVerify::Ca(path) => {
+            let mut roots = RootCertStore::empty();
+            for c in read_certs("backend_tls_ca", path)? {
+                roots.add(c).map_err(|e| TlsError::File {
+                    key: "backend_tls_ca",
+                    path: path.clone(),
+                    message: format!("unusable CA certificate: {e}"),
+                })?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        BackendVerify::Pinned(path) => {
+            let cert = read_certs("backend_tls_pin", path)?.remove(0);
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCert { cert, provider: p }))
+                .with_no_client_auth()
+        }
+        BackendVerify::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify { provider: p }))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// A copy of `base` with a fresh session store: one per FTP session.
+pub fn per_session(base: &Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut cfg = (**base).clone();
+    cfg.resumption = Resumption::in_memory_sessions(8);
+    Arc::new(cfg)
+}
+
+/// The name a backend's certificate is checked against: the configured
+/// `backend_tls_server_name`, else the host part of the backend as written.
+pub fn backend_server_name(configured: Option<&str>, backend: &str) -> Option<ServerName<'static>> {
+    let host = match configured {
+        Some(n) => n,
+        None => match backend.rsplit_once(':') {
+            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+            None => backend,
+        },
+    };
+    ServerName::try_from(host.to_owned()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_from_backends() {
+        let n =
+            |c: Option<&str>, b: &str| backend_server_name(c, b).map(|n| n.to_str().into_owned());
+        assert_eq!(n(None, "127.0.0.1:21").as_deref(), Some("127.0.0.1"));
+        assert_eq!(n(None, "[::1]:21").as_deref(), Some("::1"));
+        assert_eq!(
+            n(None, "ftp.example.com:990").as_deref(),
+            Some("ftp.example.com")
+        );
+        assert_eq!(
+            n(Some("files.example"), "10.0.0.5:21").as_deref(),
+            Some("files.example")
+        );
+    }
+
+    #[test]
+    fn missing_files_name_the_key_and_path() {
+        let e = server_config(
+            Path::new("/nonexistent/c.pem"),
+            Path::new("/nonexistent/k.pem"),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("tls_cert: /nonexistent/c.pem"), "{e}");
+        let e = client_config(&BackendVerify::Ca("/nonexistent/ca.pem".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("backend_tls_ca: /nonexistent/ca.pem"), "{e}");
+    }
+}
