@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::advertise::PublicAddresses;
 use crate::backend::{health, Backends, Health, Member};
-use crate::config::Config;
+use crate::config::{BackendTlsMode, Config};
 use crate::data::port_pool::PortPool;
 use crate::data::PassivePool;
 use crate::error::{reply_for, Error, ErrorKind};
@@ -421,12 +421,14 @@ impl Server {
                 o.health_check_timeout,
                 o.health_check_rise,
                 o.health_check_fall,
+                o.backend_tls,
             ) == (
                 config.health_check,
                 config.health_check_interval,
                 config.health_check_timeout,
                 config.health_check_rise,
                 config.health_check_fall,
+                config.backend_tls,
             )
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
@@ -453,11 +455,23 @@ impl Server {
                     let token = self.shutdown.child_token();
                     if config.health_check {
                         h.expect_checks();
+                        let tls = match (config.backend_tls, &config.backend_tls_config) {
+                            (BackendTlsMode::Implicit, Some(c)) => crate::tls::backend_server_name(
+                                config.backend_tls_server_name.as_deref(),
+                                &spec.name,
+                            )
+                            .map(|name| health::CheckTls {
+                                connector: tokio_rustls::TlsConnector::from(Arc::clone(c)),
+                                name,
+                            }),
+                            _ => None,
+                        };
                         self.tasks.spawn(health::check_loop(
                             spec.clone(),
                             Arc::clone(&h),
                             config.health_check_interval,
                             config.health_check_timeout,
+                            tls,
                             Arc::clone(&self.shared.metrics),
                             token.clone(),
                         ));

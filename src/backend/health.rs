@@ -128,28 +128,63 @@ pub enum CheckError {
     Unexpected(String),
 }
 
-/// One check: connect, read the greeting, expect 220, say QUIT.
-pub async fn check_once(spec: &BackendSpec, timeout: Duration) -> Result<Duration, CheckError> {
-    let started = Instant::now();
-    let attempt = async {
-        let mut s = TcpStream::connect(spec.addr).await?;
-        let mut replies = ReplyAssembler::new(4096, 64 * 1024);
-        loop {
-            if let Some(r) = replies.next_reply() {
-                match r {
-                    Ok(reply) if reply.is_preliminary() => continue,
-                    Ok(reply) if reply.code == 220 => {
-                        let _ = s.write_all(b"QUIT\r\n").await;
-                        return Ok(started.elapsed());
-                    }
-                    Ok(reply) => return Err(CheckError::Unexpected(reply.text_lossy())),
-                    Err(_) => return Err(CheckError::Unexpected("malformed reply".into())),
+/// TLS for checks of an implicit-TLS backend: its greeting is inside TLS.
+#[derive(Clone)]
+pub struct CheckTls {
+    /// The backend-facing TLS configuration.
+    pub connector: tokio_rustls::TlsConnector,
+    /// The name its certificate is checked against.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for CheckTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckTls")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Reads the greeting from `s`, expects 220, says QUIT.
+async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    started: Instant,
+) -> Result<Duration, CheckError> {
+    let mut replies = ReplyAssembler::new(4096, 64 * 1024);
+    loop {
+        if let Some(r) = replies.next_reply() {
+            match r {
+                Ok(reply) if reply.is_preliminary() => continue,
+                Ok(reply) if reply.code == 220 => {
+                    let _ = s.write_all(b"QUIT\r\n").await;
+                    let _ = s.flush().await;
+                    return Ok(started.elapsed());
                 }
-            }
-            if s.read_buf(replies.buffer_mut()).await? == 0 {
-                return Err(CheckError::Closed);
+                Ok(reply) => return Err(CheckError::Unexpected(reply.text_lossy())),
+                Err(_) => return Err(CheckError::Unexpected("malformed reply".into())),
             }
         }
+        if s.read_buf(replies.buffer_mut()).await? == 0 {
+            return Err(CheckError::Closed);
+        }
+    }
+}
+
+/// One check: connect (and TLS for an implicit-TLS backend), read the
+/// greeting, expect 220, say QUIT.
+pub async fn check_once(
+    spec: &BackendSpec,
+    timeout: Duration,
+    tls: Option<&CheckTls>,
+) -> Result<Duration, CheckError> {
+    let started = Instant::now();
+    let attempt = async {
+        let s = TcpStream::connect(spec.addr).await?;
+        if let Some(t) = tls {
+            let s = t.connector.connect(t.name.clone(), s).await?;
+            return greet(s, started).await;
+        }
+        greet(s, started).await
     };
     tokio::time::timeout(timeout, attempt)
         .await
@@ -162,6 +197,7 @@ pub async fn check_loop(
     health: Arc<Health>,
     interval: Duration,
     timeout: Duration,
+    tls: Option<CheckTls>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
@@ -169,7 +205,7 @@ pub async fn check_loop(
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = check_once(&spec, timeout) => r,
+            r = check_once(&spec, timeout, tls.as_ref()) => r,
         };
         let ok = result.is_ok();
         metrics

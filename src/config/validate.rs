@@ -86,6 +86,25 @@ fn duration(
     }
 }
 
+/// A path setting: relative paths written in a file are relative to that
+/// file's directory (flags: to the working directory).
+fn relative_to_file(l: &Located<String>) -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(l.value.trim());
+    let p = match &l.origin {
+        Origin::File { path, .. } if p.is_relative() => {
+            path.parent().map(|d| d.join(&p)).unwrap_or(p)
+        }
+        _ => p,
+    };
+    // Absolute, so `check` prints a path that means the same from anywhere.
+    if p.is_relative() {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(p);
+        }
+    }
+    p
+}
+
 /// The config key a TLS error names.
 fn tls_key_or_cert(e: &crate::tls::TlsError) -> &'static str {
     match e {
@@ -393,7 +412,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         Some(l) if l.value.trim().is_empty() => {
             return invalid("xferlog", &l.origin, "must be a file path")
         }
-        Some(l) => Some(std::path::PathBuf::from(l.value.trim())),
+        Some(l) => Some(relative_to_file(l)),
     };
     let user = account("user", &raw.user, false)?;
     let group = account("group", &raw.group, true)?;
@@ -443,8 +462,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
-    let path_of =
-        |v: &Option<Located<String>>| v.as_ref().map(|l| std::path::PathBuf::from(l.value.trim()));
+    let path_of = |v: &Option<Located<String>>| v.as_ref().map(relative_to_file);
     let (tls_cert, tls_key) = (path_of(&raw.tls_cert), path_of(&raw.tls_key));
     let client_tls = match (&tls_cert, &tls_key) {
         (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, tls_min_version_13).or_else(
@@ -551,8 +569,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
                 "set backend_tls_ca or backend_tls_pin, not both",
             )
         }
-        (Some(ca), None, true) => crate::tls::BackendVerify::Ca(ca.value.trim().into()),
-        (None, Some(pin), true) => crate::tls::BackendVerify::Pinned(pin.value.trim().into()),
+        (Some(ca), None, true) => crate::tls::BackendVerify::Ca(relative_to_file(ca)),
+        (None, Some(pin), true) => crate::tls::BackendVerify::Pinned(relative_to_file(pin)),
         (_, _, false) => crate::tls::BackendVerify::None,
         (None, None, true) => {
             if backend_tls != BackendTlsMode::Off {
