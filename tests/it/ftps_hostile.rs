@@ -334,3 +334,72 @@ fn ftps_hostile_required_policy_and_injected_plaintext() {
     assert_eq!(code(&tls_cmd(&mut t, "QUIT")), 221);
     assert!(handshakes(&gw, "ok") >= 1);
 }
+
+/// The DER of the first certificate in a PEM file.
+fn cert_der(path: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+/// Opens a TLS control session and returns it with the certificate shown.
+fn tls_session(addr: SocketAddr) -> (BufReader<TlsStream>, Vec<u8>) {
+    let mut c = Plain::connect(addr);
+    assert_eq!(code(&c.cmd("AUTH TLS")), 234);
+    let mut t = tls_upgrade(c.w);
+    assert_eq!(code(&tls_cmd(&mut t, "PBSZ 0")), 200);
+    let shown = t.get_ref().conn.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec();
+    (t, shown)
+}
+
+/// SIGHUP's path in-process: a reload with another certificate is what new
+/// sessions see, while a session opened before keeps its TLS session.
+#[test]
+fn ftps_certificate_reload_applies_to_new_sessions_only() {
+    let Some(server) = vsftpd_or_skip("ftps_certificate_reload_applies_to_new_sessions_only")
+    else {
+        return;
+    };
+    let gw = gateway::start(&[server.addr], &cert_toml());
+    let (mut old, shown) = tls_session(gw.addr);
+    assert_eq!(shown, cert_der(&fixture("cert.pem")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("new.pem"), dir.path().join("new.key"));
+    std::fs::write(&cert, fresh.cert.pem()).unwrap();
+    std::fs::write(&key, fresh.key_pair.serialize_pem()).unwrap();
+    let text = format!(
+        "listen = [\"{}\"]\nbackends = [\"{}\"]\npublic_address = \"127.0.0.1\"\npassive_ports = \"{}-{}\"\nhealth_check = false\ntls_cert = {:?}\ntls_key = {:?}\n",
+        gw.config.listen[0],
+        server.addr,
+        gw.passive_ports.0,
+        gw.passive_ports.1,
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    // A reload naming a key that does not exist is refused; nothing changes.
+    let bad = text.replace("new.key", "missing.key");
+    let e = gw.reload(&bad).unwrap_err();
+    assert!(e.contains("tls_key") && e.contains("missing.key"), "{e}");
+    assert_eq!(tls_session(gw.addr).1, cert_der(&fixture("cert.pem")));
+
+    gw.reload(&text).expect("reload with a new certificate");
+    let (mut new, shown) = tls_session(gw.addr);
+    assert_eq!(
+        shown,
+        cert_der(&cert),
+        "new sessions get the new certificate"
+    );
+    // The session from before the reload goes on inside its TLS session.
+    assert_eq!(code(&tls_cmd(&mut old, "PROT P")), 200);
+    assert_eq!(code(&tls_cmd(&mut old, "USER anonymous")), 331);
+    assert_eq!(code(&tls_cmd(&mut new, "QUIT")), 221);
+}
