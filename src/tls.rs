@@ -105,12 +105,27 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| rustls(format!("certificate and key do not fit together: {e}")))?;
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16_384);
+    // Each session gets its own cache and ticketer (`per_client_session`);
+    // these are the defaults that copy replaces.
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(32);
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| rustls(e.to_string()))?;
     // FTP data connections resume one after another: more tickets than the
     // default two.
     cfg.send_tls13_tickets = 4;
     Ok(Arc::new(cfg))
+}
+
+/// A copy of the client-facing configuration with its own session cache and
+/// ticket keys: one per FTP session, so a data connection can resume only
+/// a TLS session that this control connection's handshake started (what
+/// `tls_require_data_resumption` then proves).
+pub fn per_client_session(base: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut cfg = (**base).clone();
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(32);
+    if let Ok(t) = rustls::crypto::ring::Ticketer::new() {
+        cfg.ticketer = t;
+    }
+    Arc::new(cfg)
 }
 
 /// How ftpgate verifies a backend's certificate.

@@ -205,11 +205,14 @@ pub async fn run_session(
     let client_addr = ClientAddr::new(peer);
     let cfg = Arc::clone(&live.config);
     tune_control(&client, cfg.tcp_keepalive, !implicit_tls);
+    // This session's own TLS server configuration, once it speaks TLS.
+    let mut session_tls = None;
     let (client_rd, client_wr): (Reader<ClientTls>, Writer<ClientTls>) = if implicit_tls {
         // Implicit FTPS: TLS from the first byte, before any backend is contacted.
-        let Some(server_cfg) = cfg.client_tls.clone() else {
+        let Some(server_cfg) = cfg.client_tls.as_ref().map(crate::tls::per_client_session) else {
             return;
         };
+        session_tls = Some(Arc::clone(&server_cfg));
         let accepted = tokio::time::timeout(
             cfg.tls_handshake_timeout,
             tokio_rustls::TlsAcceptor::from(server_cfg).accept(client),
@@ -342,6 +345,7 @@ pub async fn run_session(
     let mut s = Session {
         shared,
         live,
+        session_tls,
         implicit_tls,
         pbsz: false,
         prot_private: false,
@@ -408,6 +412,9 @@ pub async fn run_session(
 
 struct Session {
     shared: Arc<Shared>,
+    /// This session's TLS server configuration (own session cache and
+    /// ticket keys), used for its control and data connections.
+    session_tls: Option<Arc<rustls::ServerConfig>>,
     /// The client came in on an implicit-TLS listener.
     implicit_tls: bool,
     /// PBSZ was accepted (after AUTH TLS).
@@ -649,7 +656,7 @@ impl Session {
         if !(self.client_rd.is_tls() && self.prot_private) {
             return None;
         }
-        let cfg = self.cfg.client_tls.clone()?;
+        let cfg = self.session_tls.clone()?;
         Some(ClientDataTls {
             acceptor: tokio_rustls::TlsAcceptor::from(cfg),
             require_resumption: self.cfg.tls_require_data_resumption,
@@ -675,11 +682,17 @@ impl Session {
 
     /// Answers AUTH with 234 and takes the client connection into TLS.
     async fn start_client_tls(&mut self) -> Result<(), End> {
-        let Some(server_cfg) = self.cfg.client_tls.clone() else {
+        let Some(server_cfg) = self
+            .cfg
+            .client_tls
+            .as_ref()
+            .map(crate::tls::per_client_session)
+        else {
             return self
                 .local_error(Error::client(ErrorKind::TlsUnsupported))
                 .await;
         };
+        self.session_tls = Some(Arc::clone(&server_cfg));
         self.local_reply(Reply::new(ReplyCode::AuthOk, "AUTH TLS successful."))
             .await?;
         // Anything the client sent after AUTH in plaintext is not trusted
