@@ -8,7 +8,9 @@
 # - proftpd-core and pure-ftpd conflict with vsftpd as packages (all provide
 #   ftp-server), so they are fetched with `apt-get download` and unpacked with
 #   `dpkg -x` into $PEERS_DIR (default /opt/ftpgate-peers); their shared-library
-#   dependencies are installed from apt.
+#   dependencies are installed from apt. proftpd-mod-crypto (mod_tls, for the
+#   FTPS tests: proftpd-core has no TLS module) is unpacked the same way.
+# - openssl (the command) for the TLS rig's checks of what a server negotiates.
 #
 # The tests never use port 21 and never talk to a system-wide FTP daemon: each
 # test starts its own server on 127.0.0.1:<free port> with a generated config.
@@ -40,7 +42,7 @@ trap cleanup EXIT
 
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-    vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 \
+    vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 openssl \
     libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 \
     libsodium23 libsqlite3-0
 
@@ -52,18 +54,19 @@ if command -v ss >/dev/null 2>&1 && ss -Hltn 'sport = :21' | grep -q .; then
     service vsftpd stop >/dev/null 2>&1 || true
 fi
 
-# proftpd-core and pure-ftpd, unpacked side by side. The marker file records
+# proftpd-core, proftpd-mod-crypto and pure-ftpd, unpacked side by side. The marker file records
 # the exact package versions, so a Debian point release re-unpacks.
-want_versions="$(apt-cache policy proftpd-core pure-ftpd | awk '/^[a-z]/{p=$1; sub(/:$/, "", p)} /Candidate:/{print p"="$2}' | tr '\n' ' ')"
+want_versions="$(apt-cache policy proftpd-core proftpd-mod-crypto pure-ftpd | awk '/^[a-z]/{p=$1; sub(/:$/, "", p)} /Candidate:/{print p"="$2}' | tr '\n' ' ')"
 marker="$PEERS_DIR/.unpacked"
 if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want_versions" ] \
-    && [ -x "$PEERS_DIR/usr/sbin/proftpd" ] && [ -x "$PEERS_DIR/usr/sbin/pure-ftpd" ]; then
+    && [ -x "$PEERS_DIR/usr/sbin/proftpd" ] && [ -x "$PEERS_DIR/usr/sbin/pure-ftpd" ] \
+    && [ -f "$PEERS_DIR/usr/lib/proftpd/mod_tls.so" ]; then
     echo "peers already unpacked in $PEERS_DIR ($want_versions)"
 else
     dl="$(mktemp -d)"
     # apt-get download fetches as the _apt user where it can write.
     chown _apt "$dl" 2>/dev/null || true
-    (cd "$dl" && apt-get download -q proftpd-core pure-ftpd)
+    (cd "$dl" && apt-get download -q proftpd-core proftpd-mod-crypto pure-ftpd)
     rm -rf "$PEERS_DIR"
     mkdir -p "$PEERS_DIR"
     for deb in "$dl"/*.deb; do
@@ -89,12 +92,16 @@ if [ "$missing" -ne 0 ]; then
 fi
 
 for bin in /usr/sbin/vsftpd "$PEERS_DIR/usr/sbin/proftpd" "$PEERS_DIR/usr/sbin/pure-ftpd" \
-    /usr/bin/lftp /usr/bin/tnftp /usr/bin/curl /usr/bin/python3; do
+    /usr/bin/lftp /usr/bin/tnftp /usr/bin/curl /usr/bin/python3 /usr/bin/openssl; do
     if [ ! -x "$bin" ]; then
         echo "install-test-deps.sh: $bin is missing after install" >&2
         exit 1
     fi
 done
+if [ ! -f "$PEERS_DIR/usr/lib/proftpd/mod_tls.so" ]; then
+    echo "install-test-deps.sh: mod_tls.so (proftpd-mod-crypto) is missing after install" >&2
+    exit 1
+fi
 
 echo "== versions"
 # vsftpd -v prints its version on stdin's fd (fd 0), not stdout.
