@@ -16,6 +16,14 @@
 //! allowed in [`FtpServer::upload_dir`] (`upload`). The servers need not be
 //! installed system-wide: `scripts/install-test-deps.sh` unpacks ProFTPD and
 //! pure-ftpd under `/opt/ftpgate-peers` (override with `FTPGATE_PEERS_DIR`).
+//!
+//! FTPS: [`FtpServer::start_tls`] starts the same servers with TLS (explicit
+//! `AUTH TLS`, or implicit where the server has it), a certificate from
+//! `certs::TestPki`, and [`TlsSetup::required`] choosing whether plain
+//! sessions and plain data connections are refused. Every server keeps its
+//! default of requiring data connections to resume the control connection's
+//! TLS session where it has one (vsftpd `require_ssl_reuse=YES`, ProFTPD
+//! without `NoSessionReuseRequired`); see each `*_tls_*` function.
 
 #![allow(dead_code)]
 
@@ -92,6 +100,21 @@ impl ServerKind {
         !matches!(self, ServerKind::Vsftpd)
     }
 
+    /// Whether the rig can start this kind with implicit TLS (TLS from the
+    /// first byte). Debian's pure-ftpd 1.0.50 is built without
+    /// `--with-implicittls`: it has explicit `AUTH TLS` only.
+    pub fn supports_implicit_tls(self) -> bool {
+        !matches!(self, ServerKind::PureFtpd)
+    }
+
+    /// Whether the server refuses a TLS data connection that does not
+    /// resume the control connection's TLS session (vsftpd
+    /// `require_ssl_reuse=YES` and ProFTPD's mod_tls by default; pure-ftpd
+    /// never resumes a session, so it cannot require it).
+    pub fn requires_tls_session_reuse(self) -> bool {
+        !matches!(self, ServerKind::PureFtpd)
+    }
+
     /// A string every 220 greeting of this kind contains.
     pub fn banner_marker(self) -> &'static str {
         match self {
@@ -154,6 +177,49 @@ pub fn available(kind: ServerKind) -> bool {
     false
 }
 
+/// What else `kind` needs to serve TLS: ProFTPD needs mod_tls, which is in
+/// proftpd-mod-crypto, not in proftpd-core.
+fn missing_tls_parts(kind: ServerKind) -> Vec<String> {
+    let mut missing = missing_parts(kind);
+    if kind == ServerKind::Proftpd {
+        let m = peers_dir().join("usr/lib/proftpd/mod_tls.so");
+        if !m.exists() {
+            missing.push(m.display().to_string());
+        }
+    }
+    missing
+}
+
+/// Like [`available`], for starting `kind` with TLS ([`FtpServer::start_tls`]).
+/// With `FTPGATE_REQUIRE_PEERS=1` a missing server or TLS module panics.
+pub fn available_tls(kind: ServerKind) -> bool {
+    let missing = missing_tls_parts(kind);
+    if missing.is_empty() {
+        return true;
+    }
+    if peers_required() {
+        panic!(
+            "FTPGATE_REQUIRE_PEERS=1 but {} with TLS is not usable: missing {}. Run scripts/install-test-deps.sh as root.",
+            kind.name(),
+            missing.join(", ")
+        );
+    }
+    false
+}
+
+/// `available_tls(kind)`, printing a SKIP line for `test` when it is not.
+pub fn available_tls_or_skip(kind: ServerKind, test: &str) -> bool {
+    let ok = available_tls(kind);
+    if !ok {
+        println!(
+            "SKIP {test}: {} with TLS not installed (missing {}); run scripts/install-test-deps.sh",
+            kind.name(),
+            missing_tls_parts(kind).join(", ")
+        );
+    }
+    ok
+}
+
 /// `available(kind)`, printing a SKIP line for `test` when it is not.
 pub fn available_or_skip(kind: ServerKind, test: &str) -> bool {
     let ok = available(kind);
@@ -179,6 +245,61 @@ fn user_uid(name: &str) -> Option<u32> {
     })
 }
 
+/// How [`FtpServer::start_tls`] sets up TLS on a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSetup {
+    /// Server certificate (PEM, leaf only).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8 PEM).
+    pub key: PathBuf,
+    /// Implicit TLS: the control port speaks TLS from the first byte (no
+    /// `AUTH TLS`). Not on pure-ftpd ([`ServerKind::supports_implicit_tls`]).
+    pub implicit: bool,
+    /// Refuse logins without TLS and plain (`PROT C`) data connections:
+    /// vsftpd force_anon_logins_ssl/force_anon_data_ssl, ProFTPD
+    /// `TLSRequired on`, pure-ftpd `-Y 3`. When false, TLS is offered and
+    /// plain FTP still works (pure-ftpd `-Y 1`).
+    pub required: bool,
+}
+
+impl TlsSetup {
+    /// Explicit `AUTH TLS`, optional, with the PKI's valid server certificate.
+    pub fn explicit(pki: &crate::certs::TestPki) -> TlsSetup {
+        TlsSetup {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            implicit: false,
+            required: false,
+        }
+    }
+
+    /// Implicit TLS with the PKI's valid server certificate (TLS is then
+    /// always required on the control connection).
+    pub fn implicit(pki: &crate::certs::TestPki) -> TlsSetup {
+        TlsSetup {
+            implicit: true,
+            ..TlsSetup::explicit(pki)
+        }
+    }
+
+    /// The same with TLS required (see [`TlsSetup::required`]).
+    pub fn required(self) -> TlsSetup {
+        TlsSetup {
+            required: true,
+            ..self
+        }
+    }
+
+    /// The same with another certificate and key (e.g. the PKI's expired one).
+    pub fn with_cert(self, cert: &Path, key: &Path) -> TlsSetup {
+        TlsSetup {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ..self
+        }
+    }
+}
+
 /// A running real FTP server; dropped = killed.
 pub struct FtpServer {
     /// Which server.
@@ -193,6 +314,8 @@ pub struct FtpServer {
     pub user: String,
     /// Its password.
     pub pass: String,
+    /// How TLS is set up, for servers from [`FtpServer::start_tls`].
+    pub tls: Option<TlsSetup>,
     child: Child,
     log: PathBuf,
     dir: tempfile::TempDir,
@@ -210,15 +333,42 @@ impl FtpServer {
     /// default under umask 022) for the server's unprivileged session to
     /// serve them; [`put_file`] does that.
     pub fn start_with(kind: ServerKind, fill: impl FnOnce(&Path)) -> FtpServer {
-        FtpServer::start_inner(kind, fill, false)
+        FtpServer::start_inner(kind, fill, false, None)
+    }
+
+    /// Starts `kind` with TLS as `tls` says (see [`TlsSetup`]); `fill` as in
+    /// [`FtpServer::start_with`]. Waits for the 220 greeting: in clear text
+    /// for explicit TLS, after a TLS handshake for implicit TLS. Panics if
+    /// the server or its TLS module is missing (check
+    /// [`available_tls_or_skip`] first) or if `kind` has no implicit TLS.
+    pub fn start_tls(kind: ServerKind, tls: TlsSetup, fill: impl FnOnce(&Path)) -> FtpServer {
+        if !available_tls(kind) {
+            panic!(
+                "{} with TLS is not installed (missing {}); run scripts/install-test-deps.sh as root, \
+                 or check peers::available_tls() first",
+                kind.name(),
+                missing_tls_parts(kind).join(", ")
+            );
+        }
+        assert!(
+            !tls.implicit || kind.supports_implicit_tls(),
+            "{} has no implicit TLS here (Debian builds pure-ftpd without --with-implicittls)",
+            kind.name()
+        );
+        FtpServer::start_inner(kind, fill, false, Some(tls))
     }
 
     /// vsftpd listening on [::1] only (for IPv6 backends).
     pub fn start_vsftpd_v6(fill: impl FnOnce(&Path)) -> FtpServer {
-        FtpServer::start_inner(ServerKind::Vsftpd, fill, true)
+        FtpServer::start_inner(ServerKind::Vsftpd, fill, true, None)
     }
 
-    fn start_inner(kind: ServerKind, fill: impl FnOnce(&Path), v6: bool) -> FtpServer {
+    fn start_inner(
+        kind: ServerKind,
+        fill: impl FnOnce(&Path),
+        v6: bool,
+        tls: Option<TlsSetup>,
+    ) -> FtpServer {
         if !available(kind) {
             panic!(
                 "{} is not installed (missing {}); run scripts/install-test-deps.sh as root, \
@@ -253,9 +403,9 @@ impl FtpServer {
                 SocketAddr::from(([127, 0, 0, 1], port))
             };
             let mut cmd = match kind {
-                ServerKind::Vsftpd => vsftpd_command(dir.path(), &root, port, v6),
-                ServerKind::Proftpd => proftpd_command(dir.path(), &root, port),
-                ServerKind::PureFtpd => pureftpd_command(dir.path(), &root, port),
+                ServerKind::Vsftpd => vsftpd_command(dir.path(), &root, port, v6, tls.as_ref()),
+                ServerKind::Proftpd => proftpd_command(dir.path(), &root, port, tls.as_ref()),
+                ServerKind::PureFtpd => pureftpd_command(dir.path(), &root, port, tls.as_ref()),
             };
             let logf = fs::File::create(&log).expect("create server log");
             cmd.stdin(Stdio::null())
@@ -264,7 +414,8 @@ impl FtpServer {
             let mut child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", kind.name()));
-            match wait_ready(kind, &mut child, addr) {
+            let implicit = tls.as_ref().is_some_and(|t| t.implicit);
+            match wait_ready(kind, &mut child, addr, implicit) {
                 Ok(()) => {
                     return FtpServer {
                         kind,
@@ -273,6 +424,7 @@ impl FtpServer {
                         upload_dir: UPLOAD_DIR.to_string(),
                         user: user.to_string(),
                         pass: pass.to_string(),
+                        tls,
                         child,
                         log,
                         dir,
@@ -381,7 +533,8 @@ fn write_file(p: &Path, text: &str, mode: u32) {
 /// anon_world_readable_only=NO, secure_chroot_dir in the temp dir, and
 /// isolate=NO / isolate_network=NO / seccomp_sandbox=NO (namespaces and
 /// seccomp can fail in containers and cost CPU per session).
-fn vsftpd_command(dir: &Path, root: &Path, port: u16, v6: bool) -> Command {
+/// With `tls`, see [`vsftpd_tls_config`].
+fn vsftpd_command(dir: &Path, root: &Path, port: u16, v6: bool, tls: Option<&TlsSetup>) -> Command {
     let empty = dir.join("empty");
     fs::create_dir_all(&empty).expect("mkdir empty");
     set_mode(&empty, 0o755);
@@ -404,7 +557,9 @@ fn vsftpd_command(dir: &Path, root: &Path, port: u16, v6: bool) -> Command {
          isolate_network=NO\n\
          seccomp_sandbox=NO\n\
          xferlog_enable=YES\n\
-         vsftpd_log_file={log}\n",
+         vsftpd_log_file={log}\n\
+         {tls}",
+        tls = tls.map(vsftpd_tls_config).unwrap_or_default(),
         listen = if v6 {
             "listen=NO\nlisten_ipv6=YES\nlisten_address6=::1\n"
         } else {
@@ -420,13 +575,54 @@ fn vsftpd_command(dir: &Path, root: &Path, port: u16, v6: bool) -> Command {
     cmd
 }
 
+/// vsftpd's TLS settings. Set: ssl_enable, the certificate and key
+/// (rsa_cert_file/rsa_private_key_file take any key type OpenSSL loads; ours
+/// is ECDSA), allow_anon_ssl=YES (the rig's login is anonymous, and vsftpd
+/// refuses AUTH TLS to anonymous sessions otherwise), ssl_ciphers=HIGH (the
+/// built-in default is 3DES only, which modern clients refuse),
+/// force_anon_logins_ssl and force_anon_data_ssl per `required`,
+/// implicit_ssl per `implicit`, debug_ssl=YES (TLS events in the log).
+/// require_ssl_reuse=YES is the default, written out: a data connection
+/// must resume the control connection's TLS session, else `522`.
+/// strict_ssl_read_eof=YES is not the default (NO is): set so an upload
+/// that ends without a TLS close_notify fails, as on a hardened server.
+/// ssl_request_cert stays at its default YES (a CertificateRequest that
+/// clients may ignore). vsftpd 3.0.3 has
+/// no ssl_tlsv1_2/ssl_tlsv1_3 options (they are unrecognised and stop it):
+/// with ssl_tlsv1=YES it runs OpenSSL's generic method, so TLS 1.2 and 1.3
+/// are both offered (OpenSSL 3's security level refuses 1.0/1.1 anyway).
+fn vsftpd_tls_config(tls: &TlsSetup) -> String {
+    let yn = |b: bool| if b { "YES" } else { "NO" };
+    format!(
+        "ssl_enable=YES\n\
+         rsa_cert_file={cert}\n\
+         rsa_private_key_file={key}\n\
+         allow_anon_ssl=YES\n\
+         force_anon_logins_ssl={req}\n\
+         force_anon_data_ssl={req}\n\
+         implicit_ssl={implicit}\n\
+         ssl_ciphers=HIGH\n\
+         ssl_sslv2=NO\n\
+         ssl_sslv3=NO\n\
+         ssl_tlsv1=YES\n\
+         require_ssl_reuse=YES\n\
+         strict_ssl_read_eof=YES\n\
+         debug_ssl=YES\n",
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+        req = yn(tls.required),
+        implicit = yn(tls.implicit),
+    )
+}
+
 /// ProFTPD: virtual user from an AuthUserFile, chrooted (`DefaultRoot ~`)
 /// to `root`. Deviations, none about passive mode: DelayEngine off,
 /// AuthPAM off, UseReverseDNS off, UseIPv6 off, SocketBindTight to
 /// 127.0.0.1, writable PidFile/ScoreboardFile/DelayTable/SystemLog,
 /// WtmpLog off, ControlsEngine off, RequireValidShell off,
 /// AllowStoreRestart on (REST before STOR), AllowOverwrite on, Umask 022.
-fn proftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
+/// With `tls`, see [`proftpd_tls_config`].
+fn proftpd_command(dir: &Path, root: &Path, port: u16, tls: Option<&TlsSetup>) -> Command {
     let run = dir.join("run");
     fs::create_dir_all(&run).expect("mkdir run");
     let passwd = dir.join("ftpd.passwd");
@@ -470,7 +666,9 @@ fn proftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
          Umask 022\n\
          AllowOverwrite on\n\
          AllowStoreRestart on\n\
-         MaxInstances 200\n",
+         MaxInstances 200\n\
+         {tls}",
+        tls = tls.map(|t| proftpd_tls_config(t, &run)).unwrap_or_default(),
         modules = peers_dir().join("usr/lib/proftpd").display(),
         run = run.display(),
         passwd = passwd.display(),
@@ -482,12 +680,50 @@ fn proftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
     cmd
 }
 
+/// ProFTPD's TLS settings: `LoadModule mod_tls.c` (from proftpd-mod-crypto,
+/// found through the config's ModulePath), TLSEngine on, TLSLog in the run
+/// dir, TLSProtocol TLSv1.2 TLSv1.3, the certificate and key as
+/// TLSECCertificateFile/TLSECCertificateKeyFile (the PKI's keys are ECDSA;
+/// the RSA directives want RSA keys), TLSRequired on|off per `required`
+/// (`on` = control and data), TLSVerifyClient off, and TLSOptions
+/// UseImplicitSSL for implicit TLS. Left at mod_tls's defaults: data
+/// connections must resume the control connection's TLS session (no
+/// `NoSessionReuseRequired`), session cache = OpenSSL's in-process cache,
+/// TLSSessionTickets off, TLSRenegotiate none.
+fn proftpd_tls_config(tls: &TlsSetup, run: &Path) -> String {
+    format!(
+        "LoadModule mod_tls.c\n\
+         TLSEngine on\n\
+         TLSLog {run}/tls.log\n\
+         TLSProtocol TLSv1.2 TLSv1.3\n\
+         TLSECCertificateFile {cert}\n\
+         TLSECCertificateKeyFile {key}\n\
+         TLSRequired {req}\n\
+         TLSVerifyClient off\n\
+         {implicit}",
+        run = run.display(),
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+        req = if tls.required { "on" } else { "off" },
+        implicit = if tls.implicit {
+            "TLSOptions UseImplicitSSL\n"
+        } else {
+            ""
+        },
+    )
+}
+
 /// pure-ftpd: virtual user in a puredb (SHA-512 crypt hash), chrooted to
 /// `root`. Flags, none about passive mode: -S 127.0.0.1,PORT (listen),
 /// -l puredb:FILE, -E (no anonymous), -A (chroot everyone), -H (no reverse
 /// DNS), -c/-C 200 (max clients total/per IP), -g (pid file), -f none (no
 /// syslog). No -p/-P: default passive range, no forced passive address.
-fn pureftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
+/// With `tls`: `-Y 1` (TLS offered, plain allowed) or `-Y 3` (TLS required
+/// on control and data connections; `-Y 2` would still allow plain data),
+/// and `-2 CERT,KEY` (pure-ftpd 1.0.50 takes the key as a second file; one
+/// combined file also works). No implicit TLS: Debian builds pure-ftpd
+/// without `--with-implicittls`.
+fn pureftpd_command(dir: &Path, root: &Path, port: u16, tls: Option<&TlsSetup>) -> Command {
     let passwd = dir.join("pureftpd.passwd");
     let pdb = dir.join("pureftpd.pdb");
     // account:hash:uid:gid:gecos:home(/./ = chroot):12 empty limit fields
@@ -521,12 +757,19 @@ fn pureftpd_command(dir: &Path, root: &Path, port: u16) -> Command {
         .args(["-E", "-A", "-H", "-c", "200", "-C", "200", "-f", "none"])
         .arg("-g")
         .arg(dir.join("pure-ftpd.pid"));
+    if let Some(tls) = tls {
+        assert!(!tls.implicit, "pure-ftpd: no implicit TLS in this build");
+        cmd.arg("-Y")
+            .arg(if tls.required { "3" } else { "1" })
+            .arg("-2")
+            .arg(format!("{},{}", tls.cert.display(), tls.key.display()));
+    }
     cmd
 }
 
 fn extra_logs(dir: &Path) -> String {
     let mut s = String::new();
-    for name in ["run/system.log", "vsftpd-xfer.log"] {
+    for name in ["run/system.log", "run/tls.log", "vsftpd-xfer.log"] {
         if let Ok(t) = fs::read_to_string(dir.join(name)) {
             if !t.is_empty() {
                 s.push_str(&format!("--- {name} ---\n{t}"));
@@ -537,8 +780,13 @@ fn extra_logs(dir: &Path) -> String {
 }
 
 /// Waits until `addr` answers a complete 220 greeting from a `kind` server
-/// while `child` is alive.
-fn wait_ready(kind: ServerKind, child: &mut Child, addr: SocketAddr) -> Result<(), String> {
+/// while `child` is alive (after a TLS handshake if `implicit`).
+fn wait_ready(
+    kind: ServerKind,
+    child: &mut Child,
+    addr: SocketAddr,
+    implicit: bool,
+) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let mut last = String::from("never connected");
     loop {
@@ -550,7 +798,12 @@ fn wait_ready(kind: ServerKind, child: &mut Child, addr: SocketAddr) -> Result<(
                 "no 220 greeting within {STARTUP_TIMEOUT:?} ({last})"
             ));
         }
-        match probe_220(addr) {
+        let probe = if implicit {
+            probe_220_tls(addr)
+        } else {
+            probe_220(addr)
+        };
+        match probe {
             Ok(greeting) => {
                 // Make sure the greeting came from our server, not from some
                 // other process that got the port first.
@@ -588,6 +841,40 @@ fn probe_220(addr: SocketAddr) -> Result<String, String> {
         }
         if !line.starts_with("220") {
             return Err(format!("unexpected greeting {greeting:?}"));
+        }
+    }
+}
+
+/// [`probe_220`] over implicit TLS. The probe accepts any certificate: the
+/// server may have been given the PKI's expired or wrong-name one on purpose.
+fn probe_220_tls(addr: SocketAddr) -> Result<String, String> {
+    use std::io::Read;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(3))).ok();
+    let mut conn = rustls::ClientConnection::new(
+        crate::certs::accept_any_server_config(),
+        rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut s);
+    let mut greeting = String::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = tls.read(&mut buf).map_err(|e| format!("TLS: {e}"))?;
+        if n == 0 {
+            return Err(format!("TLS connection closed after {greeting:?}"));
+        }
+        greeting.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(last) = greeting.lines().last() {
+            if greeting.ends_with('\n') && last.starts_with("220 ") {
+                let _ = tls.write_all(b"QUIT\r\n");
+                return Ok(greeting);
+            }
+            if !last.starts_with("220") {
+                return Err(format!("unexpected greeting {greeting:?}"));
+            }
         }
     }
 }
