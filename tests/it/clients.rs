@@ -6,6 +6,12 @@
 //! proxy never hangs the test suite. Each run gets a fresh empty working
 //! directory, also used as `HOME` (no user rc files): give clients absolute
 //! local paths for files you want to keep.
+//!
+//! FTPS: [`curl_tls`], [`lftp_tls`] and [`ftplib_tls`] (with their
+//! shorthands) run the same clients with TLS as a [`ClientTls`] says:
+//! explicit `AUTH TLS` or implicit TLS, `PROT P` or clear data, a CA to
+//! verify against or no verification, a pinned TLS version, and whether data
+//! connections resume the control connection's TLS session.
 
 #![allow(dead_code)]
 
@@ -160,6 +166,104 @@ impl Mode {
     }
 }
 
+/// A TLS protocol version to pin a client to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.2 only.
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
+}
+
+impl TlsVersion {
+    /// Both versions.
+    pub const ALL: [TlsVersion; 2] = [TlsVersion::V1_2, TlsVersion::V1_3];
+
+    /// How curl -v / OpenSSL name it: "TLSv1.2", "TLSv1.3".
+    pub fn openssl_name(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "TLSv1.2",
+            TlsVersion::V1_3 => "TLSv1.3",
+        }
+    }
+}
+
+/// How a client uses TLS (FTPS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// Verify the server's certificate (chain and name) against this CA
+    /// file only; None = no verification at all.
+    pub ca: Option<PathBuf>,
+    /// Implicit TLS (TLS from the first byte: `ftps://` for curl and lftp);
+    /// else explicit `AUTH TLS`, required (the client fails if the server
+    /// does not take it).
+    pub implicit: bool,
+    /// `PROT P` (true, default) or clear data connections (`PROT C`; curl
+    /// `--ftp-ssl-control`, lftp `ftp:ssl-protect-data false`).
+    pub protect_data: bool,
+    /// Resume the control connection's TLS session on data connections
+    /// (true, default; what vsftpd and ProFTPD require). false: curl
+    /// `--no-sessionid`, lftp `ftp:ssl-copy-sid no`, ftplib's stock
+    /// `FTP_TLS` (which never resumes).
+    pub reuse_session: bool,
+    /// Pin one TLS version; None = the client's default range.
+    pub version: Option<TlsVersion>,
+}
+
+impl ClientTls {
+    /// Explicit AUTH TLS with PROT P and session reuse, verifying the
+    /// server against `ca` (the test PKI's `ca_pem`).
+    pub fn verify(ca: &Path) -> ClientTls {
+        ClientTls {
+            ca: Some(ca.to_path_buf()),
+            implicit: false,
+            protect_data: true,
+            reuse_session: true,
+            version: None,
+        }
+    }
+
+    /// Like [`ClientTls::verify`] but accepting any certificate.
+    pub fn no_verify() -> ClientTls {
+        ClientTls {
+            ca: None,
+            ..ClientTls::verify(Path::new("/"))
+        }
+    }
+
+    /// The same over implicit TLS.
+    pub fn implicit(self) -> ClientTls {
+        ClientTls {
+            implicit: true,
+            ..self
+        }
+    }
+
+    /// The same with clear (PROT C) data connections.
+    pub fn clear_data(self) -> ClientTls {
+        ClientTls {
+            protect_data: false,
+            ..self
+        }
+    }
+
+    /// The same without resuming the TLS session on data connections.
+    pub fn no_session_reuse(self) -> ClientTls {
+        ClientTls {
+            reuse_session: false,
+            ..self
+        }
+    }
+
+    /// The same pinned to `v`.
+    pub fn version(self, v: TlsVersion) -> ClientTls {
+        ClientTls {
+            version: Some(v),
+            ..self
+        }
+    }
+}
+
 /// Hard timeout for one client run.
 pub fn default_timeout() -> Duration {
     std::env::var("FTPGATE_CLIENT_TIMEOUT_SECS")
@@ -286,7 +390,11 @@ fn url_path(path: &str) -> String {
 }
 
 fn curl_url(t: &Target, path: &str) -> String {
-    format!("ftp://{}:{}/{}", t.url_host(), t.port, url_path(path))
+    curl_url_scheme(t, path, "ftp")
+}
+
+fn curl_url_scheme(t: &Target, path: &str, scheme: &str) -> String {
+    format!("{scheme}://{}:{}/{}", t.url_host(), t.port, url_path(path))
 }
 
 fn curl_mode_args(t: &Target, mode: Mode) -> Vec<String> {
@@ -313,6 +421,91 @@ pub fn curl(t: &Target, path: &str, mode: Mode, extra: &[&str]) -> Output {
         .args(extra)
         .arg(curl_url(t, path));
     run(cmd, None, default_timeout())
+}
+
+/// curl over TLS as `tls` says, otherwise as [`curl`]: explicit TLS is
+/// `--ssl-reqd` on an `ftp://` URL (or `--ftp-ssl-control` for clear data),
+/// implicit TLS an `ftps://` URL; `--cacert CA` (or `-k`), `--no-sessionid`
+/// without session reuse, `--tlsv1.2 --tls-max 1.2` / `--tlsv1.3` for a
+/// pinned version. stderr has the `-v` conversation, including curl's
+/// `SSL connection using TLSv1.3 / ...` lines.
+///
+/// Passive modes only: Debian 12's curl 7.88.1 hangs on active-mode (PORT
+/// or EPRT) TLS data connections (it lost its TLS filter on accepted data
+/// connections in 7.87.0, curl issue #10666, fixed in 8.0), so an active
+/// `mode` panics here; use [`lftp_tls`] or [`ftplib_tls`] for active FTPS.
+/// curl sends `AUTH SSL` first and `AUTH TLS` only if that is refused.
+pub fn curl_tls(t: &Target, path: &str, mode: Mode, tls: &ClientTls, extra: &[&str]) -> Output {
+    assert!(
+        mode.is_passive(),
+        "curl 7.88 cannot do FTPS in active mode (curl issue #10666): use lftp_tls or ftplib_tls"
+    );
+    let mut cmd = Command::new("curl");
+    cmd.arg("-q")
+        .args(["-sS", "-v", "--connect-timeout", "15"])
+        .arg("-u")
+        .arg(format!("{}:{}", t.user, t.pass))
+        .args(curl_mode_args(t, mode))
+        .args(curl_tls_args(tls))
+        .args(extra)
+        .arg(curl_url_scheme(
+            t,
+            path,
+            if tls.implicit { "ftps" } else { "ftp" },
+        ));
+    run(cmd, None, default_timeout())
+}
+
+fn curl_tls_args(tls: &ClientTls) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    if tls.implicit {
+        assert!(
+            tls.protect_data,
+            "curl: ftps:// always protects data (PROT P)"
+        );
+    } else if tls.protect_data {
+        v.push("--ssl-reqd".into());
+    } else {
+        v.push("--ftp-ssl-control".into());
+    }
+    match &tls.ca {
+        Some(ca) => {
+            v.push("--cacert".into());
+            v.push(ca.display().to_string());
+        }
+        None => v.push("-k".into()),
+    }
+    if !tls.reuse_session {
+        v.push("--no-sessionid".into());
+    }
+    match tls.version {
+        Some(TlsVersion::V1_2) => v.extend(["--tlsv1.2".into(), "--tls-max".into(), "1.2".into()]),
+        Some(TlsVersion::V1_3) => v.push("--tlsv1.3".into()),
+        None => {}
+    }
+    v
+}
+
+/// Downloads `path` over TLS; stdout is the file.
+pub fn curl_tls_get(t: &Target, path: &str, mode: Mode, tls: &ClientTls) -> Output {
+    curl_tls(t, path, mode, tls, &[])
+}
+
+/// Uploads `local` to `remote_path` (STOR) over TLS.
+pub fn curl_tls_put(
+    t: &Target,
+    local: &Path,
+    remote_path: &str,
+    mode: Mode,
+    tls: &ClientTls,
+) -> Output {
+    let local = local.to_string_lossy().into_owned();
+    curl_tls(t, remote_path, mode, tls, &["-T", &local])
+}
+
+/// LIST of directory `path` over TLS.
+pub fn curl_tls_list(t: &Target, path: &str, mode: Mode, tls: &ClientTls) -> Output {
+    curl_tls(t, &dir_path(path), mode, tls, &[])
 }
 
 /// Downloads `path`; stdout is the file.
@@ -375,6 +568,54 @@ fn lftp_quote(s: &str) -> String {
 /// `Mode::Eprt` behaves like `Mode::Port` (PORT). Likewise on an IPv6
 /// target `Mode::Pasv` ends up using EPSV (PASV cannot carry IPv6).
 pub fn lftp(t: &Target, commands: &str, mode: Mode) -> Output {
+    lftp_script(t, commands, mode, None)
+}
+
+/// [`lftp`] over TLS as `tls` says: `ftp:ssl-force true` (explicit AUTH TLS
+/// required) or an `ftps://` URL (implicit), `ftp:ssl-allow-anonymous yes`
+/// (lftp skips TLS for anonymous logins by default, and vsftpd's login is
+/// anonymous), `ftp:ssl-protect-data` and `ftp:ssl-protect-list` per
+/// `protect_data` (`ftps:initial-prot` stays empty, so lftp sends `PROT`
+/// on implicit TLS too: vsftpd starts implicit sessions with clear data),
+/// `ftp:ssl-copy-sid` per `reuse_session`, `ssl:ca-file`
+/// (or `ssl:verify-certificate no`), and `ssl:priority` (lftp uses GnuTLS)
+/// for a pinned version. The `-d` log in stderr shows the TLS handshake.
+pub fn lftp_tls(t: &Target, commands: &str, mode: Mode, tls: &ClientTls) -> Output {
+    lftp_script(t, commands, mode, Some(tls))
+}
+
+fn lftp_tls_settings(tls: &ClientTls) -> String {
+    let yn = |b: bool| if b { "true" } else { "false" };
+    let mut s = format!(
+        "set ftp:ssl-allow true\n\
+         set ftp:ssl-force {force}\n\
+         set ftp:ssl-allow-anonymous true\n\
+         set ftp:ssl-protect-data {prot}\n\
+         set ftp:ssl-protect-list {prot}\n\
+         set ftp:ssl-copy-sid {sid}\n",
+        force = yn(!tls.implicit),
+        prot = yn(tls.protect_data),
+        sid = yn(tls.reuse_session),
+    );
+    match &tls.ca {
+        Some(ca) => s.push_str(&format!(
+            "set ssl:verify-certificate true\nset ssl:check-hostname true\nset ssl:ca-file {}\n",
+            lftp_quote(&ca.display().to_string())
+        )),
+        None => s.push_str("set ssl:verify-certificate false\nset ssl:check-hostname false\n"),
+    }
+    let prio = match tls.version {
+        Some(TlsVersion::V1_2) => "NORMAL:-VERS-ALL:+VERS-TLS1.2",
+        Some(TlsVersion::V1_3) => "NORMAL:-VERS-ALL:+VERS-TLS1.3",
+        None => "",
+    };
+    if !prio.is_empty() {
+        s.push_str(&format!("set ssl:priority {}\n", lftp_quote(prio)));
+    }
+    s
+}
+
+fn lftp_script(t: &Target, commands: &str, mode: Mode, tls: Option<&ClientTls>) -> Output {
     let (passive, epsv) = match mode {
         Mode::Pasv => ("on", "no"),
         Mode::Epsv => ("on", "yes"),
@@ -391,11 +632,20 @@ pub fn lftp(t: &Target, commands: &str, mode: Mode) -> Output {
          set ftp:fix-pasv-address off\n\
          set ftp:passive-mode {passive}\n\
          set ftp:prefer-epsv {epsv}\n\
-         set ftp:ssl-allow no\n\
+         {tls}\
          set xfer:clobber on\n\
          set cmd:verbose yes\n\
-         open -u {user},{pass} -p {port} {host}\n\
+         open -u {user},{pass} -p {port} {scheme}{host}\n\
          {commands}\n",
+        tls = match tls {
+            Some(tls) => lftp_tls_settings(tls),
+            None => "set ftp:ssl-allow no\n".to_string(),
+        },
+        scheme = if tls.is_some_and(|t| t.implicit) {
+            "ftps://"
+        } else {
+            ""
+        },
         user = lftp_quote(&t.user),
         pass = lftp_quote(&t.pass),
         port = t.port,
@@ -429,10 +679,64 @@ pub fn python3() -> PathBuf {
     }
 }
 
-const FTPLIB_PRELUDE: &str = r#"
+const FTPLIB_HEAD: &str = r#"
 import ftplib, sys, os, io, hashlib, socket
 HOST, PORT, USER, PASS, MODE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+"#;
+
+const FTPLIB_PLAIN: &str = r#"
 ftp = ftplib.FTP()
+"#;
+
+/// FTP_TLS set up from argv[6..]: CA file ('' = no verification), implicit
+/// ('1'/'0'), version ('', '1.2', '1.3'), reuse ('1'/'0'), prot ('P'/'C').
+/// Stock ftplib wraps data sockets without the control session (it never
+/// resumes: bpo-19500), so `ReusingFTP_TLS` passes `session=` when reuse is
+/// on. Every data connection prints `DATA-TLS <version> reused|new`.
+const FTPLIB_TLS: &str = r#"
+import ssl
+CA, IMPLICIT, VERSION, REUSE, PROT = sys.argv[6], sys.argv[7] == '1', sys.argv[8], sys.argv[9] == '1', sys.argv[10]
+if CA:
+    ctx = ssl.create_default_context(cafile=CA)
+else:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+if VERSION == '1.2':
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+elif VERSION == '1.3':
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+
+class ReusingFTP_TLS(ftplib.FTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            session = self.sock.session if REUSE else None
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=session)
+            print('DATA-TLS', conn.version(), 'reused' if conn.session_reused else 'new', flush=True)
+        return conn, size
+
+class ImplicitFTP_TLS(ReusingFTP_TLS):
+    def connect(self, host='', port=0, timeout=-999, source_address=None):
+        if host != '':
+            self.host = host
+        if port > 0:
+            self.port = port
+        if timeout != -999:
+            self.timeout = timeout
+        if source_address is not None:
+            self.source_address = source_address
+        sock = socket.create_connection((self.host, self.port), self.timeout, source_address=self.source_address)
+        self.af = sock.family
+        self.sock = self.context.wrap_socket(sock, server_hostname=self.host)
+        self.file = self.sock.makefile('r', encoding=self.encoding)
+        self.welcome = self.getresp()
+        return self.welcome
+
+ftp = (ImplicitFTP_TLS if IMPLICIT else ReusingFTP_TLS)(context=ctx)
+"#;
+
+const FTPLIB_HELPERS: &str = r#"
 # Since Python 3.6.x ftplib ignores the 227 address unless told to trust it.
 ftp.trust_server_pasv_ipv4_address = True
 
@@ -485,6 +789,17 @@ def get_bytes(path):
 
 ftp.connect(HOST, PORT, timeout=20)
 ftp.login(USER, PASS)
+"#;
+
+const FTPLIB_TLS_PROT: &str = r#"
+print('CONTROL-TLS', ftp.sock.version(), flush=True)
+if PROT == 'P':
+    ftp.prot_p()
+else:
+    ftp.prot_c()
+"#;
+
+const FTPLIB_BODY: &str = r#"
 use_mode(MODE)
 # ---- test body ----
 "#;
@@ -500,22 +815,45 @@ pub fn ftplib(t: &Target, script_body: &str) -> Output {
 
 /// [`ftplib`] with the data connection forced to `mode`.
 pub fn ftplib_mode(t: &Target, script_body: &str, mode: Mode) -> Output {
-    let m = match mode {
+    ftplib_run(t, script_body, mode_name(mode))
+}
+
+/// Python's ftplib `FTP_TLS` against `t` in `mode`, as `tls` says, with
+/// the same helpers as [`ftplib`] (the object is still called `ftp`).
+/// After login it prints `CONTROL-TLS <version>` and sends `PBSZ 0` and
+/// `PROT P` (or `PROT C`); each data connection prints
+/// `DATA-TLS <version> reused|new`. Implicit TLS uses a small `FTP_TLS`
+/// subclass that wraps the socket before the greeting (ftplib has none).
+pub fn ftplib_tls(t: &Target, script_body: &str, mode: Mode, tls: &ClientTls) -> Output {
+    ftplib_exec(t, script_body, mode_name(mode), Some(tls))
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
         Mode::Pasv => "pasv",
         Mode::Epsv => "epsv",
         Mode::Port => "port",
         Mode::Eprt => "eprt",
-    };
-    ftplib_run(t, script_body, m)
+    }
 }
 
 fn ftplib_run(t: &Target, body: &str, mode: &str) -> Output {
+    ftplib_exec(t, body, mode, None)
+}
+
+fn ftplib_exec(t: &Target, body: &str, mode: &str, tls: Option<&ClientTls>) -> Output {
     let work = tempfile::Builder::new()
         .prefix("ftpgate-ftplib-")
         .tempdir()
         .expect("tempdir");
     let file = work.path().join("script.py");
-    std::fs::write(&file, format!("{FTPLIB_PRELUDE}{body}\n")).expect("write python script");
+    let script = match tls {
+        None => format!("{FTPLIB_HEAD}{FTPLIB_PLAIN}{FTPLIB_HELPERS}{FTPLIB_BODY}{body}\n"),
+        Some(_) => format!(
+            "{FTPLIB_HEAD}{FTPLIB_TLS}{FTPLIB_HELPERS}{FTPLIB_TLS_PROT}{FTPLIB_BODY}{body}\n"
+        ),
+    };
+    std::fs::write(&file, script).expect("write python script");
     let mut cmd = Command::new(python3());
     cmd.arg("-u").arg("-W").arg("ignore").arg(&file).args([
         &t.host,
@@ -524,6 +862,23 @@ fn ftplib_run(t: &Target, body: &str, mode: &str) -> Output {
         &t.pass,
         mode,
     ]);
+    if let Some(tls) = tls {
+        let flag = |b: bool| if b { "1" } else { "0" };
+        cmd.arg(
+            tls.ca
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        )
+        .arg(flag(tls.implicit))
+        .arg(match tls.version {
+            None => "",
+            Some(TlsVersion::V1_2) => "1.2",
+            Some(TlsVersion::V1_3) => "1.3",
+        })
+        .arg(flag(tls.reuse_session))
+        .arg(if tls.protect_data { "P" } else { "C" });
+    }
     run(cmd, None, default_timeout())
 }
 
