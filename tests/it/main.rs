@@ -13,4 +13,5 @@ mod ops_cli;
 mod packaging;
 mod peers;
 mod real_peers;
+mod tls_rig;
 mod unprivileged;
