@@ -6,6 +6,8 @@
 mod certs;
 mod cli;
 mod clients;
+mod ftps;
+mod ftps_hostile;
 mod gateway;
 mod hostile;
 mod operations;

@@ -1,0 +1,1 @@
+//! FTPS through ftpgate against real servers and clients (issue 4).
