@@ -140,38 +140,16 @@ pub enum BackendVerify {
     None,
 }
 
-/// Accepts one pinned end-entity certificate.
+/// Checks a backend certificate against a pinned one, or not at all
+/// (`backend_tls_verify = false`). Handshake signatures are always checked.
 #[derive(Debug)]
-struct PinnedCert {
-    cert: CertificateDer<'static>,
+struct PinnedOrAny {
+    /// `None`: any certificate.
+    pinned: Option<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
 }
 
-/// Accepts any certificate (`backend_tls_verify = false`).
-#[derive(Debug)]
-struct NoVerify {
-    provider: Arc<CryptoProvider>,
-}
-
-fn check_signatures_12(
-    p: &CryptoProvider,
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
-}
-
-fn check_signatures_13(
-    p: &CryptoProvider,
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    verify_tls13_signature(message, cert, dss, &p.signature_verification_algorithms)
-}
-
-impl ServerCertVerifier for PinnedCert {
+impl ServerCertVerifier for PinnedOrAny {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -180,12 +158,11 @@ impl ServerCertVerifier for PinnedCert {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
+        match &self.pinned {
+            Some(p) if p.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
                 "backend certificate is not the pinned one (backend_tls_pin)".into(),
-            ))
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
     fn verify_tls12_signature(
@@ -194,7 +171,8 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        check_signatures_12(&self.provider, message, cert, dss)
+        let algs = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algs)
     }
     fn verify_tls13_signature(
         &self,
@@ -202,41 +180,8 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        check_signatures_13(&self.provider, message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        check_signatures_12(&self.provider, message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        check_signatures_13(&self.provider, message, cert, dss)
+        let algs = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algs)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider
@@ -268,17 +213,19 @@ pub fn client_config(verify: &BackendVerify) -> Result<Arc<ClientConfig>, TlsErr
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        BackendVerify::Pinned(path) => {
-            let cert = read_certs("backend_tls_pin", path)?.remove(0);
+        BackendVerify::Pinned(_) | BackendVerify::None => {
+            let pinned = match verify {
+                BackendVerify::Pinned(path) => Some(read_certs("backend_tls_pin", path)?.remove(0)),
+                _ => None,
+            };
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCert { cert, provider: p }))
+                .with_custom_certificate_verifier(Arc::new(PinnedOrAny {
+                    pinned,
+                    provider: p,
+                }))
                 .with_no_client_auth()
         }
-        BackendVerify::None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify { provider: p }))
-            .with_no_client_auth(),
     };
     Ok(Arc::new(cfg))
 }

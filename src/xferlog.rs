@@ -77,31 +77,31 @@ fn anonymous(user: &str) -> bool {
     user.eq_ignore_ascii_case("anonymous") || user.eq_ignore_ascii_case("ftp")
 }
 
+/// One whitespace-free field: blanks and control characters become `_`,
+/// an empty value `-`.
+fn field(s: &str) -> String {
+    let f: String = s
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if f.is_empty() {
+        "-".into()
+    } else {
+        f
+    }
+}
+
 /// The xferlog line for `e`, without the newline.
 pub fn format_entry(e: &Entry) -> String {
-    let file: String = e
-        .file
-        .chars()
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let file = if file.is_empty() { "-".into() } else { file };
+    let file = field(&e.file);
     let user = e.user.as_deref().unwrap_or("-");
-    let user_field: String = user
-        .chars()
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
+    let user_field = field(user);
     format!(
         "{} {} {} {} {} {} _ {} {} {} ftp 0 * {}",
         ctime_utc(e.end),
@@ -113,11 +113,7 @@ pub fn format_entry(e: &Entry) -> String {
         if e.ascii { 'a' } else { 'b' },
         if e.outgoing { 'o' } else { 'i' },
         if anonymous(user) { 'a' } else { 'r' },
-        if user_field.is_empty() {
-            "-".into()
-        } else {
-            user_field
-        },
+        user_field,
         if e.complete { 'c' } else { 'i' },
     )
 }

@@ -213,30 +213,10 @@ pub async fn run_session(
             return;
         };
         session_tls = Some(Arc::clone(&server_cfg));
-        let accepted = tokio::time::timeout(
-            cfg.tls_handshake_timeout,
-            tokio_rustls::TlsAcceptor::from(server_cfg).accept(client),
-        )
-        .await;
-        let ok = matches!(accepted, Ok(Ok(_)));
-        shared
-            .metrics
-            .tls_handshakes_total
-            .with_label_values(&["client", "control", if ok { "ok" } else { "failed" }])
-            .inc();
-        match accepted {
-            Ok(Ok(tls)) => stream::split_tls(tls),
-            Ok(Err(e)) => {
+        match accept_tls(&shared, &cfg, server_cfg, client).await {
+            Ok(tls) => stream::split_tls(tls),
+            Err(e) => {
                 warn!(session = id, client = %client_addr, error = %e, "implicit TLS handshake failed (a plaintext client on the implicit port?); closing");
-                shared
-                    .metrics
-                    .sessions_total
-                    .with_label_values(&[&listener, "-", "tls_failed"])
-                    .inc();
-                return;
-            }
-            Err(_) => {
-                warn!(session = id, client = %client_addr, "implicit TLS handshake timed out; closing");
                 shared
                     .metrics
                     .sessions_total
@@ -256,15 +236,9 @@ pub async fn run_session(
         .map(|(a, spec)| (a, spec.name.clone()))
         .collect();
     if rotation.is_empty() {
-        let e = Error::backend(ErrorKind::NoBackendUp);
         error!(session = id, client = %client_addr, "every backend is down; refusing client");
-        shared
-            .metrics
-            .sessions_total
-            .with_label_values(&[&listener, "-", "no_backend"])
-            .inc();
-        refuse(client_wr, &e).await;
-        return;
+        let e = Error::backend(ErrorKind::NoBackendUp);
+        return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
     }
     let mut backend = None;
     for (addr, name) in rotation {
@@ -282,15 +256,9 @@ pub async fn run_session(
         }
     }
     let Some((backend_addr, backend_name, backend)) = backend else {
-        let e = Error::backend(ErrorKind::BackendUnreachable);
         error!(session = id, client = %client_addr, "no backend reachable; refusing client");
-        shared
-            .metrics
-            .sessions_total
-            .with_label_values(&[&listener, "-", "no_backend"])
-            .inc();
-        refuse(client_wr, &e).await;
-        return;
+        let e = Error::backend(ErrorKind::BackendUnreachable);
+        return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
     };
     tune_control(&backend, cfg.tcp_keepalive, false);
     let Ok(backend_local) = backend.local_addr() else {
@@ -496,6 +464,51 @@ async fn refuse(mut w: Writer<ClientTls>, e: &Error) {
         w.shutdown().await
     })
     .await;
+}
+
+/// Counts a session that ended before it began (`outcome`) and refuses it.
+async fn refuse_counted(
+    shared: &Shared,
+    listener: &str,
+    outcome: &str,
+    w: Writer<ClientTls>,
+    e: &Error,
+) {
+    shared
+        .metrics
+        .sessions_total
+        .with_label_values(&[listener, "-", outcome])
+        .inc();
+    refuse(w, e).await;
+}
+
+/// TLS handshake with a client on its control connection, counted in metrics.
+async fn accept_tls(
+    shared: &Shared,
+    cfg: &Config,
+    server_cfg: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+) -> Result<ClientTls, String> {
+    let accepted = tokio::time::timeout(
+        cfg.tls_handshake_timeout,
+        tokio_rustls::TlsAcceptor::from(server_cfg).accept(tcp),
+    )
+    .await;
+    let result = match accepted {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timed out".to_owned()),
+    };
+    shared
+        .metrics
+        .tls_handshakes_total
+        .with_label_values(&[
+            "client",
+            "control",
+            if result.is_ok() { "ok" } else { "failed" },
+        ])
+        .inc();
+    result
 }
 
 /// TLS handshake toward a backend's control port, counted in metrics.
@@ -709,25 +722,7 @@ impl Session {
                 "AUTH on a connection that is not plain TCP".into(),
             ))));
         };
-        let accepted = tokio::time::timeout(
-            self.cfg.tls_handshake_timeout,
-            tokio_rustls::TlsAcceptor::from(server_cfg).accept(tcp),
-        )
-        .await;
-        let result = match accepted {
-            Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("handshake timed out".to_owned()),
-        };
-        self.shared
-            .metrics
-            .tls_handshakes_total
-            .with_label_values(&[
-                "client",
-                "control",
-                if result.is_ok() { "ok" } else { "failed" },
-            ])
-            .inc();
+        let result = accept_tls(&self.shared, &self.cfg, server_cfg, tcp).await;
         match result {
             Ok(tls) => {
                 let (r, w) = stream::split_tls(tls);
@@ -820,7 +815,7 @@ impl Session {
             && self
                 .transfer
                 .as_ref()
-                .map_or(true, |t| t.finished || t.failed)
+                .is_none_or(|t| t.finished || t.failed)
     }
 
     /// When the session times out if nothing happens.

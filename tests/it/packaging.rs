@@ -847,7 +847,7 @@ fn check_unit(text: &str, drain: Duration) -> Vec<String> {
     );
     need(
         &mut problems,
-        one("KillSignal").map_or(true, |s| s == "SIGTERM"),
+        one("KillSignal").is_none_or(|s| s == "SIGTERM"),
         "KillSignal is not SIGTERM (ftpgate drains on SIGTERM)",
     );
     match one("TimeoutStopSec").map(|t| (t, duration(t))) {
