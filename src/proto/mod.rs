@@ -5,6 +5,7 @@
 pub mod command;
 pub mod hostport;
 pub mod line;
+pub mod proxy;
 pub mod reply;
 pub mod rewrite;
 pub mod session;
