@@ -198,6 +198,18 @@ pub struct Settings {
     /// Protect backend data connections with TLS (PROT P). Key: backend_tls_protect_data.
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub backend_tls_protect_data: Option<bool>,
+    /// Control listener whose clients arrive through a PROXY-protocol balancer, IP:PORT (repeatable). Key: proxy_protocol_listen.
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub proxy_protocol_listen: Vec<String>,
+    /// Networks trusted to send PROXY protocol headers (repeatable). Key: proxy_protocol_from.
+    #[arg(long, global = true, value_name = "NET")]
+    pub proxy_protocol_from: Vec<String>,
+    /// Time a PROXY protocol header may take to arrive. Key: proxy_protocol_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub proxy_protocol_timeout: Option<String>,
+    /// Send a PROXY protocol header to backends: off, v1 or v2. Key: backend_proxy_protocol.
+    #[arg(long, global = true, value_name = "off|v1|v2")]
+    pub backend_proxy_protocol: Option<String>,
 }
 
 impl Settings {
@@ -310,6 +322,10 @@ impl Settings {
                 "--backend-tls-protect-data",
                 &self.backend_tls_protect_data,
             ),
+            proxy_protocol_listen: list("--proxy-protocol-listen", &self.proxy_protocol_listen),
+            proxy_protocol_from: list("--proxy-protocol-from", &self.proxy_protocol_from),
+            proxy_protocol_timeout: opt("--proxy-protocol-timeout", &self.proxy_protocol_timeout),
+            backend_proxy_protocol: opt("--backend-proxy-protocol", &self.backend_proxy_protocol),
         }
     }
 }

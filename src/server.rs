@@ -31,6 +31,7 @@ use crate::error::{reply_for, Error, ErrorKind};
 use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
 use crate::net::canonical_ip;
+use crate::proto::proxy::{self, Header, Parsed};
 use crate::session::{run_session, Arrival};
 use crate::xferlog::XferLog;
 
@@ -63,6 +64,14 @@ pub enum BindError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A PROXY protocol listener.
+    #[error("cannot listen on {addr} (setting `proxy_protocol_listen`): {source}")]
+    Proxied {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The admin listener.
     #[error("cannot listen on {addr} (setting `admin_listen`): {source}")]
     Admin {
@@ -88,6 +97,8 @@ pub struct Listeners {
     pub control: Vec<TcpListener>,
     /// Implicit FTPS listeners, one per `implicit_tls_listen` address.
     pub implicit: Vec<TcpListener>,
+    /// PROXY protocol listeners, one per `proxy_protocol_listen` address.
+    pub proxied: Vec<TcpListener>,
     /// One listener per passive port.
     pub passive: Vec<(u16, TcpListener)>,
     /// The admin HTTP listener, if configured.
@@ -132,6 +143,11 @@ impl Listeners {
             .iter()
             .map(|&addr| bind_one(addr).map_err(|source| BindError::Implicit { addr, source }))
             .collect::<Result<Vec<_>, _>>()?;
+        let proxied = config
+            .proxy_protocol_listen
+            .iter()
+            .map(|&addr| bind_one(addr).map_err(|source| BindError::Proxied { addr, source }))
+            .collect::<Result<Vec<_>, _>>()?;
         let admin = config
             .admin_listen
             .map(|addr| bind_one(addr).map_err(|source| BindError::Admin { addr, source }))
@@ -146,6 +162,7 @@ impl Listeners {
         Ok(Listeners {
             control,
             implicit,
+            proxied,
             passive,
             admin,
             xferlog,
@@ -209,6 +226,7 @@ impl Shared {
 const RESTART_ONLY: &[&str] = &[
     "listen",
     "implicit_tls_listen",
+    "proxy_protocol_listen",
     "passive_ports",
     "passive_bind_address",
     "allow_foreign_data_address",
@@ -224,6 +242,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let changed = [
         old.listen != new.listen,
         old.implicit_tls_listen != new.implicit_tls_listen,
+        old.proxy_protocol_listen != new.proxy_protocol_listen,
         old.passive_ports != new.passive_ports,
         old.passive_bind_address != new.passive_bind_address,
         old.allow_foreign_data_address != new.allow_foreign_data_address,
@@ -245,6 +264,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 fn keep_restart_only(old: &Config, mut new: Config) -> Config {
     new.listen = old.listen.clone();
     new.implicit_tls_listen = old.implicit_tls_listen.clone();
+    new.proxy_protocol_listen = old.proxy_protocol_listen.clone();
     new.passive_ports = old.passive_ports;
     new.passive_bind_address = old.passive_bind_address;
     new.allow_foreign_data_address = old.allow_foreign_data_address;
@@ -294,6 +314,7 @@ impl Server {
         let Listeners {
             control,
             implicit,
+            proxied,
             passive,
             admin,
             xferlog,
@@ -349,8 +370,7 @@ impl Server {
             server.tasks.spawn(accept_data(
                 port,
                 l,
-                Arc::clone(&pool),
-                Arc::clone(&metrics),
+                Arc::clone(&server.shared),
                 server.shutdown.clone(),
             ));
         }
@@ -379,8 +399,9 @@ impl Server {
         }
         for (l, tls) in control
             .into_iter()
-            .map(|l| (l, false))
-            .chain(implicit.into_iter().map(|l| (l, true)))
+            .map(|l| (l, ListenerKind::Plain))
+            .chain(implicit.into_iter().map(|l| (l, ListenerKind::ImplicitTls)))
+            .chain(proxied.into_iter().map(|l| (l, ListenerKind::Proxied)))
         {
             server.tasks.spawn(accept_control(
                 l,
@@ -621,9 +642,21 @@ async fn refuse(mut stream: TcpStream, e: Error) {
     let _ = stream.shutdown().await;
 }
 
+/// What kind of control listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain FTP (AUTH TLS per `tls`).
+    Plain,
+    /// Implicit FTPS.
+    ImplicitTls,
+    /// Plain FTP behind a PROXY-protocol balancer: every connection must come
+    /// from `proxy_protocol_from` and start with a header.
+    Proxied,
+}
+
 async fn accept_control(
     l: TcpListener,
-    implicit_tls: bool,
+    kind: ListenerKind,
     shared: Arc<Shared>,
     sessions: TaskTracker,
     stop: CancellationToken,
@@ -641,45 +674,22 @@ async fn accept_control(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let live = shared.live();
-                let limits = Limits {
-                    max_sessions: live.config.max_sessions,
-                    max_sessions_per_client: live.config.max_sessions_per_client,
-                    max_rate_per_client: live.config.max_connection_rate_per_client,
-                };
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                match shared.admission.admit(
-                    canonical_ip(peer.ip()),
-                    limits,
-                    std::time::Instant::now(),
-                ) {
-                    Ok(admitted) => {
-                        sessions.spawn(run_session(
-                            Arc::clone(&shared),
-                            live,
-                            Arrival {
-                                client: stream,
-                                id,
-                                listener: listener.clone(),
-                                implicit_tls,
-                                admitted,
-                            },
-                            shutdown.child_token(),
-                        ));
-                    }
-                    Err(hit) => {
-                        shared.metrics.limit_hit(hit.key());
-                        warn!(session = id, client = %peer, limit = hit.key(), "connection refused: limit reached");
-                        shared
-                            .metrics
-                            .sessions_total
-                            .with_label_values(&[&listener, "-", "refused_limit"])
-                            .inc();
-                        sessions.spawn(refuse(
-                            stream,
-                            Error::client(ErrorKind::LimitReached(hit.key())),
-                        ));
-                    }
+                let arrival = admit(
+                    Arc::clone(&shared),
+                    stream,
+                    peer,
+                    id,
+                    listener.clone(),
+                    kind,
+                    sessions.clone(),
+                    shutdown.child_token(),
+                );
+                if kind == ListenerKind::Proxied {
+                    // Reading the header may take a while: not in the accept loop.
+                    sessions.spawn(arrival);
+                } else {
+                    arrival.await;
                 }
             }
             Err(e) => {
@@ -691,45 +701,197 @@ async fn accept_control(
     }
 }
 
+/// Whether `ip` may send PROXY protocol headers.
+fn trusted_proxy(config: &Config, ip: IpAddr) -> bool {
+    let ip = canonical_ip(ip);
+    config.proxy_protocol_from.iter().any(|n| n.contains(&ip))
+}
+
+/// Reads a PROXY protocol header from the start of `s`, consuming exactly
+/// its bytes (what follows belongs to the connection). Peeks until the
+/// header is complete, within `timeout`.
+pub async fn read_proxy_header(s: &mut TcpStream, timeout: Duration) -> Result<Header, String> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; proxy::MAX_HEADER_LEN];
+    loop {
+        let n = tokio::time::timeout_at(deadline, s.peek(&mut buf))
+            .await
+            .map_err(|_| "no PROXY protocol header in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before a PROXY protocol header".into());
+        }
+        match proxy::parse(&buf[..n]) {
+            Ok(Parsed::Complete { header, consumed }) => {
+                s.read_exact(&mut buf[..consumed])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(header);
+            }
+            Ok(Parsed::Incomplete) => {
+                // peek returns what is queued at once; wait for more.
+                if tokio::time::Instant::now() >= deadline {
+                    return Err("no complete PROXY protocol header in time".into());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Admission of one control connection: the PROXY header where the listener
+/// wants one, the connection limits by the real client address, then the
+/// session (or a 421).
+#[allow(clippy::too_many_arguments)]
+async fn admit(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    listener: String,
+    kind: ListenerKind,
+    sessions: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let live = shared.live();
+    let mut client = None;
+    let mut seen_local = None;
+    if kind == ListenerKind::Proxied {
+        let refused = |why: &str| {
+            shared
+                .metrics
+                .sessions_total
+                .with_label_values(&[&listener, "-", "proxy_refused"])
+                .inc();
+            warn!(session = id, peer = %peer, reason = why, "connection closed on the PROXY protocol listener");
+        };
+        if !trusted_proxy(&live.config, peer.ip()) {
+            return refused("source not in proxy_protocol_from");
+        }
+        match read_proxy_header(&mut stream, live.config.proxy_protocol_timeout).await {
+            Ok(Header::Proxy {
+                source,
+                destination,
+            }) => {
+                client = Some(crate::net::canonical(source));
+                seen_local = Some(crate::net::canonical(destination));
+            }
+            Ok(Header::Local) => {}
+            Err(e) => return refused(&e),
+        }
+    }
+    let real = client.unwrap_or(peer);
+    let limits = Limits {
+        max_sessions: live.config.max_sessions,
+        max_sessions_per_client: live.config.max_sessions_per_client,
+        max_rate_per_client: live.config.max_connection_rate_per_client,
+    };
+    match shared
+        .admission
+        .admit(canonical_ip(real.ip()), limits, std::time::Instant::now())
+    {
+        Ok(admitted) => {
+            sessions.spawn(run_session(
+                Arc::clone(&shared),
+                live,
+                Arrival {
+                    client: stream,
+                    id,
+                    listener,
+                    implicit_tls: kind == ListenerKind::ImplicitTls,
+                    admitted,
+                    real_client: client,
+                    seen_local,
+                },
+                cancel,
+            ));
+        }
+        Err(hit) => {
+            shared.metrics.limit_hit(hit.key());
+            warn!(session = id, client = %real, limit = hit.key(), "connection refused: limit reached");
+            shared
+                .metrics
+                .sessions_total
+                .with_label_values(&[&listener, "-", "refused_limit"])
+                .inc();
+            sessions.spawn(refuse(
+                stream,
+                Error::client(ErrorKind::LimitReached(hit.key())),
+            ));
+        }
+    }
+}
+
 /// Hands each connection on a passive port to the session that leased the
 /// port for that client address; anything else is refused.
-async fn accept_data(
-    port: u16,
-    l: TcpListener,
-    pool: Arc<PassivePool>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
+async fn accept_data(port: u16, l: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = l.accept() => a,
         };
         match accepted {
-            Ok((stream, peer)) => match pool.claim(port, canonical_ip(peer.ip())) {
-                Some(tx) => {
-                    if tx.send(stream).is_err() {
-                        debug!(port, peer = %peer, "data connection arrived as its session gave up");
-                    }
+            Ok((mut stream, peer)) => {
+                let live = shared.live();
+                if trusted_proxy(&live.config, peer.ip()) {
+                    // A balancer in front of the passive ports: the header
+                    // names the client whose route this connection claims.
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        match read_proxy_header(&mut stream, live.config.proxy_protocol_timeout)
+                            .await
+                        {
+                            Ok(Header::Proxy { source, .. }) => {
+                                route_data(&shared, port, stream, crate::net::canonical(source))
+                            }
+                            Ok(Header::Local) => route_data(&shared, port, stream, peer),
+                            Err(e) => {
+                                shared
+                                    .metrics
+                                    .data_refused_total
+                                    .with_label_values(&["proxy_header"])
+                                    .inc();
+                                warn!(port, peer = %peer, error = %e, "refused data connection from a PROXY protocol sender")
+                            }
+                        }
+                    });
+                } else {
+                    route_data(&shared, port, stream, peer);
                 }
-                None => {
-                    // Another client waits on this port: a foreign address.
-                    let reason = if pool.pending_on(port) {
-                        "foreign_address"
-                    } else {
-                        "no_pending_transfer"
-                    };
-                    metrics
-                        .data_refused_total
-                        .with_label_values(&[reason])
-                        .inc();
-                    warn!(port, peer = %peer, reason, "refused data connection: no transfer pending on this port for this address")
-                }
-            },
+            }
             Err(e) => {
                 warn!(port, error = %e, "accept failed on a passive port");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Hands a data connection from `client` to the session that leased `port`
+/// for that address; refuses it otherwise.
+fn route_data(shared: &Shared, port: u16, stream: TcpStream, client: SocketAddr) {
+    let pool = &shared.pool;
+    match pool.claim(port, canonical_ip(client.ip())) {
+        Some(tx) => {
+            if tx.send(stream).is_err() {
+                debug!(port, peer = %client, "data connection arrived as its session gave up");
+            }
+        }
+        None => {
+            // Another client waits on this port: a foreign address.
+            let reason = if pool.pending_on(port) {
+                "foreign_address"
+            } else {
+                "no_pending_transfer"
+            };
+            shared
+                .metrics
+                .data_refused_total
+                .with_label_values(&[reason])
+                .inc();
+            warn!(port, peer = %client, reason, "refused data connection: no transfer pending on this port for this address")
         }
     }
 }

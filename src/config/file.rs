@@ -151,6 +151,10 @@ settings! {
     backend_tls_verify: bool,
     backend_tls_server_name: String,
     backend_tls_protect_data: bool,
+    proxy_protocol_listen: Vec<String>,
+    proxy_protocol_from: Vec<String>,
+    proxy_protocol_timeout: String,
+    backend_proxy_protocol: String,
 }
 
 /// A file that could not be read or parsed as TOML of the right shape.

@@ -198,6 +198,26 @@ pub struct Config {
     pub backend_tls_protect_data: bool,
     /// The backend-facing TLS configuration.
     pub backend_tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Control listeners whose every connection starts with a PROXY header.
+    pub proxy_protocol_listen: Vec<SocketAddr>,
+    /// Networks trusted to send PROXY headers (on those listeners, and on
+    /// passive ports, where connections from them must carry one).
+    pub proxy_protocol_from: Vec<IpNet>,
+    /// Time a PROXY header may take.
+    pub proxy_protocol_timeout: Duration,
+    /// PROXY header sent on backend control connections.
+    pub backend_proxy_protocol: ProxyVersion,
+}
+
+/// A PROXY protocol version to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// None.
+    Off,
+    /// Text.
+    V1,
+    /// Binary.
+    V2,
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -283,6 +303,7 @@ impl Config {
             ("health_check_interval", self.health_check_interval),
             ("health_check_timeout", self.health_check_timeout),
             ("tls_handshake_timeout", self.tls_handshake_timeout),
+            ("proxy_protocol_timeout", self.proxy_protocol_timeout),
         ] {
             kv(k, format!("{:?}", fmt_duration(d)));
         }
@@ -366,6 +387,33 @@ impl Config {
         kv(
             "backend_tls_protect_data",
             self.backend_tls_protect_data.to_string(),
+        );
+        kv(
+            "proxy_protocol_listen",
+            list(
+                self.proxy_protocol_listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            ),
+        );
+        kv(
+            "proxy_protocol_from",
+            list(
+                self.proxy_protocol_from
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+            ),
+        );
+        kv(
+            "backend_proxy_protocol",
+            match self.backend_proxy_protocol {
+                ProxyVersion::Off => "\"off\"",
+                ProxyVersion::V1 => "\"v1\"",
+                ProxyVersion::V2 => "\"v2\"",
+            }
+            .into(),
         );
         // Optional settings: shown commented out when unset.
         let mut opt = |k: &str, v: Option<String>| match v {

@@ -9,7 +9,8 @@ use ipnet::IpNet;
 
 use super::file::{FileError, Located, Origin, RawConfig};
 use super::{
-    BackendDataMode, BackendSpec, BackendTlsMode, Config, LogFormat, PublicAddressSpec, TlsPolicy,
+    BackendDataMode, BackendSpec, BackendTlsMode, Config, LogFormat, ProxyVersion,
+    PublicAddressSpec, TlsPolicy,
 };
 use crate::proto::hostport::parse_port_range;
 
@@ -611,6 +612,68 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .backend_tls_server_name
         .as_ref()
         .map(|l| l.value.trim().to_owned());
+    let proxy_protocol_listen = match &raw.proxy_protocol_listen {
+        None => Vec::new(),
+        Some(l) => l
+            .value
+            .iter()
+            .map(|s| {
+                s.trim().parse::<SocketAddr>().or_else(|_| {
+                    invalid(
+                        "proxy_protocol_listen",
+                        &l.origin,
+                        format!("`{s}` is not IP:port"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let proxy_protocol_from = match &raw.proxy_protocol_from {
+        None => Vec::new(),
+        Some(l) => l
+            .value
+            .iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<IpNet>()
+                    .map(|n| n.trunc())
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .or_else(|_| {
+                        invalid(
+                            "proxy_protocol_from",
+                            &l.origin,
+                            format!("`{s}` is not a network like 10.0.0.0/8 or an address"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if let (false, true, Some(l)) = (
+        proxy_protocol_listen.is_empty(),
+        proxy_protocol_from.is_empty(),
+        &raw.proxy_protocol_listen,
+    ) {
+        return invalid(
+            "proxy_protocol_listen",
+            &l.origin,
+            "set proxy_protocol_from too: the networks of the balancers that send the headers",
+        );
+    }
+    let backend_proxy_protocol = match &raw.backend_proxy_protocol {
+        None => ProxyVersion::Off,
+        Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
+            "off" => ProxyVersion::Off,
+            "v1" | "1" => ProxyVersion::V1,
+            "v2" | "2" => ProxyVersion::V2,
+            other => {
+                return invalid(
+                    "backend_proxy_protocol",
+                    &l.origin,
+                    format!("`{other}` is not \"off\", \"v1\" or \"v2\""),
+                )
+            }
+        },
+    };
     Ok(Config {
         listen,
         backends,
@@ -722,6 +785,14 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         backend_tls_server_name,
         backend_tls_protect_data: flag(&raw.backend_tls_protect_data, true),
         backend_tls_config,
+        proxy_protocol_listen,
+        proxy_protocol_from,
+        proxy_protocol_timeout: duration(
+            "proxy_protocol_timeout",
+            &raw.proxy_protocol_timeout,
+            Duration::from_secs(5),
+        )?,
+        backend_proxy_protocol,
     })
 }
 

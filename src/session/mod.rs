@@ -30,7 +30,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{BackendDataMode, BackendTlsMode, Config, TlsPolicy};
+use crate::config::{BackendDataMode, BackendTlsMode, Config, ProxyVersion, TlsPolicy};
 use crate::data::relay::{ByteCounters, Progress};
 use crate::data::{
     spawn_data_task, BackendDataTls, BackendLeg, ClientDataTls, DataEvent, DataEventKind,
@@ -181,6 +181,11 @@ pub struct Arrival {
     pub implicit_tls: bool,
     /// Its slots in the connection limits.
     pub admitted: Admitted,
+    /// The client named by a PROXY protocol header (else the TCP peer).
+    pub real_client: Option<SocketAddr>,
+    /// The address the client connected to, from a PROXY protocol header
+    /// (else the local address): what `public_address = "auto"` shows.
+    pub seen_local: Option<SocketAddr>,
 }
 
 /// Runs one client session to its end. `live` is the configuration the
@@ -197,12 +202,15 @@ pub async fn run_session(
         listener,
         implicit_tls,
         admitted,
+        real_client,
+        seen_local,
     } = arrival;
     let started = Instant::now();
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
         return;
     };
-    let client_addr = ClientAddr::new(peer);
+    let client_addr = ClientAddr::new(real_client.unwrap_or(peer));
+    let seen_local = seen_local.unwrap_or(local);
     let cfg = Arc::clone(&live.config);
     tune_control(&client, cfg.tcp_keepalive, !implicit_tls);
     // This session's own TLS server configuration, once it speaks TLS.
@@ -264,6 +272,12 @@ pub async fn run_session(
     let Ok(backend_local) = backend.local_addr() else {
         return;
     };
+    let mut backend = backend;
+    if let Err(e) = send_proxy_header(&cfg, &mut backend, client_addr.addr(), seen_local).await {
+        error!(session = id, backend = %backend_name, error = %e, "cannot send the PROXY protocol header");
+        let e = Error::backend(ErrorKind::BackendClosed);
+        return refuse_counted(&shared, &listener, "backend_error", client_wr, &e).await;
+    }
     // The session's own TLS client configuration: its session store keeps
     // this control connection's tickets for the data connections.
     let backend_tls = cfg.backend_tls_config.as_ref().and_then(|base| {
@@ -330,6 +344,7 @@ pub async fn run_session(
         id,
         client_addr,
         local,
+        seen_local,
         backend_addr,
         backend_local,
         client_rd,
@@ -413,6 +428,9 @@ struct Session {
     client_addr: ClientAddr,
     /// Local address of the client control connection (for `auto` and active connects).
     local: SocketAddr,
+    /// What the client connected to (a balancer's address with PROXY
+    /// protocol): the address `auto` advertises.
+    seen_local: SocketAddr,
     backend_addr: BackendAddr,
     /// Local address of the backend control connection: backend data
     /// connections leave from this IP, because vsftpd and proftpd refuse data
@@ -464,6 +482,22 @@ async fn refuse(mut w: Writer<ClientTls>, e: &Error) {
         w.shutdown().await
     })
     .await;
+}
+
+/// Sends the PROXY protocol header `backend_proxy_protocol` asks for on a
+/// fresh backend control connection (never on data connections).
+async fn send_proxy_header(
+    cfg: &Config,
+    backend: &mut TcpStream,
+    client: SocketAddr,
+    seen_local: SocketAddr,
+) -> std::io::Result<()> {
+    let header = match cfg.backend_proxy_protocol {
+        ProxyVersion::Off => return Ok(()),
+        ProxyVersion::V1 => crate::proto::proxy::encode_v1(client, seen_local),
+        ProxyVersion::V2 => crate::proto::proxy::encode_v2(client, seen_local),
+    };
+    backend.write_all(&header).await
 }
 
 /// Counts a session that ended before it began (`outcome`) and refuses it.
@@ -1037,7 +1071,7 @@ impl Session {
                 match self
                     .live
                     .public
-                    .for_client(self.client_addr.ip(), self.local.ip(), true)
+                    .for_client(self.client_addr.ip(), self.seen_local.ip(), true)
                 {
                     Some(p) => Some(p),
                     None => {
