@@ -42,7 +42,7 @@ trap cleanup EXIT
 
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-    vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 openssl \
+    vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 openssl haproxy \
     libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 \
     libsodium23 libsqlite3-0
 
