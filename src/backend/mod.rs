@@ -6,6 +6,7 @@
 //! health checks ([`health`]).
 
 pub mod health;
+pub mod policy;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
