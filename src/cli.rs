@@ -210,6 +210,15 @@ pub struct Settings {
     /// Send a PROXY protocol header to backends: off, v1 or v2. Key: backend_proxy_protocol.
     #[arg(long, global = true, value_name = "off|v1|v2")]
     pub backend_proxy_protocol: Option<String>,
+    /// How sessions are spread: round_robin, least_connections or source_hash. Key: backend_policy.
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub backend_policy: Option<String>,
+    /// Weight of a backend, HOST:PORT=N (repeatable; default 1, 0 = standby). Key: [backend_weights].
+    #[arg(long = "backend-weight", global = true, value_name = "HOST:PORT=N")]
+    pub backend_weights: Vec<String>,
+    /// A backend that takes no new sessions (repeatable). Key: backend_drain.
+    #[arg(long = "backend-drain", global = true, value_name = "HOST:PORT")]
+    pub backend_drain: Vec<String>,
 }
 
 impl Settings {
@@ -326,6 +335,20 @@ impl Settings {
             proxy_protocol_from: list("--proxy-protocol-from", &self.proxy_protocol_from),
             proxy_protocol_timeout: opt("--proxy-protocol-timeout", &self.proxy_protocol_timeout),
             backend_proxy_protocol: opt("--backend-proxy-protocol", &self.backend_proxy_protocol),
+            backend_policy: opt("--backend-policy", &self.backend_policy),
+            backend_weights: (!self.backend_weights.is_empty()).then(|| {
+                Located::flag(
+                    "--backend-weight",
+                    self.backend_weights
+                        .iter()
+                        .map(|w| match w.rsplit_once('=') {
+                            Some((b, n)) => (b.to_owned(), n.trim().parse().unwrap_or(-1)),
+                            None => (w.clone(), -1),
+                        })
+                        .collect(),
+                )
+            }),
+            backend_drain: list("--backend-drain", &self.backend_drain),
         }
     }
 }

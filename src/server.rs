@@ -290,6 +290,15 @@ pub struct ReloadReport {
 
 type HealthKey = (SocketAddr, String);
 
+/// What a backend keeps across reloads: its health (while the check
+/// settings stay), its checker's token, and its open-session count.
+#[derive(Debug)]
+struct MemberState {
+    health: Arc<Health>,
+    token: CancellationToken,
+    active: Arc<AtomicU64>,
+}
+
 /// A running ftpgate.
 #[derive(Debug)]
 pub struct Server {
@@ -301,7 +310,7 @@ pub struct Server {
     /// Ends everything: sessions get a 421, background tasks stop.
     shutdown: CancellationToken,
     /// Health-check tasks by backend, each with its own token.
-    checkers: Mutex<HashMap<HealthKey, (Arc<Health>, CancellationToken)>>,
+    checkers: Mutex<HashMap<HealthKey, MemberState>>,
     /// Stops the current public-address refresh loop.
     refresh: Mutex<CancellationToken>,
     admin_addr: Option<SocketAddr>,
@@ -329,7 +338,7 @@ impl Server {
                 // Replaced below once the health checkers exist.
                 live: RwLock::new(Arc::new(Live {
                     config: Arc::clone(&config),
-                    backends: Arc::new(Backends::new(Vec::new())),
+                    backends: Arc::new(Backends::new(Vec::new(), config.backend_policy)),
                     public: Arc::clone(&public),
                 })),
                 pool: Arc::clone(&pool),
@@ -353,7 +362,7 @@ impl Server {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
             config: Arc::clone(&config),
-            backends: Arc::new(Backends::new(members)),
+            backends: Arc::new(Backends::new(members, config.backend_policy)),
             public: Arc::clone(&public),
         });
         server.tasks.spawn(
@@ -457,15 +466,29 @@ impl Server {
         let mut members = Vec::new();
         for spec in &config.backends {
             let key = (spec.addr, spec.name.clone());
-            if let Some((h, _)) = checkers.get(&key) {
+            if let Some(st) = checkers.get(&key) {
                 // Listed twice: same member twice (a crude weight).
                 members.push(Member {
                     spec: spec.clone(),
-                    health: Arc::clone(h),
+                    health: Arc::clone(&st.health),
+                    active: Arc::clone(&st.active),
                 });
                 continue;
             }
-            let kept = old_checkers.remove(&key).filter(|_| same_checks);
+            let old_state = old_checkers.remove(&key);
+            let active = old_state
+                .as_ref()
+                .map(|st| Arc::clone(&st.active))
+                .unwrap_or_default();
+            let kept = match old_state {
+                Some(st) if same_checks => Some((st.health, st.token)),
+                Some(st) => {
+                    // New check settings: a new checker replaces the old one.
+                    st.token.cancel();
+                    None
+                }
+                None => None,
+            };
             let (health, token) = match kept {
                 Some(entry) => entry,
                 None => {
@@ -503,11 +526,19 @@ impl Server {
             members.push(Member {
                 spec: spec.clone(),
                 health: Arc::clone(&health),
+                active: Arc::clone(&active),
             });
-            checkers.insert(key, (health, token));
+            checkers.insert(
+                key,
+                MemberState {
+                    health,
+                    token,
+                    active,
+                },
+            );
         }
-        for ((_, name), (_, token)) in old_checkers {
-            token.cancel();
+        for ((_, name), st) in old_checkers {
+            st.token.cancel();
             if !checkers.keys().any(|(_, n)| *n == name) {
                 let _ = self.shared.metrics.backend_up.remove_label_values(&[&name]);
             }
@@ -555,8 +586,8 @@ impl Server {
                 .collect(),
         };
         *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            backends: Arc::new(Backends::new(members, new.backend_policy)),
             config: new,
-            backends: Arc::new(Backends::new(members)),
             public,
         });
         if let Some(x) = &self.shared.xferlog {

@@ -8,36 +8,69 @@
 pub mod health;
 pub mod policy;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::BackendSpec;
 use crate::net::BackendAddr;
 
 pub use health::Health;
+use policy::{Candidate, Key, Policy, SharedSelector};
 
-/// One backend and its health.
+/// One backend, its health and its open sessions.
 #[derive(Debug, Clone)]
 pub struct Member {
-    /// As configured.
+    /// As configured (with weight and drain flag).
     pub spec: BackendSpec,
     /// Shared with its health-check task; kept across reloads.
     pub health: Arc<Health>,
+    /// Sessions open on it now (least-connections); kept across reloads.
+    pub active: Arc<AtomicU64>,
 }
 
-/// The backend set, tried in rotation.
+/// A session's claim on a member's `active` count; released on drop.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<AtomicU64>);
+
+impl ActiveGuard {
+    /// Counts one more session on `active`.
+    pub fn new(active: &Arc<AtomicU64>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(active))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A backend to try, in preference order.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    /// Its address.
+    pub addr: BackendAddr,
+    /// Its name as configured.
+    pub name: String,
+    /// Its open-session count.
+    pub active: Arc<AtomicU64>,
+}
+
+/// The backend set and its selection policy.
 #[derive(Debug)]
 pub struct Backends {
     members: Vec<Member>,
-    next: AtomicUsize,
+    selector: SharedSelector,
 }
 
 impl Backends {
     /// A set over `members` (not empty: config validation guarantees it).
-    pub fn new(members: Vec<Member>) -> Self {
+    pub fn new(members: Vec<Member>, policy: Policy) -> Self {
         Backends {
             members,
-            next: AtomicUsize::new(0),
+            selector: SharedSelector::new(policy),
         }
     }
 
@@ -46,21 +79,45 @@ impl Backends {
         &self.members
     }
 
-    /// Every usable backend once (not known to be down), starting with the
-    /// next in rotation: try them in this order until one accepts.
-    pub fn rotation(&self) -> Vec<(BackendAddr, &BackendSpec)> {
-        let n = self.members.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        (0..n)
-            .map(|i| &self.members[(start + i) % n])
-            .filter(|m| m.health.usable())
-            .map(|m| (BackendAddr(m.spec.addr), &m.spec))
+    /// The backends that may take a new session from `client` (not down by
+    /// health check, not draining), best first per the policy: try them in
+    /// this order until one accepts.
+    pub fn preference(&self, client: IpAddr) -> Vec<Choice> {
+        let usable: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|m| m.health.usable() && !m.spec.drain)
+            .collect();
+        let candidates: Vec<Candidate<'_>> = usable
+            .iter()
+            .enumerate()
+            .map(|(index, m)| Candidate {
+                index,
+                name: &m.spec.name,
+                weight: m.spec.weight,
+                active: m.active.load(Ordering::Relaxed),
+            })
+            .collect();
+        self.selector
+            .preference(&candidates, Key::Addr(client))
+            .into_iter()
+            .map(|i| {
+                let m = usable[i];
+                Choice {
+                    addr: BackendAddr(m.spec.addr),
+                    name: m.spec.name.clone(),
+                    active: Arc::clone(&m.active),
+                }
+            })
             .collect()
     }
 
-    /// Whether at least one backend passes its checks (or checks are off).
+    /// Whether at least one backend passes its checks (or checks are off)
+    /// and is not draining.
     pub fn any_up(&self) -> bool {
-        self.members.iter().any(|m| m.health.ready())
+        self.members
+            .iter()
+            .any(|m| m.health.ready() && !m.spec.drain)
     }
 }
 
@@ -68,32 +125,84 @@ impl Backends {
 mod tests {
     use super::*;
 
-    fn member(p: u16) -> Member {
+    fn member(p: u16, weight: u32, drain: bool) -> Member {
         Member {
             spec: BackendSpec {
                 name: format!("127.0.0.1:{p}"),
                 addr: format!("127.0.0.1:{p}").parse().unwrap(),
+                weight,
+                drain,
             },
             health: Arc::new(Health::new(2, 3)),
+            active: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    #[test]
-    fn rotation_starts_at_the_next_backend() {
-        let b = Backends::new(vec![member(1), member(2), member(3)]);
-        let firsts: Vec<u16> = (0..6).map(|_| b.rotation()[0].0 .0.port()).collect();
-        assert_eq!(firsts, vec![1, 2, 3, 1, 2, 3]);
-        assert_eq!(b.rotation().len(), 3);
+    fn first(b: &Backends) -> u16 {
+        b.preference(IpAddr::from([10, 0, 0, 1]))[0].addr.0.port()
     }
 
     #[test]
-    fn rotation_skips_down_backends() {
-        let b = Backends::new(vec![member(1), member(2)]);
+    fn round_robin_starts_at_the_next_backend() {
+        let b = Backends::new(
+            vec![
+                member(1, 1, false),
+                member(2, 1, false),
+                member(3, 1, false),
+            ],
+            Policy::RoundRobin,
+        );
+        let firsts: Vec<u16> = (0..6).map(|_| first(&b)).collect();
+        assert_eq!(firsts, vec![1, 2, 3, 1, 2, 3]);
+        assert_eq!(b.preference(IpAddr::from([10, 0, 0, 1])).len(), 3);
+    }
+
+    #[test]
+    fn down_and_draining_backends_get_no_new_sessions() {
+        let b = Backends::new(
+            vec![member(1, 1, false), member(2, 1, false), member(3, 1, true)],
+            Policy::RoundRobin,
+        );
         b.members()[0].health.record(false);
-        let ports: Vec<u16> = (0..4).map(|_| b.rotation()[0].0 .0.port()).collect();
+        let ports: Vec<u16> = (0..4).map(|_| first(&b)).collect();
         assert_eq!(ports, vec![2, 2, 2, 2]);
         b.members()[1].health.record(false);
-        assert!(b.rotation().is_empty());
-        assert!(!b.any_up());
+        assert!(b.preference(IpAddr::from([10, 0, 0, 1])).is_empty());
+        assert!(
+            !b.any_up(),
+            "a draining backend does not make ftpgate ready"
+        );
+    }
+
+    #[test]
+    fn least_connections_follows_the_active_counts() {
+        let b = Backends::new(
+            vec![member(1, 1, false), member(2, 1, false)],
+            Policy::LeastConnections,
+        );
+        let _g1 = ActiveGuard::new(&b.members()[0].active);
+        assert_eq!(first(&b), 2);
+        let g2 = ActiveGuard::new(&b.members()[1].active);
+        let _g3 = ActiveGuard::new(&b.members()[1].active);
+        assert_eq!(first(&b), 1);
+        drop(g2);
+        assert_eq!(b.members()[1].active.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn source_hash_keeps_a_client_on_its_backend() {
+        let b = Backends::new(
+            vec![
+                member(1, 1, false),
+                member(2, 1, false),
+                member(3, 1, false),
+            ],
+            Policy::SourceHash,
+        );
+        let client = IpAddr::from([192, 0, 2, 77]);
+        let chosen = b.preference(client)[0].addr;
+        for _ in 0..10 {
+            assert_eq!(b.preference(client)[0].addr, chosen);
+        }
     }
 }

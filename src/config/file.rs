@@ -155,6 +155,9 @@ settings! {
     proxy_protocol_from: Vec<String>,
     proxy_protocol_timeout: String,
     backend_proxy_protocol: String,
+    backend_policy: String,
+    backend_weights: BTreeMap<String, i64>,
+    backend_drain: Vec<String>,
 }
 
 /// A file that could not be read or parsed as TOML of the right shape.

@@ -84,6 +84,10 @@ pub struct BackendSpec {
     pub name: String,
     /// Resolved at start.
     pub addr: SocketAddr,
+    /// Share of new sessions (`backend_weights`; 0: standby).
+    pub weight: u32,
+    /// Takes no new sessions (`backend_drain`); its running sessions go on.
+    pub drain: bool,
 }
 
 /// Validated configuration. Invariants: `listen` and `backends` are not
@@ -207,6 +211,8 @@ pub struct Config {
     pub proxy_protocol_timeout: Duration,
     /// PROXY header sent on backend control connections.
     pub backend_proxy_protocol: ProxyVersion,
+    /// How new sessions are spread over the backends.
+    pub backend_policy: crate::backend::policy::Policy,
 }
 
 /// A PROXY protocol version to send.
@@ -406,6 +412,17 @@ impl Config {
                     .collect(),
             ),
         );
+        kv("backend_policy", format!("\"{}\"", self.backend_policy));
+        kv(
+            "backend_drain",
+            list(
+                self.backends
+                    .iter()
+                    .filter(|b| b.drain)
+                    .map(|b| b.name.clone())
+                    .collect(),
+            ),
+        );
         kv(
             "backend_proxy_protocol",
             match self.backend_proxy_protocol {
@@ -452,6 +469,12 @@ impl Config {
                 "# backends resolved at start: {}\n",
                 resolved.join(", ")
             ));
+        }
+        if self.backends.iter().any(|b| b.weight != 1) {
+            s.push_str("\n[backend_weights]\n");
+            for b in &self.backends {
+                s.push_str(&format!("{:?} = {}\n", b.name, b.weight));
+            }
         }
         if !self.public_address_for.is_empty() {
             s.push_str("\n[public_address_for]\n");

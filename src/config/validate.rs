@@ -264,6 +264,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
                     Some(addr) => Ok(BackendSpec {
                         name: name.to_owned(),
                         addr: crate::net::canonical(addr),
+                        weight: 1,
+                        drain: false,
                     }),
                     None => invalid(
                         "backends",
@@ -674,6 +676,55 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
+    let mut backends = backends;
+    let backend_policy = match &raw.backend_policy {
+        None => crate::backend::policy::Policy::RoundRobin,
+        Some(l) => match l.value.trim().parse::<crate::backend::policy::Policy>() {
+            Ok(crate::backend::policy::Policy::UserHash) => {
+                return invalid(
+                    "backend_policy",
+                    &l.origin,
+                    "user_hash needs per-user routing, which ftpgate does not do yet; \
+                     use round_robin, least_connections or source_hash",
+                )
+            }
+            Ok(p) => p,
+            Err(e) => return invalid("backend_policy", &l.origin, e.to_string()),
+        },
+    };
+    if let Some(l) = &raw.backend_weights {
+        for (name, w) in &l.value {
+            let Some(b) = backends.iter_mut().find(|b| b.name == name.trim()) else {
+                return invalid(
+                    "backend_weights",
+                    &l.origin,
+                    format!("`{name}` is not one of `backends`"),
+                );
+            };
+            match u32::try_from(*w) {
+                Ok(w) if w <= 1000 => b.weight = w,
+                _ => {
+                    return invalid(
+                        "backend_weights",
+                        &l.origin,
+                        format!("weight of `{name}` must be between 0 and 1000"),
+                    )
+                }
+            }
+        }
+    }
+    if let Some(l) = &raw.backend_drain {
+        for name in &l.value {
+            let Some(b) = backends.iter_mut().find(|b| b.name == name.trim()) else {
+                return invalid(
+                    "backend_drain",
+                    &l.origin,
+                    format!("`{name}` is not one of `backends`"),
+                );
+            };
+            b.drain = true;
+        }
+    }
     Ok(Config {
         listen,
         backends,
@@ -793,6 +844,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Duration::from_secs(5),
         )?,
         backend_proxy_protocol,
+        backend_policy,
     })
 }
 

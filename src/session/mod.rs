@@ -30,6 +30,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backend::ActiveGuard;
 use crate::config::{BackendDataMode, BackendTlsMode, Config, ProxyVersion, TlsPolicy};
 use crate::data::relay::{ByteCounters, Progress};
 use crate::data::{
@@ -237,22 +238,18 @@ pub async fn run_session(
         stream::split_plain(client)
     };
 
-    let rotation: Vec<(BackendAddr, String)> = live
-        .backends
-        .rotation()
-        .into_iter()
-        .map(|(a, spec)| (a, spec.name.clone()))
-        .collect();
+    let rotation = live.backends.preference(client_addr.ip());
     if rotation.is_empty() {
         error!(session = id, client = %client_addr, "every backend is down; refusing client");
         let e = Error::backend(ErrorKind::NoBackendUp);
         return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
     }
     let mut backend = None;
-    for (addr, name) in rotation {
+    for choice in rotation {
+        let addr = choice.addr;
         match tokio::time::timeout(cfg.backend_connect_timeout, TcpStream::connect(addr.0)).await {
             Ok(Ok(s)) => {
-                backend = Some((addr, name, s));
+                backend = Some((addr, choice.name, ActiveGuard::new(&choice.active), s));
                 break;
             }
             Ok(Err(e)) => {
@@ -263,7 +260,7 @@ pub async fn run_session(
             }
         }
     }
-    let Some((backend_addr, backend_name, backend)) = backend else {
+    let Some((backend_addr, backend_name, active_guard, backend)) = backend else {
         error!(session = id, client = %client_addr, "no backend reachable; refusing client");
         let e = Error::backend(ErrorKind::BackendUnreachable);
         return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
@@ -336,6 +333,7 @@ pub async fn run_session(
         listener,
         backend_name,
         _admitted: admitted,
+        _active: active_guard,
         counters,
         greeted: false,
         login_failures: 0,
@@ -415,6 +413,8 @@ struct Session {
     backend_name: String,
     /// Held for the session's life: its slots in the connection limits.
     _admitted: Admitted,
+    /// Held for the session's life: its count on the backend (least-connections).
+    _active: ActiveGuard,
     counters: ByteCounters,
     /// The backend's greeting has arrived.
     greeted: bool,
