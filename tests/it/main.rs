@@ -3,6 +3,7 @@
 //! `peers` starts real FTP servers; `clients` drives real FTP clients;
 //! `gateway` runs a real ftpgate in-process. The other modules are the tests.
 
+mod balancing;
 mod certs;
 mod cli;
 mod clients;
