@@ -44,7 +44,7 @@ pub enum ErrorKind {
     TlsRequired,
     /// A transfer without PROT P where TLS is required.
     ProtectionRequired,
-    /// PBSZ before AUTH, or PROT before PBSZ.
+    /// PBSZ or PROT before AUTH TLS.
     PbszFirst,
     /// PROT S or E.
     ProtLevel,
@@ -190,7 +190,7 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
         ),
         PbszFirst => (
             BadSequence,
-            "Send AUTH TLS, then PBSZ 0, then PROT.",
+            "Send AUTH TLS first, then PBSZ 0 and PROT.",
             Continue,
         ),
         ProtLevel => (

@@ -128,6 +128,16 @@ pub fn per_client_session(base: &Arc<ServerConfig>) -> Arc<ServerConfig> {
     Arc::new(cfg)
 }
 
+/// The data-connection variant of a session's configuration: the same
+/// session cache and ticket keys (so data connections resume the control
+/// session) but no new tickets. Clients do not read an upload's data
+/// connection, so unread tickets there turn their close into a TCP reset.
+pub fn for_data(session: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut cfg = (**session).clone();
+    cfg.send_tls13_tickets = 0;
+    Arc::new(cfg)
+}
+
 /// How ftpgate verifies a backend's certificate.
 #[derive(Debug, Clone)]
 pub enum BackendVerify {

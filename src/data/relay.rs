@@ -16,6 +16,7 @@
 //! pipe gained nothing over a large buffer (docs/PERFORMANCE.md).
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,19 +97,25 @@ impl DataStream {
     /// `tokio::io::split`. Shutting the write half of a TLS stream sends
     /// close_notify before the TCP FIN (vsftpd answers an upload without it
     /// with 426).
-    fn into_halves(self) -> (ReadSide, WriteSide) {
+    ///
+    /// Also returns, for TLS, a duplicate of the socket's descriptor: the
+    /// way to end the TCP connection without close_notify when the other
+    /// side failed (an abort must not look like a complete upload).
+    fn into_halves(self) -> (ReadSide, WriteSide, Option<OwnedFd>) {
         match self {
             DataStream::Tcp(s) => {
                 let (r, w) = s.into_split();
-                (Box::new(r), Box::new(w))
+                (Box::new(r), Box::new(w), None)
             }
             DataStream::ServerTls(s) => {
+                let fd = s.get_ref().0.as_fd().try_clone_to_owned().ok();
                 let (r, w) = tokio::io::split(*s);
-                (Box::new(r), Box::new(w))
+                (Box::new(r), Box::new(w), fd)
             }
             DataStream::ClientTls(s) => {
+                let fd = s.get_ref().0.as_fd().try_clone_to_owned().ok();
                 let (r, w) = tokio::io::split(*s);
-                (Box::new(r), Box::new(w))
+                (Box::new(r), Box::new(w), fd)
             }
         }
     }
@@ -123,6 +130,7 @@ async fn copy_half<R, W>(
     max: usize,
     counter: IntCounter,
     progress: &AtomicU64,
+    abort_to: Option<&OwnedFd>,
 ) -> (u64, Option<io::Error>)
 where
     R: AsyncRead + Unpin,
@@ -137,7 +145,18 @@ where
             // A TLS peer that closed TCP without close_notify: take it as
             // the end (servers and clients commonly do this after the last byte).
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return (total, Some(e)),
+            Err(e) => {
+                // Pass the failure on. Plain TCP: dropping `to` sends FIN.
+                // TLS: a write half (tokio::io::split) does not close its
+                // socket when dropped, and a clean shutdown would send
+                // close_notify, telling the server the upload is complete;
+                // end the TCP connection under TLS instead, so the server
+                // sees a truncated stream (vsftpd: 426).
+                if let Some(fd) = abort_to {
+                    let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Both);
+                }
+                return (total, Some(e));
+            }
         };
         if let Err(e) = to.write_all(&buf[..n]).await {
             return (total, Some(e));
@@ -168,9 +187,16 @@ pub async fn relay(
     counters: ByteCounters,
     progress: Arc<Progress>,
 ) -> RelayOutcome {
-    let (client_rd, client_wr) = client.into_halves();
-    let (backend_rd, backend_wr) = backend.into_halves();
-    let up = copy_half(client_rd, backend_wr, buffer_max, counters.up, &progress.up);
+    let (client_rd, client_wr, client_fd) = client.into_halves();
+    let (backend_rd, backend_wr, backend_fd) = backend.into_halves();
+    let up = copy_half(
+        client_rd,
+        backend_wr,
+        buffer_max,
+        counters.up,
+        &progress.up,
+        backend_fd.as_ref(),
+    );
     let down = async {
         let (n, err) = copy_half(
             backend_rd,
@@ -178,6 +204,7 @@ pub async fn relay(
             buffer_max,
             counters.down,
             &progress.down,
+            client_fd.as_ref(),
         )
         .await;
         let _ = down_done.send((n, err.is_none()));
@@ -248,7 +275,9 @@ mod tests {
         let (p1, p2) = (Arc::clone(&progress), Arc::clone(&progress));
         let c2 = counter.clone();
         let up =
-            tokio::spawn(async move { copy_half(c_rd, b_wr, 16 * 1024 * 1024, c2, &p1.up).await });
+            tokio::spawn(
+                async move { copy_half(c_rd, b_wr, 16 * 1024 * 1024, c2, &p1.up, None).await },
+            );
         let down = tokio::spawn(async move {
             copy_half(
                 b_rd,
@@ -256,6 +285,7 @@ mod tests {
                 4096,
                 IntCounter::new("d", "d").unwrap(),
                 &p2.down,
+                None,
             )
             .await
         });

@@ -221,7 +221,7 @@ pub async fn run_session(
         let Some(server_cfg) = cfg.client_tls.as_ref().map(crate::tls::per_client_session) else {
             return;
         };
-        session_tls = Some(Arc::clone(&server_cfg));
+        session_tls = Some((Arc::clone(&server_cfg), crate::tls::for_data(&server_cfg)));
         match accept_tls(&shared, &cfg, server_cfg, client).await {
             Ok(tls) => stream::split_tls(tls),
             Err(e) => {
@@ -326,7 +326,6 @@ pub async fn run_session(
         live,
         session_tls,
         implicit_tls,
-        pbsz: false,
         prot_private: false,
         backend_tls,
         cfg,
@@ -377,8 +376,9 @@ pub async fn run_session(
         transfers: 0,
         cancel,
     };
-    let end = if s.cfg.backend_tls == BackendTlsMode::Explicit {
-        // ftpgate secures the backend itself, then shows the client the greeting.
+    let end = if s.cfg.backend_tls != BackendTlsMode::Off {
+        // ftpgate secures the backend itself (AUTH TLS when explicit, then
+        // PBSZ and PROT either way), then shows the client the greeting.
         match s.backend_starttls().await {
             Ok(()) => s.run().await,
             Err(end) => end,
@@ -393,13 +393,12 @@ pub async fn run_session(
 
 struct Session {
     shared: Arc<Shared>,
-    /// This session's TLS server configuration (own session cache and
-    /// ticket keys), used for its control and data connections.
-    session_tls: Option<Arc<rustls::ServerConfig>>,
+    /// This session's TLS server configurations (own session cache and
+    /// ticket keys): for its control connection, and for its data
+    /// connections (the same keys, no new tickets).
+    session_tls: Option<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)>,
     /// The client came in on an implicit-TLS listener.
     implicit_tls: bool,
-    /// PBSZ was accepted (after AUTH TLS).
-    pbsz: bool,
     /// PROT P is in effect toward the client.
     prot_private: bool,
     /// TLS toward the backend's data connections, when the backend speaks TLS.
@@ -703,7 +702,7 @@ impl Session {
         if !(self.client_rd.is_tls() && self.prot_private) {
             return None;
         }
-        let cfg = self.session_tls.clone()?;
+        let cfg = Arc::clone(&self.session_tls.as_ref()?.1);
         Some(ClientDataTls {
             acceptor: tokio_rustls::TlsAcceptor::from(cfg),
             require_resumption: self.cfg.tls_require_data_resumption,
@@ -739,7 +738,7 @@ impl Session {
                 .local_error(Error::client(ErrorKind::TlsUnsupported))
                 .await;
         };
-        self.session_tls = Some(Arc::clone(&server_cfg));
+        self.session_tls = Some((Arc::clone(&server_cfg), crate::tls::for_data(&server_cfg)));
         self.local_reply(Reply::new(ReplyCode::AuthOk, "AUTH TLS successful."))
             .await?;
         // Anything the client sent after AUTH in plaintext is not trusted
@@ -762,7 +761,6 @@ impl Session {
                 let (r, w) = stream::split_tls(tls);
                 self.client_rd = r;
                 self.client_wr = w;
-                self.pbsz = false;
                 self.prot_private = false;
                 debug!(session = self.id, "client control connection now TLS");
                 Ok(())
@@ -774,8 +772,10 @@ impl Session {
         }
     }
 
-    /// Explicit TLS toward the backend: read its greeting, AUTH TLS, the
-    /// handshake, PBSZ 0 and PROT; then show the client the greeting.
+    /// TLS toward the backend: read its greeting; when explicit, AUTH TLS and
+    /// the handshake (implicit: already inside TLS); then PBSZ 0 and PROT
+    /// (an implicit vsftpd session starts with clear data); then show the
+    /// client the greeting.
     async fn backend_starttls(&mut self) -> Result<(), End> {
         let fail = |what: String| End::Error(Error::backend(ErrorKind::BackendTls(what)));
         let greeting = self
@@ -795,6 +795,9 @@ impl Session {
             self.order.local(&greeting);
             self.write_ready().await?;
             return Err(End::ServerGoodbye);
+        }
+        if self.backend_rd.is_tls() {
+            return self.backend_protection(greeting).await;
         }
         let auth = self
             .backend_exchange(b"AUTH TLS\r\n")
@@ -823,6 +826,13 @@ impl Session {
                 return Err(fail(e));
             }
         }
+        self.backend_protection(greeting).await
+    }
+
+    /// PBSZ 0 and PROT P (or C) on the backend's TLS control connection,
+    /// then the greeting to the client.
+    async fn backend_protection(&mut self, greeting: Reply) -> Result<(), End> {
+        let fail = |what: String| End::Error(Error::backend(ErrorKind::BackendTls(what)));
         let prot: &[u8] = if self.cfg.backend_tls_protect_data {
             b"PROT P\r\n"
         } else {
@@ -955,7 +965,6 @@ impl Session {
             },
             Verb::Pbsz => {
                 if self.client_rd.is_tls() {
-                    self.pbsz = true;
                     self.local_reply(Reply::new(ReplyCode::CommandOk, "PBSZ=0"))
                         .await?
                 } else {
@@ -965,7 +974,9 @@ impl Session {
             }
             Verb::Prot => {
                 let level = cmd.arg_str().trim().to_ascii_uppercase();
-                if !self.client_rd.is_tls() || !self.pbsz {
+                // RFC 4217 wants PBSZ first; clients (ftplib's prot_c) skip
+                // it and every server accepts that, so only TLS is required.
+                if !self.client_rd.is_tls() {
                     self.local_error(Error::client(ErrorKind::PbszFirst))
                         .await?
                 } else if level == "P" || level == "C" {
@@ -1590,6 +1601,14 @@ impl Session {
         let Some(t) = self.transfer.as_ref() else {
             return self.order.send(reply.to_bytes());
         };
+        if t.failed && reply.is_success() {
+            // The client never got the data: no 226 for it.
+            let failed = reply_for(&Error::client(ErrorKind::DataConnectFailed(
+                "data connection failed".into(),
+            )))
+            .0;
+            return self.order.send(failed.to_bytes());
+        }
         if t.down_done || t.failed {
             return self.order.send(reply.to_bytes());
         }

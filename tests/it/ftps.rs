@@ -307,11 +307,11 @@ macro_rules! on_every_server {
 /// Client-side TLS for a curl or lftp upload: pinned to TLS 1.2.
 ///
 /// Over TLS 1.3 ftpgate sends session tickets on every data connection
-/// (see [`ftps_bug_tls13_data_connections_carry_session_tickets_clients_never_read`]);
+/// (see [`ftps_tls13_data_connections_carry_no_session_tickets`]);
 /// curl and lftp never read an upload's data connection, so they close it
 /// with those tickets unread, which makes the close a TCP RST; then ftpgate
 /// leaves the backend leg open (see
-/// [`ftps_bug_client_reset_during_tls_upload_leaves_the_transfer_hanging`])
+/// [`ftps_client_reset_during_tls_upload_gets_a_final_reply`])
 /// and, when ftpgate had not yet read the whole upload, the client's kernel
 /// drops the rest. Under load (the whole suite on two CPUs) that hung one
 /// curl or lftp TLS 1.3 upload in about every other run. TLS 1.3 uploads are
@@ -584,7 +584,7 @@ fn implicit_backend(kind: ServerKind) {
     );
 }
 
-/// BUG: with `backend_tls = "implicit"` ftpgate sends no `PBSZ 0` / `PROT P`
+/// Was a bug (fixed; the test stays): with `backend_tls = "implicit"` ftpgate sends no `PBSZ 0` / `PROT P`
 /// to the backend (src/session/mod.rs does that only in `backend_starttls`,
 /// for `explicit`), yet speaks TLS on every backend data connection
 /// (`backend_tls_protect_data` defaults to true). vsftpd starts implicit
@@ -597,7 +597,7 @@ fn implicit_backend(kind: ServerKind) {
 /// closed with 1048909 bytes remaining`). ProFTPD (below) protects implicit
 /// sessions' data by default, so it works there.
 #[test]
-fn ftps_bug_vsftpd_implicit_backend_gets_no_prot_p() {
+fn ftps_vsftpd_implicit_backend_gets_prot_p() {
     implicit_backend(ServerKind::Vsftpd);
 }
 
@@ -1003,7 +1003,7 @@ fn ftps_require_data_resumption_lets_resuming_clients_through() {
     );
 }
 
-/// BUG: with `tls_require_data_resumption = true`, a data connection that
+/// Was a bug (fixed; the test stays): with `tls_require_data_resumption = true`, a data connection that
 /// does not resume is refused (ftpgate logs `data connection failed ...
 /// did not resume the control TLS session` and counts a failed client data
 /// handshake), but the client is not told: the backend's `226 Transfer
@@ -1020,10 +1020,10 @@ fn ftps_require_data_resumption_lets_resuming_clients_through() {
 /// answers `426 Failure writing network stream.`, which passes through.)
 /// The session itself goes on (NOOP, then a PROT C transfer): checked too.
 #[test]
-fn ftps_bug_refused_fresh_data_session_is_reported_as_226() {
+fn ftps_refused_fresh_data_session_is_not_reported_as_226() {
     let Some(fx) = Fx::start(
         ServerKind::Vsftpd,
-        "ftps_bug_refused_fresh_data_session_is_reported_as_226",
+        "ftps_refused_fresh_data_session_is_not_reported_as_226",
         |_| None,
         |p| format!("{}tls_require_data_resumption = true\n", client_tls_toml(p)),
     ) else {
@@ -1421,9 +1421,9 @@ fn ftps_backend_protect_data_false_keeps_backend_data_clear() {
     );
 }
 
-// === bugs found (these tests fail until ftpgate is fixed) ===
+// === bugs found by these tests, now fixed (the tests guard them) ===
 
-/// BUG: a client whose TLS data connection is reset in the middle of an
+/// Was a bug (fixed; the test stays): a client whose TLS data connection is reset in the middle of an
 /// upload leaves the transfer hanging: ftpgate neither closes nor resets
 /// its backend data connection, so vsftpd waits for more data, no final
 /// reply ever comes and the control connection stays stuck (the client
@@ -1439,10 +1439,10 @@ fn ftps_backend_protect_data_false_keeps_backend_data_clear() {
 /// dropping an `OwnedWriteHalf` sends FIN, and vsftpd answers 226.)
 /// curl and lftp hit this in practice over TLS 1.3 (see [`upload_tls`]).
 #[test]
-fn ftps_bug_client_reset_during_tls_upload_leaves_the_transfer_hanging() {
+fn ftps_client_reset_during_tls_upload_gets_a_final_reply() {
     let Some(fx) = Fx::both_sides(
         ServerKind::Vsftpd,
-        "ftps_bug_client_reset_during_tls_upload_leaves_the_transfer_hanging",
+        "ftps_client_reset_during_tls_upload_gets_a_final_reply",
         "",
     ) else {
         return;
@@ -1529,10 +1529,10 @@ print('REPLY', ftp.voidresp())
 /// `ss` showed the client data connection gone and ftpgate's backend data
 /// connection ESTABLISHED with empty queues.
 #[test]
-fn ftps_bug_tls13_data_connections_carry_session_tickets_clients_never_read() {
+fn ftps_tls13_data_connections_carry_no_session_tickets() {
     let Some(fx) = Fx::both_sides(
         ServerKind::Vsftpd,
-        "ftps_bug_tls13_data_connections_carry_session_tickets_clients_never_read",
+        "ftps_tls13_data_connections_carry_no_session_tickets",
         "",
     ) else {
         return;
