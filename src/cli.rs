@@ -219,6 +219,13 @@ pub struct Settings {
     /// A backend that takes no new sessions (repeatable). Key: backend_drain.
     #[arg(long = "backend-drain", global = true, value_name = "HOST:PORT")]
     pub backend_drain: Vec<String>,
+    /// TLS policy of one listener, IP:PORT=off|optional|required (repeatable). Key: [tls_for_listener].
+    #[arg(
+        long = "tls-for-listener",
+        global = true,
+        value_name = "IP:PORT=POLICY"
+    )]
+    pub tls_for_listener: Vec<String>,
 }
 
 impl Settings {
@@ -349,6 +356,18 @@ impl Settings {
                 )
             }),
             backend_drain: list("--backend-drain", &self.backend_drain),
+            tls_for_listener: (!self.tls_for_listener.is_empty()).then(|| {
+                Located::flag(
+                    "--tls-for-listener",
+                    self.tls_for_listener
+                        .iter()
+                        .map(|r| match r.rsplit_once('=') {
+                            Some((a, p)) => (a.to_owned(), p.to_owned()),
+                            None => (r.clone(), String::new()),
+                        })
+                        .collect(),
+                )
+            }),
         }
     }
 }

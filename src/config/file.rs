@@ -158,6 +158,7 @@ settings! {
     backend_policy: String,
     backend_weights: BTreeMap<String, i64>,
     backend_drain: Vec<String>,
+    tls_for_listener: BTreeMap<String, String>,
 }
 
 /// A file that could not be read or parsed as TOML of the right shape.

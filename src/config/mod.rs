@@ -57,6 +57,36 @@ pub enum TlsPolicy {
     Required,
 }
 
+impl TlsPolicy {
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsPolicy::Off => "off",
+            TlsPolicy::Optional => "optional",
+            TlsPolicy::Required => "required",
+        }
+    }
+
+    /// Parses a config word.
+    pub fn parse(s: &str) -> Option<TlsPolicy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(TlsPolicy::Off),
+            "optional" => Some(TlsPolicy::Optional),
+            "required" => Some(TlsPolicy::Required),
+            _ => None,
+        }
+    }
+
+    /// The policy of the listener at `addr`.
+    pub fn for_listener(config: &Config, addr: SocketAddr) -> TlsPolicy {
+        config
+            .tls_for_listener
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map_or(config.tls, |(_, p)| *p)
+    }
+}
+
 /// TLS toward the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendTlsMode {
@@ -178,6 +208,8 @@ pub struct Config {
     pub group: Option<String>,
     /// Explicit FTPS policy of the `listen` listeners.
     pub tls: TlsPolicy,
+    /// Policies of single listeners, overriding `tls`.
+    pub tls_for_listener: Vec<(SocketAddr, TlsPolicy)>,
     /// Certificate chain file shown to clients.
     pub tls_cert: Option<PathBuf>,
     /// Its private key file.
@@ -474,6 +506,12 @@ impl Config {
             s.push_str("\n[backend_weights]\n");
             for b in &self.backends {
                 s.push_str(&format!("{:?} = {}\n", b.name, b.weight));
+            }
+        }
+        if !self.tls_for_listener.is_empty() {
+            s.push_str("\n[tls_for_listener]\n");
+            for (a, p) in &self.tls_for_listener {
+                s.push_str(&format!("\"{a}\" = \"{}\"\n", p.as_str()));
             }
         }
         if !self.public_address_for.is_empty() {

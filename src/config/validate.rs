@@ -106,6 +106,20 @@ fn relative_to_file(l: &Located<String>) -> std::path::PathBuf {
     p
 }
 
+/// `proxy_protocol_listen` as written (parsed leniently: errors are
+/// reported where that key is validated).
+fn proxy_listen_for_tls(raw: &RawConfig) -> Vec<SocketAddr> {
+    raw.proxy_protocol_listen
+        .as_ref()
+        .map(|l| {
+            l.value
+                .iter()
+                .filter_map(|s| s.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The config key a TLS error names.
 fn tls_key_or_cert(e: &crate::tls::TlsError) -> &'static str {
     match e {
@@ -522,6 +536,40 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             p
         }
     };
+    let mut tls_for_listener = Vec::new();
+    if let Some(l) = &raw.tls_for_listener {
+        for (addr, policy) in &l.value {
+            let Ok(a) = addr.trim().parse::<SocketAddr>() else {
+                return invalid(
+                    "tls_for_listener",
+                    &l.origin,
+                    format!("`{addr}` is not IP:port"),
+                );
+            };
+            if !listen.contains(&a) && !proxy_listen_for_tls(raw).contains(&a) {
+                return invalid(
+                    "tls_for_listener",
+                    &l.origin,
+                    format!("`{a}` is not one of `listen` or `proxy_protocol_listen`"),
+                );
+            }
+            let Some(p) = TlsPolicy::parse(policy) else {
+                return invalid(
+                    "tls_for_listener",
+                    &l.origin,
+                    format!("`{policy}` is not \"off\", \"optional\" or \"required\""),
+                );
+            };
+            if p != TlsPolicy::Off && client_tls.is_none() {
+                return invalid(
+                    "tls_for_listener",
+                    &l.origin,
+                    "FTPS needs a certificate: set tls_cert and tls_key",
+                );
+            }
+            tls_for_listener.push((a, p));
+        }
+    }
     let implicit_tls_listen = match &raw.implicit_tls_listen {
         None => Vec::new(),
         Some(l) => {
@@ -824,6 +872,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         user,
         group,
         tls,
+        tls_for_listener,
         tls_cert,
         tls_key,
         client_tls,

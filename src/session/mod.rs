@@ -689,12 +689,20 @@ impl Session {
 
     /// Whether this listener offers AUTH TLS (or the session is implicit TLS).
     fn tls_offered(&self) -> bool {
-        self.implicit_tls || (self.cfg.client_tls.is_some() && self.cfg.tls != TlsPolicy::Off)
+        self.implicit_tls || (self.cfg.client_tls.is_some() && self.policy() != TlsPolicy::Off)
     }
 
     /// Login and transfers need TLS here.
     fn tls_required(&self) -> bool {
-        self.implicit_tls || self.cfg.tls == TlsPolicy::Required
+        self.implicit_tls || self.policy() == TlsPolicy::Required
+    }
+
+    /// The TLS policy of the listener this session came in on.
+    fn policy(&self) -> TlsPolicy {
+        match self.listener.parse::<SocketAddr>() {
+            Ok(l) => TlsPolicy::for_listener(&self.cfg, l),
+            Err(_) => self.cfg.tls,
+        }
     }
 
     /// TLS for the client side of the next data connection (PROT P).

@@ -158,6 +158,8 @@ fn cli_check_full_file_shows_every_value() {
         "backend_proxy_protocol = \"v2\"",
         "backend_policy = \"least_connections\"",
         "backend_drain = [\"127.0.0.1:2021\"]",
+        "[tls_for_listener]",
+        "\"[::1]:2121\" = \"optional\"",
         "[backend_weights]",
         "\"127.0.0.1:21\" = 3",
         "\"127.0.0.1:2021\" = 0",

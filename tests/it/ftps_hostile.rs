@@ -358,3 +358,30 @@ fn ftps_certificate_reload_applies_to_new_sessions_only() {
     assert_eq!(code(&tls_cmd(&mut old, "USER anonymous")), 331);
     assert_eq!(code(&tls_cmd(&mut new, "QUIT")), 221);
 }
+
+/// `[tls_for_listener]`: one listener requires TLS, the other keeps the
+/// default (optional), in the same ftpgate.
+#[test]
+fn ftps_policy_per_listener() {
+    let Some(server) = vsftpd_or_skip("ftps_policy_per_listener") else {
+        return;
+    };
+    let (strict, lax) = (peers::free_port(), peers::free_port());
+    let gw = gateway::start_on(
+        &format!("127.0.0.1:{lax}\", \"127.0.0.1:{strict}"),
+        &[server.addr],
+        &format!(
+            "{}[tls_for_listener]\n\"127.0.0.1:{strict}\" = \"required\"\n",
+            cert_toml()
+        ),
+    );
+    let mut c = Plain::connect(SocketAddr::from(([127, 0, 0, 1], strict)));
+    assert_eq!(
+        code(&c.cmd("USER anonymous")),
+        530,
+        "the strict listener let a plaintext login in"
+    );
+    let mut c = Plain::connect(SocketAddr::from(([127, 0, 0, 1], lax)));
+    c.login();
+    assert_eq!(gw.addr.port(), lax);
+}
