@@ -16,5 +16,6 @@ mod ops_cli;
 mod packaging;
 mod peers;
 mod real_peers;
+mod scaleout;
 mod tls_rig;
 mod unprivileged;
