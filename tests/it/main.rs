@@ -15,6 +15,7 @@ mod operations;
 mod ops_cli;
 mod packaging;
 mod peers;
+mod proxy_protocol;
 mod real_peers;
 mod scaleout;
 mod tls_rig;
