@@ -452,6 +452,7 @@ impl Server {
                 o.health_check_rise,
                 o.health_check_fall,
                 o.backend_tls,
+                o.backend_proxy_protocol,
             ) == (
                 config.health_check,
                 config.health_check_interval,
@@ -459,6 +460,7 @@ impl Server {
                 config.health_check_rise,
                 config.health_check_fall,
                 config.backend_tls,
+                config.backend_proxy_protocol,
             )
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
@@ -513,9 +515,20 @@ impl Server {
                         self.tasks.spawn(health::check_loop(
                             spec.clone(),
                             Arc::clone(&h),
-                            config.health_check_interval,
-                            config.health_check_timeout,
-                            tls,
+                            health::CheckHow {
+                                interval: config.health_check_interval,
+                                timeout: config.health_check_timeout,
+                                tls,
+                                proxy: match config.backend_proxy_protocol {
+                                    crate::config::ProxyVersion::Off => None,
+                                    crate::config::ProxyVersion::V1 => {
+                                        Some(proxy::encode_local(false))
+                                    }
+                                    crate::config::ProxyVersion::V2 => {
+                                        Some(proxy::encode_local(true))
+                                    }
+                                },
+                            },
                             Arc::clone(&self.shared.metrics),
                             token.clone(),
                         ));
@@ -801,7 +814,13 @@ async fn admit(
         if !trusted_proxy(&live.config, peer.ip()) {
             return refused("source not in proxy_protocol_from");
         }
-        match read_proxy_header(&mut stream, live.config.proxy_protocol_timeout).await {
+        // A shutdown (or drain) must not wait for a silent connection's header.
+        let read = tokio::select! {
+            r = read_proxy_header(&mut stream, live.config.proxy_protocol_timeout) => r,
+            _ = cancel.cancelled() => Err("shutting down".to_owned()),
+            _ = shared.draining.cancelled() => Err("shutting down".to_owned()),
+        };
+        match read {
             Ok(Header::Proxy {
                 source,
                 destination,

@@ -145,6 +145,20 @@ impl std::fmt::Debug for CheckTls {
     }
 }
 
+/// How a backend is checked.
+#[derive(Debug, Clone)]
+pub struct CheckHow {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// TLS first (implicit-TLS backends).
+    pub tls: Option<CheckTls>,
+    /// A PROXY header to send first (v1 UNKNOWN or v2 LOCAL), for backends
+    /// that expect one on every connection.
+    pub proxy: Option<Vec<u8>>,
+}
+
 /// Reads the greeting from `s`, expects 220, says QUIT.
 async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut s: S,
@@ -176,10 +190,15 @@ pub async fn check_once(
     spec: &BackendSpec,
     timeout: Duration,
     tls: Option<&CheckTls>,
+    proxy: Option<&[u8]>,
 ) -> Result<Duration, CheckError> {
     let started = Instant::now();
     let attempt = async {
-        let s = TcpStream::connect(spec.addr).await?;
+        let mut s = TcpStream::connect(spec.addr).await?;
+        if let Some(header) = proxy {
+            // A backend that expects PROXY headers waits for one first.
+            s.write_all(header).await?;
+        }
         if let Some(t) = tls {
             let s = t.connector.connect(t.name.clone(), s).await?;
             return greet(s, started).await;
@@ -195,17 +214,21 @@ pub async fn check_once(
 pub async fn check_loop(
     spec: BackendSpec,
     health: Arc<Health>,
-    interval: Duration,
-    timeout: Duration,
-    tls: Option<CheckTls>,
+    how: CheckHow,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
+    let CheckHow {
+        interval,
+        timeout,
+        tls,
+        proxy,
+    } = how;
     let name = spec.name.as_str();
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = check_once(&spec, timeout, tls.as_ref()) => r,
+            r = check_once(&spec, timeout, tls.as_ref(), proxy.as_deref()) => r,
         };
         let ok = result.is_ok();
         metrics

@@ -376,6 +376,20 @@ fn v6_text(ip: Ipv6Addr) -> String {
 /// A v1 `PROXY TCP4|TCP6` line for a connection from `source` to
 /// `destination`. See [`encode_v2`] for how the family is chosen; IPv6 flow
 /// labels and scope IDs are not carried.
+/// A header that names no client: v1 `PROXY UNKNOWN`, or v2 `LOCAL`. For
+/// connections a proxy makes on its own behalf (health checks).
+pub fn encode_local(v2: bool) -> Vec<u8> {
+    if v2 {
+        let mut h = V2_SIGNATURE.to_vec();
+        // Version 2, LOCAL; family UNSPEC; no address block.
+        h.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        h
+    } else {
+        b"PROXY UNKNOWN\r\n".to_vec()
+    }
+}
+
+/// A v1 header for `source` connecting to `destination`.
 pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     let (sport, dport) = (source.port(), destination.port());
     let line = match pair(source, destination) {
@@ -414,6 +428,25 @@ pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     out.extend_from_slice(&source.port().to_be_bytes());
     out.extend_from_slice(&destination.port().to_be_bytes());
     out
+}
+
+#[cfg(test)]
+mod local_tests {
+    use super::*;
+
+    #[test]
+    fn local_headers_parse_as_local() {
+        for v2 in [false, true] {
+            let h = encode_local(v2);
+            assert_eq!(
+                parse(&h),
+                Ok(Parsed::Complete {
+                    header: Header::Local,
+                    consumed: h.len()
+                })
+            );
+        }
+    }
 }
 
 #[cfg(test)]
