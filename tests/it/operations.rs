@@ -1709,7 +1709,13 @@ fn ops_drain_timeout_closes_a_transfer_still_running() {
 
     let drain_started = Instant::now();
     gw.begin_shutdown(Duration::from_millis(500));
-    assert_eq!(c.reply(), "421 Service closing control connection.\r\n");
+    let mut r = c.reply();
+    // Cutting the data legs can make vsftpd's own 426 for the transfer reach
+    // the client just before ftpgate's 421.
+    if r.starts_with("426") || r.starts_with("451") {
+        r = c.reply();
+    }
+    assert_eq!(r, "421 Service closing control connection.\r\n");
     let took = drain_started.elapsed();
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(3),

@@ -710,7 +710,14 @@ fn ops_cli_sigint_drain_timeout_closes_a_long_transfer_with_421() {
     let signalled = Instant::now();
     gate.signal("INT");
     ctl.timeout(Duration::from_secs(10));
-    let r = ctl.reply().expect("a reply after the drain timeout");
+    let mut r = ctl.reply().expect("a reply after the drain timeout");
+    // Cutting the data legs can make the server's own failure reply for the
+    // transfer (vsftpd: 426) reach the client just before ftpgate's 421.
+    if r.starts_with("426") || r.starts_with("451") {
+        r = ctl
+            .reply()
+            .expect("the 421 after the transfer's failure reply");
+    }
     let waited = signalled.elapsed();
     assert!(
         r.starts_with(CLOSING_421),
@@ -769,7 +776,12 @@ fn ops_cli_second_sigterm_stops_at_once() {
     let second = Instant::now();
     gate.signal("TERM");
     ctl.timeout(Duration::from_secs(10));
-    let r = ctl.reply().expect("a reply after the second signal");
+    let mut r = ctl.reply().expect("a reply after the second signal");
+    if r.starts_with("426") || r.starts_with("451") {
+        r = ctl
+            .reply()
+            .expect("the 421 after the transfer's failure reply");
+    }
     assert!(
         r.starts_with(CLOSING_421),
         "after the second SIGTERM: {r:?}\n{}",
