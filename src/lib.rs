@@ -8,7 +8,7 @@
 //!   address), the data task joining client and backend legs, and the relay.
 //! - [`backend`]: the backend set. [`advertise`]: the address shown in 227 replies.
 //! - [`config`]: file and flags -> validated [`config::Config`]. [`cli`]: the flags.
-//! - [`server`]: listeners and accept loops; [`run`] serves until cancelled.
+//! - [`server`]: listeners and accept loops; [`Server`] serves, reloads and drains.
 //! - [`error`]: session errors and the single error-to-reply mapping.
 //! - [`net`]: role-typed addresses.
 
@@ -31,4 +31,4 @@ pub mod session;
 pub mod tls;
 pub mod xferlog;
 
-pub use server::{run, BindError, Listeners, Server};
+pub use server::{BindError, Listeners, Server};

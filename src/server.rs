@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,12 +26,12 @@ use crate::backend::{health, Backends, Health, Member};
 use crate::config::{BackendTlsMode, Config};
 use crate::data::port_pool::PortPool;
 use crate::data::PassivePool;
-use crate::error::{reply_for, Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
 use crate::net::canonical_ip;
 use crate::proto::proxy::{self, Header, Parsed};
-use crate::session::{run_session, Arrival};
+use crate::session::{refuse, run_session, Arrival};
 use crate::xferlog::XferLog;
 
 /// A listener that could not be bound.
@@ -671,21 +670,6 @@ impl Server {
     }
 }
 
-/// Serves until `shutdown` is cancelled, then closes every session (421) and
-/// waits for their tasks. (The binary uses [`Server`] for reload and drain.)
-pub async fn run(config: Arc<Config>, listeners: Listeners, shutdown: CancellationToken) {
-    let server = Server::start(config, listeners).await;
-    shutdown.cancelled().await;
-    server.shutdown(Duration::ZERO).await;
-}
-
-/// Writes a 421 for `e` to a connection refused before its session started.
-async fn refuse(mut stream: TcpStream, e: Error) {
-    let reply = reply_for(&e).0.to_bytes();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&reply)).await;
-    let _ = stream.shutdown().await;
-}
-
 /// What kind of control listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
@@ -866,10 +850,9 @@ async fn admit(
                 .sessions_total
                 .with_label_values(&[&listener, "-", "refused_limit"])
                 .inc();
-            sessions.spawn(refuse(
-                stream,
-                Error::client(ErrorKind::LimitReached(hit.key())),
-            ));
+            sessions.spawn(async move {
+                refuse(stream, &Error::client(ErrorKind::LimitReached(hit.key()))).await
+            });
         }
     }
 }

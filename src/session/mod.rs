@@ -472,8 +472,17 @@ struct Session {
     cancel: CancellationToken,
 }
 
+/// A TLS stream that ended without close_notify reads as `UnexpectedEof`;
+/// on a control connection that is just the end of the stream.
+fn eof_as_zero(r: std::io::Result<usize>) -> std::io::Result<usize> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        r => r,
+    }
+}
+
 /// Answers a client that cannot be served with `e`'s reply and closes.
-async fn refuse(mut w: Writer<ClientTls>, e: &Error) {
+pub(crate) async fn refuse<W: tokio::io::AsyncWrite + Unpin>(mut w: W, e: &Error) {
     let reply = reply_for(e).0.to_bytes();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         w.write_all(&reply).await?;
@@ -600,7 +609,9 @@ impl Session {
                         return end;
                     }
                 }
-                r = self.backend_rd.read_buf(self.replies.buffer_mut()) => match r {
+                // TLS peers often close without close_notify (after QUIT or
+                // 421): that is an end of stream like any other.
+                r = self.backend_rd.read_buf(self.replies.buffer_mut()) => match eof_as_zero(r) {
                     Ok(0) if self.quit_sent => return End::ClientQuit,
                     Ok(0) if self.backend_said_421 => return End::ServerGoodbye,
                     Ok(0) => return End::Error(Error::backend(ErrorKind::BackendClosed)),
@@ -609,19 +620,15 @@ impl Session {
                             return end;
                         }
                     }
-                    // TLS servers often close without close_notify after QUIT or 421.
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && self.quitting => return End::ClientQuit,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && self.backend_said_421 => return End::ServerGoodbye,
                     Err(e) => {
                         warn!(session = self.id, error = %e, "backend control connection failed");
                         return End::Error(Error::backend(ErrorKind::BackendClosed));
                     }
                 },
-                r = self.client_rd.read_buf(self.commands.buffer_mut()), if reading_client => match r {
+                r = self.client_rd.read_buf(self.commands.buffer_mut()), if reading_client => match eof_as_zero(r) {
                     // After QUIT the client may close before the backend does.
-                    Ok(0) if self.quitting => return End::ClientQuit,
+                    Ok(0) if self.quit_sent => return End::ClientQuit,
                     Ok(0) => return End::ClientClosed,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return End::ClientClosed,
                     Ok(_) => {
                         if let Err(e) = self.drain_client_socket() {
                             return End::Io(e);
