@@ -226,6 +226,18 @@ pub struct Settings {
         value_name = "IP:PORT=POLICY"
     )]
     pub tls_for_listener: Vec<String>,
+    /// A named backend pool, NAME=HOST:PORT[,HOST:PORT...] (repeatable; policy round_robin). Key: [pool.NAME].
+    #[arg(long = "pool", global = true, value_name = "NAME=HOST:PORT,...")]
+    pub pool: Vec<String>,
+    /// The pool of one listener, IP:PORT=NAME (repeatable; default: `backends`). Key: [pool_for_listener].
+    #[arg(long = "pool-for-listener", global = true, value_name = "IP:PORT=NAME")]
+    pub pool_for_listener: Vec<String>,
+    /// Route a user to a pool, USER=NAME (repeatable; turns on per-user routing). Key: [user_pool].
+    #[arg(long = "user-pool", global = true, value_name = "USER=NAME")]
+    pub user_pool: Vec<String>,
+    /// Pool of users not in [user_pool] (unset: they are refused with 530). Key: user_pool_default.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user_pool_default: Option<String>,
 }
 
 impl Settings {
@@ -244,6 +256,19 @@ impl Settings {
         }
         fn list(flag: &'static str, v: &[String]) -> Option<Located<Vec<String>>> {
             (!v.is_empty()).then(|| Located::flag(flag, v.to_vec()))
+        }
+        /// `KEY=VALUE` flags as a table (a missing `=` leaves the value empty).
+        fn table(
+            flag: &'static str,
+            v: &[String],
+        ) -> Option<Located<std::collections::BTreeMap<String, String>>> {
+            (!v.is_empty()).then(|| {
+                let pairs = v.iter().map(|r| match r.split_once('=') {
+                    Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
+                    None => (r.clone(), String::new()),
+                });
+                Located::flag(flag, pairs.collect())
+            })
         }
         RawConfig {
             listen: list("--listen", &self.listen),
@@ -356,18 +381,27 @@ impl Settings {
                 )
             }),
             backend_drain: list("--backend-drain", &self.backend_drain),
-            tls_for_listener: (!self.tls_for_listener.is_empty()).then(|| {
-                Located::flag(
-                    "--tls-for-listener",
-                    self.tls_for_listener
-                        .iter()
-                        .map(|r| match r.rsplit_once('=') {
-                            Some((a, p)) => (a.to_owned(), p.to_owned()),
-                            None => (r.clone(), String::new()),
-                        })
-                        .collect(),
-                )
+            tls_for_listener: table("--tls-for-listener", &self.tls_for_listener),
+            pool: table("--pool", &self.pool).map(|t| {
+                t.value
+                    .into_iter()
+                    .map(|(name, members)| {
+                        let backends = members
+                            .split(',')
+                            .map(|m| m.trim().to_owned())
+                            .filter(|m| !m.is_empty())
+                            .collect();
+                        let pool = crate::config::file::PoolToml {
+                            backends,
+                            ..Default::default()
+                        };
+                        (name, Located::flag("--pool", pool))
+                    })
+                    .collect()
             }),
+            pool_for_listener: table("--pool-for-listener", &self.pool_for_listener),
+            user_pool: table("--user-pool", &self.user_pool),
+            user_pool_default: opt("--user-pool-default", &self.user_pool_default),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! Sessions get child tokens of one shutdown token and register with a task
 //! tracker, so shutdown cancels top-down and waits bottom-up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::advertise::PublicAddresses;
+use crate::backend::policy::Policy;
 use crate::backend::{health, Backends, Health, Member};
 use crate::config::{BackendTlsMode, Config};
 use crate::data::port_pool::PortPool;
@@ -187,8 +188,8 @@ impl Listeners {
 pub struct Live {
     /// The configuration.
     pub config: Arc<Config>,
-    /// Backends in rotation, with their health.
-    pub backends: Arc<Backends>,
+    /// Backend pools by name (`default` is `backends`), with their health.
+    pub pools: BTreeMap<String, Arc<Backends>>,
     /// Advertised addresses.
     pub public: Arc<PublicAddresses>,
 }
@@ -217,8 +218,30 @@ impl Shared {
 
     /// Ready for new clients: not draining, and a backend is up.
     pub fn ready(&self) -> bool {
-        !self.draining.is_cancelled() && self.live().backends.any_up()
+        !self.draining.is_cancelled() && self.live().any_up()
     }
+}
+
+impl Live {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Backends>> {
+        self.pools.get(name)
+    }
+
+    /// Whether some pool has a backend up.
+    pub fn any_up(&self) -> bool {
+        self.pools.values().any(|p| p.any_up())
+    }
+}
+
+/// Pools built from members.
+fn build_pools(
+    members: BTreeMap<String, (Vec<Member>, Policy)>,
+) -> BTreeMap<String, Arc<Backends>> {
+    members
+        .into_iter()
+        .map(|(name, (m, policy))| (name, Arc::new(Backends::new(m, policy))))
+        .collect()
 }
 
 /// Settings a reload cannot change (they are bound or opened at start).
@@ -337,7 +360,7 @@ impl Server {
                 // Replaced below once the health checkers exist.
                 live: RwLock::new(Arc::new(Live {
                     config: Arc::clone(&config),
-                    backends: Arc::new(Backends::new(Vec::new(), config.backend_policy)),
+                    pools: BTreeMap::new(),
                     public: Arc::clone(&public),
                 })),
                 pool: Arc::clone(&pool),
@@ -361,7 +384,7 @@ impl Server {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
             config: Arc::clone(&config),
-            backends: Arc::new(Backends::new(members, config.backend_policy)),
+            pools: build_pools(members),
             public: Arc::clone(&public),
         });
         server.tasks.spawn(
@@ -392,7 +415,7 @@ impl Server {
         let ids = Arc::new(AtomicU64::new(1));
         info!(
             listen = ?control.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
-            backends = ?config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+            pools = ?config.all_pools().iter().map(|p| format!("{}: {}", p.name, p.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(" "))).collect::<Vec<_>>(),
             public_address = %config.public_address,
             passive_ports = %format!("{first}-{last}"),
             admin = ?admin_addr,
@@ -442,7 +465,11 @@ impl Server {
     /// Members for `config`'s backends, reusing the health (and checker) of
     /// a backend that stays, starting checkers for new ones and stopping
     /// those of removed ones.
-    fn sync_health(&self, config: &Config, old: Option<&Config>) -> Vec<Member> {
+    fn sync_health(
+        &self,
+        config: &Config,
+        old: Option<&Config>,
+    ) -> BTreeMap<String, (Vec<Member>, Policy)> {
         let same_checks = old.is_some_and(|o| {
             (
                 o.health_check,
@@ -464,90 +491,100 @@ impl Server {
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
         let mut old_checkers = std::mem::take(&mut *checkers);
-        let mut members = Vec::new();
-        for spec in &config.backends {
-            let key = (spec.addr, spec.name.clone());
-            if let Some(st) = checkers.get(&key) {
-                // Listed twice: same member twice (a crude weight).
+        let mut pools = BTreeMap::new();
+        for pool in config.all_pools() {
+            let mut members = Vec::new();
+            for spec in &pool.backends {
+                let key = (spec.addr, spec.name.clone());
+                if let Some(st) = checkers.get(&key) {
+                    // Listed twice: same member twice (a crude weight).
+                    members.push(Member {
+                        spec: spec.clone(),
+                        health: Arc::clone(&st.health),
+                        active: Arc::clone(&st.active),
+                    });
+                    continue;
+                }
+                let old_state = old_checkers.remove(&key);
+                let active = old_state
+                    .as_ref()
+                    .map(|st| Arc::clone(&st.active))
+                    .unwrap_or_default();
+                let kept = match old_state {
+                    Some(st) if same_checks => Some((st.health, st.token)),
+                    Some(st) => {
+                        // New check settings: a new checker replaces the old one.
+                        st.token.cancel();
+                        None
+                    }
+                    None => None,
+                };
+                let (health, token) = match kept {
+                    Some(entry) => entry,
+                    None => {
+                        let h = Arc::new(Health::new(
+                            config.health_check_rise,
+                            config.health_check_fall,
+                        ));
+                        let token = self.shutdown.child_token();
+                        if config.health_check {
+                            h.expect_checks();
+                            let tls = match (config.backend_tls, &config.backend_tls_config) {
+                                (BackendTlsMode::Implicit, Some(c)) => {
+                                    crate::tls::backend_server_name(
+                                        config.backend_tls_server_name.as_deref(),
+                                        &spec.name,
+                                    )
+                                    .map(|name| {
+                                        health::CheckTls {
+                                            connector: tokio_rustls::TlsConnector::from(
+                                                Arc::clone(c),
+                                            ),
+                                            name,
+                                        }
+                                    })
+                                }
+                                _ => None,
+                            };
+                            self.tasks.spawn(health::check_loop(
+                                spec.clone(),
+                                Arc::clone(&h),
+                                health::CheckHow {
+                                    interval: config.health_check_interval,
+                                    timeout: config.health_check_timeout,
+                                    tls,
+                                    proxy: match config.backend_proxy_protocol {
+                                        crate::config::ProxyVersion::Off => None,
+                                        crate::config::ProxyVersion::V1 => {
+                                            Some(proxy::encode_local(false))
+                                        }
+                                        crate::config::ProxyVersion::V2 => {
+                                            Some(proxy::encode_local(true))
+                                        }
+                                    },
+                                },
+                                Arc::clone(&self.shared.metrics),
+                                token.clone(),
+                            ));
+                        }
+                        (h, token)
+                    }
+                };
                 members.push(Member {
                     spec: spec.clone(),
-                    health: Arc::clone(&st.health),
-                    active: Arc::clone(&st.active),
+                    health: Arc::clone(&health),
+                    active: Arc::clone(&active),
                 });
-                continue;
+                checkers.insert(
+                    key,
+                    MemberState {
+                        health,
+                        token,
+                        active,
+                    },
+                );
             }
-            let old_state = old_checkers.remove(&key);
-            let active = old_state
-                .as_ref()
-                .map(|st| Arc::clone(&st.active))
-                .unwrap_or_default();
-            let kept = match old_state {
-                Some(st) if same_checks => Some((st.health, st.token)),
-                Some(st) => {
-                    // New check settings: a new checker replaces the old one.
-                    st.token.cancel();
-                    None
-                }
-                None => None,
-            };
-            let (health, token) = match kept {
-                Some(entry) => entry,
-                None => {
-                    let h = Arc::new(Health::new(
-                        config.health_check_rise,
-                        config.health_check_fall,
-                    ));
-                    let token = self.shutdown.child_token();
-                    if config.health_check {
-                        h.expect_checks();
-                        let tls = match (config.backend_tls, &config.backend_tls_config) {
-                            (BackendTlsMode::Implicit, Some(c)) => crate::tls::backend_server_name(
-                                config.backend_tls_server_name.as_deref(),
-                                &spec.name,
-                            )
-                            .map(|name| health::CheckTls {
-                                connector: tokio_rustls::TlsConnector::from(Arc::clone(c)),
-                                name,
-                            }),
-                            _ => None,
-                        };
-                        self.tasks.spawn(health::check_loop(
-                            spec.clone(),
-                            Arc::clone(&h),
-                            health::CheckHow {
-                                interval: config.health_check_interval,
-                                timeout: config.health_check_timeout,
-                                tls,
-                                proxy: match config.backend_proxy_protocol {
-                                    crate::config::ProxyVersion::Off => None,
-                                    crate::config::ProxyVersion::V1 => {
-                                        Some(proxy::encode_local(false))
-                                    }
-                                    crate::config::ProxyVersion::V2 => {
-                                        Some(proxy::encode_local(true))
-                                    }
-                                },
-                            },
-                            Arc::clone(&self.shared.metrics),
-                            token.clone(),
-                        ));
-                    }
-                    (h, token)
-                }
-            };
-            members.push(Member {
-                spec: spec.clone(),
-                health: Arc::clone(&health),
-                active: Arc::clone(&active),
-            });
-            checkers.insert(
-                key,
-                MemberState {
-                    health,
-                    token,
-                    active,
-                },
-            );
+            pools.insert(pool.name, (members, pool.policy));
         }
         for ((_, name), st) in old_checkers {
             st.token.cancel();
@@ -555,7 +592,7 @@ impl Server {
                 let _ = self.shared.metrics.backend_up.remove_label_values(&[&name]);
             }
         }
-        members
+        pools
     }
 
     /// Applies a new configuration. Running sessions keep the one they
@@ -581,8 +618,16 @@ impl Server {
                 Arc::clone(&public).refresh_loop(new.public_address_refresh, refresh.clone()),
             );
         }
-        let names =
-            |c: &Config| -> Vec<String> { c.backends.iter().map(|b| b.name.clone()).collect() };
+        let names = |c: &Config| -> Vec<String> {
+            let mut v: Vec<String> = c
+                .all_pools()
+                .iter()
+                .flat_map(|p| p.backends.iter().map(|b| b.name.clone()))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
         let (old_names, new_names) = (names(&old.config), names(&new));
         let report = ReloadReport {
             restart_needed,
@@ -598,7 +643,7 @@ impl Server {
                 .collect(),
         };
         *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
-            backends: Arc::new(Backends::new(members, new.backend_policy)),
+            pools: build_pools(members),
             config: new,
             public,
         });

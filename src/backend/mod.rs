@@ -1,9 +1,6 @@
-//! Backends: the configured servers, their health, and round-robin
-//! selection among the usable ones.
-//!
-//! Weights, policies and pools come with load balancing (issue 3); this is
-//! the plain rotation the core needs, skipping backends that fail their
-//! health checks ([`health`]).
+//! Backends: one pool of configured servers, their health, and selection
+//! among the usable ones by the pool's policy ([`policy`]), skipping
+//! backends that fail their health checks ([`health`]) or drain.
 
 pub mod health;
 pub mod policy;
@@ -16,7 +13,8 @@ use crate::config::BackendSpec;
 use crate::net::BackendAddr;
 
 pub use health::Health;
-use policy::{Candidate, Key, Policy, SharedSelector};
+pub use policy::Key;
+use policy::{Candidate, Policy, SharedSelector};
 
 /// One backend, its health and its open sessions.
 #[derive(Debug, Clone)]
@@ -83,6 +81,17 @@ impl Backends {
     /// health check, not draining), best first per the policy: try them in
     /// this order until one accepts.
     pub fn preference(&self, client: IpAddr) -> Vec<Choice> {
+        self.preference_by(Key::Addr(client))
+    }
+
+    /// The pool's policy.
+    pub fn policy(&self) -> Policy {
+        self.selector.policy()
+    }
+
+    /// Like [`Backends::preference`], hashing `key` for the hash policies
+    /// (the user name for `user_hash`).
+    pub fn preference_by(&self, key: Key<'_>) -> Vec<Choice> {
         let usable: Vec<&Member> = self
             .members
             .iter()
@@ -99,7 +108,7 @@ impl Backends {
             })
             .collect();
         self.selector
-            .preference(&candidates, Key::Addr(client))
+            .preference(&candidates, key)
             .into_iter()
             .map(|i| {
                 let m = usable[i];

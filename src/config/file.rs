@@ -54,13 +54,15 @@ impl<T> Located<T> {
 
 /// Declares every simple setting once: the TOML file's shape (serde, field
 /// names are the config keys), [`RawConfig`], and the file-to-raw and overlay
-/// plumbing. `public_address_for` (a table) is written out by hand.
+/// plumbing. `public_address_for` and `pool` (tables) are written out by hand.
 macro_rules! settings {
     ($($key:ident : $ty:ty),* $(,)?) => {
         #[derive(Debug, Default, Deserialize)]
         #[serde(deny_unknown_fields)]
         struct FileToml {
             public_address_for: Option<Spanned<BTreeMap<String, String>>>,
+            // toml cannot span a table of tables as a whole: each pool is spanned.
+            pool: Option<BTreeMap<String, Spanned<PoolToml>>>,
             $($key: Option<Spanned<$ty>>,)*
         }
 
@@ -69,6 +71,8 @@ macro_rules! settings {
         #[allow(missing_docs)]
         pub struct RawConfig {
             pub public_address_for: Option<Located<Vec<(String, String)>>>,
+            /// `[pool.NAME]` tables, each where it was written.
+            pub pool: Option<BTreeMap<String, Located<PoolToml>>>,
             $(pub $key: Option<Located<$ty>>,)*
         }
 
@@ -78,6 +82,15 @@ macro_rules! settings {
                     public_address_for: f.public_address_for.map(|s| {
                         let origin = loc(s.span());
                         Located { value: s.into_inner().into_iter().collect(), origin }
+                    }),
+                    pool: f.pool.map(|pools| {
+                        pools
+                            .into_iter()
+                            .map(|(name, s)| {
+                                let origin = loc(s.span());
+                                (name, Located { value: s.into_inner(), origin })
+                            })
+                            .collect()
                     }),
                     $($key: f.$key.map(|s| {
                         let origin = loc(s.span());
@@ -90,6 +103,7 @@ macro_rules! settings {
             pub fn overlay(self, over: RawConfig) -> RawConfig {
                 RawConfig {
                     public_address_for: over.public_address_for.or(self.public_address_for),
+                    pool: over.pool.or(self.pool),
                     $($key: over.$key.or(self.$key),)*
                 }
             }
@@ -159,6 +173,23 @@ settings! {
     backend_weights: BTreeMap<String, i64>,
     backend_drain: Vec<String>,
     tls_for_listener: BTreeMap<String, String>,
+    pool_for_listener: BTreeMap<String, String>,
+    user_pool: BTreeMap<String, String>,
+    user_pool_default: String,
+}
+
+/// One `[pool.NAME]` table: a named set of backends with its own policy.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolToml {
+    /// Members, `host:port`.
+    pub backends: Vec<String>,
+    /// Selection policy (default round_robin).
+    pub policy: Option<String>,
+    /// Member weights by name (default 1, 0 = standby).
+    pub weights: Option<BTreeMap<String, i64>>,
+    /// Members that take no new sessions.
+    pub drain: Option<Vec<String>>,
 }
 
 /// A file that could not be read or parsed as TOML of the right shape.

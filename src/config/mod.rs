@@ -120,6 +120,20 @@ pub struct BackendSpec {
     pub drain: bool,
 }
 
+/// A named backend pool (`[pool.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Its name.
+    pub name: String,
+    /// Its members (not empty, not every weight 0).
+    pub backends: Vec<BackendSpec>,
+    /// How its members share new sessions.
+    pub policy: crate::backend::policy::Policy,
+}
+
+/// The pool `backends` forms.
+pub const DEFAULT_POOL: &str = "default";
+
 /// Validated configuration. Invariants: `listen` and `backends` are not
 /// empty; `passive_ports.0 <= passive_ports.1`; durations are non-zero.
 #[derive(Debug, Clone)]
@@ -245,6 +259,66 @@ pub struct Config {
     pub backend_proxy_protocol: ProxyVersion,
     /// How new sessions are spread over the backends.
     pub backend_policy: crate::backend::policy::Policy,
+    /// Named pools besides `backends` (which is the pool `default`).
+    pub pools: Vec<Pool>,
+    /// The pool of a listener (others use `default`).
+    pub pool_for_listener: Vec<(SocketAddr, String)>,
+    /// Per-user routing: the pool of each user named (byte for byte).
+    pub user_pool: std::collections::BTreeMap<String, String>,
+    /// The pool of users `user_pool` does not name; `None` refuses them.
+    pub user_pool_default: Option<String>,
+}
+
+impl Config {
+    /// Every pool with its members and policy, `default` first when
+    /// `backends` is set.
+    pub fn all_pools(&self) -> Vec<Pool> {
+        let default = (!self.backends.is_empty()).then(|| Pool {
+            name: DEFAULT_POOL.to_owned(),
+            backends: self.backends.clone(),
+            policy: self.backend_policy,
+        });
+        default
+            .into_iter()
+            .chain(self.pools.iter().cloned())
+            .collect()
+    }
+
+    /// The pool a listener's sessions use when routing is not by user.
+    pub fn listener_pool(&self, listener: SocketAddr) -> Option<&str> {
+        match self.pool_for_listener.iter().find(|(a, _)| *a == listener) {
+            Some((_, name)) => Some(name),
+            None => (!self.backends.is_empty()).then_some(DEFAULT_POOL),
+        }
+    }
+
+    fn policy_of(&self, pool: &str) -> Option<crate::backend::policy::Policy> {
+        if pool == DEFAULT_POOL && !self.backends.is_empty() {
+            return Some(self.backend_policy);
+        }
+        self.pools.iter().find(|p| p.name == pool).map(|p| p.policy)
+    }
+
+    /// Whether sessions on `listener` pick their backend only after `USER`:
+    /// per-user routing is on, or the listener's pool hashes user names.
+    pub fn routes_by_user(&self, listener: SocketAddr) -> bool {
+        !self.user_pool.is_empty()
+            || self
+                .listener_pool(listener)
+                .and_then(|p| self.policy_of(p))
+                .is_some_and(|p| p.needs_user())
+    }
+
+    /// The pool for `user` on `listener`; `None`: the user is refused.
+    pub fn pool_for_user(&self, listener: SocketAddr, user: &str) -> Option<&str> {
+        if self.user_pool.is_empty() {
+            return self.listener_pool(listener);
+        }
+        self.user_pool
+            .get(user)
+            .or(self.user_pool_default.as_ref())
+            .map(String::as_str)
+    }
 }
 
 /// A PROXY protocol version to send.
@@ -490,6 +564,7 @@ impl Config {
             "backend_tls_server_name",
             self.backend_tls_server_name.clone(),
         );
+        opt("user_pool_default", self.user_pool_default.clone());
         let resolved: Vec<String> = self
             .backends
             .iter()
@@ -512,6 +587,43 @@ impl Config {
             s.push_str("\n[tls_for_listener]\n");
             for (a, p) in &self.tls_for_listener {
                 s.push_str(&format!("\"{a}\" = \"{}\"\n", p.as_str()));
+            }
+        }
+        for p in &self.pools {
+            s.push_str(&format!("\n[pool.{}]\n", p.name));
+            s.push_str(&format!("policy = \"{}\"\n", p.policy));
+            s.push_str(&format!(
+                "backends = {}\n",
+                list(p.backends.iter().map(|b| b.name.clone()).collect())
+            ));
+            let drain: Vec<String> = p
+                .backends
+                .iter()
+                .filter(|b| b.drain)
+                .map(|b| b.name.clone())
+                .collect();
+            if !drain.is_empty() {
+                s.push_str(&format!("drain = {}\n", list(drain)));
+            }
+            if p.backends.iter().any(|b| b.weight != 1) {
+                let w: Vec<String> = p
+                    .backends
+                    .iter()
+                    .map(|b| format!("{:?} = {}", b.name, b.weight))
+                    .collect();
+                s.push_str(&format!("weights = {{ {} }}\n", w.join(", ")));
+            }
+        }
+        if !self.pool_for_listener.is_empty() {
+            s.push_str("\n[pool_for_listener]\n");
+            for (a, p) in &self.pool_for_listener {
+                s.push_str(&format!("\"{a}\" = {p:?}\n"));
+            }
+        }
+        if !self.user_pool.is_empty() {
+            s.push_str("\n[user_pool]\n");
+            for (u, p) in &self.user_pool {
+                s.push_str(&format!("{u:?} = {p:?}\n"));
             }
         }
         if !self.public_address_for.is_empty() {

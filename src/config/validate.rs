@@ -256,39 +256,15 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             .collect::<Result<Vec<_>, _>>()?,
     };
     let backends = match &raw.backends {
+        // Named pools may stand in for `backends`; checked with them below.
+        None if raw.pool.as_ref().is_some_and(|p| !p.is_empty()) => Vec::new(),
         None => {
             return Err(ConfigError::Missing {
                 key: "backends",
                 flag: "--backend",
             })
         }
-        Some(l) if l.value.is_empty() => {
-            return invalid(
-                "backends",
-                &l.origin,
-                "at least one backend is needed, e.g. \"127.0.0.1:21\"",
-            )
-        }
-        Some(l) => l
-            .value
-            .iter()
-            .map(|s| {
-                let name = s.trim();
-                match name.to_socket_addrs().ok().and_then(|mut a| a.next()) {
-                    Some(addr) => Ok(BackendSpec {
-                        name: name.to_owned(),
-                        addr: crate::net::canonical(addr),
-                        weight: 1,
-                        drain: false,
-                    }),
-                    None => invalid(
-                        "backends",
-                        &l.origin,
-                        format!("`{name}` is not host:port or does not resolve"),
-                    ),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(l) => members("backends", "", &l.value, &l.origin)?,
     };
     let public_address = match &raw.public_address {
         None => PublicAddressSpec::Auto,
@@ -727,50 +703,106 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let mut backends = backends;
     let backend_policy = match &raw.backend_policy {
         None => crate::backend::policy::Policy::RoundRobin,
-        Some(l) => match l.value.trim().parse::<crate::backend::policy::Policy>() {
-            Ok(crate::backend::policy::Policy::UserHash) => {
-                return invalid(
-                    "backend_policy",
-                    &l.origin,
-                    "user_hash needs per-user routing, which ftpgate does not do yet; \
-                     use round_robin, least_connections or source_hash",
-                )
-            }
-            Ok(p) => p,
-            Err(e) => return invalid("backend_policy", &l.origin, e.to_string()),
-        },
+        Some(l) => policy("backend_policy", "", &l.value, &l.origin)?,
     };
     if let Some(l) = &raw.backend_weights {
-        for (name, w) in &l.value {
-            let Some(b) = backends.iter_mut().find(|b| b.name == name.trim()) else {
-                return invalid(
-                    "backend_weights",
-                    &l.origin,
-                    format!("`{name}` is not one of `backends`"),
-                );
-            };
-            match u32::try_from(*w) {
-                Ok(w) if w <= 1000 => b.weight = w,
-                _ => {
-                    return invalid(
-                        "backend_weights",
-                        &l.origin,
-                        format!("weight of `{name}` must be between 0 and 1000"),
-                    )
-                }
-            }
-        }
+        weights("backend_weights", "", &mut backends, &l.value, &l.origin)?;
     }
     if let Some(l) = &raw.backend_drain {
-        for name in &l.value {
-            let Some(b) = backends.iter_mut().find(|b| b.name == name.trim()) else {
+        drain("backend_drain", "", &mut backends, &l.value, &l.origin)?;
+    }
+    if !backends.is_empty() {
+        not_all_standby(
+            "backend_weights",
+            "",
+            &backends,
+            raw.backend_weights.as_ref().map(|l| &l.origin),
+        )?;
+    }
+    let pools = match &raw.pool {
+        None => Vec::new(),
+        Some(pools) => pools
+            .iter()
+            .map(|(name, p)| pool(name, &p.value, &p.origin))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let pool_exists = |name: &str| {
+        (name == super::DEFAULT_POOL && !backends.is_empty())
+            || pools.iter().any(|p| p.name == name)
+    };
+    let mut pool_for_listener = Vec::new();
+    if let Some(l) = &raw.pool_for_listener {
+        for (addr, name) in &l.value {
+            let Ok(a) = addr.trim().parse::<SocketAddr>() else {
                 return invalid(
-                    "backend_drain",
+                    "pool_for_listener",
                     &l.origin,
-                    format!("`{name}` is not one of `backends`"),
+                    format!("`{addr}` is not IP:port"),
                 );
             };
-            b.drain = true;
+            if !listen.contains(&a)
+                && !implicit_tls_listen.contains(&a)
+                && !proxy_protocol_listen.contains(&a)
+            {
+                return invalid(
+                    "pool_for_listener",
+                    &l.origin,
+                    format!("`{addr}` is not one of listen, implicit_tls_listen or proxy_protocol_listen"),
+                );
+            }
+            if !pool_exists(name.trim()) {
+                return invalid("pool_for_listener", &l.origin, unknown_pool(name));
+            }
+            pool_for_listener.push((a, name.trim().to_owned()));
+        }
+    }
+    let mut user_pool = std::collections::BTreeMap::new();
+    if let Some(l) = &raw.user_pool {
+        for (user, name) in &l.value {
+            if !pool_exists(name.trim()) {
+                return invalid(
+                    "user_pool",
+                    &l.origin,
+                    format!("user `{user}`: {}", unknown_pool(name)),
+                );
+            }
+            user_pool.insert(user.clone(), name.trim().to_owned());
+        }
+    }
+    let user_pool_default = match &raw.user_pool_default {
+        None => None,
+        Some(l) if !pool_exists(l.value.trim()) => {
+            return invalid("user_pool_default", &l.origin, unknown_pool(&l.value))
+        }
+        Some(l) if user_pool.is_empty() => {
+            return invalid(
+                "user_pool_default",
+                &l.origin,
+                "it only applies with per-user routing: set [user_pool] too",
+            )
+        }
+        Some(l) => Some(l.value.trim().to_owned()),
+    };
+    if user_pool.is_empty() {
+        // Without per-user routing every listener needs a pool of its own.
+        for a in listen
+            .iter()
+            .chain(&implicit_tls_listen)
+            .chain(&proxy_protocol_listen)
+        {
+            if backends.is_empty() && !pool_for_listener.iter().any(|(l, _)| l == a) {
+                let origin = raw
+                    .pool
+                    .as_ref()
+                    .and_then(|p| p.values().next())
+                    .map(|l| l.origin.clone())
+                    .unwrap_or(Origin::Flag("--pool"));
+                return invalid(
+                    "pool_for_listener",
+                    &origin,
+                    format!("listener {a} has no pool: set `backends` or name its pool in [pool_for_listener]"),
+                );
+            }
         }
     }
     Ok(Config {
@@ -894,6 +926,178 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         )?,
         backend_proxy_protocol,
         backend_policy,
+        pools,
+        pool_for_listener,
+        user_pool,
+        user_pool_default,
+    })
+}
+
+fn unknown_pool(name: &str) -> String {
+    format!("no pool is named `{name}` (pools: `default` from `backends`, and each [pool.NAME])")
+}
+
+/// `in_pool` prefixes messages about a `[pool.NAME]` table.
+fn members(
+    key: &'static str,
+    in_pool: &str,
+    names: &[String],
+    origin: &Origin,
+) -> Result<Vec<BackendSpec>, ConfigError> {
+    if names.is_empty() {
+        return invalid(
+            key,
+            origin,
+            format!("{in_pool}at least one backend is needed, e.g. \"127.0.0.1:21\""),
+        );
+    }
+    names
+        .iter()
+        .map(|s| {
+            let name = s.trim();
+            match name.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+                Some(addr) => Ok(BackendSpec {
+                    name: name.to_owned(),
+                    addr: crate::net::canonical(addr),
+                    weight: 1,
+                    drain: false,
+                }),
+                None => invalid(
+                    key,
+                    origin,
+                    format!("{in_pool}`{name}` is not host:port or does not resolve"),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn policy(
+    key: &'static str,
+    in_pool: &str,
+    value: &str,
+    origin: &Origin,
+) -> Result<crate::backend::policy::Policy, ConfigError> {
+    value
+        .trim()
+        .parse::<crate::backend::policy::Policy>()
+        .or_else(|e| invalid(key, origin, format!("{in_pool}{e}")))
+}
+
+fn weights(
+    key: &'static str,
+    in_pool: &str,
+    backends: &mut [BackendSpec],
+    table: &std::collections::BTreeMap<String, i64>,
+    origin: &Origin,
+) -> Result<(), ConfigError> {
+    for (name, w) in table {
+        let mut found = false;
+        for b in backends.iter_mut().filter(|b| b.name == name.trim()) {
+            found = true;
+            match u32::try_from(*w) {
+                Ok(w) if w <= 1000 => b.weight = w,
+                _ => {
+                    return invalid(
+                        key,
+                        origin,
+                        format!("{in_pool}weight of `{name}` must be between 0 and 1000"),
+                    )
+                }
+            }
+        }
+        if !found {
+            return invalid(
+                key,
+                origin,
+                format!("{in_pool}`{name}` is not one of its backends"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn drain(
+    key: &'static str,
+    in_pool: &str,
+    backends: &mut [BackendSpec],
+    names: &[String],
+    origin: &Origin,
+) -> Result<(), ConfigError> {
+    for name in names {
+        let mut found = false;
+        for b in backends.iter_mut().filter(|b| b.name == name.trim()) {
+            found = true;
+            b.drain = true;
+        }
+        if !found {
+            return invalid(
+                key,
+                origin,
+                format!("{in_pool}`{name}` is not one of its backends"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A pool whose every weight is 0 would never be used on purpose.
+fn not_all_standby(
+    key: &'static str,
+    in_pool: &str,
+    backends: &[BackendSpec],
+    origin: Option<&Origin>,
+) -> Result<(), ConfigError> {
+    match origin {
+        Some(origin) if backends.iter().all(|b| b.weight == 0) => invalid(
+            key,
+            origin,
+            format!("{in_pool}every weight is 0: at least one backend must take sessions"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn pool(
+    name: &str,
+    p: &super::file::PoolToml,
+    origin: &Origin,
+) -> Result<super::Pool, ConfigError> {
+    let in_pool = format!("[pool.{name}]: ");
+    if name == super::DEFAULT_POOL {
+        return invalid(
+            "pool",
+            origin,
+            "the pool `default` is the one `backends` forms: list its members there",
+        );
+    }
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return invalid(
+            "pool",
+            origin,
+            format!("`{name}` is not a pool name (letters, digits, - _ .)"),
+        );
+    }
+    let mut backends = members("pool", &in_pool, &p.backends, origin)?;
+    let policy = match &p.policy {
+        None => crate::backend::policy::Policy::RoundRobin,
+        Some(v) => policy("pool", &in_pool, v, origin)?,
+    };
+    if let Some(w) = &p.weights {
+        weights("pool", &in_pool, &mut backends, w, origin)?;
+        not_all_standby("pool", &in_pool, &backends, Some(origin))?;
+    }
+    if let Some(d) = &p.drain {
+        drain("pool", &in_pool, &mut backends, d, origin)?;
+    }
+    Ok(super::Pool {
+        name: name.to_owned(),
+        backends,
+        policy,
     })
 }
 

@@ -30,7 +30,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::backend::ActiveGuard;
+use crate::backend::{ActiveGuard, Choice, Key};
 use crate::config::{BackendDataMode, BackendTlsMode, Config, ProxyVersion, TlsPolicy};
 use crate::data::relay::{ByteCounters, Progress};
 use crate::data::{
@@ -59,6 +59,10 @@ use stream::{BackendTls, ClientTls, Reader, Writer};
 const MAX_REPLY_LINE: usize = 16 * 1024;
 /// Most lines kept of one multi-line reply (STAT can list a directory).
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
+/// The backend label of a session whose backend is not picked yet.
+const UNROUTED: &str = "-";
+/// ftpgate's own greeting, when the backend is picked after USER.
+const GREETING: &str = "220 ftpgate ready: log in with USER.";
 
 /// What the client asked for with PASV/EPSV/PORT/EPRT, already validated.
 #[derive(Debug, Clone, Copy)]
@@ -238,84 +242,37 @@ pub async fn run_session(
         stream::split_plain(client)
     };
 
-    let rotation = live.backends.preference(client_addr.ip());
-    if rotation.is_empty() {
-        error!(session = id, client = %client_addr, "every backend is down; refusing client");
-        let e = Error::backend(ErrorKind::NoBackendUp);
-        return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
-    }
-    let mut backend = None;
-    for choice in rotation {
-        let addr = choice.addr;
-        match tokio::time::timeout(cfg.backend_connect_timeout, TcpStream::connect(addr.0)).await {
-            Ok(Ok(s)) => {
-                backend = Some((addr, choice.name, ActiveGuard::new(&choice.active), s));
-                break;
-            }
-            Ok(Err(e)) => {
-                warn!(session = id, backend = %addr, error = %e, "backend unreachable; trying the next")
-            }
-            Err(_) => {
-                warn!(session = id, backend = %addr, "backend connect timed out; trying the next")
+    // Per-user routing picks the backend after USER; otherwise the
+    // listener's pool picks it now.
+    let listen_addr = listener.parse::<SocketAddr>().ok();
+    let by_user = listen_addr.is_some_and(|l| cfg.routes_by_user(l));
+    let connected = if by_user {
+        None
+    } else {
+        let pool = listen_addr
+            .and_then(|l| cfg.listener_pool(l))
+            .and_then(|p| live.pool(p));
+        let rotation = pool
+            .map(|p| p.preference(client_addr.ip()))
+            .unwrap_or_default();
+        if rotation.is_empty() {
+            error!(session = id, client = %client_addr, "every backend is down; refusing client");
+            let e = Error::backend(ErrorKind::NoBackendUp);
+            return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
+        }
+        match connect_backend(&shared, &cfg, id, rotation, client_addr.addr(), seen_local).await {
+            Ok(c) => Some(c),
+            Err((outcome, e)) => {
+                return refuse_counted(&shared, &listener, outcome, client_wr, &e).await
             }
         }
-    }
-    let Some((backend_addr, backend_name, active_guard, backend)) = backend else {
-        error!(session = id, client = %client_addr, "no backend reachable; refusing client");
-        let e = Error::backend(ErrorKind::BackendUnreachable);
-        return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
-    };
-    tune_control(&backend, cfg.tcp_keepalive, false);
-    let Ok(backend_local) = backend.local_addr() else {
-        return;
-    };
-    let mut backend = backend;
-    if let Err(e) = send_proxy_header(&cfg, &mut backend, client_addr.addr(), seen_local).await {
-        error!(session = id, backend = %backend_name, error = %e, "cannot send the PROXY protocol header");
-        let e = Error::backend(ErrorKind::BackendClosed);
-        return refuse_counted(&shared, &listener, "backend_error", client_wr, &e).await;
-    }
-    // The session's own TLS client configuration: its session store keeps
-    // this control connection's tickets for the data connections.
-    let backend_tls = cfg.backend_tls_config.as_ref().and_then(|base| {
-        let name =
-            crate::tls::backend_server_name(cfg.backend_tls_server_name.as_deref(), &backend_name)?;
-        Some(BackendDataTls {
-            connector: tokio_rustls::TlsConnector::from(crate::tls::per_session(base)),
-            name,
-            timeout: cfg.tls_handshake_timeout,
-        })
-    });
-    if cfg.backend_tls != BackendTlsMode::Off && backend_tls.is_none() {
-        let e = Error::backend(ErrorKind::BackendTls(format!(
-            "`{backend_name}` has no host name to check a certificate against; set backend_tls_server_name"
-        )));
-        error!(session = id, backend = %backend_name, "{:?}", e.kind);
-        refuse(client_wr, &e).await;
-        return;
-    }
-    let (backend_rd, backend_wr): (Reader<BackendTls>, Writer<BackendTls>) = match (
-        &backend_tls,
-        cfg.backend_tls,
-    ) {
-        (Some(t), BackendTlsMode::Implicit) => match tls_connect(&shared, t, backend).await {
-            Ok(s) => stream::split_tls(s),
-            Err(e) => {
-                error!(session = id, backend = %backend_name, error = %e, "implicit TLS to the backend failed");
-                refuse(client_wr, &Error::backend(ErrorKind::BackendTls(e))).await;
-                return;
-            }
-        },
-        _ => stream::split_plain(backend),
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    debug!(session = id, client = %client_addr, backend = %backend_addr, "session started");
-
     let commands = LineFramer::new(cfg.max_line_length);
     shared
         .metrics
         .sessions_active
-        .with_label_values(&[&listener, &backend_name])
+        .with_label_values(&[&listener, UNROUTED])
         .inc();
     let counters = ByteCounters {
         up: shared.metrics.bytes_total.with_label_values(&["upload"]),
@@ -327,12 +284,13 @@ pub async fn run_session(
         session_tls,
         implicit_tls,
         prot_private: false,
-        backend_tls,
+        backend_tls: None,
         cfg,
         listener,
-        backend_name,
+        backend_name: UNROUTED.to_owned(),
+        routed_user: None,
         _admitted: admitted,
-        _active: active_guard,
+        _active: None,
         counters,
         greeted: false,
         login_failures: 0,
@@ -342,12 +300,13 @@ pub async fn run_session(
         client_addr,
         local,
         seen_local,
-        backend_addr,
-        backend_local,
+        backend_addr: BackendAddr(SocketAddr::from(([0, 0, 0, 0], 0))),
+        backend_local: SocketAddr::from(([0, 0, 0, 0], 0)),
+        backend_started: started,
         client_rd,
         client_wr,
-        backend_rd,
-        backend_wr,
+        backend_rd: Reader::Gone,
+        backend_wr: Writer::Gone,
         commands,
         replies: ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_BYTES),
         order: ReplyOrder::new(),
@@ -358,11 +317,7 @@ pub async fn run_session(
         next_gen: 1,
         events_tx,
         events_rx,
-        passive_cmd: if backend_addr.0.is_ipv6() {
-            PassiveCommand::Epsv
-        } else {
-            PassiveCommand::Pasv
-        },
+        passive_cmd: PassiveCommand::Pasv,
         epsv_all: false,
         user: None,
         logged_in: false,
@@ -376,17 +331,29 @@ pub async fn run_session(
         transfers: 0,
         cancel,
     };
-    let end = if s.cfg.backend_tls != BackendTlsMode::Off {
-        // ftpgate secures the backend itself (AUTH TLS when explicit, then
-        // PBSZ and PROT either way), then shows the client the greeting.
-        match s.backend_starttls().await {
+    let end = match connected {
+        // The client hears ftpgate's greeting and picks the backend with USER.
+        None => match s.greet_locally().await {
             Ok(()) => s.run().await,
             Err(end) => end,
+        },
+        Some(c) => {
+            s.install(c);
+            debug!(session = id, client = %s.client_addr, backend = %s.backend_addr, "session started");
+            if s.cfg.backend_tls != BackendTlsMode::Off {
+                // ftpgate secures the backend itself (AUTH TLS when explicit,
+                // then PBSZ and PROT either way), then shows the client the
+                // greeting.
+                match s.backend_starttls(true).await {
+                    Ok(()) => s.run().await,
+                    Err(end) => end,
+                }
+            } else {
+                // The greeting is the backend's first reply, passed through.
+                s.order.expect(Awaiting::Command(Verb::Other));
+                s.run().await
+            }
         }
-    } else {
-        // The greeting is the backend's first reply, passed through.
-        s.order.expect(Awaiting::Command(Verb::Other));
-        s.run().await
     };
     s.finish(end).await;
 }
@@ -408,12 +375,15 @@ struct Session {
     cfg: Arc<Config>,
     /// The control listener's address (metrics label).
     listener: String,
-    /// The backend as configured (metrics label).
+    /// The backend as configured (metrics label); [`UNROUTED`] until
+    /// per-user routing has picked one.
     backend_name: String,
+    /// Per-user routing: the user the backend was picked for.
+    routed_user: Option<String>,
     /// Held for the session's life: its slots in the connection limits.
     _admitted: Admitted,
-    /// Held for the session's life: its count on the backend (least-connections).
-    _active: ActiveGuard,
+    /// Held while connected: the session's count on the backend (least-connections).
+    _active: Option<ActiveGuard>,
     counters: ByteCounters,
     /// The backend's greeting has arrived.
     greeted: bool,
@@ -435,6 +405,8 @@ struct Session {
     /// connections leave from this IP, because vsftpd and proftpd refuse data
     /// connections from any other address.
     backend_local: SocketAddr,
+    /// When the backend control connection was opened (greeting timeout).
+    backend_started: Instant,
     client_rd: Reader<ClientTls>,
     client_wr: Writer<ClientTls>,
     backend_rd: Reader<BackendTls>,
@@ -506,6 +478,95 @@ async fn send_proxy_header(
         ProxyVersion::V2 => crate::proto::proxy::encode_v2(client, seen_local),
     };
     backend.write_all(&header).await
+}
+
+/// A backend control connection, open and ready for its greeting.
+struct Connected {
+    addr: BackendAddr,
+    name: String,
+    active: ActiveGuard,
+    local: SocketAddr,
+    rd: Reader<BackendTls>,
+    wr: Writer<BackendTls>,
+    /// TLS for this session's backend connections, when the backend speaks TLS.
+    tls: Option<BackendDataTls>,
+}
+
+/// Opens a control connection to the first of `choices` that accepts (with
+/// the PROXY header and implicit TLS where configured). On failure: the
+/// session outcome label and the error.
+async fn connect_backend(
+    shared: &Shared,
+    cfg: &Config,
+    id: u64,
+    choices: Vec<Choice>,
+    client: SocketAddr,
+    seen_local: SocketAddr,
+) -> Result<Connected, (&'static str, Error)> {
+    let mut found = None;
+    for choice in choices {
+        let addr = choice.addr;
+        match tokio::time::timeout(cfg.backend_connect_timeout, TcpStream::connect(addr.0)).await {
+            Ok(Ok(s)) => {
+                found = Some((addr, choice.name, ActiveGuard::new(&choice.active), s));
+                break;
+            }
+            Ok(Err(e)) => {
+                warn!(session = id, backend = %addr, error = %e, "backend unreachable; trying the next")
+            }
+            Err(_) => {
+                warn!(session = id, backend = %addr, "backend connect timed out; trying the next")
+            }
+        }
+    }
+    let Some((addr, name, active, mut backend)) = found else {
+        error!(session = id, client = %client, "no backend reachable; refusing client");
+        return Err(("no_backend", Error::backend(ErrorKind::BackendUnreachable)));
+    };
+    let closed = || ("backend_error", Error::backend(ErrorKind::BackendClosed));
+    tune_control(&backend, cfg.tcp_keepalive, false);
+    let local = backend.local_addr().map_err(|_| closed())?;
+    if let Err(e) = send_proxy_header(cfg, &mut backend, client, seen_local).await {
+        error!(session = id, backend = %name, error = %e, "cannot send the PROXY protocol header");
+        return Err(closed());
+    }
+    // The session's own TLS client configuration: its session store keeps
+    // this control connection's tickets for the data connections.
+    let tls = cfg.backend_tls_config.as_ref().and_then(|base| {
+        let server_name =
+            crate::tls::backend_server_name(cfg.backend_tls_server_name.as_deref(), &name)?;
+        Some(BackendDataTls {
+            connector: tokio_rustls::TlsConnector::from(crate::tls::per_session(base)),
+            name: server_name,
+            timeout: cfg.tls_handshake_timeout,
+        })
+    });
+    if cfg.backend_tls != BackendTlsMode::Off && tls.is_none() {
+        let e = Error::backend(ErrorKind::BackendTls(format!(
+            "`{name}` has no host name to check a certificate against; set backend_tls_server_name"
+        )));
+        error!(session = id, backend = %name, "{:?}", e.kind);
+        return Err(("backend_error", e));
+    }
+    let (rd, wr) = match (&tls, cfg.backend_tls) {
+        (Some(t), BackendTlsMode::Implicit) => match tls_connect(shared, t, backend).await {
+            Ok(s) => stream::split_tls(s),
+            Err(e) => {
+                error!(session = id, backend = %name, error = %e, "implicit TLS to the backend failed");
+                return Err(("backend_error", Error::backend(ErrorKind::BackendTls(e))));
+            }
+        },
+        _ => stream::split_plain(backend),
+    };
+    Ok(Connected {
+        addr,
+        name,
+        active,
+        local,
+        rd,
+        wr,
+        tls,
+    })
 }
 
 /// Counts a session that ended before it began (`outcome`) and refuses it.
@@ -611,7 +672,7 @@ impl Session {
                 }
                 // TLS peers often close without close_notify (after QUIT or
                 // 421): that is an end of stream like any other.
-                r = self.backend_rd.read_buf(self.replies.buffer_mut()) => match eof_as_zero(r) {
+                r = self.backend_rd.read_buf(self.replies.buffer_mut()), if !self.unrouted() => match eof_as_zero(r) {
                     Ok(0) if self.quit_sent => return End::ClientQuit,
                     Ok(0) if self.backend_said_421 => return End::ServerGoodbye,
                     Ok(0) => return End::Error(Error::backend(ErrorKind::BackendClosed)),
@@ -791,10 +852,10 @@ impl Session {
     /// the handshake (implicit: already inside TLS); then PBSZ 0 and PROT
     /// (an implicit vsftpd session starts with clear data); then show the
     /// client the greeting.
-    async fn backend_starttls(&mut self) -> Result<(), End> {
+    async fn backend_starttls(&mut self, show_greeting: bool) -> Result<(), End> {
         let fail = |what: String| End::Error(Error::backend(ErrorKind::BackendTls(what)));
         let greeting = self
-            .read_backend_reply(self.started + self.cfg.greeting_timeout)
+            .read_backend_reply(self.backend_started + self.cfg.greeting_timeout)
             .await
             .map_err(|e| {
                 if e.kind == ErrorKind::BackendTimeout {
@@ -812,7 +873,9 @@ impl Session {
             return Err(End::ServerGoodbye);
         }
         if self.backend_rd.is_tls() {
-            return self.backend_protection(greeting).await;
+            return self
+                .backend_protection(show_greeting.then_some(greeting))
+                .await;
         }
         let auth = self
             .backend_exchange(b"AUTH TLS\r\n")
@@ -841,12 +904,13 @@ impl Session {
                 return Err(fail(e));
             }
         }
-        self.backend_protection(greeting).await
+        self.backend_protection(show_greeting.then_some(greeting))
+            .await
     }
 
     /// PBSZ 0 and PROT P (or C) on the backend's TLS control connection,
-    /// then the greeting to the client.
-    async fn backend_protection(&mut self, greeting: Reply) -> Result<(), End> {
+    /// then the greeting (if given) to the client.
+    async fn backend_protection(&mut self, greeting: Option<Reply>) -> Result<(), End> {
         let fail = |what: String| End::Error(Error::backend(ErrorKind::BackendTls(what)));
         let prot: &[u8] = if self.cfg.backend_tls_protect_data {
             b"PROT P\r\n"
@@ -861,8 +925,175 @@ impl Session {
             }
         }
         debug!(session = self.id, backend = %self.backend_addr, "backend control connection now TLS");
-        self.order.local(&greeting);
-        self.write_ready().await
+        match greeting {
+            Some(g) => self.local_reply(g).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes `c` as this session's backend.
+    fn install(&mut self, c: Connected) {
+        let m = &self.shared.metrics;
+        m.sessions_active
+            .with_label_values(&[&self.listener, &self.backend_name])
+            .dec();
+        m.sessions_active
+            .with_label_values(&[&self.listener, &c.name])
+            .inc();
+        self.passive_cmd = if c.addr.0.is_ipv6() {
+            PassiveCommand::Epsv
+        } else {
+            PassiveCommand::Pasv
+        };
+        self.backend_addr = c.addr;
+        self.backend_name = c.name;
+        self._active = Some(c.active);
+        self.backend_local = c.local;
+        self.backend_rd = c.rd;
+        self.backend_wr = c.wr;
+        self.backend_tls = c.tls;
+        self.backend_started = Instant::now();
+        self.replies = ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_BYTES);
+    }
+
+    /// ftpgate's own greeting (the backend's comes after USER).
+    async fn greet_locally(&mut self) -> Result<(), End> {
+        self.greeted = true;
+        self.local_reply(Reply::from_line(GREETING.to_owned()))
+            .await
+    }
+
+    /// No backend yet: per-user routing waits for USER.
+    fn unrouted(&self) -> bool {
+        matches!(self.backend_wr, Writer::Gone)
+    }
+
+    /// Drops the backend (QUIT first) so that USER can pick another.
+    async fn disconnect_backend(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.backend_wr.write_all(b"QUIT\r\n").await;
+            let _ = self.backend_wr.shutdown().await;
+        })
+        .await;
+        let m = &self.shared.metrics;
+        m.sessions_active
+            .with_label_values(&[&self.listener, &self.backend_name])
+            .dec();
+        m.sessions_active
+            .with_label_values(&[&self.listener, UNROUTED])
+            .inc();
+        info!(session = self.id, backend = %self.backend_name, "left the backend to route another user");
+        self.backend_rd = Reader::Gone;
+        self.backend_wr = Writer::Gone;
+        self.backend_tls = None;
+        self._active = None;
+        self.backend_name = UNROUTED.to_owned();
+        self.routed_user = None;
+    }
+
+    /// A command before per-user routing has picked a backend: only what
+    /// ftpgate can answer itself, and USER, which picks the backend.
+    async fn before_routing(&mut self, cmd: Command) -> Result<(), End> {
+        let word = cmd.verb_text.to_ascii_uppercase();
+        let reply = match (cmd.verb, word.as_slice()) {
+            (Verb::Quit, _) => {
+                self.local_reply(Reply::from_line("221 Goodbye.".into()))
+                    .await?;
+                return Err(End::ClientQuit);
+            }
+            (Verb::Feat, _) => {
+                let mut provided = vec!["EPSV", "PASV"];
+                if self.cfg.active_mode {
+                    provided.push("EPRT");
+                }
+                if self.tls_offered() {
+                    provided.extend(["AUTH TLS", "PBSZ", "PROT"]);
+                }
+                rewrite_feat(&Reply::from_line("211 End".into()), &provided, &[])
+            }
+            (_, b"SYST") => Reply::from_line("215 UNIX Type: L8".into()),
+            (_, b"NOOP") => Reply::new(ReplyCode::CommandOk, "NOOP ok."),
+            (Verb::Pass, _) => Reply::new(ReplyCode::BadSequence, "Login with USER first."),
+            _ => Reply::new(ReplyCode::NotLoggedIn, "Please login with USER and PASS."),
+        };
+        self.local_reply(reply).await
+    }
+
+    /// USER under per-user routing: pick the pool and a backend for this
+    /// user, connect, consume the backend's greeting (and secure it), then
+    /// send USER there. A user no pool takes gets 530.
+    async fn route_user(&mut self, cmd: Command) -> Result<(), End> {
+        let user = cmd.arg_str();
+        if !self.unrouted() {
+            if self.routed_user.as_deref() == Some(user.as_str()) {
+                return self.forward(&cmd, Awaiting::Command(Verb::User)).await;
+            }
+            if self.logged_in || !self.is_idle() {
+                return self
+                    .local_reply(Reply::new(
+                        ReplyCode::NotLoggedIn,
+                        "To log in as another user, open a new session.",
+                    ))
+                    .await;
+            }
+            // A failed login, then another user: that user's own pool.
+            self.disconnect_backend().await;
+        }
+        self.user = Some(user.clone());
+        let pool_name = self
+            .listener
+            .parse::<SocketAddr>()
+            .ok()
+            .and_then(|l| self.cfg.pool_for_user(l, &user))
+            .map(str::to_owned);
+        let Some(pool_name) = pool_name else {
+            warn!(session = self.id, client = %self.client_addr, user = %user, "no pool for this user ([user_pool] has no entry and there is no user_pool_default); refused");
+            self.order
+                .local(&Reply::new(ReplyCode::NotLoggedIn, "User not known here."));
+            return self.on_login_failure().await;
+        };
+        let Some(pool) = self.live.pool(&pool_name).cloned() else {
+            return Err(End::Error(Error::internal(ErrorKind::Bug(format!(
+                "pool `{pool_name}` is missing"
+            )))));
+        };
+        let choices = if pool.policy().needs_user() {
+            pool.preference_by(Key::User(&user))
+        } else {
+            pool.preference(self.client_addr.ip())
+        };
+        if choices.is_empty() {
+            error!(session = self.id, client = %self.client_addr, user = %user, pool = %pool_name, "every backend of the pool is down; refusing client");
+            return Err(End::Error(Error::backend(ErrorKind::NoBackendUp)));
+        }
+        let c = connect_backend(
+            &self.shared,
+            &self.cfg,
+            self.id,
+            choices,
+            self.client_addr.addr(),
+            self.seen_local,
+        )
+        .await
+        .map_err(|(_, e)| End::Error(e))?;
+        self.install(c);
+        info!(session = self.id, client = %self.client_addr, user = %user, pool = %pool_name, backend = %self.backend_name, "routed by user");
+        self.routed_user = Some(user);
+        // The backend's greeting is for ftpgate: the client had its own.
+        if self.cfg.backend_tls != BackendTlsMode::Off {
+            self.backend_starttls(false).await?;
+        } else {
+            let greeting = self
+                .read_backend_reply(self.backend_started + self.cfg.greeting_timeout)
+                .await
+                .map_err(End::Error)?;
+            if greeting.code != 220 {
+                // 421 too many users and the like: the client hears it as is.
+                self.local_reply(greeting).await?;
+                return Err(End::ServerGoodbye);
+            }
+        }
+        self.forward(&cmd, Awaiting::Command(Verb::User)).await
     }
 
     /// Nothing in flight: no reply owed, no data connection prepared or running.
@@ -928,6 +1159,10 @@ impl Session {
 
     async fn on_command(&mut self, cmd: Command) -> Result<(), End> {
         self.quit_sent |= cmd.verb == Verb::Quit;
+        let local_only = matches!(cmd.verb, Verb::Auth | Verb::Pbsz | Verb::Prot | Verb::Ccc);
+        if self.unrouted() && !local_only && cmd.verb != Verb::User {
+            return self.before_routing(cmd).await;
+        }
         match cmd.verb {
             v if v.is_data_setup() => match self.check_data_setup(&cmd) {
                 Ok(Some(leg)) => self.deferred = Some((Deferred::Data(leg), Instant::now())),
@@ -1016,6 +1251,9 @@ impl Session {
                 warn!(session = self.id, client = %self.client_addr, "login before AUTH TLS refused (tls = required)");
                 self.local_error(Error::client(ErrorKind::TlsRequired))
                     .await?
+            }
+            Verb::User if self.routed_user.is_some() || self.unrouted() => {
+                self.route_user(cmd).await?
             }
             Verb::User => {
                 self.user = Some(cmd.arg_str());
