@@ -20,3 +20,4 @@ mod real_peers;
 mod scaleout;
 mod tls_rig;
 mod unprivileged;
+mod user_routing;
