@@ -167,6 +167,16 @@ fn cli_check_full_file_shows_every_value() {
         "\"10.0.0.0/8\" = \"10.0.0.20\"",
         "\"192.168.0.0/16\" = \"auto\"",
         "\"198.51.100.7/32\" = \"localhost\"",
+        "user_pool_default = \"default\"",
+        "[pool.tenant_a]",
+        "policy = \"user_hash\"",
+        "backends = [\"127.0.0.1:2031\", \"127.0.0.1:2032\"]",
+        "drain = [\"127.0.0.1:2032\"]",
+        "weights = { \"127.0.0.1:2031\" = 2, \"127.0.0.1:2032\" = 1 }",
+        "[pool_for_listener]",
+        "\"127.0.0.1:2122\" = \"tenant_a\"",
+        "[user_pool]",
+        "\"alice\" = \"tenant_a\"",
     ] {
         assert!(
             text.lines().any(|l| l == want),
