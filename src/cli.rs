@@ -238,6 +238,18 @@ pub struct Settings {
     /// Pool of users not in [user_pool] (unset: they are refused with 530). Key: user_pool_default.
     #[arg(long, global = true, value_name = "NAME")]
     pub user_pool_default: Option<String>,
+    /// Gateway listener for a client network, IP:PORT (repeat): redirected connections go to their original destination, others log in as USER name@host. Key: gateway_listen.
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub gateway_listen: Vec<String>,
+    /// Destination a gateway session may reach: network, address, host or .domain (repeat; none by default). Key: gateway_allow.
+    #[arg(long, global = true, value_name = "NET|HOST")]
+    pub gateway_allow: Vec<String>,
+    /// Destination no gateway session may reach; wins over gateway_allow (repeat). Key: gateway_deny.
+    #[arg(long, global = true, value_name = "NET|HOST")]
+    pub gateway_deny: Vec<String>,
+    /// Time resolving a USER name@host destination may take. Key: gateway_resolve_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub gateway_resolve_timeout: Option<String>,
 }
 
 impl Settings {
@@ -402,6 +414,13 @@ impl Settings {
             pool_for_listener: table("--pool-for-listener", &self.pool_for_listener),
             user_pool: table("--user-pool", &self.user_pool),
             user_pool_default: opt("--user-pool-default", &self.user_pool_default),
+            gateway_listen: list("--gateway-listen", &self.gateway_listen),
+            gateway_allow: list("--gateway-allow", &self.gateway_allow),
+            gateway_deny: list("--gateway-deny", &self.gateway_deny),
+            gateway_resolve_timeout: opt(
+                "--gateway-resolve-timeout",
+                &self.gateway_resolve_timeout,
+            ),
         }
     }
 }

@@ -84,6 +84,12 @@ pub enum ErrorKind {
     LimitReached(&'static str),
     /// `max_login_failures` failed logins in this session.
     TooManyLoginFailures,
+    /// A gateway destination `gateway_allow`/`gateway_deny` refuses.
+    DestinationRefused,
+    /// On a gateway listener, USER without `@host`, or a malformed one.
+    GatewayLogin,
+    /// A `USER name@host` destination that does not resolve in time.
+    DestinationUnresolvable,
     /// A broken invariant.
     Bug(String),
 }
@@ -298,6 +304,21 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             "Too many failed logins; closing control connection.",
             Close,
         ),
+        DestinationRefused => (
+            NotLoggedIn,
+            "Destination not allowed by this gateway.",
+            Continue,
+        ),
+        GatewayLogin => (
+            NotLoggedIn,
+            "Log in as user@host or user@host:port.",
+            Continue,
+        ),
+        DestinationUnresolvable => (
+            NotLoggedIn,
+            "Cannot resolve the destination host.",
+            Continue,
+        ),
         Bug(_) => (
             ServiceNotAvailable,
             "Internal error; closing control connection.",
@@ -394,6 +415,17 @@ mod tests {
                 Error::client(ErrorKind::TooManyLoginFailures),
                 421,
                 After::Close,
+            ),
+            (
+                Error::client(ErrorKind::DestinationRefused),
+                530,
+                After::Continue,
+            ),
+            (Error::client(ErrorKind::GatewayLogin), 530, After::Continue),
+            (
+                Error::client(ErrorKind::DestinationUnresolvable),
+                530,
+                After::Continue,
             ),
             (
                 Error::internal(ErrorKind::Bug("x".into())),

@@ -6,7 +6,9 @@
 //! - [`session`]: one task per client; drives `proto` over the two control connections.
 //! - [`data`]: the passive routing table (port leases keyed by port and client
 //!   address), the data task joining client and backend legs, and the relay.
-//! - [`backend`]: the backend set. [`advertise`]: the address shown in 227 replies.
+//! - [`backend`]: backend pools, selection policies, health checks.
+//!   [`advertise`]: the address shown in 227 replies.
+//! - [`gateway`]: gateway mode's pure parts: `USER name@host`, allow and deny lists.
 //! - [`config`]: file and flags -> validated [`config::Config`]. [`cli`]: the flags.
 //! - [`server`]: listeners and accept loops; [`Server`] serves, reloads and drains.
 //! - [`error`]: session errors and the single error-to-reply mapping.
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod gateway;
 pub mod limits;
 pub mod metrics;
 pub mod net;

@@ -32,7 +32,7 @@ use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
 use crate::net::canonical_ip;
 use crate::proto::proxy::{self, Header, Parsed};
-use crate::session::{refuse, run_session, Arrival};
+use crate::session::{refuse, run_session, Arrival, GatewayRoute};
 use crate::xferlog::XferLog;
 
 /// A listener that could not be bound.
@@ -72,6 +72,14 @@ pub enum BindError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A gateway listener.
+    #[error("cannot listen on {addr} (setting `gateway_listen`): {source}")]
+    Gateway {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The admin listener.
     #[error("cannot listen on {addr} (setting `admin_listen`): {source}")]
     Admin {
@@ -99,6 +107,8 @@ pub struct Listeners {
     pub implicit: Vec<TcpListener>,
     /// PROXY protocol listeners, one per `proxy_protocol_listen` address.
     pub proxied: Vec<TcpListener>,
+    /// Gateway listeners, one per `gateway_listen` address.
+    pub gateway: Vec<TcpListener>,
     /// One listener per passive port.
     pub passive: Vec<(u16, TcpListener)>,
     /// The admin HTTP listener, if configured.
@@ -108,8 +118,19 @@ pub struct Listeners {
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind_with(addr, false)
+}
+
+/// Binds `addr`; `tproxy` also lets it take TPROXY-diverted connections
+/// where ftpgate may (IPv4, CAP_NET_ADMIN).
+fn bind_with(addr: SocketAddr, tproxy: bool) -> std::io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
+    if tproxy && addr.is_ipv4() {
+        if let Err(e) = crate::session::net::allow_tproxy(&sock) {
+            info!(listen = %addr, error = %e, "gateway listener: TPROXY unavailable (needs CAP_NET_ADMIN); REDIRECT works");
+        }
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // [::] serves IPv4 clients too, whatever the sysctl default says.
         sock.set_only_v6(false)?;
@@ -148,6 +169,13 @@ impl Listeners {
             .iter()
             .map(|&addr| bind_one(addr).map_err(|source| BindError::Proxied { addr, source }))
             .collect::<Result<Vec<_>, _>>()?;
+        let gateway = config
+            .gateway_listen
+            .iter()
+            .map(|&addr| {
+                bind_with(addr, true).map_err(|source| BindError::Gateway { addr, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let admin = config
             .admin_listen
             .map(|addr| bind_one(addr).map_err(|source| BindError::Admin { addr, source }))
@@ -163,6 +191,7 @@ impl Listeners {
             control,
             implicit,
             proxied,
+            gateway,
             passive,
             admin,
             xferlog,
@@ -172,6 +201,14 @@ impl Listeners {
     /// The bound control addresses (useful when binding port 0).
     pub fn control_addrs(&self) -> Vec<SocketAddr> {
         self.control
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound gateway addresses.
+    pub fn gateway_addrs(&self) -> Vec<SocketAddr> {
+        self.gateway
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
@@ -249,6 +286,7 @@ const RESTART_ONLY: &[&str] = &[
     "listen",
     "implicit_tls_listen",
     "proxy_protocol_listen",
+    "gateway_listen",
     "passive_ports",
     "passive_bind_address",
     "allow_foreign_data_address",
@@ -265,6 +303,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.listen != new.listen,
         old.implicit_tls_listen != new.implicit_tls_listen,
         old.proxy_protocol_listen != new.proxy_protocol_listen,
+        old.gateway_listen != new.gateway_listen,
         old.passive_ports != new.passive_ports,
         old.passive_bind_address != new.passive_bind_address,
         old.allow_foreign_data_address != new.allow_foreign_data_address,
@@ -287,6 +326,7 @@ fn keep_restart_only(old: &Config, mut new: Config) -> Config {
     new.listen = old.listen.clone();
     new.implicit_tls_listen = old.implicit_tls_listen.clone();
     new.proxy_protocol_listen = old.proxy_protocol_listen.clone();
+    new.gateway_listen = old.gateway_listen.clone();
     new.passive_ports = old.passive_ports;
     new.passive_bind_address = old.passive_bind_address;
     new.allow_foreign_data_address = old.allow_foreign_data_address;
@@ -346,6 +386,7 @@ impl Server {
             control,
             implicit,
             proxied,
+            gateway,
             passive,
             admin,
             xferlog,
@@ -433,6 +474,7 @@ impl Server {
             .map(|l| (l, ListenerKind::Plain))
             .chain(implicit.into_iter().map(|l| (l, ListenerKind::ImplicitTls)))
             .chain(proxied.into_iter().map(|l| (l, ListenerKind::Proxied)))
+            .chain(gateway.into_iter().map(|l| (l, ListenerKind::Gateway)))
         {
             server.tasks.spawn(accept_control(
                 l,
@@ -725,6 +767,9 @@ pub enum ListenerKind {
     /// Plain FTP behind a PROXY-protocol balancer: every connection must come
     /// from `proxy_protocol_from` and start with a header.
     Proxied,
+    /// A client network's gateway: redirected connections go to their
+    /// original destination, others name theirs in `USER name@host`.
+    Gateway,
 }
 
 async fn accept_control(
@@ -861,6 +906,13 @@ async fn admit(
             Err(e) => return refused(&e),
         }
     }
+    let gateway = (kind == ListenerKind::Gateway).then(|| {
+        let l = listener.parse::<SocketAddr>().unwrap_or(peer);
+        match crate::session::net::original_destination(&stream, l) {
+            Some(dst) => GatewayRoute::Transparent(dst),
+            None => GatewayRoute::Explicit,
+        }
+    });
     let real = client.unwrap_or(peer);
     let limits = Limits {
         max_sessions: live.config.max_sessions,
@@ -883,6 +935,7 @@ async fn admit(
                     admitted,
                     real_client: client,
                     seen_local,
+                    gateway,
                 },
                 cancel,
             ));

@@ -176,6 +176,10 @@ settings! {
     pool_for_listener: BTreeMap<String, String>,
     user_pool: BTreeMap<String, String>,
     user_pool_default: String,
+    gateway_listen: Vec<String>,
+    gateway_allow: Vec<String>,
+    gateway_deny: Vec<String>,
+    gateway_resolve_timeout: String,
 }
 
 /// One `[pool.NAME]` table: a named set of backends with its own policy.

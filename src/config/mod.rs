@@ -267,6 +267,12 @@ pub struct Config {
     pub user_pool: std::collections::BTreeMap<String, String>,
     /// The pool of users `user_pool` does not name; `None` refuses them.
     pub user_pool_default: Option<String>,
+    /// Gateway listeners (transparent interception and `USER name@host`).
+    pub gateway_listen: Vec<SocketAddr>,
+    /// Where gateway sessions may go (`gateway_allow`, `gateway_deny`).
+    pub gateway: crate::gateway::Policy,
+    /// Time resolving a `USER name@host` destination may take.
+    pub gateway_resolve_timeout: Duration,
 }
 
 impl Config {
@@ -565,6 +571,14 @@ impl Config {
             self.backend_tls_server_name.clone(),
         );
         opt("user_pool_default", self.user_pool_default.clone());
+        let rules = |v: &[crate::gateway::Rule]| list(v.iter().map(|r| r.to_string()).collect());
+        s.push_str(&format!(
+            "gateway_listen = {}\ngateway_allow = {}\ngateway_deny = {}\ngateway_resolve_timeout = {:?}\n",
+            list(self.gateway_listen.iter().map(|a| a.to_string()).collect()),
+            rules(&self.gateway.allow),
+            rules(&self.gateway.deny),
+            fmt_duration(self.gateway_resolve_timeout)
+        ));
         let resolved: Vec<String> = self
             .backends
             .iter()

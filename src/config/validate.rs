@@ -227,13 +227,19 @@ fn public_spec(
 
 /// Validates raw settings into a [`Config`].
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
+    let gateway_only = raw
+        .gateway_listen
+        .as_ref()
+        .is_some_and(|l| !l.value.is_empty());
     let listen = match &raw.listen {
+        None if gateway_only => Vec::new(),
         None => {
             return Err(ConfigError::Missing {
                 key: "listen",
                 flag: "--listen",
             })
         }
+        Some(l) if l.value.is_empty() && gateway_only => Vec::new(),
         Some(l) if l.value.is_empty() => {
             return invalid(
                 "listen",
@@ -255,9 +261,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    let absent = |v: &Option<Located<Vec<String>>>| v.as_ref().is_none_or(|l| l.value.is_empty());
+    // A pure gateway has no backends of its own.
+    let no_ftp_listener = gateway_only
+        && listen.is_empty()
+        && absent(&raw.implicit_tls_listen)
+        && absent(&raw.proxy_protocol_listen);
     let backends = match &raw.backends {
         // Named pools may stand in for `backends`; checked with them below.
         None if raw.pool.as_ref().is_some_and(|p| !p.is_empty()) => Vec::new(),
+        None if no_ftp_listener => Vec::new(),
+        Some(l) if l.value.is_empty() && no_ftp_listener => Vec::new(),
         None => {
             return Err(ConfigError::Missing {
                 key: "backends",
@@ -320,6 +334,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
                 format!("`{}` is not an IP address", l.value),
             )
         })?,
+        // No FTP listener (a pure gateway): everywhere.
+        None if listen.is_empty() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         // All listeners on one address: bind the data ports there too; otherwise everywhere.
         None => {
             let first = listen[0].ip();
@@ -805,6 +821,49 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
+    let gateway_listen = match &raw.gateway_listen {
+        None => Vec::new(),
+        Some(l) => l
+            .value
+            .iter()
+            .map(|s| {
+                s.trim().parse::<SocketAddr>().or_else(|_| {
+                    invalid("gateway_listen", &l.origin, format!("`{s}` is not IP:port"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let rules = |key: &'static str, v: &Option<Located<Vec<String>>>| match v {
+        None => Ok(Vec::new()),
+        Some(l) => l
+            .value
+            .iter()
+            .map(|r| {
+                crate::gateway::Rule::parse(r).map_or_else(
+                    || {
+                        invalid(
+                            key,
+                            &l.origin,
+                            format!("`{r}` is not a network, an address, a host name or a .domain"),
+                        )
+                    },
+                    Ok,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>(),
+    };
+    let gateway = crate::gateway::Policy {
+        allow: rules("gateway_allow", &raw.gateway_allow)?,
+        deny: rules("gateway_deny", &raw.gateway_deny)?,
+    };
+    if let (false, true, Some(l)) = (
+        gateway_listen.is_empty(),
+        gateway.allow.is_empty(),
+        &raw.gateway_listen,
+    ) {
+        // Not an error: a gateway that refuses everything is safe. Say why.
+        tracing::warn!(origin = %l.origin, "gateway_allow is empty: every gateway destination is refused");
+    }
     Ok(Config {
         listen,
         backends,
@@ -930,6 +989,13 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         pool_for_listener,
         user_pool,
         user_pool_default,
+        gateway_listen,
+        gateway,
+        gateway_resolve_timeout: duration(
+            "gateway_resolve_timeout",
+            &raw.gateway_resolve_timeout,
+            Duration::from_secs(5),
+        )?,
     })
 }
 

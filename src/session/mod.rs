@@ -16,7 +16,7 @@
 //!   of the relay has ended, so no client reads 226 while bytes are in
 //!   flight. Later replies queue behind it.
 
-mod net;
+pub(crate) mod net;
 mod stream;
 
 use std::net::SocketAddr;
@@ -191,6 +191,54 @@ pub struct Arrival {
     /// The address the client connected to, from a PROXY protocol header
     /// (else the local address): what `public_address = "auto"` shows.
     pub seen_local: Option<SocketAddr>,
+    /// On a gateway listener: how the server is found.
+    pub gateway: Option<GatewayRoute>,
+}
+
+/// How a connection on a gateway listener finds its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayRoute {
+    /// Redirected by iptables/nftables: the original destination.
+    Transparent(SocketAddr),
+    /// Made to ftpgate itself: `USER name@host[:port]` names the server.
+    Explicit,
+}
+
+/// How ftpgate talks to the server it connects to.
+#[derive(Debug, Clone, Copy)]
+struct Toward {
+    /// Send the `backend_proxy_protocol` header (pool backends only).
+    proxy_header: bool,
+    /// TLS toward it (`backend_tls` for pool backends; gateway
+    /// destinations are foreign servers: plain).
+    tls: BackendTlsMode,
+}
+
+impl Toward {
+    fn pool(cfg: &Config) -> Toward {
+        Toward {
+            proxy_header: true,
+            tls: cfg.backend_tls,
+        }
+    }
+
+    const GATEWAY: Toward = Toward {
+        proxy_header: false,
+        tls: BackendTlsMode::Off,
+    };
+}
+
+/// What routing on USER picked: backends best first, how to talk to
+/// them, and the USER line to send.
+type Routed = (Vec<Choice>, Toward, Command);
+
+/// A gateway destination as a one-member choice.
+fn destination(addr: SocketAddr, name: String) -> Vec<Choice> {
+    vec![Choice {
+        addr: BackendAddr(addr),
+        name,
+        active: Default::default(),
+    }]
 }
 
 /// Runs one client session to its end. `live` is the configuration the
@@ -209,6 +257,7 @@ pub async fn run_session(
         admitted,
         real_client,
         seen_local,
+        gateway,
     } = arrival;
     let started = Instant::now();
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
@@ -246,7 +295,32 @@ pub async fn run_session(
     // listener's pool picks it now.
     let listen_addr = listener.parse::<SocketAddr>().ok();
     let by_user = listen_addr.is_some_and(|l| cfg.routes_by_user(l));
-    let connected = if by_user {
+    let connected = if let Some(GatewayRoute::Transparent(dst)) = gateway {
+        if let Err(why) = cfg.gateway.check(None, dst) {
+            warn!(session = id, client = %client_addr, destination = %dst, reason = %why, "gateway destination refused");
+            let e = Error::client(ErrorKind::DestinationRefused);
+            return refuse_counted(&shared, &listener, "gateway_refused", client_wr, &e).await;
+        }
+        info!(session = id, client = %client_addr, destination = %dst, "gateway: transparent session");
+        let choice = destination(dst, dst.to_string());
+        let toward = Toward::GATEWAY;
+        match connect_backend(
+            &shared,
+            &cfg,
+            id,
+            choice,
+            client_addr.addr(),
+            seen_local,
+            toward,
+        )
+        .await
+        {
+            Ok(c) => Some(c),
+            Err((outcome, e)) => {
+                return refuse_counted(&shared, &listener, outcome, client_wr, &e).await
+            }
+        }
+    } else if by_user || gateway.is_some() {
         None
     } else {
         let pool = listen_addr
@@ -260,7 +334,18 @@ pub async fn run_session(
             let e = Error::backend(ErrorKind::NoBackendUp);
             return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
         }
-        match connect_backend(&shared, &cfg, id, rotation, client_addr.addr(), seen_local).await {
+        let toward = Toward::pool(&cfg);
+        match connect_backend(
+            &shared,
+            &cfg,
+            id,
+            rotation,
+            client_addr.addr(),
+            seen_local,
+            toward,
+        )
+        .await
+        {
             Ok(c) => Some(c),
             Err((outcome, e)) => {
                 return refuse_counted(&shared, &listener, outcome, client_wr, &e).await
@@ -289,6 +374,8 @@ pub async fn run_session(
         listener,
         backend_name: UNROUTED.to_owned(),
         routed_user: None,
+        gateway,
+        backend_tls_mode: BackendTlsMode::Off,
         _admitted: admitted,
         _active: None,
         counters,
@@ -340,7 +427,7 @@ pub async fn run_session(
         Some(c) => {
             s.install(c);
             debug!(session = id, client = %s.client_addr, backend = %s.backend_addr, "session started");
-            if s.cfg.backend_tls != BackendTlsMode::Off {
+            if s.backend_tls_mode != BackendTlsMode::Off {
                 // ftpgate secures the backend itself (AUTH TLS when explicit,
                 // then PBSZ and PROT either way), then shows the client the
                 // greeting.
@@ -380,6 +467,10 @@ struct Session {
     backend_name: String,
     /// Per-user routing: the user the backend was picked for.
     routed_user: Option<String>,
+    /// On a gateway listener: how the server is found.
+    gateway: Option<GatewayRoute>,
+    /// TLS toward the connected backend.
+    backend_tls_mode: BackendTlsMode,
     /// Held for the session's life: its slots in the connection limits.
     _admitted: Admitted,
     /// Held while connected: the session's count on the backend (least-connections).
@@ -490,6 +581,8 @@ struct Connected {
     wr: Writer<BackendTls>,
     /// TLS for this session's backend connections, when the backend speaks TLS.
     tls: Option<BackendDataTls>,
+    /// TLS toward it on the control connection.
+    tls_mode: BackendTlsMode,
 }
 
 /// Opens a control connection to the first of `choices` that accepts (with
@@ -502,6 +595,7 @@ async fn connect_backend(
     choices: Vec<Choice>,
     client: SocketAddr,
     seen_local: SocketAddr,
+    toward: Toward,
 ) -> Result<Connected, (&'static str, Error)> {
     let mut found = None;
     for choice in choices {
@@ -526,13 +620,19 @@ async fn connect_backend(
     let closed = || ("backend_error", Error::backend(ErrorKind::BackendClosed));
     tune_control(&backend, cfg.tcp_keepalive, false);
     let local = backend.local_addr().map_err(|_| closed())?;
-    if let Err(e) = send_proxy_header(cfg, &mut backend, client, seen_local).await {
+    if !toward.proxy_header {
+        // Gateway destinations get no PROXY header.
+    } else if let Err(e) = send_proxy_header(cfg, &mut backend, client, seen_local).await {
         error!(session = id, backend = %name, error = %e, "cannot send the PROXY protocol header");
         return Err(closed());
     }
     // The session's own TLS client configuration: its session store keeps
     // this control connection's tickets for the data connections.
-    let tls = cfg.backend_tls_config.as_ref().and_then(|base| {
+    let base = cfg
+        .backend_tls_config
+        .as_ref()
+        .filter(|_| toward.tls != BackendTlsMode::Off);
+    let tls = base.and_then(|base| {
         let server_name =
             crate::tls::backend_server_name(cfg.backend_tls_server_name.as_deref(), &name)?;
         Some(BackendDataTls {
@@ -541,14 +641,14 @@ async fn connect_backend(
             timeout: cfg.tls_handshake_timeout,
         })
     });
-    if cfg.backend_tls != BackendTlsMode::Off && tls.is_none() {
+    if toward.tls != BackendTlsMode::Off && tls.is_none() {
         let e = Error::backend(ErrorKind::BackendTls(format!(
             "`{name}` has no host name to check a certificate against; set backend_tls_server_name"
         )));
         error!(session = id, backend = %name, "{:?}", e.kind);
         return Err(("backend_error", e));
     }
-    let (rd, wr) = match (&tls, cfg.backend_tls) {
+    let (rd, wr) = match (&tls, toward.tls) {
         (Some(t), BackendTlsMode::Implicit) => match tls_connect(shared, t, backend).await {
             Ok(s) => stream::split_tls(s),
             Err(e) => {
@@ -566,6 +666,7 @@ async fn connect_backend(
         rd,
         wr,
         tls,
+        tls_mode: toward.tls,
     })
 }
 
@@ -952,6 +1053,7 @@ impl Session {
         self.backend_rd = c.rd;
         self.backend_wr = c.wr;
         self.backend_tls = c.tls;
+        self.backend_tls_mode = c.tls_mode;
         self.backend_started = Instant::now();
         self.replies = ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_BYTES);
     }
@@ -1040,32 +1142,15 @@ impl Session {
             self.disconnect_backend().await;
         }
         self.user = Some(user.clone());
-        let pool_name = self
-            .listener
-            .parse::<SocketAddr>()
-            .ok()
-            .and_then(|l| self.cfg.pool_for_user(l, &user))
-            .map(str::to_owned);
-        let Some(pool_name) = pool_name else {
-            warn!(session = self.id, client = %self.client_addr, user = %user, "no pool for this user ([user_pool] has no entry and there is no user_pool_default); refused");
-            self.order
-                .local(&Reply::new(ReplyCode::NotLoggedIn, "User not known here."));
+        let picked = if self.gateway == Some(GatewayRoute::Explicit) {
+            self.named_destination(&user).await?
+        } else {
+            self.pool_for(&user)?
+        };
+        let Some((choices, toward, send)) = picked else {
+            // Refused, and answered.
             return self.on_login_failure().await;
         };
-        let Some(pool) = self.live.pool(&pool_name).cloned() else {
-            return Err(End::Error(Error::internal(ErrorKind::Bug(format!(
-                "pool `{pool_name}` is missing"
-            )))));
-        };
-        let choices = if pool.policy().needs_user() {
-            pool.preference_by(Key::User(&user))
-        } else {
-            pool.preference(self.client_addr.ip())
-        };
-        if choices.is_empty() {
-            error!(session = self.id, client = %self.client_addr, user = %user, pool = %pool_name, "every backend of the pool is down; refusing client");
-            return Err(End::Error(Error::backend(ErrorKind::NoBackendUp)));
-        }
         let c = connect_backend(
             &self.shared,
             &self.cfg,
@@ -1073,14 +1158,15 @@ impl Session {
             choices,
             self.client_addr.addr(),
             self.seen_local,
+            toward,
         )
         .await
         .map_err(|(_, e)| End::Error(e))?;
         self.install(c);
-        info!(session = self.id, client = %self.client_addr, user = %user, pool = %pool_name, backend = %self.backend_name, "routed by user");
+        info!(session = self.id, client = %self.client_addr, user = %user, backend = %self.backend_name, "routed by USER");
         self.routed_user = Some(user);
         // The backend's greeting is for ftpgate: the client had its own.
-        if self.cfg.backend_tls != BackendTlsMode::Off {
+        if self.backend_tls_mode != BackendTlsMode::Off {
             self.backend_starttls(false).await?;
         } else {
             let greeting = self
@@ -1093,7 +1179,94 @@ impl Session {
                 return Err(End::ServerGoodbye);
             }
         }
-        self.forward(&cmd, Awaiting::Command(Verb::User)).await
+        self.user = Some(send.arg_str());
+        self.forward(&send, Awaiting::Command(Verb::User)).await
+    }
+
+    /// Per-user routing: the backends of `user`'s pool, best first, and
+    /// the USER line to send. `None`: refused (the 530 is queued).
+    fn pool_for(&mut self, user: &str) -> Result<Option<Routed>, End> {
+        let pool_name = self
+            .listener
+            .parse::<SocketAddr>()
+            .ok()
+            .and_then(|l| self.cfg.pool_for_user(l, user))
+            .map(str::to_owned);
+        let Some(pool_name) = pool_name else {
+            warn!(session = self.id, client = %self.client_addr, user = %user, "no pool for this user ([user_pool] has no entry and there is no user_pool_default); refused");
+            self.order
+                .local(&Reply::new(ReplyCode::NotLoggedIn, "User not known here."));
+            return Ok(None);
+        };
+        let Some(pool) = self.live.pool(&pool_name).cloned() else {
+            return Err(End::Error(Error::internal(ErrorKind::Bug(format!(
+                "pool `{pool_name}` is missing"
+            )))));
+        };
+        let choices = if pool.policy().needs_user() {
+            pool.preference_by(Key::User(user))
+        } else {
+            pool.preference(self.client_addr.ip())
+        };
+        if choices.is_empty() {
+            error!(session = self.id, client = %self.client_addr, user = %user, pool = %pool_name, "every backend of the pool is down; refusing client");
+            return Err(End::Error(Error::backend(ErrorKind::NoBackendUp)));
+        }
+        debug!(session = self.id, user = %user, pool = %pool_name, "pool picked");
+        let send = parse_command(format!("USER {user}").as_bytes());
+        Ok(Some((choices, Toward::pool(&self.cfg), send)))
+    }
+
+    /// Explicit gateway: `USER name@host[:port]` names the server. The host
+    /// is resolved within `gateway_resolve_timeout` and every address must
+    /// pass `gateway_allow`/`gateway_deny`. `None`: refused (reply queued).
+    async fn named_destination(&mut self, arg: &str) -> Result<Option<Routed>, End> {
+        let refuse = |s: &mut Self, kind: ErrorKind| {
+            s.order.local(&reply_for(&Error::client(kind)).0);
+            Ok(None)
+        };
+        let named = match crate::gateway::parse_user_at_host(arg) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(session = self.id, client = %self.client_addr, user = %arg, error = %e, "gateway: USER names no destination");
+                return refuse(self, ErrorKind::GatewayLogin);
+            }
+        };
+        let lookup = tokio::net::lookup_host((named.host.as_str(), named.port));
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+            self.cfg.gateway_resolve_timeout,
+            lookup,
+        )
+        .await
+        {
+            Ok(Ok(a)) => a.map(crate::net::canonical).collect(),
+            Ok(Err(e)) => {
+                warn!(session = self.id, client = %self.client_addr, host = %named.host, error = %e, "gateway: cannot resolve the destination");
+                return refuse(self, ErrorKind::DestinationUnresolvable);
+            }
+            Err(_) => {
+                warn!(session = self.id, client = %self.client_addr, host = %named.host, timeout = ?self.cfg.gateway_resolve_timeout, "gateway: resolving the destination timed out");
+                return refuse(self, ErrorKind::DestinationUnresolvable);
+            }
+        };
+        if addrs.is_empty() {
+            warn!(session = self.id, client = %self.client_addr, host = %named.host, "gateway: the destination has no address");
+            return refuse(self, ErrorKind::DestinationUnresolvable);
+        }
+        // Every address must pass: a permitted name must not lead inside.
+        for &a in &addrs {
+            if let Err(why) = self.cfg.gateway.check(Some(&named.host), a) {
+                warn!(session = self.id, client = %self.client_addr, destination = %named.host, reason = %why, "gateway destination refused");
+                return refuse(self, ErrorKind::DestinationRefused);
+            }
+        }
+        let label = format!("{}:{}", named.host, named.port);
+        let choices = addrs
+            .into_iter()
+            .flat_map(|a| destination(a, label.clone()))
+            .collect();
+        let send = parse_command(format!("USER {}", named.user).as_bytes());
+        Ok(Some((choices, Toward::GATEWAY, send)))
     }
 
     /// Nothing in flight: no reply owed, no data connection prepared or running.

@@ -62,3 +62,44 @@ pub fn read_nonblocking(s: &TcpStream, buf: &mut bytes::BytesMut) -> io::Result<
     buf.extend_from_slice(&tmp[..n]);
     Ok(n)
 }
+
+/// The destination a client connected to before iptables/nftables
+/// redirected it here: SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST
+/// (IPv6) from conntrack for REDIRECT/DNAT, or the local address itself for
+/// TPROXY (the socket is bound to the original destination). `None` when
+/// nothing redirected the connection (it was made to ftpgate itself).
+pub fn original_destination(s: &TcpStream, listener: SocketAddr) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let local = crate::net::canonical(s.local_addr().ok()?);
+    // TPROXY: accepted on the listener, but bound to the original address.
+    let listener_ip = crate::net::canonical_ip(listener.ip());
+    if local.port() != listener.port()
+        || (!listener_ip.is_unspecified() && local.ip() != listener_ip)
+    {
+        return Some(local);
+    }
+    let original = if local.is_ipv4() {
+        getsockopt(s, sockopt::OriginalDst).ok().map(|a| {
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        })
+    } else {
+        getsockopt(s, sockopt::Ip6tOriginalDst).ok().map(|a| {
+            SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            ))
+        })
+    }
+    .map(crate::net::canonical)?;
+    // Without NAT conntrack reports the connection's own destination.
+    (original != local).then_some(original)
+}
+
+/// Lets an IPv4 gateway listener accept TPROXY-diverted connections
+/// (IP_TRANSPARENT; needs CAP_NET_ADMIN; without it REDIRECT still works).
+pub fn allow_tproxy(s: &socket2::Socket) -> io::Result<()> {
+    s.set_ip_transparent(true)
+}

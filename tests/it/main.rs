@@ -10,6 +10,7 @@ mod clients;
 mod ftps;
 mod ftps_hostile;
 mod gateway;
+mod gateway_mode;
 mod hostile;
 mod operations;
 mod ops_cli;
