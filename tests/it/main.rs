@@ -11,6 +11,7 @@ mod ftps;
 mod ftps_hostile;
 mod gateway;
 mod hostile;
+mod nat;
 mod netns;
 mod operations;
 mod ops_cli;
