@@ -909,6 +909,7 @@ mod tests {
                  c, _ = s.accept(); c.sendall(b'across'); c.close(); \
                  import time; time.sleep(60)",
             ]);
+            b.iptables("-A INPUT -p tcp --dport 4000");
             let mut server = b.spawn("listener", cmd);
             b.wait_listening(&mut server, &[sa("10.99.0.2", 4000)]);
             let got = a.python(
@@ -916,6 +917,8 @@ mod tests {
                 &[],
             );
             assert!(got.stdout_str().contains("b'across'"), "{got:?}");
+            assert!(b.packets("filter", "INPUT", "--dport 4000") >= 3);
+            assert_eq!(b.rules(), "iptables -A INPUT -p tcp --dport 4000\n");
             assert_eq!(b.run(&["sysctl", "-n", "net.ipv4.ip_forward"]).trim(), "1");
             // A process no guard knows about: the namespace must kill it.
             let pid: u32 = b
