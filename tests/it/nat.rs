@@ -207,9 +207,10 @@ except Exception as e:
 /// Control case: vsftpd at its defaults behind the 1:1 NAT, no ftpgate.
 /// Login works, but a client that uses the 227 address is sent to the
 /// private address and LIST hangs (here: fails at its 4 s timeout). curl's
-/// default (it ignores the 227 address) happens to work because this NAT
-/// forwards every port. And the kernel's FTP helper, attached explicitly,
-/// would fix it: this is what the tests make sure is not happening.
+/// default (it ignores the 227 address) and lftp's (it replaces a private
+/// 227 address) happen to work because this NAT forwards every port. And
+/// the kernel's FTP helper, attached explicitly, would fix it: this is what
+/// the tests make sure is not happening.
 #[test]
 fn nat_cloud_direct_to_vsftpd_through_dnat_fails() {
     if !netns::available_or_skip("nat_cloud_direct_to_vsftpd_through_dnat_fails") {
@@ -262,6 +263,16 @@ fn nat_cloud_direct_to_vsftpd_through_dnat_fails() {
     );
     assert_downloaded(&out, &body, "curl --ftp-skip-pasv-ip direct");
     assert!(out.stderr.contains("Skip 10.0.1.20"), "{out:?}");
+
+    // lftp at its defaults repairs it too (ftp:fix-pasv-address: a
+    // private 227 address from a public control peer is replaced with it).
+    let out = net.inet.lftp(&t, "", "cls -1 dir");
+    assert!(out.ok && out.stdout_str().contains("alpha.txt"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Connecting data socket to (203.0.113.20)"),
+        "{out:?}"
+    );
 
     // No helper so far; attach one and the kernel rewrites the 227.
     net.edge.assert_no_ftp_helper();
