@@ -12,6 +12,8 @@ mod ftps_hostile;
 mod gateway;
 mod gateway_mode;
 mod hostile;
+mod nat;
+mod netns;
 mod operations;
 mod ops_cli;
 mod packaging;
