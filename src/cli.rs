@@ -250,6 +250,9 @@ pub struct Settings {
     /// Time resolving a USER name@host destination may take. Key: gateway_resolve_timeout.
     #[arg(long, global = true, value_name = "DURATION")]
     pub gateway_resolve_timeout: Option<String>,
+    /// Ports ftpgate listens on for backend data connections in active mode, FIRST-LAST (default: any free port). Key: backend_active_ports.
+    #[arg(long, global = true, value_name = "FIRST-LAST")]
+    pub backend_active_ports: Option<String>,
 }
 
 impl Settings {
@@ -421,6 +424,7 @@ impl Settings {
                 "--gateway-resolve-timeout",
                 &self.gateway_resolve_timeout,
             ),
+            backend_active_ports: opt("--backend-active-ports", &self.backend_active_ports),
         }
     }
 }

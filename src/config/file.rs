@@ -180,6 +180,7 @@ settings! {
     gateway_allow: Vec<String>,
     gateway_deny: Vec<String>,
     gateway_resolve_timeout: String,
+    backend_active_ports: String,
 }
 
 /// One `[pool.NAME]` table: a named set of backends with its own policy.

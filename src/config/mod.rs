@@ -273,6 +273,8 @@ pub struct Config {
     pub gateway: crate::gateway::Policy,
     /// Time resolving a `USER name@host` destination may take.
     pub gateway_resolve_timeout: Duration,
+    /// Local ports for backend data connections in active mode (`None`: any).
+    pub backend_active_ports: Option<(u16, u16)>,
 }
 
 impl Config {
@@ -571,6 +573,10 @@ impl Config {
             self.backend_tls_server_name.clone(),
         );
         opt("user_pool_default", self.user_pool_default.clone());
+        opt(
+            "backend_active_ports",
+            self.backend_active_ports.map(|(a, b)| format!("{a}-{b}")),
+        );
         let rules = |v: &[crate::gateway::Rule]| list(v.iter().map(|r| r.to_string()).collect());
         s.push_str(&format!(
             "gateway_listen = {}\ngateway_allow = {}\ngateway_deny = {}\ngateway_resolve_timeout = {:?}\n",

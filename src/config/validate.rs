@@ -864,6 +864,19 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         // Not an error: a gateway that refuses everything is safe. Say why.
         tracing::warn!(origin = %l.origin, "gateway_allow is empty: every gateway destination is refused");
     }
+    let backend_active_ports = match &raw.backend_active_ports {
+        None => None,
+        Some(l) => match parse_port_range(&l.value) {
+            Some((lo, hi)) if lo >= 1024 => Some((lo, hi)),
+            _ => {
+                return invalid(
+                    "backend_active_ports",
+                    &l.origin,
+                    format!("`{}` is not FIRST-LAST with ports from 1024 up", l.value),
+                )
+            }
+        },
+    };
     Ok(Config {
         listen,
         backends,
@@ -991,6 +1004,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         user_pool_default,
         gateway_listen,
         gateway,
+        backend_active_ports,
         gateway_resolve_timeout: duration(
             "gateway_resolve_timeout",
             &raw.gateway_resolve_timeout,

@@ -670,6 +670,31 @@ async fn connect_backend(
     })
 }
 
+/// A listener for a backend's active-mode data connection on `ip`: any
+/// free port, or one of `range` (`backend_active_ports`), tried from a
+/// random starting point.
+async fn bind_active(
+    ip: std::net::IpAddr,
+    range: Option<(u16, u16)>,
+) -> Result<TcpListener, Error> {
+    let failed = |e: String| Error::internal(ErrorKind::DataConnectFailed(e));
+    let Some((first, last)) = range else {
+        return TcpListener::bind(SocketAddr::new(ip, 0))
+            .await
+            .map_err(|e| failed(e.to_string()));
+    };
+    let len = u32::from(last - first) + 1;
+    let start = rand::random::<u32>() % len;
+    for i in 0..len {
+        let port = first + ((start + i) % len) as u16;
+        if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, port)).await {
+            return Ok(l);
+        }
+    }
+    warn!(range = %format!("{first}-{last}"), "no free port in backend_active_ports");
+    Err(failed("no free port in backend_active_ports".into()))
+}
+
 /// Counts a session that ended before it began (`outcome`) and refuses it.
 async fn refuse_counted(
     shared: &Shared,
@@ -1646,9 +1671,8 @@ impl Session {
                 )))
             }
             BackendDataMode::Active => {
-                let listener = TcpListener::bind(SocketAddr::new(self.backend_local.ip(), 0))
-                    .await
-                    .map_err(|e| Error::internal(ErrorKind::DataConnectFailed(e.to_string())))?;
+                let listener =
+                    bind_active(self.backend_local.ip(), self.cfg.backend_active_ports).await?;
                 let addr = listener
                     .local_addr()
                     .map_err(|e| Error::internal(ErrorKind::DataConnectFailed(e.to_string())))?;

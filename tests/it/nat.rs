@@ -742,6 +742,50 @@ fn nat_lan_transparent_gateway_curl_all_modes() {
     net.gw.assert_no_ftp_helper();
 }
 
+/// Toward the server in active mode (`backend_data_mode = "active"`): the
+/// server connects back to the gateway's external address, on a port from
+/// `backend_active_ports` (counted by an INPUT rule on the gateway), while
+/// the client keeps its own mode (passive, then active). vsftpd at its
+/// defaults accepts PORT only for its control peer: ftpgate's WAN address.
+#[test]
+fn nat_lan_transparent_gateway_active_toward_the_server() {
+    if !netns::available_or_skip("nat_lan_transparent_gateway_active_toward_the_server") {
+        return;
+    }
+    let net = lan();
+    let body = big_file();
+    let vsftpd = NsVsftpd::start(&net.server, sa("0.0.0.0", 21), fill(body.clone()));
+    let config = format!(
+        "{GATEWAY_FTPGATE}backend_data_mode = \"active\"\nbackend_active_ports = \"40000-40009\"\n"
+    );
+    let gate = start_gateway(&net, &config, true);
+    net.gw
+        .iptables("-A INPUT -i wan0 -s 198.51.100.2 -p tcp --syn --dport 40000:40009");
+    for (mode, args) in [
+        ("EPSV", &["--ftp-pasv"][..]),
+        ("PORT", &["-P", "-", "--disable-eprt"][..]),
+    ] {
+        let u = url("198.51.100.2", 21, "big.bin");
+        let mut a = args.to_vec();
+        a.push(&u);
+        let out = curl(&net.client, &a);
+        assert_downloaded(
+            &out,
+            &body,
+            &format!(
+                "curl {mode}, gateway active toward the server\n{}\n{}",
+                gate.log(),
+                vsftpd.log()
+            ),
+        );
+    }
+    let syns = net.gw.packets("filter", "INPUT", "--dport 40000:40009");
+    assert_eq!(
+        syns, 2,
+        "the server's data connections did not use backend_active_ports"
+    );
+}
+
 /// The same with lftp at its defaults for the PASV address
 /// (`ftp:fix-pasv-address` on): EPSV, PASV and active PORT (lftp sends
 /// EPRT only for IPv6).
