@@ -42,7 +42,7 @@ trap cleanup EXIT
 
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-    vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 iptables openssl haproxy \
+    vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 iptables nftables openssl haproxy \
     libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 \
     libsodium23 libsqlite3-0
 
@@ -106,7 +106,7 @@ fi
 # NAT topologies (tests/it/nat.rs, tests/it/netns.rs): network namespaces,
 # veth pairs and iptables MASQUERADE/DNAT/SNAT/REDIRECT rules, all inside
 # namespaces the tests create. Debian 12's iptables is iptables-nft.
-for bin in /usr/sbin/ip /usr/bin/ss /usr/sbin/iptables; do
+for bin in /usr/sbin/ip /usr/bin/ss /usr/sbin/iptables /usr/sbin/nft; do
     if [ ! -x "$bin" ]; then
         echo "install-test-deps.sh: $bin is missing after install (NAT tests)" >&2
         exit 1

@@ -786,6 +786,37 @@ fn nat_lan_transparent_gateway_active_toward_the_server() {
     );
 }
 
+/// The README's nftables rules (`docs/examples/gateway.nft`) instead of
+/// the iptables REDIRECTs: curl in passive and active mode through the
+/// transparent gateway.
+#[test]
+fn nat_lan_transparent_gateway_with_the_readme_nftables_rules() {
+    if !netns::available_or_skip("nat_lan_transparent_gateway_with_the_readme_nftables_rules") {
+        return;
+    }
+    let net = lan();
+    let body = big_file();
+    let vsftpd = NsVsftpd::start(&net.server, sa("0.0.0.0", 21), fill(body.clone()));
+    let gate = start_gateway(&net, GATEWAY_FTPGATE, false);
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/gateway.nft");
+    net.gw.run(&["nft", "-f", rules]);
+    for args in [&["--ftp-pasv", "--disable-epsv"][..], &["-P", "-"][..]] {
+        let u = url("198.51.100.2", 21, "big.bin");
+        let mut a = args.to_vec();
+        a.push(&u);
+        let out = curl(&net.client, &a);
+        assert_downloaded(
+            &out,
+            &body,
+            &format!(
+                "curl {args:?} via nftables\n{}\n{}",
+                gate.log(),
+                vsftpd.log()
+            ),
+        );
+    }
+}
+
 /// The same with lftp at its defaults for the PASV address
 /// (`ftp:fix-pasv-address` on): EPSV, PASV and active PORT (lftp sends
 /// EPRT only for IPv6).
