@@ -253,6 +253,9 @@ pub struct Settings {
     /// Ports ftpgate listens on for backend data connections in active mode, FIRST-LAST (default: any free port). Key: backend_active_ports.
     #[arg(long, global = true, value_name = "FIRST-LAST")]
     pub backend_active_ports: Option<String>,
+    /// How often backend host names are resolved again (a name with several addresses is one member per address). Key: backend_resolve_interval.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub backend_resolve_interval: Option<String>,
 }
 
 impl Settings {
@@ -425,6 +428,10 @@ impl Settings {
                 &self.gateway_resolve_timeout,
             ),
             backend_active_ports: opt("--backend-active-ports", &self.backend_active_ports),
+            backend_resolve_interval: opt(
+                "--backend-resolve-interval",
+                &self.backend_resolve_interval,
+            ),
         }
     }
 }

@@ -376,6 +376,8 @@ pub struct Server {
     /// Stops the current public-address refresh loop.
     refresh: Mutex<CancellationToken>,
     admin_addr: Option<SocketAddr>,
+    /// Held while the live configuration is replaced (reload, DNS).
+    swap: tokio::sync::Mutex<()>,
 }
 
 impl Server {
@@ -417,6 +419,7 @@ impl Server {
             shutdown,
             checkers: Mutex::new(HashMap::new()),
             admin_addr,
+            swap: tokio::sync::Mutex::new(()),
         });
         let members = server.sync_health(&config, None);
         *server
@@ -486,6 +489,9 @@ impl Server {
                 Arc::clone(&ids),
             ));
         }
+        server
+            .tasks
+            .spawn(Arc::clone(&server).resolve_loop(server.shutdown.clone()));
         server
     }
 
@@ -628,10 +634,15 @@ impl Server {
             }
             pools.insert(pool.name, (members, pool.policy));
         }
-        for ((_, name), st) in old_checkers {
+        for ((addr, name), st) in old_checkers {
             st.token.cancel();
-            if !checkers.keys().any(|(_, n)| *n == name) {
-                let _ = self.shared.metrics.backend_up.remove_label_values(&[&name]);
+            if !checkers.contains_key(&(addr, name.clone())) {
+                let label = crate::config::member_label(&name, addr);
+                let _ = self
+                    .shared
+                    .metrics
+                    .backend_up
+                    .remove_label_values(&[&label]);
             }
         }
         pools
@@ -641,6 +652,7 @@ impl Server {
     /// started with; new sessions get this one. Settings that are bound at
     /// start keep their running values and are reported.
     pub async fn reload(&self, new: Config) -> ReloadReport {
+        let _swap = self.swap.lock().await;
         let old = self.shared.live();
         let restart_needed = restart_only_changes(&old.config, &new);
         for key in &restart_needed {
@@ -706,6 +718,89 @@ impl Server {
             "configuration reloaded; running sessions keep their settings"
         );
         report
+    }
+
+    /// Resolves backend host names every `backend_resolve_interval`; when
+    /// a name's addresses change, its members change with them (health
+    /// and open-session counts kept for addresses that stay). A failed
+    /// lookup keeps the members it had, with a warning.
+    async fn resolve_loop(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let live = self.shared.live();
+            let interval = live.config.backend_resolve_interval;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let names: std::collections::BTreeSet<String> = self
+                .shared
+                .live()
+                .config
+                .all_pools()
+                .iter()
+                .flat_map(|p| {
+                    p.backends
+                        .iter()
+                        .filter(|b| b.is_hostname())
+                        .map(|b| b.name.clone())
+                })
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let timeout = live.config.backend_connect_timeout;
+            let mut resolved = BTreeMap::new();
+            for name in names {
+                let lookup = tokio::net::lookup_host(name.clone());
+                match tokio::time::timeout(timeout, lookup).await {
+                    Ok(Ok(addrs)) => {
+                        let mut v: Vec<SocketAddr> = addrs.map(crate::net::canonical).collect();
+                        v.sort();
+                        v.dedup();
+                        if v.is_empty() {
+                            warn!(backend = %name, "backend name resolves to nothing; keeping its members");
+                        } else {
+                            resolved.insert(name, v);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        warn!(backend = %name, error = %e, "cannot resolve backend name; keeping its members")
+                    }
+                    Err(_) => {
+                        warn!(backend = %name, "resolving backend name timed out; keeping its members")
+                    }
+                }
+            }
+            let _swap = self.swap.lock().await;
+            let old = self.shared.live();
+            let Some(new) = old.config.with_resolved(&resolved) else {
+                continue;
+            };
+            for (name, addrs) in &resolved {
+                let before: Vec<SocketAddr> = old
+                    .config
+                    .all_pools()
+                    .iter()
+                    .flat_map(|p| {
+                        p.backends
+                            .iter()
+                            .filter(|b| &b.name == name)
+                            .map(|b| b.addr)
+                    })
+                    .collect();
+                if before.iter().any(|a| !addrs.contains(a))
+                    || addrs.iter().any(|a| !before.contains(a))
+                {
+                    info!(backend = %name, addresses = ?addrs, before = ?before, "backend name resolves differently: members updated");
+                }
+            }
+            let members = self.sync_health(&new, Some(&old.config));
+            *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+                pools: build_pools(members),
+                config: Arc::new(new),
+                public: Arc::clone(&old.public),
+            });
+        }
     }
 
     /// Counts a reload rejected before it reached [`Server::reload`].

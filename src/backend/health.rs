@@ -224,7 +224,8 @@ pub async fn check_loop(
         tls,
         proxy,
     } = how;
-    let name = spec.name.as_str();
+    let label = spec.label();
+    let name = label.as_str();
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,

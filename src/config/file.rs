@@ -181,6 +181,7 @@ settings! {
     gateway_deny: Vec<String>,
     gateway_resolve_timeout: String,
     backend_active_ports: String,
+    backend_resolve_interval: String,
 }
 
 /// One `[pool.NAME]` table: a named set of backends with its own policy.

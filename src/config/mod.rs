@@ -275,9 +275,71 @@ pub struct Config {
     pub gateway_resolve_timeout: Duration,
     /// Local ports for backend data connections in active mode (`None`: any).
     pub backend_active_ports: Option<(u16, u16)>,
+    /// How often backend host names are resolved again.
+    pub backend_resolve_interval: Duration,
+}
+
+impl BackendSpec {
+    /// Whether it was written as a host name (re-resolved while running).
+    pub fn is_hostname(&self) -> bool {
+        self.name.parse::<SocketAddr>().is_err()
+    }
+
+    /// Its metrics and log label: the name, plus the address for a host
+    /// name (each address of a name is a member of its own).
+    pub fn label(&self) -> String {
+        member_label(&self.name, self.addr)
+    }
+}
+
+/// See [`BackendSpec::label`].
+pub fn member_label(name: &str, addr: SocketAddr) -> String {
+    if name.parse::<SocketAddr>().is_err() {
+        format!("{name}@{}", addr.ip())
+    } else {
+        name.to_owned()
+    }
 }
 
 impl Config {
+    /// This configuration with the backend host names in `resolved`
+    /// (name -> its addresses now) expanded to one member per address,
+    /// each keeping the weight and drain flag its name had. `None` when
+    /// nothing changed. A name missing from `resolved` keeps its members.
+    pub fn with_resolved(
+        &self,
+        resolved: &std::collections::BTreeMap<String, Vec<SocketAddr>>,
+    ) -> Option<Config> {
+        fn expand(
+            specs: &[BackendSpec],
+            resolved: &std::collections::BTreeMap<String, Vec<SocketAddr>>,
+        ) -> Vec<BackendSpec> {
+            let mut out: Vec<BackendSpec> = Vec::new();
+            for spec in specs {
+                match resolved.get(&spec.name) {
+                    Some(addrs) if !addrs.is_empty() => {
+                        if out.iter().any(|o| o.name == spec.name) {
+                            continue;
+                        }
+                        out.extend(addrs.iter().map(|&addr| BackendSpec {
+                            addr,
+                            ..spec.clone()
+                        }));
+                    }
+                    _ => out.push(spec.clone()),
+                }
+            }
+            out
+        }
+        let mut new = self.clone();
+        new.backends = expand(&self.backends, resolved);
+        for p in &mut new.pools {
+            p.backends = expand(&p.backends, resolved);
+        }
+        let changed = new.backends != self.backends || new.pools != self.pools;
+        changed.then_some(new)
+    }
+
     /// Every pool with its members and policy, `default` first when
     /// `backends` is set.
     pub fn all_pools(&self) -> Vec<Pool> {
@@ -340,6 +402,13 @@ pub enum ProxyVersion {
     V2,
 }
 
+/// The first member of each configured name (a host name with several
+/// addresses is written once).
+fn by_name(specs: &[BackendSpec]) -> Vec<&BackendSpec> {
+    let mut seen = std::collections::BTreeSet::new();
+    specs.iter().filter(|b| seen.insert(&b.name)).collect()
+}
+
 fn fmt_duration(d: Duration) -> String {
     if d.subsec_millis() != 0 {
         format!("{}ms", d.as_millis())
@@ -368,7 +437,12 @@ impl Config {
         );
         kv(
             "backends",
-            list(self.backends.iter().map(|b| b.name.clone()).collect()),
+            list(
+                by_name(&self.backends)
+                    .into_iter()
+                    .map(|b| b.name.clone())
+                    .collect(),
+            ),
         );
         kv(
             "public_address",
@@ -530,8 +604,8 @@ impl Config {
         kv(
             "backend_drain",
             list(
-                self.backends
-                    .iter()
+                by_name(&self.backends)
+                    .into_iter()
                     .filter(|b| b.drain)
                     .map(|b| b.name.clone())
                     .collect(),
@@ -579,6 +653,10 @@ impl Config {
         );
         let rules = |v: &[crate::gateway::Rule]| list(v.iter().map(|r| r.to_string()).collect());
         s.push_str(&format!(
+            "backend_resolve_interval = {:?}\n",
+            fmt_duration(self.backend_resolve_interval)
+        ));
+        s.push_str(&format!(
             "gateway_listen = {}\ngateway_allow = {}\ngateway_deny = {}\ngateway_resolve_timeout = {:?}\n",
             list(self.gateway_listen.iter().map(|a| a.to_string()).collect()),
             rules(&self.gateway.allow),
@@ -597,9 +675,9 @@ impl Config {
                 resolved.join(", ")
             ));
         }
-        if self.backends.iter().any(|b| b.weight != 1) {
+        if by_name(&self.backends).into_iter().any(|b| b.weight != 1) {
             s.push_str("\n[backend_weights]\n");
-            for b in &self.backends {
+            for b in by_name(&self.backends) {
                 s.push_str(&format!("{:?} = {}\n", b.name, b.weight));
             }
         }
@@ -614,21 +692,24 @@ impl Config {
             s.push_str(&format!("policy = \"{}\"\n", p.policy));
             s.push_str(&format!(
                 "backends = {}\n",
-                list(p.backends.iter().map(|b| b.name.clone()).collect())
+                list(
+                    by_name(&p.backends)
+                        .into_iter()
+                        .map(|b| b.name.clone())
+                        .collect()
+                )
             ));
-            let drain: Vec<String> = p
-                .backends
-                .iter()
+            let drain: Vec<String> = by_name(&p.backends)
+                .into_iter()
                 .filter(|b| b.drain)
                 .map(|b| b.name.clone())
                 .collect();
             if !drain.is_empty() {
                 s.push_str(&format!("drain = {}\n", list(drain)));
             }
-            if p.backends.iter().any(|b| b.weight != 1) {
-                let w: Vec<String> = p
-                    .backends
-                    .iter()
+            if by_name(&p.backends).into_iter().any(|b| b.weight != 1) {
+                let w: Vec<String> = by_name(&p.backends)
+                    .into_iter()
                     .map(|b| format!("{:?} = {}", b.name, b.weight))
                     .collect();
                 s.push_str(&format!("weights = {{ {} }}\n", w.join(", ")));

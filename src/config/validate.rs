@@ -864,6 +864,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         // Not an error: a gateway that refuses everything is safe. Say why.
         tracing::warn!(origin = %l.origin, "gateway_allow is empty: every gateway destination is refused");
     }
+    let backend_resolve_interval = duration(
+        "backend_resolve_interval",
+        &raw.backend_resolve_interval,
+        Duration::from_secs(30),
+    )?;
     let backend_active_ports = match &raw.backend_active_ports {
         None => None,
         Some(l) => match parse_port_range(&l.value) {
@@ -1005,6 +1010,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         gateway_listen,
         gateway,
         backend_active_ports,
+        backend_resolve_interval,
         gateway_resolve_timeout: duration(
             "gateway_resolve_timeout",
             &raw.gateway_resolve_timeout,
@@ -1031,25 +1037,32 @@ fn members(
             format!("{in_pool}at least one backend is needed, e.g. \"127.0.0.1:21\""),
         );
     }
-    names
-        .iter()
-        .map(|s| {
-            let name = s.trim();
-            match name.to_socket_addrs().ok().and_then(|mut a| a.next()) {
-                Some(addr) => Ok(BackendSpec {
-                    name: name.to_owned(),
-                    addr: crate::net::canonical(addr),
-                    weight: 1,
-                    drain: false,
-                }),
-                None => invalid(
-                    key,
-                    origin,
-                    format!("{in_pool}`{name}` is not host:port or does not resolve"),
-                ),
-            }
-        })
-        .collect()
+    let mut specs = Vec::new();
+    for s in names {
+        let name = s.trim();
+        // A host name that resolves to several addresses: one member each
+        // (re-resolved every `backend_resolve_interval` while running).
+        let mut addrs: Vec<SocketAddr> = name
+            .to_socket_addrs()
+            .map(|a| a.map(crate::net::canonical).collect())
+            .unwrap_or_default();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return invalid(
+                key,
+                origin,
+                format!("{in_pool}`{name}` is not host:port or does not resolve"),
+            );
+        }
+        specs.extend(addrs.into_iter().map(|addr| BackendSpec {
+            name: name.to_owned(),
+            addr,
+            weight: 1,
+            drain: false,
+        }));
+    }
+    Ok(specs)
 }
 
 fn policy(
@@ -1238,5 +1251,57 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_duration("5 parsecs"), None);
+    }
+
+    #[test]
+    fn host_names_expand_and_follow_new_addresses() {
+        use std::collections::BTreeMap;
+        let c = check(
+            "listen = [\"127.0.0.1:2121\"]\nbackends = [\"localhost:2100\", \"127.0.0.1:2200\"]\n\
+             backend_drain = [\"localhost:2100\"]\n[backend_weights]\n\"localhost:2100\" = 3\n",
+        )
+        .unwrap();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut resolved = BTreeMap::new();
+        resolved.insert(
+            "localhost:2100".to_owned(),
+            vec![a("127.0.0.1:2100"), a("127.0.0.2:2100")],
+        );
+        let new = c.with_resolved(&resolved).expect("a new member");
+        let got: Vec<(String, SocketAddr, u32, bool)> = new
+            .backends
+            .iter()
+            .map(|b| (b.label(), b.addr, b.weight, b.drain))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "localhost:2100@127.0.0.1".into(),
+                    a("127.0.0.1:2100"),
+                    3,
+                    true
+                ),
+                (
+                    "localhost:2100@127.0.0.2".into(),
+                    a("127.0.0.2:2100"),
+                    3,
+                    true
+                ),
+                ("127.0.0.1:2200".into(), a("127.0.0.1:2200"), 1, false),
+            ]
+        );
+        assert!(
+            new.with_resolved(&resolved).is_none(),
+            "same answer: no change"
+        );
+        assert!(
+            c.with_resolved(&BTreeMap::new()).is_none(),
+            "no answer: members kept"
+        );
+        // The printed configuration names it once.
+        assert!(new
+            .to_toml()
+            .contains("backends = [\"localhost:2100\", \"127.0.0.1:2200\"]"));
     }
 }

@@ -173,6 +173,7 @@ fn cli_check_full_file_shows_every_value() {
         "gateway_deny = [\"10.0.0.0/8\"]",
         "gateway_resolve_timeout = \"3s\"",
         "backend_active_ports = \"40000-40009\"",
+        "backend_resolve_interval = \"10s\"",
         "[pool.tenant_a]",
         "policy = \"user_hash\"",
         "backends = [\"127.0.0.1:2031\", \"127.0.0.1:2032\"]",

@@ -62,14 +62,18 @@ pub fn start_on(listen: &str, backends: &[SocketAddr], extra: &str) -> Gateway {
     });
     for _attempt in 0..50 {
         let base: u16 = rand::thread_rng().gen_range(10_000..30_000);
-        let mut text = format!(
-            "listen = [\"{listen}\"]\nbackends = [{}]\n",
-            backends
-                .iter()
-                .map(|b| format!("\"{b}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let mut text = format!("listen = [\"{listen}\"]\n");
+        // No addresses: `extra` names the backends (host names, pools).
+        if !backends.is_empty() {
+            text.push_str(&format!(
+                "backends = [{}]\n",
+                backends
+                    .iter()
+                    .map(|b| format!("\"{b}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if !has_public {
             text.push_str("public_address = \"127.0.0.1\"\n");
         }

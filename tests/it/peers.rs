@@ -333,7 +333,13 @@ impl FtpServer {
     /// default under umask 022) for the server's unprivileged session to
     /// serve them; [`put_file`] does that.
     pub fn start_with(kind: ServerKind, fill: impl FnOnce(&Path)) -> FtpServer {
-        FtpServer::start_inner(kind, fill, false, None)
+        FtpServer::start_inner(kind, fill, false, None, None)
+    }
+
+    /// vsftpd on exactly `at` (an IPv4 loopback address and port), e.g.
+    /// two servers on one port at 127.0.0.1 and 127.0.0.2.
+    pub fn start_vsftpd_at(at: SocketAddr, fill: impl FnOnce(&Path)) -> FtpServer {
+        FtpServer::start_inner(ServerKind::Vsftpd, fill, false, None, Some(at))
     }
 
     /// Starts `kind` with TLS as `tls` says (see [`TlsSetup`]); `fill` as in
@@ -355,12 +361,12 @@ impl FtpServer {
             "{} has no implicit TLS here (Debian builds pure-ftpd without --with-implicittls)",
             kind.name()
         );
-        FtpServer::start_inner(kind, fill, false, Some(tls))
+        FtpServer::start_inner(kind, fill, false, Some(tls), None)
     }
 
     /// vsftpd listening on [::1] only (for IPv6 backends).
     pub fn start_vsftpd_v6(fill: impl FnOnce(&Path)) -> FtpServer {
-        FtpServer::start_inner(ServerKind::Vsftpd, fill, true, None)
+        FtpServer::start_inner(ServerKind::Vsftpd, fill, true, None, None)
     }
 
     fn start_inner(
@@ -368,6 +374,7 @@ impl FtpServer {
         fill: impl FnOnce(&Path),
         v6: bool,
         tls: Option<TlsSetup>,
+        at: Option<SocketAddr>,
     ) -> FtpServer {
         if !available(kind) {
             panic!(
@@ -396,14 +403,16 @@ impl FtpServer {
         let log = dir.path().join("server.log");
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let port = free_port();
-            let addr: SocketAddr = if v6 {
+            let port = at.map_or_else(free_port, |a| a.port());
+            let addr: SocketAddr = if let Some(a) = at {
+                a
+            } else if v6 {
                 SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
             } else {
                 SocketAddr::from(([127, 0, 0, 1], port))
             };
             let mut cmd = match kind {
-                ServerKind::Vsftpd => vsftpd_command(dir.path(), &root, port, v6, tls.as_ref()),
+                ServerKind::Vsftpd => vsftpd_command(dir.path(), &root, addr, tls.as_ref()),
                 ServerKind::Proftpd => proftpd_command(dir.path(), &root, port, tls.as_ref()),
                 ServerKind::PureFtpd => pureftpd_command(dir.path(), &root, port, tls.as_ref()),
             };
@@ -534,7 +543,8 @@ fn write_file(p: &Path, text: &str, mode: u32) {
 /// isolate=NO / isolate_network=NO / seccomp_sandbox=NO (namespaces and
 /// seccomp can fail in containers and cost CPU per session).
 /// With `tls`, see [`vsftpd_tls_config`].
-fn vsftpd_command(dir: &Path, root: &Path, port: u16, v6: bool, tls: Option<&TlsSetup>) -> Command {
+fn vsftpd_command(dir: &Path, root: &Path, at: SocketAddr, tls: Option<&TlsSetup>) -> Command {
+    let port = at.port();
     let empty = dir.join("empty");
     fs::create_dir_all(&empty).expect("mkdir empty");
     set_mode(&empty, 0o755);
@@ -560,10 +570,11 @@ fn vsftpd_command(dir: &Path, root: &Path, port: u16, v6: bool, tls: Option<&Tls
          vsftpd_log_file={log}\n\
          {tls}",
         tls = tls.map(vsftpd_tls_config).unwrap_or_default(),
-        listen = if v6 {
-            "listen=NO\nlisten_ipv6=YES\nlisten_address6=::1\n"
-        } else {
-            "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\n"
+        listen = match at.ip() {
+            std::net::IpAddr::V6(ip) =>
+                format!("listen=NO\nlisten_ipv6=YES\nlisten_address6={ip}\n"),
+            std::net::IpAddr::V4(ip) =>
+                format!("listen=YES\nlisten_ipv6=NO\nlisten_address={ip}\n"),
         },
         root = root.display(),
         empty = empty.display(),
