@@ -238,6 +238,9 @@ pub struct Settings {
     /// Pool of users not in [user_pool] (unset: they are refused with 530). Key: user_pool_default.
     #[arg(long, global = true, value_name = "NAME")]
     pub user_pool_default: Option<String>,
+    /// Plain TCP listeners in front of a pool, NAME=IP:PORT[,IP:PORT...]@POOL (repeatable; no FTP parsing, e.g. for SFTP). Key: [tcp.NAME].
+    #[arg(long = "tcp", global = true, value_name = "NAME=IP:PORT,...@POOL")]
+    pub tcp: Vec<String>,
 }
 
 impl Settings {
@@ -402,6 +405,23 @@ impl Settings {
             pool_for_listener: table("--pool-for-listener", &self.pool_for_listener),
             user_pool: table("--user-pool", &self.user_pool),
             user_pool_default: opt("--user-pool-default", &self.user_pool_default),
+            tcp: table("--tcp", &self.tcp).map(|t| {
+                t.value
+                    .into_iter()
+                    .map(|(name, spec)| {
+                        let (addrs, pool) = spec.rsplit_once('@').unwrap_or((&spec, ""));
+                        let tcp = crate::config::file::TcpToml {
+                            listen: addrs
+                                .split(',')
+                                .map(|a| a.trim().to_owned())
+                                .filter(|a| !a.is_empty())
+                                .collect(),
+                            pool: pool.trim().to_owned(),
+                        };
+                        (name, Located::flag("--tcp", tcp))
+                    })
+                    .collect()
+            }),
         }
     }
 }
