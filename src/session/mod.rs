@@ -16,7 +16,7 @@
 //!   of the relay has ended, so no client reads 226 while bytes are in
 //!   flight. Later replies queue behind it.
 
-mod net;
+pub(crate) mod net;
 mod stream;
 
 use std::net::SocketAddr;
