@@ -18,5 +18,6 @@ mod peers;
 mod proxy_protocol;
 mod real_peers;
 mod scaleout;
+mod sftp;
 mod tls_rig;
 mod unprivileged;
