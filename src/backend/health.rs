@@ -257,7 +257,9 @@ pub async fn check_loop(
             _ = cancel.cancelled() => return,
             r = async {
                 match kind {
-                    CheckKind::FtpGreeting => check_once(&spec, timeout, tls.as_ref(), proxy.as_deref()).await,
+                    CheckKind::FtpGreeting => {
+                        check_once(&spec, timeout, tls.as_ref(), proxy.as_deref()).await
+                    }
                     CheckKind::Connect => connect_once(&spec, timeout).await,
                 }
             } => r,
@@ -315,6 +317,29 @@ mod tests {
         assert_eq!(h.record(true), None);
         assert_eq!(h.record(true), Some(Transition::Up));
         assert!(h.usable() && h.ready());
+    }
+
+    /// A plain TCP check needs nothing but the connect: a listener that
+    /// never says a word passes, a closed port fails.
+    #[tokio::test]
+    async fn connect_check_passes_a_silent_listener_and_fails_a_closed_port() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let spec = |addr| BackendSpec {
+            name: "t".into(),
+            addr,
+            weight: 1,
+            drain: false,
+        };
+        let open = spec(l.local_addr().unwrap());
+        assert!(connect_once(&open, Duration::from_secs(2)).await.is_ok());
+        assert!(
+            check_once(&open, Duration::from_millis(200), None, None)
+                .await
+                .is_err(),
+            "an FTP check needs a greeting"
+        );
+        drop(l);
+        assert!(connect_once(&open, Duration::from_secs(2)).await.is_err());
     }
 
     #[test]
