@@ -835,9 +835,19 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         user_pool: &user_pool,
         user_pool_default: user_pool_default.as_deref(),
     };
+    // `backends` too: its members must not be in a plain TCP pool either.
+    let every_pool: Vec<super::Pool> = pools
+        .iter()
+        .cloned()
+        .chain((!backends.is_empty()).then(|| super::Pool {
+            name: super::DEFAULT_POOL.to_owned(),
+            backends: backends.clone(),
+            policy: backend_policy,
+        }))
+        .collect();
     for t in &tcp {
         let origin = &raw.tcp.as_ref().expect("tcp is set")[&t.name].origin;
-        check_tcp(t, &tcp, &ftp_listeners, &ftp_pools, &pools, origin)?;
+        check_tcp(t, &tcp, &ftp_listeners, &ftp_pools, &every_pool, origin)?;
     }
     Ok(Config {
         listen,
@@ -1453,6 +1463,10 @@ mod tests {
             (
                 format!("{}[pool.ftp]\nbackends = [\"127.0.0.1:2202\"]\n", tcp("\"0.0.0.0:2222\"", "ssh")),
                 "`127.0.0.1:2202` of pool `ssh` is also in pool `ftp`",
+            ),
+            (
+                format!("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:2201\"]\n{}", tcp("\"0.0.0.0:2222\"", "ssh")),
+                "`127.0.0.1:2201` of pool `ssh` is also in pool `default`",
             ),
             (
                 format!("{SSH_POOL}[tcp.\"s p\"]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\n"),
