@@ -11,6 +11,9 @@
 #   dependencies are installed from apt. proftpd-mod-crypto (mod_tls, for the
 #   FTPS tests: proftpd-core has no TLS module) is unpacked the same way.
 # - openssl (the command) for the TLS rig's checks of what a server negotiates.
+# - openssh-server and openssh-client for the plain TCP listener tests
+#   (tests/it/sftp.rs): each test runs its own sshd on 127.0.0.1:<free port>
+#   and drives it with sftp.
 #
 # The tests never use port 21 and never talk to a system-wide FTP daemon: each
 # test starts its own server on 127.0.0.1:<free port> with a generated config.
@@ -27,7 +30,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Don't let package installation start daemons (vsftpd's postinst would start
-# one on port 21). policy-rc.d is only created if absent, and removed again.
+# one on port 21, openssh-server's one on port 22). policy-rc.d is only created if absent, and removed again.
 POLICY=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$POLICY" ]; then
@@ -43,6 +46,7 @@ trap cleanup EXIT
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
     vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 iptables nftables openssl haproxy \
+    openssh-server openssh-client \
     libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 \
     libsodium23 libsqlite3-0
 
@@ -53,6 +57,9 @@ apt-get install -y -q --no-install-recommends \
 if command -v ss >/dev/null 2>&1 && ss -Hltn 'sport = :21' | grep -q .; then
     service vsftpd stop >/dev/null 2>&1 || true
 fi
+# A system sshd on port 22 is left alone (it may be how this machine is
+# reached): the tests' own sshd processes use other ports and their own
+# configs, so they do not conflict with it.
 
 # proftpd-core, proftpd-mod-crypto and pure-ftpd, unpacked side by side. The marker file records
 # the exact package versions, so a Debian point release re-unpacks.
@@ -92,7 +99,8 @@ if [ "$missing" -ne 0 ]; then
 fi
 
 for bin in /usr/sbin/vsftpd "$PEERS_DIR/usr/sbin/proftpd" "$PEERS_DIR/usr/sbin/pure-ftpd" \
-    /usr/bin/lftp /usr/bin/tnftp /usr/bin/curl /usr/bin/python3 /usr/bin/openssl; do
+    /usr/bin/lftp /usr/bin/tnftp /usr/bin/curl /usr/bin/python3 /usr/bin/openssl \
+    /usr/sbin/sshd /usr/bin/sftp /usr/bin/ssh-keygen; do
     if [ ! -x "$bin" ]; then
         echo "install-test-deps.sh: $bin is missing after install" >&2
         exit 1
@@ -123,3 +131,4 @@ echo "lftp:      $(lftp --version | head -n1)"
 echo "tnftp:     $(dpkg-query -W -f='${Version}' tnftp)"
 echo "curl:      $(curl --version | head -n1)"
 echo "python3:   $(/usr/bin/python3 --version 2>&1)"
+echo "openssh:   $(dpkg-query -W -f='${Version}' openssh-server)"

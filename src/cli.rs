@@ -256,6 +256,9 @@ pub struct Settings {
     /// How often backend host names are resolved again (a name with several addresses is one member per address). Key: backend_resolve_interval.
     #[arg(long, global = true, value_name = "DURATION")]
     pub backend_resolve_interval: Option<String>,
+    /// Plain TCP listeners in front of a pool, NAME=IP:PORT[,IP:PORT...]@POOL (repeatable; no FTP parsing, e.g. for SFTP). Key: [tcp.NAME].
+    #[arg(long = "tcp", global = true, value_name = "NAME=IP:PORT,...@POOL")]
+    pub tcp: Vec<String>,
 }
 
 impl Settings {
@@ -432,6 +435,23 @@ impl Settings {
                 "--backend-resolve-interval",
                 &self.backend_resolve_interval,
             ),
+            tcp: table("--tcp", &self.tcp).map(|t| {
+                t.value
+                    .into_iter()
+                    .map(|(name, spec)| {
+                        let (addrs, pool) = spec.rsplit_once('@').unwrap_or((&spec, ""));
+                        let tcp = crate::config::file::TcpToml {
+                            listen: addrs
+                                .split(',')
+                                .map(|a| a.trim().to_owned())
+                                .filter(|a| !a.is_empty())
+                                .collect(),
+                            pool: pool.trim().to_owned(),
+                        };
+                        (name, Located::flag("--tcp", tcp))
+                    })
+                    .collect()
+            }),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`gateway`]: gateway mode's pure parts: `USER name@host`, allow and deny lists.
 //! - [`config`]: file and flags -> validated [`config::Config`]. [`cli`]: the flags.
 //! - [`server`]: listeners and accept loops; [`Server`] serves, reloads and drains.
+//! - [`tcp`]: plain TCP listeners (`[tcp.NAME]`, e.g. SFTP): the same pools,
+//!   policies, limits and health checks (by TCP connect), bytes relayed as they are.
 //! - [`error`]: session errors and the single error-to-reply mapping.
 //! - [`net`]: role-typed addresses.
 
@@ -31,6 +33,7 @@ pub mod privileges;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod tcp;
 pub mod tls;
 pub mod xferlog;
 

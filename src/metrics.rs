@@ -26,6 +26,9 @@ pub struct Metrics {
     pub transfers_total: IntCounterVec,
     /// Data bytes relayed, by direction (download, upload), counted as they flow.
     pub bytes_total: IntCounterVec,
+    /// Plain TCP listener bytes relayed, by listener and direction
+    /// (to_backend, to_client), counted as they flow.
+    pub tcp_bytes_total: IntCounterVec,
     /// Refused data connections and PORT/EPRT targets by reason.
     pub data_refused_total: IntCounterVec,
     /// Passive routes pending or in use.
@@ -92,7 +95,7 @@ impl Metrics {
         let health_check_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "ftpgate_health_check_duration_seconds",
-                "Time from connect to the backend's 220 greeting in a health check.",
+                "Time from connect to the backend's 220 greeting in a health check (plain TCP pools: to the connect).",
             )
             .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             &["backend"],
@@ -136,6 +139,12 @@ impl Metrics {
                 "ftpgate_transfer_bytes_total",
                 "Data-connection bytes relayed.",
                 &["direction"],
+            ),
+            tcp_bytes_total: counter_vec(
+                &r,
+                "ftpgate_tcp_bytes_total",
+                "Bytes relayed by plain TCP listeners.",
+                &["listener", "direction"],
             ),
             data_refused_total: counter_vec(
                 &r,

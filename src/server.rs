@@ -80,6 +80,16 @@ pub enum BindError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A plain TCP listener.
+    #[error("cannot listen on {addr} (setting `listen` of [tcp.{name}]): {source}")]
+    Tcp {
+        /// Its `[tcp.NAME]`.
+        name: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The admin listener.
     #[error("cannot listen on {addr} (setting `admin_listen`): {source}")]
     Admin {
@@ -109,8 +119,10 @@ pub struct Listeners {
     pub proxied: Vec<TcpListener>,
     /// Gateway listeners, one per `gateway_listen` address.
     pub gateway: Vec<TcpListener>,
-    /// One listener per passive port.
+    /// One listener per passive port (none when no FTP is served).
     pub passive: Vec<(u16, TcpListener)>,
+    /// Plain TCP listeners, one per address of each `[tcp.NAME]`, with its name.
+    pub tcp: Vec<(String, TcpListener)>,
     /// The admin HTTP listener, if configured.
     pub admin: Option<TcpListener>,
     /// The transfer log, opened (before any privileges are dropped).
@@ -142,8 +154,8 @@ fn bind_with(addr: SocketAddr, tproxy: bool) -> std::io::Result<TcpListener> {
 }
 
 impl Listeners {
-    /// Binds the control listeners and the whole passive range. Must run
-    /// inside a tokio runtime.
+    /// Binds the control listeners, the whole passive range (when FTP is
+    /// served) and the plain TCP listeners. Must run inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Listeners, BindError> {
         let control = config
             .listen
@@ -153,6 +165,8 @@ impl Listeners {
         let ip = config.passive_bind_address;
         let (first, last) = config.passive_ports;
         let passive = (first..=last)
+            // Only plain TCP listeners: nothing would use the range.
+            .filter(|_| config.serves_ftp())
             .map(|port| {
                 bind_one(SocketAddr::new(ip, port))
                     .map(|l| (port, l))
@@ -176,6 +190,20 @@ impl Listeners {
                 bind_with(addr, true).map_err(|source| BindError::Gateway { addr, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let tcp = config
+            .tcp
+            .iter()
+            .flat_map(|t| t.listen.iter().map(move |&addr| (t, addr)))
+            .map(|(t, addr)| {
+                bind_one(addr)
+                    .map(|l| (t.name.clone(), l))
+                    .map_err(|source| BindError::Tcp {
+                        name: t.name.clone(),
+                        addr,
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let admin = config
             .admin_listen
             .map(|addr| bind_one(addr).map_err(|source| BindError::Admin { addr, source }))
@@ -193,6 +221,7 @@ impl Listeners {
             proxied,
             gateway,
             passive,
+            tcp,
             admin,
             xferlog,
         })
@@ -211,6 +240,14 @@ impl Listeners {
         self.gateway
             .iter()
             .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound plain TCP addresses with their `[tcp.NAME]`.
+    pub fn tcp_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.tcp
+            .iter()
+            .filter_map(|(name, l)| Some((name.clone(), l.local_addr().ok()?)))
             .collect()
     }
 
@@ -296,7 +333,16 @@ const RESTART_ONLY: &[&str] = &[
     "group",
     "log_format",
     "log_level",
+    "tcp",
 ];
+
+/// The listen addresses of each `[tcp.NAME]` (its pool may change on reload).
+fn tcp_listen(c: &Config) -> Vec<(&str, &[SocketAddr])> {
+    c.tcp
+        .iter()
+        .map(|t| (t.name.as_str(), t.listen.as_slice()))
+        .collect()
+}
 
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let changed = [
@@ -313,6 +359,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.group != new.group,
         old.log_format != new.log_format,
         old.log_level != new.log_level,
+        tcp_listen(old) != tcp_listen(new),
     ];
     RESTART_ONLY
         .iter()
@@ -336,6 +383,9 @@ fn keep_restart_only(old: &Config, mut new: Config) -> Config {
     new.group = old.group.clone();
     new.log_format = old.log_format;
     new.log_level = old.log_level.clone();
+    if tcp_listen(old) != tcp_listen(&new) {
+        new.tcp = old.tcp.clone();
+    }
     new
 }
 
@@ -357,6 +407,8 @@ type HealthKey = (SocketAddr, String);
 #[derive(Debug)]
 struct MemberState {
     health: Arc<Health>,
+    /// How its checker checks it (a member that changes kind gets a new one).
+    kind: health::CheckKind,
     token: CancellationToken,
     active: Arc<AtomicU64>,
 }
@@ -390,6 +442,7 @@ impl Server {
             proxied,
             gateway,
             passive,
+            tcp,
             admin,
             xferlog,
         } = listeners;
@@ -489,6 +542,18 @@ impl Server {
                 Arc::clone(&ids),
             ));
         }
+        for (name, l) in tcp {
+            info!(tcp = %name, listen = ?l.local_addr().ok(), "plain TCP listening");
+            server.tasks.spawn(crate::tcp::accept_tcp(
+                name,
+                l,
+                Arc::clone(&server.shared),
+                server.sessions.clone(),
+                server.stop_accepting.clone(),
+                server.shutdown.clone(),
+                Arc::clone(&ids),
+            ));
+        }
         server
             .tasks
             .spawn(Arc::clone(&server).resolve_loop(server.shutdown.clone()));
@@ -541,6 +606,11 @@ impl Server {
         let mut old_checkers = std::mem::take(&mut *checkers);
         let mut pools = BTreeMap::new();
         for pool in config.all_pools() {
+            let kind = if config.is_tcp_pool(&pool.name) {
+                health::CheckKind::Connect
+            } else {
+                health::CheckKind::FtpGreeting
+            };
             let mut members = Vec::new();
             for spec in &pool.backends {
                 let key = (spec.addr, spec.name.clone());
@@ -559,7 +629,7 @@ impl Server {
                     .map(|st| Arc::clone(&st.active))
                     .unwrap_or_default();
                 let kept = match old_state {
-                    Some(st) if same_checks => Some((st.health, st.token)),
+                    Some(st) if same_checks && st.kind == kind => Some((st.health, st.token)),
                     Some(st) => {
                         // New check settings: a new checker replaces the old one.
                         st.token.cancel();
@@ -577,8 +647,9 @@ impl Server {
                         let token = self.shutdown.child_token();
                         if config.health_check {
                             h.expect_checks();
+                            let ftp = kind == health::CheckKind::FtpGreeting;
                             let tls = match (config.backend_tls, &config.backend_tls_config) {
-                                (BackendTlsMode::Implicit, Some(c)) => {
+                                (BackendTlsMode::Implicit, Some(c)) if ftp => {
                                     crate::tls::backend_server_name(
                                         config.backend_tls_server_name.as_deref(),
                                         &spec.name,
@@ -598,10 +669,12 @@ impl Server {
                                 spec.clone(),
                                 Arc::clone(&h),
                                 health::CheckHow {
+                                    kind,
                                     interval: config.health_check_interval,
                                     timeout: config.health_check_timeout,
                                     tls,
                                     proxy: match config.backend_proxy_protocol {
+                                        _ if !ftp => None,
                                         crate::config::ProxyVersion::Off => None,
                                         crate::config::ProxyVersion::V1 => {
                                             Some(proxy::encode_local(false))
@@ -627,6 +700,7 @@ impl Server {
                     key,
                     MemberState {
                         health,
+                        kind,
                         token,
                         active,
                     },

@@ -1,5 +1,7 @@
 //! FTP health checks: connect, expect a 220 greeting within a timeout,
-//! send QUIT, every interval, with rise and fall counts.
+//! send QUIT, every interval, with rise and fall counts. Members of pools
+//! behind plain TCP listeners ([`CheckKind::Connect`]) are checked by the
+//! TCP connect alone: nothing is known of their protocol.
 //!
 //! A backend starts `Unknown` (usable, but not counted as up for `/readyz`)
 //! until its first check, which decides at once; after that it takes `rise`
@@ -117,6 +119,9 @@ pub enum CheckError {
     /// No answer within the timeout.
     #[error("no greeting within {0:?}")]
     Timeout(Duration),
+    /// No connection within the timeout (plain TCP check).
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
     /// Connect or read failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -145,9 +150,20 @@ impl std::fmt::Debug for CheckTls {
     }
 }
 
+/// What a check expects of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// An FTP 220 greeting (then QUIT).
+    FtpGreeting,
+    /// A TCP connection, closed at once (plain TCP pools).
+    Connect,
+}
+
 /// How a backend is checked.
 #[derive(Debug, Clone)]
 pub struct CheckHow {
+    /// What a check expects.
+    pub kind: CheckKind,
     /// Time between checks.
     pub interval: Duration,
     /// Time one check may take.
@@ -210,6 +226,16 @@ pub async fn check_once(
         .map_err(|_| CheckError::Timeout(timeout))?
 }
 
+/// One check of a plain TCP backend: the connect succeeds within `timeout`.
+pub async fn connect_once(spec: &BackendSpec, timeout: Duration) -> Result<Duration, CheckError> {
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, TcpStream::connect(spec.addr)).await {
+        Ok(Ok(_closed_on_drop)) => Ok(started.elapsed()),
+        Ok(Err(e)) => Err(CheckError::Io(e)),
+        Err(_) => Err(CheckError::ConnectTimeout(timeout)),
+    }
+}
+
 /// Checks `spec` every `interval` until `cancel`.
 pub async fn check_loop(
     spec: BackendSpec,
@@ -219,6 +245,7 @@ pub async fn check_loop(
     cancel: CancellationToken,
 ) {
     let CheckHow {
+        kind,
         interval,
         timeout,
         tls,
@@ -229,7 +256,14 @@ pub async fn check_loop(
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = check_once(&spec, timeout, tls.as_ref(), proxy.as_deref()) => r,
+            r = async {
+                match kind {
+                    CheckKind::FtpGreeting => {
+                        check_once(&spec, timeout, tls.as_ref(), proxy.as_deref()).await
+                    }
+                    CheckKind::Connect => connect_once(&spec, timeout).await,
+                }
+            } => r,
         };
         let ok = result.is_ok();
         metrics
@@ -284,6 +318,29 @@ mod tests {
         assert_eq!(h.record(true), None);
         assert_eq!(h.record(true), Some(Transition::Up));
         assert!(h.usable() && h.ready());
+    }
+
+    /// A plain TCP check needs nothing but the connect: a listener that
+    /// never says a word passes, a closed port fails.
+    #[tokio::test]
+    async fn connect_check_passes_a_silent_listener_and_fails_a_closed_port() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let spec = |addr| BackendSpec {
+            name: "t".into(),
+            addr,
+            weight: 1,
+            drain: false,
+        };
+        let open = spec(l.local_addr().unwrap());
+        assert!(connect_once(&open, Duration::from_secs(2)).await.is_ok());
+        assert!(
+            check_once(&open, Duration::from_millis(200), None, None)
+                .await
+                .is_err(),
+            "an FTP check needs a greeting"
+        );
+        drop(l);
+        assert!(connect_once(&open, Duration::from_secs(2)).await.is_err());
     }
 
     #[test]

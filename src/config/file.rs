@@ -54,7 +54,8 @@ impl<T> Located<T> {
 
 /// Declares every simple setting once: the TOML file's shape (serde, field
 /// names are the config keys), [`RawConfig`], and the file-to-raw and overlay
-/// plumbing. `public_address_for` and `pool` (tables) are written out by hand.
+/// plumbing. `public_address_for`, `pool` and `tcp` (tables) are written out
+/// by hand.
 macro_rules! settings {
     ($($key:ident : $ty:ty),* $(,)?) => {
         #[derive(Debug, Default, Deserialize)]
@@ -63,6 +64,7 @@ macro_rules! settings {
             public_address_for: Option<Spanned<BTreeMap<String, String>>>,
             // toml cannot span a table of tables as a whole: each pool is spanned.
             pool: Option<BTreeMap<String, Spanned<PoolToml>>>,
+            tcp: Option<BTreeMap<String, Spanned<TcpToml>>>,
             $($key: Option<Spanned<$ty>>,)*
         }
 
@@ -73,6 +75,8 @@ macro_rules! settings {
             pub public_address_for: Option<Located<Vec<(String, String)>>>,
             /// `[pool.NAME]` tables, each where it was written.
             pub pool: Option<BTreeMap<String, Located<PoolToml>>>,
+            /// `[tcp.NAME]` tables, each where it was written.
+            pub tcp: Option<BTreeMap<String, Located<TcpToml>>>,
             $(pub $key: Option<Located<$ty>>,)*
         }
 
@@ -92,6 +96,15 @@ macro_rules! settings {
                             })
                             .collect()
                     }),
+                    tcp: f.tcp.map(|tables| {
+                        tables
+                            .into_iter()
+                            .map(|(name, s)| {
+                                let origin = loc(s.span());
+                                (name, Located { value: s.into_inner(), origin })
+                            })
+                            .collect()
+                    }),
                     $($key: f.$key.map(|s| {
                         let origin = loc(s.span());
                         Located { value: s.into_inner(), origin }
@@ -104,6 +117,7 @@ macro_rules! settings {
                 RawConfig {
                     public_address_for: over.public_address_for.or(self.public_address_for),
                     pool: over.pool.or(self.pool),
+                    tcp: over.tcp.or(self.tcp),
                     $($key: over.$key.or(self.$key),)*
                 }
             }
@@ -196,6 +210,16 @@ pub struct PoolToml {
     pub weights: Option<BTreeMap<String, i64>>,
     /// Members that take no new sessions.
     pub drain: Option<Vec<String>>,
+}
+
+/// One `[tcp.NAME]` table: plain TCP listeners relaying to a pool's members.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpToml {
+    /// Addresses to listen on, `IP:PORT`.
+    pub listen: Vec<String>,
+    /// The `[pool.NAME]` whose members serve the connections.
+    pub pool: String,
 }
 
 /// A file that could not be read or parsed as TOML of the right shape.

@@ -134,8 +134,21 @@ pub struct Pool {
 /// The pool `backends` forms.
 pub const DEFAULT_POOL: &str = "default";
 
-/// Validated configuration. Invariants: `listen` and `backends` are not
-/// empty; `passive_ports.0 <= passive_ports.1`; durations are non-zero.
+/// Plain TCP listeners (`[tcp.NAME]`): bytes relayed both ways to a member
+/// of `pool`, no FTP parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpService {
+    /// The table's name (logs).
+    pub name: String,
+    /// Its listeners (not empty; none shared with another listener).
+    pub listen: Vec<SocketAddr>,
+    /// A `[pool.NAME]` no FTP listener uses, whose policy is not `user_hash`.
+    pub pool: String,
+}
+
+/// Validated configuration. Invariants: `listen` is empty only when `tcp`
+/// is not (no FTP is served then); FTP listeners have a pool;
+/// `passive_ports.0 <= passive_ports.1`; durations are non-zero.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Control-connection listeners.
@@ -277,6 +290,8 @@ pub struct Config {
     pub backend_active_ports: Option<(u16, u16)>,
     /// How often backend host names are resolved again.
     pub backend_resolve_interval: Duration,
+    /// Plain TCP listeners, by table name.
+    pub tcp: Vec<TcpService>,
 }
 
 impl BackendSpec {
@@ -379,6 +394,20 @@ impl Config {
                 .is_some_and(|p| p.needs_user())
     }
 
+    /// Whether FTP is served at all (else only `[tcp.*]` listeners are).
+    pub fn serves_ftp(&self) -> bool {
+        !(self.listen.is_empty()
+            && self.implicit_tls_listen.is_empty()
+            && self.proxy_protocol_listen.is_empty()
+            && self.gateway_listen.is_empty())
+    }
+
+    /// Whether `pool` serves plain TCP listeners (its health checks are a
+    /// TCP connect, not an FTP greeting).
+    pub fn is_tcp_pool(&self, pool: &str) -> bool {
+        self.tcp.iter().any(|t| t.pool == pool)
+    }
+
     /// The pool for `user` on `listener`; `None`: the user is refused.
     pub fn pool_for_user(&self, listener: SocketAddr, user: &str) -> Option<&str> {
         if self.user_pool.is_empty() {
@@ -430,20 +459,31 @@ impl Config {
             )
         };
         let mut s = String::new();
+        // Both may be unset (only [tcp.*] listeners; only named pools).
+        if self.listen.is_empty() {
+            s.push_str("# listen is not set (no FTP listener)\n");
+        }
+        if self.backends.is_empty() {
+            s.push_str("# backends is not set (no pool `default`)\n");
+        }
         let mut kv = |k: &str, v: String| s.push_str(&format!("{k} = {v}\n"));
-        kv(
-            "listen",
-            list(self.listen.iter().map(|a| a.to_string()).collect()),
-        );
-        kv(
-            "backends",
-            list(
-                by_name(&self.backends)
-                    .into_iter()
-                    .map(|b| b.name.clone())
-                    .collect(),
-            ),
-        );
+        if !self.listen.is_empty() {
+            kv(
+                "listen",
+                list(self.listen.iter().map(|a| a.to_string()).collect()),
+            );
+        }
+        if !self.backends.is_empty() {
+            kv(
+                "backends",
+                list(
+                    by_name(&self.backends)
+                        .into_iter()
+                        .map(|b| b.name.clone())
+                        .collect(),
+                ),
+            );
+        }
         kv(
             "public_address",
             format!("{:?}", self.public_address.to_string()),
@@ -714,6 +754,14 @@ impl Config {
                     .collect();
                 s.push_str(&format!("weights = {{ {} }}\n", w.join(", ")));
             }
+        }
+        for t in &self.tcp {
+            s.push_str(&format!("\n[tcp.{}]\n", t.name));
+            s.push_str(&format!(
+                "listen = {}\n",
+                list(t.listen.iter().map(|a| a.to_string()).collect())
+            ));
+            s.push_str(&format!("pool = {:?}\n", t.pool));
         }
         if !self.pool_for_listener.is_empty() {
             s.push_str("\n[pool_for_listener]\n");

@@ -231,15 +231,20 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .gateway_listen
         .as_ref()
         .is_some_and(|l| !l.value.is_empty());
+    let unset = |l: &Option<Located<Vec<String>>>| l.as_ref().is_none_or(|l| l.value.is_empty());
+    // Only plain TCP listeners: no FTP is served, `listen` may be left out.
+    let tcp_only = raw.tcp.as_ref().is_some_and(|t| !t.is_empty())
+        && unset(&raw.implicit_tls_listen)
+        && unset(&raw.proxy_protocol_listen);
     let listen = match &raw.listen {
-        None if gateway_only => Vec::new(),
+        None if gateway_only || tcp_only => Vec::new(),
         None => {
             return Err(ConfigError::Missing {
                 key: "listen",
                 flag: "--listen",
             })
         }
-        Some(l) if l.value.is_empty() && gateway_only => Vec::new(),
+        Some(l) if l.value.is_empty() && (gateway_only || tcp_only) => Vec::new(),
         Some(l) if l.value.is_empty() => {
             return invalid(
                 "listen",
@@ -263,7 +268,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     };
     let absent = |v: &Option<Located<Vec<String>>>| v.as_ref().is_none_or(|l| l.value.is_empty());
     // A pure gateway has no backends of its own.
-    let no_ftp_listener = gateway_only
+    let no_ftp_listener = (gateway_only || tcp_only)
         && listen.is_empty()
         && absent(&raw.implicit_tls_listen)
         && absent(&raw.proxy_protocol_listen);
@@ -334,7 +339,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
                 format!("`{}` is not an IP address", l.value),
             )
         })?,
-        // No FTP listener (a pure gateway): everywhere.
+        // No FTP listener (a pure gateway or TCP only): everywhere.
         None if listen.is_empty() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         // All listeners on one address: bind the data ports there too; otherwise everywhere.
         None => {
@@ -882,6 +887,41 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
+    let tcp = match &raw.tcp {
+        None => Vec::new(),
+        Some(tables) => tables
+            .iter()
+            .map(|(name, t)| tcp_service(name, &t.value, &t.origin))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let ftp_listeners = TcpUse {
+        listen: &listen,
+        implicit_tls_listen: &implicit_tls_listen,
+        proxy_protocol_listen: &proxy_protocol_listen,
+        gateway_listen: &gateway_listen,
+        admin_listen,
+        passive: (passive_bind_address, passive_ports),
+    };
+    let ftp_pools = FtpPools {
+        backends: !backends.is_empty(),
+        pool_for_listener: &pool_for_listener,
+        user_pool: &user_pool,
+        user_pool_default: user_pool_default.as_deref(),
+    };
+    // `backends` too: its members must not be in a plain TCP pool either.
+    let every_pool: Vec<super::Pool> = pools
+        .iter()
+        .cloned()
+        .chain((!backends.is_empty()).then(|| super::Pool {
+            name: super::DEFAULT_POOL.to_owned(),
+            backends: backends.clone(),
+            policy: backend_policy,
+        }))
+        .collect();
+    for t in &tcp {
+        let origin = &raw.tcp.as_ref().expect("tcp is set")[&t.name].origin;
+        check_tcp(t, &tcp, &ftp_listeners, &ftp_pools, &every_pool, origin)?;
+    }
     Ok(Config {
         listen,
         backends,
@@ -1016,7 +1056,206 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             &raw.gateway_resolve_timeout,
             Duration::from_secs(5),
         )?,
+        tcp,
     })
+}
+
+/// One `[tcp.NAME]` table, on its own (see [`check_tcp`] for the rest).
+fn tcp_service(
+    name: &str,
+    t: &super::file::TcpToml,
+    origin: &Origin,
+) -> Result<super::TcpService, ConfigError> {
+    let in_tcp = format!("[tcp.{name}]: ");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return invalid(
+            "tcp",
+            origin,
+            format!("`{name}` is not a listener name (letters, digits, - _ .)"),
+        );
+    }
+    if t.listen.is_empty() {
+        return invalid(
+            "tcp",
+            origin,
+            format!("{in_tcp}listen: at least one address is needed, e.g. \"0.0.0.0:2222\""),
+        );
+    }
+    let listen = t
+        .listen
+        .iter()
+        .map(|s| {
+            s.trim().parse::<SocketAddr>().or_else(|_| {
+                invalid(
+                    "tcp",
+                    origin,
+                    format!("{in_tcp}listen: `{s}` is not IP:port (use [::]:2222 for IPv6)"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if t.pool.trim().is_empty() {
+        return invalid(
+            "tcp",
+            origin,
+            format!("{in_tcp}pool: name the [pool.NAME] whose members serve these connections"),
+        );
+    }
+    Ok(super::TcpService {
+        name: name.to_owned(),
+        listen,
+        pool: t.pool.trim().to_owned(),
+    })
+}
+
+/// The other listeners a `[tcp.*]` address must not collide with.
+struct TcpUse<'a> {
+    listen: &'a [SocketAddr],
+    implicit_tls_listen: &'a [SocketAddr],
+    proxy_protocol_listen: &'a [SocketAddr],
+    gateway_listen: &'a [SocketAddr],
+    admin_listen: Option<SocketAddr>,
+    /// Bound only when FTP is served (some FTP or gateway listener).
+    passive: (IpAddr, (u16, u16)),
+}
+
+/// The pools FTP sessions may use.
+struct FtpPools<'a> {
+    backends: bool,
+    pool_for_listener: &'a [(SocketAddr, String)],
+    user_pool: &'a std::collections::BTreeMap<String, String>,
+    user_pool_default: Option<&'a str>,
+}
+
+impl FtpPools<'_> {
+    /// How FTP uses `pool`, if it does (for the message).
+    fn use_of(&self, pool: &str) -> Option<String> {
+        if pool == super::DEFAULT_POOL && self.backends {
+            return Some("`backends` (the pool `default`)".into());
+        }
+        if let Some((a, _)) = self.pool_for_listener.iter().find(|(_, p)| p == pool) {
+            return Some(format!("[pool_for_listener] for {a}"));
+        }
+        if let Some((u, _)) = self.user_pool.iter().find(|(_, p)| *p == pool) {
+            return Some(format!("[user_pool] for `{u}`"));
+        }
+        (self.user_pool_default == Some(pool)).then(|| "user_pool_default".into())
+    }
+}
+
+/// Whether two listen addresses cannot both be bound: same port, and the
+/// same IP or a wildcard covering the other (`[::]` is bound dual-stack, so
+/// it covers IPv4 too). Port 0 (any free port) never collides.
+fn listen_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |w: IpAddr, x: IpAddr| w.is_unspecified() && (w.is_ipv6() || x.is_ipv4());
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}
+
+/// A `[tcp.*]` table against the rest: its pool (exists, not FTP's, not
+/// `user_hash`, no member shared with a pool checked by FTP greeting) and
+/// its addresses (no collision with any other listener or the passive range).
+fn check_tcp(
+    t: &super::TcpService,
+    all: &[super::TcpService],
+    ftp: &TcpUse<'_>,
+    ftp_pools: &FtpPools<'_>,
+    pools: &[super::Pool],
+    origin: &Origin,
+) -> Result<(), ConfigError> {
+    let in_tcp = format!("[tcp.{}]: ", t.name);
+    if let Some(how) = ftp_pools.use_of(&t.pool) {
+        return invalid(
+            "tcp",
+            origin,
+            format!(
+                "{in_tcp}pool `{}` is used by FTP through {how}: give plain TCP listeners a [pool.NAME] of their own",
+                t.pool
+            ),
+        );
+    }
+    let Some(pool) = pools.iter().find(|p| p.name == t.pool) else {
+        return invalid("tcp", origin, format!("{in_tcp}{}", unknown_pool(&t.pool)));
+    };
+    if pool.policy.needs_user() {
+        return invalid(
+            "tcp",
+            origin,
+            format!(
+                "{in_tcp}pool `{}` has policy user_hash, but plain TCP has no user: use round_robin, least_connections or source_hash",
+                t.pool
+            ),
+        );
+    }
+    // A member is health-checked one way: by FTP greeting or by TCP connect.
+    let tcp_pool = |name: &str| all.iter().any(|o| o.pool == name);
+    for other in pools.iter().filter(|p| !tcp_pool(&p.name)) {
+        if let Some(b) = pool
+            .backends
+            .iter()
+            .find(|b| other.backends.iter().any(|o| o.addr == b.addr))
+        {
+            return invalid(
+                "tcp",
+                origin,
+                format!(
+                    "{in_tcp}`{}` of pool `{}` is also in pool `{}`, which FTP listeners may use: a backend is either an FTP server or a plain TCP one",
+                    b.name, t.pool, other.name
+                ),
+            );
+        }
+    }
+    let named = |key: &str, addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(move |a| (key.to_owned(), *a))
+            .collect::<Vec<_>>()
+    };
+    let mut others = Vec::new();
+    others.extend(named("listen", ftp.listen));
+    others.extend(named("implicit_tls_listen", ftp.implicit_tls_listen));
+    others.extend(named("proxy_protocol_listen", ftp.proxy_protocol_listen));
+    others.extend(named("gateway_listen", ftp.gateway_listen));
+    others.extend(named("admin_listen", ftp.admin_listen.as_slice()));
+    for o in all.iter().filter(|o| o.name != t.name) {
+        others.extend(named(&format!("[tcp.{}]", o.name), &o.listen));
+    }
+    for (i, &a) in t.listen.iter().enumerate() {
+        let mine = named(&format!("[tcp.{}]", t.name), &t.listen[..i]);
+        if let Some((key, b)) = others
+            .iter()
+            .chain(&mine)
+            .find(|(_, b)| listen_overlap(a, *b))
+        {
+            return invalid(
+                "tcp",
+                origin,
+                format!("{in_tcp}listen: {a} collides with {b} of {key}"),
+            );
+        }
+        let (ip, (first, last)) = ftp.passive;
+        let passive = SocketAddr::new(ip, a.port());
+        let serves_ftp = !(ftp.listen.is_empty()
+            && ftp.implicit_tls_listen.is_empty()
+            && ftp.proxy_protocol_listen.is_empty()
+            && ftp.gateway_listen.is_empty());
+        if serves_ftp && (first..=last).contains(&a.port()) && listen_overlap(a, passive) {
+            return invalid(
+                "tcp",
+                origin,
+                format!(
+                    "{in_tcp}listen: port {} of {a} is in passive_ports ({first}-{last}) on {ip}",
+                    a.port()
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn unknown_pool(name: &str) -> String {
@@ -1243,6 +1482,134 @@ mod tests {
             "10.1.0.0/16".parse::<IpNet>().unwrap()
         );
         assert_eq!(c.public_address_for[0].1, PublicAddressSpec::Auto);
+    }
+
+    const SSH_POOL: &str = "[pool.ssh]\nbackends = [\"127.0.0.1:2201\", \"127.0.0.1:2202\"]\n";
+
+    #[test]
+    fn tcp_only_needs_no_ftp_keys_and_prints_back() {
+        let text = format!(
+            "{SSH_POOL}policy = \"least_connections\"\n[tcp.sftp]\nlisten = [\"0.0.0.0:2222\", \"[::1]:2223\"]\npool = \"ssh\"\n"
+        );
+        let c = check(&text).unwrap();
+        assert!(!c.serves_ftp() && c.backends.is_empty());
+        assert_eq!(c.tcp.len(), 1);
+        assert_eq!(c.tcp[0].name, "sftp");
+        assert_eq!(c.tcp[0].pool, "ssh");
+        assert_eq!(c.tcp[0].listen[1], "[::1]:2223".parse().unwrap());
+        assert!(c.is_tcp_pool("ssh") && !c.is_tcp_pool("default"));
+        let printed = c.to_toml();
+        let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.tcp, c.tcp);
+        assert_eq!(again.to_toml(), printed);
+        // Next to FTP, with the passive range elsewhere.
+        let both = format!("listen = [\"0.0.0.0:21\"]\nbackends = [\"127.0.0.1:2121\"]\n{text}");
+        assert!(check(&both).unwrap().serves_ftp());
+    }
+
+    #[test]
+    fn tcp_errors_name_the_table() {
+        let ftp = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+        let tcp = |listen: &str, pool: &str| {
+            format!("{SSH_POOL}[tcp.sftp]\nlisten = [{listen}]\npool = \"{pool}\"\n")
+        };
+        let cases = [
+            (tcp("\"0.0.0.0:2222\"", "nope"), "no pool is named `nope`"),
+            (tcp("", "ssh"), "[tcp.sftp]: listen: at least one address"),
+            (tcp("\"localhost:22\"", "ssh"), "listen: `localhost:22` is not IP:port"),
+            (tcp("\"0.0.0.0:2222\"", ""), "[tcp.sftp]: pool: name the [pool.NAME]"),
+            (
+                format!("{ftp}{}", tcp("\"0.0.0.0:2121\"", "ssh")),
+                "listen: 0.0.0.0:2121 collides with 127.0.0.1:2121 of listen",
+            ),
+            (
+                format!("{ftp}admin_listen = \"127.0.0.1:9121\"\n{}", tcp("\"[::]:9121\"", "ssh")),
+                "collides with 127.0.0.1:9121 of admin_listen",
+            ),
+            (
+                format!("{ftp}{}", tcp("\"127.0.0.1:50010\"", "ssh")),
+                "port 50010 of 127.0.0.1:50010 is in passive_ports (50000-50099)",
+            ),
+            (
+                format!("{}[tcp.other]\nlisten = [\"127.0.0.1:2222\"]\npool = \"ssh\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+                "[tcp.other]: listen: 127.0.0.1:2222 collides with 0.0.0.0:2222 of [tcp.sftp]",
+            ),
+            (tcp("\"0.0.0.0:2222\", \"127.0.0.1:2222\"", "ssh"), "127.0.0.1:2222 collides with 0.0.0.0:2222 of [tcp.sftp]"),
+            (
+                format!("{SSH_POOL}policy = \"user_hash\"\n[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\n"),
+                "policy user_hash, but plain TCP has no user",
+            ),
+            (format!("{ftp}{}", tcp("\"0.0.0.0:2222\"", "default")), "is used by FTP through `backends`"),
+            (
+                format!("{ftp}{}[pool_for_listener]\n\"127.0.0.1:2121\" = \"ssh\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+                "is used by FTP through [pool_for_listener] for 127.0.0.1:2121",
+            ),
+            (
+                format!("{ftp}user_pool_default = \"ssh\"\n{}[user_pool]\nbob = \"default\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+                "is used by FTP through user_pool_default",
+            ),
+            (
+                format!("{ftp}{}[user_pool]\nalice = \"ssh\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+                "is used by FTP through [user_pool] for `alice`",
+            ),
+            (
+                format!("{}[pool.ftp]\nbackends = [\"127.0.0.1:2202\"]\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+                "`127.0.0.1:2202` of pool `ssh` is also in pool `ftp`",
+            ),
+            (
+                format!("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:2201\"]\n{}", tcp("\"0.0.0.0:2222\"", "ssh")),
+                "`127.0.0.1:2201` of pool `ssh` is also in pool `default`",
+            ),
+            (
+                format!("{SSH_POOL}[tcp.\"s p\"]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\n"),
+                "`s p` is not a listener name",
+            ),
+            (
+                format!("{SSH_POOL}[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\nport = 22\n"),
+                "unknown field `port`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = check(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}\n{text}");
+            assert!(e.starts_with("t.toml:"), "{e:?} should say where");
+        }
+    }
+
+    #[test]
+    fn without_tcp_listen_and_backends_stay_required() {
+        for text in [
+            format!("backends = [\"127.0.0.1:21\"]\n{SSH_POOL}"),
+            // An FTP listener of another kind still needs `listen`.
+            format!("implicit_tls_listen = [\"127.0.0.1:990\"]\n{SSH_POOL}[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\n"),
+        ] {
+            let e = check(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains("missing required setting `listen`"), "{e}");
+        }
+        let e = check("listen = [\"127.0.0.1:2121\"]\n")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.to_string().contains("`backends`"), "{e}");
+    }
+
+    #[test]
+    fn listen_overlap_by_port_and_wildcard() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cases = [
+            ("127.0.0.1:22", "127.0.0.1:22", true),
+            ("127.0.0.1:22", "127.0.0.2:22", false),
+            ("127.0.0.1:22", "127.0.0.1:23", false),
+            ("0.0.0.0:22", "10.0.0.1:22", true),
+            ("[::]:22", "10.0.0.1:22", true),
+            ("[::]:22", "[::1]:22", true),
+            ("0.0.0.0:22", "[::1]:22", false),
+            ("127.0.0.1:22", "[::1]:22", false),
+            ("127.0.0.1:0", "127.0.0.1:0", false),
+        ];
+        for (x, y, want) in cases {
+            assert_eq!(listen_overlap(a(x), a(y)), want, "{x} {y}");
+            assert_eq!(listen_overlap(a(y), a(x)), want, "{y} {x}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod peers;
 mod proxy_protocol;
 mod real_peers;
 mod scaleout;
+mod sftp;
 mod tls_rig;
 mod unprivileged;
 mod user_routing;

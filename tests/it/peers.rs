@@ -891,7 +891,7 @@ fn probe_220_tls(addr: SocketAddr) -> Result<String, String> {
 }
 
 /// Kills `child` and every process it forked (sessions), by PID, and reaps it.
-fn kill_tree(child: &mut Child) {
+pub fn kill_tree(child: &mut Child) {
     let pid = child.id();
     if let Ok(Some(_)) = child.try_wait() {
         return;
