@@ -521,6 +521,9 @@ impl Server {
                 o.health_check_fall,
                 o.backend_tls,
                 o.backend_proxy_protocol,
+                o.health_check_tls,
+                &o.health_check_user,
+                &o.health_check_password,
             ) == (
                 config.health_check,
                 config.health_check_interval,
@@ -529,6 +532,9 @@ impl Server {
                 config.health_check_fall,
                 config.backend_tls,
                 config.backend_proxy_protocol,
+                config.health_check_tls,
+                &config.health_check_user,
+                &config.health_check_password,
             )
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
@@ -571,23 +577,41 @@ impl Server {
                         let token = self.shutdown.child_token();
                         if config.health_check {
                             h.expect_checks();
-                            let tls = match (config.backend_tls, &config.backend_tls_config) {
-                                (BackendTlsMode::Implicit, Some(c)) => {
-                                    crate::tls::backend_server_name(
-                                        config.backend_tls_server_name.as_deref(),
-                                        &spec.name,
-                                    )
-                                    .map(|name| {
-                                        health::CheckTls {
-                                            connector: tokio_rustls::TlsConnector::from(
-                                                Arc::clone(c),
-                                            ),
-                                            name,
-                                        }
-                                    })
-                                }
-                                _ => None,
+                            let check_tls = || {
+                                let c = config.backend_tls_config.as_ref()?;
+                                crate::tls::backend_server_name(
+                                    config.backend_tls_server_name.as_deref(),
+                                    &spec.name,
+                                )
+                                .map(|name| health::CheckTls {
+                                    connector: tokio_rustls::TlsConnector::from(Arc::clone(c)),
+                                    name,
+                                })
                             };
+                            let (tls, starttls) = match config.backend_tls {
+                                BackendTlsMode::Implicit => (check_tls(), None),
+                                // Validation allows health_check_tls with explicit only.
+                                BackendTlsMode::Explicit if config.health_check_tls => {
+                                    let t = check_tls();
+                                    if t.is_none() {
+                                        warn!(
+                                            backend = %spec.name,
+                                            "no host name to check a certificate against: health checks skip AUTH TLS; \
+                                             set backend_tls_server_name"
+                                        );
+                                    }
+                                    (None, t)
+                                }
+                                _ => (None, None),
+                            };
+                            let login =
+                                config
+                                    .health_check_user
+                                    .as_ref()
+                                    .map(|user| health::CheckLogin {
+                                        user: user.clone(),
+                                        password: config.health_check_password.clone(),
+                                    });
                             self.tasks.spawn(health::check_loop(
                                 spec.clone(),
                                 Arc::clone(&h),
@@ -595,6 +619,8 @@ impl Server {
                                     interval: config.health_check_interval,
                                     timeout: config.health_check_timeout,
                                     tls,
+                                    starttls,
+                                    login,
                                     proxy: match config.backend_proxy_protocol {
                                         crate::config::ProxyVersion::Off => None,
                                         crate::config::ProxyVersion::V1 => {
