@@ -106,10 +106,7 @@ fn relative_to_file(l: &Located<String>) -> std::path::PathBuf {
     p
 }
 
-/// What a health check does after the greeting: `AUTH TLS` (only toward
-/// explicit-TLS backends: implicit-TLS checks are inside TLS already) and a
-/// login. The password file is read here, so a missing file stops startup
-/// (or a reload) with its key instead of failing every check later.
+/// `health_check_tls`, `health_check_user`, the password file and its password.
 type HealthLogin = (
     bool,
     Option<String>,
@@ -117,6 +114,10 @@ type HealthLogin = (
     Option<super::Password>,
 );
 
+/// What a health check does after the greeting: `AUTH TLS` (only toward
+/// explicit-TLS backends: implicit-TLS checks are inside TLS already) and a
+/// login. The password file is read here, so a missing file stops startup
+/// (or a reload) with its key instead of failing every check later.
 fn health_login(raw: &RawConfig, backend_tls: BackendTlsMode) -> Result<HealthLogin, ConfigError> {
     let tls = flag(&raw.health_check_tls, false);
     if let Some(l) = raw.health_check_tls.as_ref().filter(|l| l.value) {
