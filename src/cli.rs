@@ -153,6 +153,15 @@ pub struct Settings {
     /// Failed checks before an up backend is down. Key: health_check_fall.
     #[arg(long, global = true, value_name = "N")]
     pub health_check_fall: Option<i64>,
+    /// Health checks complete AUTH TLS (needs backend_tls explicit). Key: health_check_tls.
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub health_check_tls: Option<bool>,
+    /// Health checks log in as this user. Key: health_check_user.
+    #[arg(long, global = true, value_name = "USER")]
+    pub health_check_user: Option<String>,
+    /// File whose first line is the health-check password. Key: health_check_password_file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub health_check_password_file: Option<String>,
     /// After binding, switch to this user (name or uid). Key: user.
     #[arg(long, global = true, value_name = "USER")]
     pub user: Option<String>,
@@ -360,6 +369,12 @@ impl Settings {
             health_check_timeout: opt("--health-check-timeout", &self.health_check_timeout),
             health_check_rise: opt("--health-check-rise", &self.health_check_rise),
             health_check_fall: opt("--health-check-fall", &self.health_check_fall),
+            health_check_tls: opt("--health-check-tls", &self.health_check_tls),
+            health_check_user: opt("--health-check-user", &self.health_check_user),
+            health_check_password_file: opt(
+                "--health-check-password-file",
+                &self.health_check_password_file,
+            ),
             user: opt("--user", &self.user),
             group: opt("--group", &self.group),
             tls: opt("--tls", &self.tls),

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub health_check_seconds: HistogramVec,
     /// Health checks by backend and result.
     pub health_checks_total: IntCounterVec,
+    /// Failed health checks by backend and reason (`timeout`, `io`,
+    /// `closed`, `greeting`, `auth_tls`, `tls`, `login`).
+    pub health_check_failures_total: IntCounterVec,
     /// Time a backend reply spends inside ftpgate before it is written to the client.
     pub reply_latency_seconds: Histogram,
     /// Limits hit, by limit.
@@ -95,7 +98,7 @@ impl Metrics {
         let health_check_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "ftpgate_health_check_duration_seconds",
-                "Time from connect to the backend's 220 greeting in a health check (plain TCP pools: to the connect).",
+                "Time a successful health check took, from connect to its last expected reply (plain TCP pools: to the connect).",
             )
             .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             &["backend"],
@@ -157,6 +160,12 @@ impl Metrics {
                 "ftpgate_health_checks_total",
                 "Backend health checks.",
                 &["backend", "result"],
+            ),
+            health_check_failures_total: counter_vec(
+                &r,
+                "ftpgate_health_check_failures_total",
+                "Failed backend health checks, by reason.",
+                &["backend", "reason"],
             ),
             limit_hits_total: counter_vec(
                 &r,

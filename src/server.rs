@@ -592,6 +592,9 @@ impl Server {
                 o.health_check_fall,
                 o.backend_tls,
                 o.backend_proxy_protocol,
+                o.health_check_tls,
+                &o.health_check_user,
+                &o.health_check_password,
             ) == (
                 config.health_check,
                 config.health_check_interval,
@@ -600,6 +603,9 @@ impl Server {
                 config.health_check_fall,
                 config.backend_tls,
                 config.backend_proxy_protocol,
+                config.health_check_tls,
+                &config.health_check_user,
+                &config.health_check_password,
             )
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
@@ -648,23 +654,44 @@ impl Server {
                         if config.health_check {
                             h.expect_checks();
                             let ftp = kind == health::CheckKind::FtpGreeting;
-                            let tls = match (config.backend_tls, &config.backend_tls_config) {
-                                (BackendTlsMode::Implicit, Some(c)) if ftp => {
-                                    crate::tls::backend_server_name(
-                                        config.backend_tls_server_name.as_deref(),
-                                        &spec.name,
-                                    )
-                                    .map(|name| {
-                                        health::CheckTls {
-                                            connector: tokio_rustls::TlsConnector::from(
-                                                Arc::clone(c),
-                                            ),
-                                            name,
-                                        }
-                                    })
-                                }
-                                _ => None,
+                            let check_tls = || {
+                                let c = config.backend_tls_config.as_ref()?;
+                                crate::tls::backend_server_name(
+                                    config.backend_tls_server_name.as_deref(),
+                                    &spec.name,
+                                )
+                                .map(|name| health::CheckTls {
+                                    connector: tokio_rustls::TlsConnector::from(Arc::clone(c)),
+                                    name,
+                                })
                             };
+                            let (tls, starttls) = match config.backend_tls {
+                                // Plain TCP pools: the connect alone.
+                                _ if !ftp => (None, None),
+                                BackendTlsMode::Implicit => (check_tls(), None),
+                                // Validation allows health_check_tls with explicit only.
+                                BackendTlsMode::Explicit if config.health_check_tls => {
+                                    let t = check_tls();
+                                    if t.is_none() {
+                                        warn!(
+                                            backend = %spec.name,
+                                            "no host name to check a certificate against: health checks skip AUTH TLS; \
+                                             set backend_tls_server_name"
+                                        );
+                                    }
+                                    (None, t)
+                                }
+                                _ => (None, None),
+                            };
+                            let login =
+                                config
+                                    .health_check_user
+                                    .as_ref()
+                                    .filter(|_| ftp)
+                                    .map(|user| health::CheckLogin {
+                                        user: user.clone(),
+                                        password: config.health_check_password.clone(),
+                                    });
                             self.tasks.spawn(health::check_loop(
                                 spec.clone(),
                                 Arc::clone(&h),
@@ -673,6 +700,8 @@ impl Server {
                                     interval: config.health_check_interval,
                                     timeout: config.health_check_timeout,
                                     tls,
+                                    starttls,
+                                    login,
                                     proxy: match config.backend_proxy_protocol {
                                         _ if !ftp => None,
                                         crate::config::ProxyVersion::Off => None,

@@ -1,7 +1,9 @@
-//! FTP health checks: connect, expect a 220 greeting within a timeout,
-//! send QUIT, every interval, with rise and fall counts. Members of pools
-//! behind plain TCP listeners ([`CheckKind::Connect`]) are checked by the
-//! TCP connect alone: nothing is known of their protocol.
+//! FTP health checks: connect, expect a 220 greeting, optionally complete
+//! `AUTH TLS` and a login, send QUIT, all within a timeout, every interval,
+//! with rise and fall counts. A failed check's reason (the backend's reply
+//! text, the user name, never the password) goes to the log. Members of
+//! pools behind plain TCP listeners ([`CheckKind::Connect`]) are checked by
+//! the TCP connect alone: nothing is known of their protocol.
 //!
 //! A backend starts `Unknown` (usable, but not counted as up for `/readyz`)
 //! until its first check, which decides at once; after that it takes `rise`
@@ -13,15 +15,15 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::config::BackendSpec;
+use crate::config::{BackendSpec, Password};
 use crate::metrics::Metrics;
-use crate::proto::reply::ReplyAssembler;
+use crate::proto::reply::{Reply, ReplyAssembler};
 
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -116,24 +118,59 @@ impl Health {
 /// Why a check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// No answer within the timeout.
-    #[error("no greeting within {0:?}")]
+    /// The check did not finish within the timeout.
+    #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// No connection within the timeout (plain TCP check).
     #[error("no connection within {0:?}")]
     ConnectTimeout(Duration),
-    /// Connect or read failed.
+    /// Connect, read or write failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The backend closed before a complete reply.
-    #[error("connection closed before a greeting")]
+    #[error("connection closed before a complete reply")]
     Closed,
-    /// A reply that is not 220.
+    /// A greeting that is not 220, or a reply that is not one.
     #[error("greeting was `{0}`, expected 220")]
     Unexpected(String),
+    /// `AUTH TLS` answered with something other than 234.
+    #[error("AUTH TLS refused: {0}")]
+    AuthTlsRefused(String),
+    /// The TLS handshake after 234 failed (e.g. an untrusted certificate).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// The backend sent bytes after 234, before the handshake (RFC 4217 4:
+    /// the handshake starts right after the reply; anything in between is
+    /// plaintext that would otherwise be read as if protected).
+    #[error("bytes after the 234 reply, before the TLS handshake")]
+    BytesBeforeHandshake,
+    /// `USER` or `PASS` answered with something other than 331 or 230.
+    #[error("login as `{user}` refused: {reply}")]
+    LoginRefused {
+        /// The user name (never the password).
+        user: String,
+        /// The backend's reply.
+        reply: String,
+    },
 }
 
-/// TLS for checks of an implicit-TLS backend: its greeting is inside TLS.
+impl CheckError {
+    /// A short class for the failure metric (bounded label values).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CheckError::Timeout(_) | CheckError::ConnectTimeout(_) => "timeout",
+            CheckError::Io(_) => "io",
+            CheckError::Closed => "closed",
+            CheckError::Unexpected(_) => "greeting",
+            CheckError::AuthTlsRefused(_) => "auth_tls",
+            CheckError::Tls(_) | CheckError::BytesBeforeHandshake => "tls",
+            CheckError::LoginRefused { .. } => "login",
+        }
+    }
+}
+
+/// TLS for checks: the backend-facing TLS configuration and the name the
+/// backend's certificate is checked against.
 #[derive(Clone)]
 pub struct CheckTls {
     /// The backend-facing TLS configuration.
@@ -159,6 +196,19 @@ pub enum CheckKind {
     Connect,
 }
 
+/// The password sent to a server that asks for one (331) when no password
+/// file is configured: anonymous servers take any address-like password.
+pub const ANONYMOUS_PASSWORD: &str = "health@ftpgate";
+
+/// A login completed by every check.
+#[derive(Debug, Clone)]
+pub struct CheckLogin {
+    /// Sent with `USER`; may be logged.
+    pub user: String,
+    /// Sent with `PASS` after a 331; [`ANONYMOUS_PASSWORD`] when `None`.
+    pub password: Option<Password>,
+}
+
 /// How a backend is checked.
 #[derive(Debug, Clone)]
 pub struct CheckHow {
@@ -166,64 +216,166 @@ pub struct CheckHow {
     pub kind: CheckKind,
     /// Time between checks.
     pub interval: Duration,
-    /// Time one check may take.
+    /// Time one check may take, from connect to the last reply.
     pub timeout: Duration,
     /// TLS first (implicit-TLS backends).
     pub tls: Option<CheckTls>,
+    /// `AUTH TLS` after the greeting, then a handshake (explicit-TLS backends).
+    pub starttls: Option<CheckTls>,
+    /// A login after the greeting (and TLS).
+    pub login: Option<CheckLogin>,
     /// A PROXY header to send first (v1 UNKNOWN or v2 LOCAL), for backends
     /// that expect one on every connection.
     pub proxy: Option<Vec<u8>>,
 }
 
-/// Reads the greeting from `s`, expects 220, says QUIT.
-async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut s: S,
-    started: Instant,
-) -> Result<Duration, CheckError> {
-    let mut replies = ReplyAssembler::new(4096, 64 * 1024);
-    loop {
-        if let Some(r) = replies.next_reply() {
-            match r {
-                Ok(reply) if reply.is_preliminary() => continue,
-                Ok(reply) if reply.code == 220 => {
-                    let _ = s.write_all(b"QUIT\r\n").await;
-                    let _ = s.flush().await;
-                    return Ok(started.elapsed());
-                }
-                Ok(reply) => return Err(CheckError::Unexpected(reply.text_lossy())),
-                Err(_) => return Err(CheckError::Unexpected("malformed reply".into())),
+/// A check's control connection: commands out, whole replies in.
+struct Exchange<S> {
+    stream: S,
+    replies: ReplyAssembler,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
+    fn new(stream: S) -> Self {
+        Exchange {
+            stream,
+            replies: ReplyAssembler::new(4096, 64 * 1024),
+        }
+    }
+
+    /// The next final reply; 1yz replies (e.g. 120 before a 220, RFC 959
+    /// 4.2) are skipped.
+    async fn read_reply(&mut self) -> Result<Reply, CheckError> {
+        loop {
+            match self.replies.next_reply() {
+                Some(Ok(reply)) if reply.is_preliminary() => continue,
+                Some(Ok(reply)) => return Ok(reply),
+                Some(Err(_)) => return Err(CheckError::Unexpected("malformed reply".into())),
+                None => {}
+            }
+            if self.stream.read_buf(self.replies.buffer_mut()).await? == 0 {
+                return Err(CheckError::Closed);
             }
         }
-        if s.read_buf(replies.buffer_mut()).await? == 0 {
-            return Err(CheckError::Closed);
+    }
+
+    /// Sends `line` (no CRLF) and reads its reply. The line is not logged:
+    /// it may be `PASS`.
+    async fn command(&mut self, line: &str) -> Result<Reply, CheckError> {
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await?;
+        self.stream.flush().await?;
+        self.read_reply().await
+    }
+
+    /// The stream, for a TLS handshake; refuses if the backend has already
+    /// sent more bytes (they would be taken as protected).
+    fn into_stream(mut self) -> Result<S, CheckError> {
+        if !self.replies.buffer_mut().is_empty() {
+            return Err(CheckError::BytesBeforeHandshake);
         }
+        Ok(self.stream)
+    }
+
+    /// Says QUIT without waiting for the answer (best effort).
+    async fn quit(&mut self) {
+        let _ = self.stream.write_all(b"QUIT\r\n").await;
+        let _ = self.stream.flush().await;
     }
 }
 
+/// `USER`, then `PASS` if asked (331); 230 at either step logs in.
+async fn log_in<S: AsyncRead + AsyncWrite + Unpin>(
+    x: &mut Exchange<S>,
+    login: &CheckLogin,
+) -> Result<(), CheckError> {
+    let refused = |reply: Reply| CheckError::LoginRefused {
+        user: login.user.clone(),
+        reply: reply.text_lossy(),
+    };
+    let reply = x.command(&format!("USER {}", login.user)).await?;
+    match reply.code {
+        230 => return Ok(()),
+        331 => {}
+        _ => return Err(refused(reply)),
+    }
+    let password = login
+        .password
+        .as_ref()
+        .map_or(ANONYMOUS_PASSWORD, Password::expose);
+    let reply = x.command(&format!("PASS {password}")).await?;
+    match reply.code {
+        230 => Ok(()),
+        _ => Err(refused(reply)),
+    }
+}
+
+/// The FTP part of a check on an open connection: greeting 220, then
+/// `AUTH TLS` (234) and a handshake if `starttls`, then the login if any,
+/// then QUIT.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    starttls: Option<&CheckTls>,
+    login: Option<&CheckLogin>,
+) -> Result<(), CheckError> {
+    let mut x = Exchange::new(stream);
+    let greeting = x.read_reply().await?;
+    if greeting.code != 220 {
+        return Err(CheckError::Unexpected(greeting.text_lossy()));
+    }
+    let Some(t) = starttls else {
+        return finish(x, login).await;
+    };
+    // RFC 4217 4: AUTH TLS, 234, then the handshake at once.
+    let reply = x.command("AUTH TLS").await?;
+    if reply.code != 234 {
+        return Err(CheckError::AuthTlsRefused(reply.text_lossy()));
+    }
+    let stream = x.into_stream()?;
+    let tls = t
+        .connector
+        .connect(t.name.clone(), stream)
+        .await
+        .map_err(CheckError::Tls)?;
+    finish(Exchange::new(tls), login).await
+}
+
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    mut x: Exchange<S>,
+    login: Option<&CheckLogin>,
+) -> Result<(), CheckError> {
+    if let Some(login) = login {
+        log_in(&mut x, login).await?;
+    }
+    x.quit().await;
+    Ok(())
+}
+
 /// One check: connect (and TLS for an implicit-TLS backend), read the
-/// greeting, expect 220, say QUIT.
-pub async fn check_once(
-    spec: &BackendSpec,
-    timeout: Duration,
-    tls: Option<&CheckTls>,
-    proxy: Option<&[u8]>,
-) -> Result<Duration, CheckError> {
+/// greeting, expect 220, then `AUTH TLS` and a login as `how` says, then
+/// QUIT, all within `how.timeout`. Returns the time it took.
+pub async fn check_once(spec: &BackendSpec, how: &CheckHow) -> Result<Duration, CheckError> {
     let started = Instant::now();
     let attempt = async {
         let mut s = TcpStream::connect(spec.addr).await?;
-        if let Some(header) = proxy {
+        if let Some(header) = &how.proxy {
             // A backend that expects PROXY headers waits for one first.
             s.write_all(header).await?;
         }
-        if let Some(t) = tls {
-            let s = t.connector.connect(t.name.clone(), s).await?;
-            return greet(s, started).await;
+        let (starttls, login) = (how.starttls.as_ref(), how.login.as_ref());
+        match &how.tls {
+            Some(t) => {
+                let s = t.connector.connect(t.name.clone(), s).await?;
+                converse(s, starttls, login).await
+            }
+            None => converse(s, starttls, login).await,
         }
-        greet(s, started).await
     };
-    tokio::time::timeout(timeout, attempt)
+    tokio::time::timeout(how.timeout, attempt)
         .await
-        .map_err(|_| CheckError::Timeout(timeout))?
+        .map_err(|_| CheckError::Timeout(how.timeout))??;
+    Ok(started.elapsed())
 }
 
 /// One check of a plain TCP backend: the connect succeeds within `timeout`.
@@ -244,24 +396,15 @@ pub async fn check_loop(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let CheckHow {
-        kind,
-        interval,
-        timeout,
-        tls,
-        proxy,
-    } = how;
     let label = spec.label();
     let name = label.as_str();
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = async {
-                match kind {
-                    CheckKind::FtpGreeting => {
-                        check_once(&spec, timeout, tls.as_ref(), proxy.as_deref()).await
-                    }
-                    CheckKind::Connect => connect_once(&spec, timeout).await,
+                match how.kind {
+                    CheckKind::FtpGreeting => check_once(&spec, &how).await,
+                    CheckKind::Connect => connect_once(&spec, how.timeout).await,
                 }
             } => r,
         };
@@ -270,17 +413,22 @@ pub async fn check_loop(
             .health_checks_total
             .with_label_values(&[name, if ok { "success" } else { "failure" }])
             .inc();
-        if let Ok(took) = &result {
-            metrics
+        match &result {
+            Ok(took) => metrics
                 .health_check_seconds
                 .with_label_values(&[name])
-                .observe(took.as_secs_f64());
+                .observe(took.as_secs_f64()),
+            Err(e) => metrics
+                .health_check_failures_total
+                .with_label_values(&[name, e.reason()])
+                .inc(),
         }
         match (health.record(ok), &result) {
             (Some(Transition::Up), _) => info!(backend = name, "backend is up"),
             (Some(Transition::Down), Err(e)) => {
                 warn!(backend = name, error = %e, "backend is down: no new sessions go to it")
             }
+            (None, Err(e)) => debug!(backend = name, error = %e, "health check failed"),
             _ => {}
         }
         metrics
@@ -289,7 +437,7 @@ pub async fn check_loop(
             .set(health.is_up() as i64);
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(how.interval) => {}
         }
     }
 }
@@ -334,13 +482,214 @@ mod tests {
         let open = spec(l.local_addr().unwrap());
         assert!(connect_once(&open, Duration::from_secs(2)).await.is_ok());
         assert!(
-            check_once(&open, Duration::from_millis(200), None, None)
-                .await
-                .is_err(),
+            check_once(
+                &open,
+                &CheckHow {
+                    kind: CheckKind::FtpGreeting,
+                    interval: Duration::from_secs(1),
+                    timeout: Duration::from_millis(200),
+                    tls: None,
+                    starttls: None,
+                    login: None,
+                    proxy: None,
+                }
+            )
+            .await
+            .is_err(),
             "an FTP check needs a greeting"
         );
         drop(l);
         assert!(connect_once(&open, Duration::from_secs(2)).await.is_err());
+    }
+
+    /// Runs `converse` (plain, no TLS) against a scripted peer that answers
+    /// each expected line with its reply; returns the result and what the
+    /// peer received.
+    async fn scripted(
+        login: Option<CheckLogin>,
+        greeting: &str,
+        script: &[(&str, &str)],
+    ) -> (Result<(), CheckError>, String) {
+        use tokio::io::AsyncBufReadExt;
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let greeting = greeting.to_owned();
+        let script: Vec<(String, String)> = script
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let peer = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(theirs);
+            let mut r = tokio::io::BufReader::new(r);
+            w.write_all(greeting.as_bytes()).await.unwrap();
+            let mut seen = String::new();
+            for (want, reply) in script {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap() == 0 {
+                    break;
+                }
+                assert_eq!(line, format!("{want}\r\n"));
+                seen.push_str(&line);
+                w.write_all(reply.as_bytes()).await.unwrap();
+            }
+            // QUIT (or nothing) until the client closes.
+            let mut rest = String::new();
+            let _ = r.read_to_string(&mut rest).await;
+            seen.push_str(&rest);
+            seen
+        });
+        let result = converse(ours, None, login.as_ref()).await;
+        (result, peer.await.unwrap())
+    }
+
+    fn login(user: &str, password: Option<&str>) -> Option<CheckLogin> {
+        Some(CheckLogin {
+            user: user.into(),
+            password: password.map(|p| Password::new(p.into())),
+        })
+    }
+
+    #[tokio::test]
+    async fn login_with_password_331_then_230() {
+        let (r, seen) = scripted(
+            login("alice", Some("s3cret")),
+            "220 ready\r\n",
+            &[
+                ("USER alice", "331 password please\r\n"),
+                ("PASS s3cret", "230 logged in\r\n"),
+            ],
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(seen, "USER alice\r\nPASS s3cret\r\nQUIT\r\n");
+    }
+
+    #[tokio::test]
+    async fn login_accepted_at_user_sends_no_password() {
+        let (r, seen) = scripted(
+            login("bob", Some("unused")),
+            "120 wait\r\n220-multi\r\n220 line greeting\r\n",
+            &[("USER bob", "230 no password needed\r\n")],
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(seen, "USER bob\r\nQUIT\r\n");
+    }
+
+    #[tokio::test]
+    async fn anonymous_login_without_password_file_sends_default() {
+        let (r, seen) = scripted(
+            login("anonymous", None),
+            "220 ready\r\n",
+            &[
+                ("USER anonymous", "331 send your address\r\n"),
+                ("PASS health@ftpgate", "230 welcome\r\n"),
+            ],
+        )
+        .await;
+        r.unwrap();
+        assert!(seen.ends_with("QUIT\r\n"));
+    }
+
+    #[tokio::test]
+    async fn wrong_password_fails_with_reply_text_and_never_the_password() {
+        let (r, seen) = scripted(
+            login("alice", Some("wrong-pass")),
+            "220 ready\r\n",
+            &[
+                ("USER alice", "331 password please\r\n"),
+                ("PASS wrong-pass", "530 Login incorrect.\r\n"),
+            ],
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.reason(), "login");
+        let text = e.to_string();
+        assert_eq!(text, "login as `alice` refused: 530 Login incorrect.");
+        assert!(!format!("{e:?}").contains("wrong-pass"));
+        assert!(
+            !seen.contains("QUIT"),
+            "no QUIT after a failure: the connection just closes"
+        );
+    }
+
+    #[tokio::test]
+    async fn user_refused_and_bad_greeting_fail() {
+        let (r, _) = scripted(
+            login("alice", None),
+            "220 ready\r\n",
+            &[("USER alice", "530 not allowed\r\n")],
+        )
+        .await;
+        assert!(matches!(r, Err(CheckError::LoginRefused { .. })), "{r:?}");
+        let (r, _) = scripted(None, "421 too many\r\n", &[]).await;
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "greeting was `421 too many`, expected 220"
+        );
+        let (r, seen) = scripted(None, "220 ready\r\n", &[]).await;
+        r.unwrap();
+        assert_eq!(
+            seen, "QUIT\r\n",
+            "no login configured: greeting and QUIT only"
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_tls_refused_fails_before_any_handshake() {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let peer = tokio::spawn(async move {
+            let mut theirs = theirs;
+            theirs.write_all(b"220 ready\r\n").await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = theirs.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"AUTH TLS\r\n");
+            theirs
+                .write_all(b"500 AUTH not understood\r\n")
+                .await
+                .unwrap();
+        });
+        let tls = CheckTls {
+            connector: tokio_rustls::TlsConnector::from(
+                crate::tls::client_config(&crate::tls::BackendVerify::None).unwrap(),
+            ),
+            name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        };
+        let r = converse(ours, Some(&tls), None).await;
+        peer.await.unwrap();
+        let e = r.unwrap_err();
+        assert_eq!(e.to_string(), "AUTH TLS refused: 500 AUTH not understood");
+        assert_eq!(e.reason(), "auth_tls");
+    }
+
+    #[tokio::test]
+    async fn bytes_after_234_are_refused() {
+        let (ours, theirs) = tokio::io::duplex(4096);
+        let peer = tokio::spawn(async move {
+            let mut theirs = theirs;
+            theirs.write_all(b"220 ready\r\n").await.unwrap();
+            let mut buf = [0u8; 64];
+            let _ = theirs.read(&mut buf).await.unwrap();
+            theirs
+                .write_all(b"234 go ahead\r\n230 injected\r\n")
+                .await
+                .unwrap();
+        });
+        let tls = CheckTls {
+            connector: tokio_rustls::TlsConnector::from(
+                crate::tls::client_config(&crate::tls::BackendVerify::None).unwrap(),
+            ),
+            name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        };
+        let r = converse(ours, Some(&tls), None).await;
+        peer.await.unwrap();
+        assert!(matches!(r, Err(CheckError::BytesBeforeHandshake)), "{r:?}");
+    }
+
+    #[test]
+    fn password_never_prints() {
+        let p = Password::new("hunter2".into());
+        assert_eq!(p.to_string(), "****");
+        assert!(!format!("{:?}", login("u", Some("hunter2"))).contains("hunter2"));
     }
 
     #[test]

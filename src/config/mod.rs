@@ -146,6 +146,35 @@ pub struct TcpService {
     pub pool: String,
 }
 
+/// A secret read from a file: `Debug` and `Display` print stars, so a
+/// logged or printed `Config` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a secret.
+    pub fn new(secret: String) -> Password {
+        Password(secret)
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(****)")
+    }
+}
+
+impl std::fmt::Display for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("****")
+    }
+}
+
 /// Validated configuration. Invariants: `listen` is empty only when `tcp`
 /// is not (no FTP is served then); FTP listeners have a pool;
 /// `passive_ports.0 <= passive_ports.1`; durations are non-zero.
@@ -229,6 +258,16 @@ pub struct Config {
     pub health_check_rise: u32,
     /// Consecutive failures that take an up backend down.
     pub health_check_fall: u32,
+    /// Checks complete `AUTH TLS` after the greeting (only with
+    /// `backend_tls = "explicit"`).
+    pub health_check_tls: bool,
+    /// Checks log in as this user.
+    pub health_check_user: Option<String>,
+    /// The file the check password was read from (printed instead of it).
+    pub health_check_password_file: Option<PathBuf>,
+    /// The first line of that file. `None` with a user: the server needs no
+    /// password, or takes any (anonymous), and gets `health@ftpgate`.
+    pub health_check_password: Option<Password>,
     /// User to switch to after binding.
     pub user: Option<String>,
     /// Group to switch to after binding (default: the user's primary group).
@@ -574,6 +613,7 @@ impl Config {
             kv(k, n.to_string());
         }
         kv("health_check", self.health_check.to_string());
+        kv("health_check_tls", self.health_check_tls.to_string());
         kv(
             "tls",
             match self.tls {
@@ -669,6 +709,14 @@ impl Config {
         opt(
             "xferlog",
             self.xferlog.as_ref().map(|p| p.display().to_string()),
+        );
+        opt("health_check_user", self.health_check_user.clone());
+        // The file, never the password.
+        opt(
+            "health_check_password_file",
+            self.health_check_password_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
         );
         opt("user", self.user.clone());
         opt("group", self.group.clone());

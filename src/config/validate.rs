@@ -106,6 +106,83 @@ fn relative_to_file(l: &Located<String>) -> std::path::PathBuf {
     p
 }
 
+/// `health_check_tls`, `health_check_user`, the password file and its password.
+type HealthLogin = (
+    bool,
+    Option<String>,
+    Option<std::path::PathBuf>,
+    Option<super::Password>,
+);
+
+/// What a health check does after the greeting: `AUTH TLS` (only toward
+/// explicit-TLS backends: implicit-TLS checks are inside TLS already) and a
+/// login. The password file is read here, so a missing file stops startup
+/// (or a reload) with its key instead of failing every check later.
+fn health_login(raw: &RawConfig, backend_tls: BackendTlsMode) -> Result<HealthLogin, ConfigError> {
+    let tls = flag(&raw.health_check_tls, false);
+    if let Some(l) = raw.health_check_tls.as_ref().filter(|l| l.value) {
+        if backend_tls != BackendTlsMode::Explicit {
+            return invalid(
+                "health_check_tls",
+                &l.origin,
+                "needs backend_tls = \"explicit\" (with \"implicit\" checks run inside TLS already; \
+                 with \"off\" ftpgate has no TLS settings for backends)",
+            );
+        }
+    }
+    let user = match &raw.health_check_user {
+        None => None,
+        Some(l) => {
+            let name = l.value.trim();
+            if name.is_empty() || name.bytes().any(|b| b.is_ascii_control()) {
+                return invalid(
+                    "health_check_user",
+                    &l.origin,
+                    "must be a user name without control characters",
+                );
+            }
+            Some(name.to_owned())
+        }
+    };
+    let (file, password) = match &raw.health_check_password_file {
+        None => (None, None),
+        Some(l) if user.is_none() => {
+            return invalid(
+                "health_check_password_file",
+                &l.origin,
+                "set health_check_user as well (the password is sent after USER)",
+            )
+        }
+        Some(l) => {
+            let path = relative_to_file(l);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    return invalid(
+                        "health_check_password_file",
+                        &l.origin,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                }
+            };
+            // The first line, without its line end; the text is never quoted.
+            let first = text.lines().next().unwrap_or("");
+            if first.is_empty() || first.bytes().any(|b| b.is_ascii_control()) {
+                return invalid(
+                    "health_check_password_file",
+                    &l.origin,
+                    format!(
+                        "the first line of {} must hold the password (not empty, no control characters)",
+                        path.display()
+                    ),
+                );
+            }
+            (Some(path), Some(super::Password::new(first.to_owned())))
+        }
+    };
+    Ok((tls, user, file, password))
+}
+
 /// `proxy_protocol_listen` as written (parsed leniently: errors are
 /// reported where that key is validated).
 fn proxy_listen_for_tls(raw: &RawConfig) -> Vec<SocketAddr> {
@@ -655,6 +732,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             )
         })?)
     };
+    let (health_check_tls, health_check_user, health_check_password_file, health_check_password) =
+        health_login(raw, backend_tls)?;
     let backend_tls_server_name = raw
         .backend_tls_server_name
         .as_ref()
@@ -1018,6 +1097,10 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         )?,
         health_check_rise: count("health_check_rise", &raw.health_check_rise, 2, (1, 100))? as u32,
         health_check_fall: count("health_check_fall", &raw.health_check_fall, 3, (1, 100))? as u32,
+        health_check_tls,
+        health_check_user,
+        health_check_password_file,
+        health_check_password,
         user,
         group,
         tls,

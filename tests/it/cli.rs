@@ -141,6 +141,8 @@ fn cli_check_full_file_shows_every_value() {
         "health_check_timeout = \"1s\"",
         "health_check_rise = 3",
         "health_check_fall = 2",
+        "health_check_tls = true",
+        "health_check_user = \"monitor\"",
         "user = \"root\"",
         "group = \"root\"",
         "tls = \"required\"",
@@ -148,7 +150,7 @@ fn cli_check_full_file_shows_every_value() {
         "tls_require_data_resumption = true",
         "tls_handshake_timeout = \"5s\"",
         "tls_min_version = \"1.3\"",
-        "backend_tls = \"implicit\"",
+        "backend_tls = \"explicit\"",
         "backend_tls_verify = true",
         "backend_tls_server_name = \"ftp.internal.example\"",
         "backend_tls_protect_data = false",
@@ -189,11 +191,24 @@ fn cli_check_full_file_shows_every_value() {
             "missing {want:?} in:\n{text}"
         );
     }
-    // Every key written in the file is shown.
+    // The password file by its path (made absolute), never the password.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("health_check_password_file = \"/")
+                && l.ends_with("/health-password.txt\"")),
+        "health_check_password_file not shown as a path:\n{text}"
+    );
+    assert!(
+        !text.contains("monitor-secret"),
+        "password printed:\n{text}"
+    );
+    // Every top-level key written in the file is shown (keys inside tables,
+    // such as `[user_pool]`'s user names, are printed quoted and listed above).
     let src = fs::read_to_string(&file).unwrap();
     for key in src
         .lines()
-        .filter(|l| !l.starts_with(['#', '[', '"']) && l.contains(" = "))
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| !l.starts_with(['#', '"']) && l.contains(" = "))
         .map(|l| l.split(" = ").next().unwrap())
     {
         assert!(

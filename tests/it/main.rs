@@ -12,6 +12,7 @@ mod ftps;
 mod ftps_hostile;
 mod gateway;
 mod gateway_mode;
+mod health_checks;
 mod hostile;
 mod nat;
 mod netns;

@@ -1,0 +1,288 @@
+//! Health checks that complete `AUTH TLS` and a login, against real servers:
+//! ProFTPD's virtual user with a right and a wrong password file, vsftpd
+//! with TLS required (anonymous login inside TLS, and a certificate ftpgate
+//! does not trust), and the configuration errors of the new keys.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ftpgate::config::{file::parse_str, validate};
+
+use crate::certs::TestPki;
+use crate::gateway::{self, Gateway};
+use crate::peers::{self, FtpServer, ServerKind, TlsSetup};
+
+/// One check every 200 ms; one result decides.
+const FAST_CHECKS: &str = "health_check = true\nhealth_check_interval = \"200ms\"\nhealth_check_timeout = \"2s\"\nhealth_check_rise = 1\nhealth_check_fall = 1\n";
+
+/// The sum of `name`'s samples whose labels include `labels`.
+fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = gw.metrics();
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, inner) = series.split_once('{').unwrap_or((series, ""));
+        if n != name {
+            continue;
+        }
+        let inner = inner.trim_end_matches('}');
+        let has = |(k, v): &(&str, &str)| {
+            inner
+                .split(',')
+                .any(|p| p.split_once('=') == Some((k, &format!("\"{v}\""))))
+        };
+        if labels.iter().all(has) {
+            sum += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    sum
+}
+
+/// Waits (at most 10 s) until `ftpgate_backend_up` of `backend` is `want`.
+#[track_caller]
+fn wait_up(gw: &Gateway, backend: SocketAddr, want: f64) {
+    let b = backend.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(gw, "ftpgate_backend_up", &[("backend", &b)]) != want
+        // The gauge exists only after the first check.
+        || !gw.metrics().contains(&format!("ftpgate_backend_up{{backend=\"{b}\"}}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "ftpgate_backend_up{{backend={b}}} never became {want}:\n{}",
+            gw.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Failed checks of `backend` for `reason`.
+fn failures(gw: &Gateway, backend: SocketAddr, reason: &str) -> f64 {
+    metric(
+        gw,
+        "ftpgate_health_check_failures_total",
+        &[("backend", &backend.to_string()), ("reason", reason)],
+    )
+}
+
+/// The first reply line a new client gets from the gateway (bounded read).
+fn first_line(gw: &Gateway) -> String {
+    let s = TcpStream::connect_timeout(&gw.addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("read reply");
+    line
+}
+
+/// A whole config file for a reload of `gw` (same listener and ports).
+fn config_text(gw: &Gateway, backend: SocketAddr, extra: &str) -> String {
+    format!(
+        "listen = [\"{}\"]\nbackends = [\"{backend}\"]\npublic_address = \"127.0.0.1\"\npassive_ports = \"{}-{}\"\n{extra}\n",
+        gw.config.listen[0], gw.passive_ports.0, gw.passive_ports.1,
+    )
+}
+
+fn login_keys(user: &str, password_file: Option<&Path>) -> String {
+    let mut s = format!("health_check_user = {user:?}\n");
+    if let Some(p) = password_file {
+        s.push_str(&format!(
+            "health_check_password_file = {:?}\n",
+            p.display().to_string()
+        ));
+    }
+    s
+}
+
+#[test]
+fn health_login_proftpd_up_with_its_password_down_with_a_wrong_one() {
+    if !peers::available_or_skip(ServerKind::Proftpd, "health_login_proftpd") {
+        return;
+    }
+    let srv = FtpServer::start(ServerKind::Proftpd);
+    let dir = tempfile::tempdir().unwrap();
+    let right = dir.path().join("right.txt");
+    let wrong = dir.path().join("wrong.txt");
+    std::fs::write(&right, format!("{}\n", srv.pass)).unwrap();
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+
+    let extra = format!("{FAST_CHECKS}{}", login_keys(&srv.user, Some(&right)));
+    let gw = gateway::start(&[srv.addr], &extra);
+    wait_up(&gw, srv.addr, 1.0);
+    assert_eq!(failures(&gw, srv.addr, "login"), 0.0, "{}", gw.metrics());
+    assert!(
+        first_line(&gw).starts_with("220"),
+        "sessions go to the backend"
+    );
+
+    // A reload with another password file restarts the checker (the
+    // password is part of the check settings): the backend's 530 takes it
+    // down at the first check.
+    gw.reload(&config_text(
+        &gw,
+        srv.addr,
+        &format!("{FAST_CHECKS}{}", login_keys(&srv.user, Some(&wrong))),
+    ))
+    .expect("reload");
+    wait_up(&gw, srv.addr, 0.0);
+    assert!(
+        failures(&gw, srv.addr, "login") >= 1.0,
+        "the refused login is the reason:\n{}",
+        gw.metrics()
+    );
+    // Every backend is down: a new client is told at once.
+    let started = Instant::now();
+    assert_eq!(
+        first_line(&gw),
+        "421 Service not available: no server is up, try again later.\r\n"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Back to the right password: up again.
+    gw.reload(&config_text(
+        &gw,
+        srv.addr,
+        &format!("{FAST_CHECKS}{}", login_keys(&srv.user, Some(&right))),
+    ))
+    .expect("reload");
+    wait_up(&gw, srv.addr, 1.0);
+    assert!(first_line(&gw).starts_with("220"));
+}
+
+/// `backend_tls = "explicit"` with `ca` as the trusted CA, plus `extra`.
+fn explicit_tls(ca: &Path, extra: &str) -> String {
+    format!(
+        "{FAST_CHECKS}backend_tls = \"explicit\"\nbackend_tls_ca = {:?}\n{extra}",
+        ca.display().to_string()
+    )
+}
+
+#[test]
+fn health_tls_vsftpd_anonymous_login_inside_auth_tls() {
+    if !peers::available_tls_or_skip(ServerKind::Vsftpd, "health_tls_vsftpd") {
+        return;
+    }
+    let pki = TestPki::new();
+    let srv = FtpServer::start_tls(
+        ServerKind::Vsftpd,
+        TlsSetup::explicit(&pki).required(),
+        |_| {},
+    );
+    let anonymous = login_keys(&srv.user, None);
+
+    // AUTH TLS, a verified handshake, then USER/PASS inside TLS: up.
+    let gw = gateway::start(
+        &[srv.addr],
+        &explicit_tls(
+            &pki.ca_pem,
+            &format!("health_check_tls = true\n{anonymous}"),
+        ),
+    );
+    wait_up(&gw, srv.addr, 1.0);
+    assert!(
+        metric(&gw, "ftpgate_health_checks_total", &[("result", "failure")]) == 0.0,
+        "{}",
+        gw.metrics()
+    );
+    drop(gw);
+
+    // The same login without AUTH TLS: vsftpd refuses anonymous logins in
+    // clear text, so the check fails at the login.
+    let gw = gateway::start(&[srv.addr], &explicit_tls(&pki.ca_pem, &anonymous));
+    wait_up(&gw, srv.addr, 0.0);
+    assert!(failures(&gw, srv.addr, "login") >= 1.0, "{}", gw.metrics());
+    drop(gw);
+
+    // A server certificate ftpgate does not trust: the handshake fails.
+    let other = TestPki::new();
+    let gw = gateway::start(
+        &[srv.addr],
+        &explicit_tls(
+            &other.ca_pem,
+            &format!("health_check_tls = true\n{anonymous}"),
+        ),
+    );
+    wait_up(&gw, srv.addr, 0.0);
+    assert!(failures(&gw, srv.addr, "tls") >= 1.0, "{}", gw.metrics());
+    assert_eq!(
+        failures(&gw, srv.addr, "login"),
+        0.0,
+        "no login after a failed handshake"
+    );
+    assert_eq!(
+        first_line(&gw),
+        "421 Service not available: no server is up, try again later.\r\n"
+    );
+}
+
+/// Validates `text` as a config file; the error message, if any.
+fn config_error(text: &str) -> Option<String> {
+    let raw = parse_str(Path::new("health-test.toml"), text).expect("TOML");
+    validate(&raw).err().map(|e| e.to_string())
+}
+
+#[test]
+fn health_config_errors_name_their_keys() {
+    let base = "listen = [\"127.0.0.1:0\"]\nbackends = [\"127.0.0.1:21\"]\n";
+    for backend_tls in [
+        "",
+        "backend_tls = \"off\"\n",
+        "backend_tls = \"implicit\"\nbackend_tls_verify = false\n",
+    ] {
+        let e = config_error(&format!("{base}{backend_tls}health_check_tls = true\n"))
+            .unwrap_or_else(|| panic!("health_check_tls with {backend_tls:?} must fail"));
+        assert!(
+            e.contains("health_check_tls") && e.contains("backend_tls = \"explicit\""),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        config_error(&format!(
+            "{base}backend_tls = \"explicit\"\nbackend_tls_verify = false\nhealth_check_tls = true\n"
+        )),
+        None
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.txt");
+    let e = config_error(&format!("{base}{}", login_keys("monitor", Some(&missing))))
+        .expect("a missing password file must fail");
+    assert!(
+        e.contains("health_check_password_file") && e.contains("missing.txt"),
+        "{e}"
+    );
+
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    let e = config_error(&format!("{base}{}", login_keys("monitor", Some(&empty))))
+        .expect("an empty password must fail");
+    assert!(e.contains("health_check_password_file"), "{e}");
+
+    let e = config_error(&format!(
+        "{base}health_check_password_file = {:?}\n",
+        empty.display().to_string()
+    ))
+    .expect("a password file without a user must fail");
+    assert!(e.contains("health_check_user"), "{e}");
+
+    // A good file: the password is read, and never printed.
+    let good = dir.path().join("good.txt");
+    std::fs::write(&good, "s3cret-health\r\nsecond line ignored\n").unwrap();
+    let raw = parse_str(
+        Path::new("health-test.toml"),
+        &format!("{base}{}", login_keys("monitor", Some(&good))),
+    )
+    .unwrap();
+    let config = validate(&raw).expect("valid");
+    assert_eq!(
+        config.health_check_password.as_ref().map(|p| p.expose()),
+        Some("s3cret-health")
+    );
+    let shown = config.to_toml();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(!format!("{config:?}").contains("s3cret"));
+    assert!(shown.contains("health_check_user = \"monitor\""), "{shown}");
+}
