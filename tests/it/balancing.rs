@@ -158,3 +158,67 @@ fn balancing_drain_by_reload_keeps_running_sessions() {
     let seen: Vec<String> = (0..4).map(|_| one(&gw, LOCAL)).collect();
     assert!(seen.iter().any(|w| w == "A"), "{seen:?}");
 }
+
+/// Issue 3's pinning test: three vsftpd serving different content, 100
+/// sessions open at once (10 threads x 10), their transfers interleaved in
+/// both passive modes; every data connection of a session reaches the
+/// backend its first one did, and all three backends serve.
+#[test]
+fn balancing_three_backends_100_interleaved_sessions_pinned() {
+    if !peers::available_or_skip(
+        ServerKind::Vsftpd,
+        "balancing_three_backends_100_interleaved_sessions_pinned",
+    ) {
+        return;
+    }
+    let (a, b, c) = (backend("A"), backend("B"), backend("C"));
+    let gw = gateway::start(&[a.addr, b.addr, c.addr], "");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(10));
+    let threads: Vec<_> = (0..10)
+        .map(|th| {
+            let (barrier, addr) = (barrier.clone(), gw.addr);
+            std::thread::spawn(move || {
+                let mut sessions: Vec<(suppaftp::FtpStream, String)> = (0..10)
+                    .map(|i| {
+                        let mut f = suppaftp::FtpStream::connect(addr).unwrap();
+                        f.login("anonymous", "x@y").unwrap();
+                        if (th + i) % 2 == 1 {
+                            f.set_mode(suppaftp::Mode::ExtendedPassive);
+                        }
+                        (f, String::new())
+                    })
+                    .collect();
+                barrier.wait();
+                for round in 0..3 {
+                    for (f, first) in sessions.iter_mut() {
+                        let w = who(f);
+                        if round == 0 {
+                            *first = w;
+                        } else {
+                            assert_eq!(*first, w, "a data connection reached another backend");
+                        }
+                    }
+                }
+                sessions
+                    .into_iter()
+                    .map(|(mut f, w)| {
+                        f.quit().unwrap();
+                        w
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().expect("session thread failed"));
+    }
+    assert_eq!(all.len(), 100);
+    for name in ["A", "B", "C"] {
+        let n = all.iter().filter(|w| *w == name).count();
+        assert!(
+            (20..=47).contains(&n),
+            "{name} served {n} of 100 sessions: {all:?}"
+        );
+    }
+}
