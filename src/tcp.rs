@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::backend::{ActiveGuard, Choice};
+use crate::backend::connect_first;
 use crate::limits::{Admitted, Limits};
 use crate::net::canonical_ip;
 use crate::server::{Live, Shared};
@@ -215,7 +215,7 @@ async fn serve(shared: Arc<Shared>, live: Arc<Live>, conn: Conn, cancel: Cancell
         return;
     }
     let connected = tokio::select! {
-        c = connect_first(choices, cfg.backend_connect_timeout, name, id) => c,
+        c = connect_first(choices, cfg.backend_connect_timeout, id) => c,
         _ = cancel.cancelled() => return count_refused("shutdown"),
     };
     let Some((choice, backend, _active)) = connected else {
@@ -256,31 +256,6 @@ async fn serve(shared: Arc<Shared>, live: Arc<Live>, conn: Conn, cancel: Cancell
         end = %end,
         "tcp connection closed"
     );
-}
-
-/// Connects to the first of `choices` that accepts within `timeout`, and
-/// counts the connection on it (least_connections).
-async fn connect_first(
-    choices: Vec<Choice>,
-    timeout: Duration,
-    name: &str,
-    id: u64,
-) -> Option<(Choice, TcpStream, ActiveGuard)> {
-    for choice in choices {
-        match tokio::time::timeout(timeout, TcpStream::connect(choice.addr.0)).await {
-            Ok(Ok(s)) => {
-                let active = ActiveGuard::new(&choice.active);
-                return Some((choice, s, active));
-            }
-            Ok(Err(e)) => {
-                warn!(tcp = name, session = id, backend = %choice.name, error = %e, "backend unreachable; trying the next")
-            }
-            Err(_) => {
-                warn!(tcp = name, session = id, backend = %choice.name, "backend connect timed out; trying the next")
-            }
-        }
-    }
-    None
 }
 
 /// Relays both ways. A direction that reaches EOF half-closes its

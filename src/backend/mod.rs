@@ -56,6 +56,32 @@ pub struct Choice {
     pub active: Arc<AtomicU64>,
 }
 
+/// Connects to the first of `choices` (in preference order) that accepts
+/// within `timeout`, with a log line for each that does not, and counts the
+/// connection on it (least-connections). Shared by FTP sessions and plain
+/// TCP listeners.
+pub async fn connect_first(
+    choices: Vec<Choice>,
+    timeout: std::time::Duration,
+    session: u64,
+) -> Option<(Choice, tokio::net::TcpStream, ActiveGuard)> {
+    for choice in choices {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(choice.addr.0)).await {
+            Ok(Ok(s)) => {
+                let active = ActiveGuard::new(&choice.active);
+                return Some((choice, s, active));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(session, backend = %choice.addr, error = %e, "backend unreachable; trying the next")
+            }
+            Err(_) => {
+                tracing::warn!(session, backend = %choice.addr, "backend connect timed out; trying the next")
+            }
+        }
+    }
+    None
+}
+
 /// The backend set and its selection policy.
 #[derive(Debug)]
 pub struct Backends {

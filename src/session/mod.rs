@@ -295,31 +295,14 @@ pub async fn run_session(
     // listener's pool picks it now.
     let listen_addr = listener.parse::<SocketAddr>().ok();
     let by_user = listen_addr.is_some_and(|l| cfg.routes_by_user(l));
-    let connected = if let Some(GatewayRoute::Transparent(dst)) = gateway {
+    let route = if let Some(GatewayRoute::Transparent(dst)) = gateway {
         if let Err(why) = cfg.gateway.check(None, dst) {
             warn!(session = id, client = %client_addr, destination = %dst, reason = %why, "gateway destination refused");
             let e = Error::client(ErrorKind::DestinationRefused);
             return refuse_counted(&shared, &listener, "gateway_refused", client_wr, &e).await;
         }
         info!(session = id, client = %client_addr, destination = %dst, "gateway: transparent session");
-        let choice = destination(dst, dst.to_string());
-        let toward = Toward::GATEWAY;
-        match connect_backend(
-            &shared,
-            &cfg,
-            id,
-            choice,
-            client_addr.addr(),
-            seen_local,
-            toward,
-        )
-        .await
-        {
-            Ok(c) => Some(c),
-            Err((outcome, e)) => {
-                return refuse_counted(&shared, &listener, outcome, client_wr, &e).await
-            }
-        }
+        Some((destination(dst, dst.to_string()), Toward::GATEWAY))
     } else if by_user || gateway.is_some() {
         None
     } else {
@@ -334,21 +317,17 @@ pub async fn run_session(
             let e = Error::backend(ErrorKind::NoBackendUp);
             return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
         }
-        let toward = Toward::pool(&cfg);
-        match connect_backend(
-            &shared,
-            &cfg,
-            id,
-            rotation,
-            client_addr.addr(),
-            seen_local,
-            toward,
-        )
-        .await
-        {
-            Ok(c) => Some(c),
-            Err((outcome, e)) => {
-                return refuse_counted(&shared, &listener, outcome, client_wr, &e).await
+        Some((rotation, Toward::pool(&cfg)))
+    };
+    let connected = match route {
+        None => None,
+        Some((choices, toward)) => {
+            let client = client_addr.addr();
+            match connect_backend(&shared, &cfg, id, choices, client, seen_local, toward).await {
+                Ok(c) => Some(c),
+                Err((outcome, e)) => {
+                    return refuse_counted(&shared, &listener, outcome, client_wr, &e).await
+                }
             }
         }
     };
@@ -597,26 +576,13 @@ async fn connect_backend(
     seen_local: SocketAddr,
     toward: Toward,
 ) -> Result<Connected, (&'static str, Error)> {
-    let mut found = None;
-    for choice in choices {
-        let addr = choice.addr;
-        match tokio::time::timeout(cfg.backend_connect_timeout, TcpStream::connect(addr.0)).await {
-            Ok(Ok(s)) => {
-                found = Some((addr, choice.name, ActiveGuard::new(&choice.active), s));
-                break;
-            }
-            Ok(Err(e)) => {
-                warn!(session = id, backend = %addr, error = %e, "backend unreachable; trying the next")
-            }
-            Err(_) => {
-                warn!(session = id, backend = %addr, "backend connect timed out; trying the next")
-            }
-        }
-    }
-    let Some((addr, name, active, mut backend)) = found else {
+    let Some((choice, mut backend, active)) =
+        crate::backend::connect_first(choices, cfg.backend_connect_timeout, id).await
+    else {
         error!(session = id, client = %client, "no backend reachable; refusing client");
         return Err(("no_backend", Error::backend(ErrorKind::BackendUnreachable)));
     };
+    let (addr, name) = (choice.addr, choice.name);
     let closed = || ("backend_error", Error::backend(ErrorKind::BackendClosed));
     tune_control(&backend, cfg.tcp_keepalive, false);
     let local = backend.local_addr().map_err(|_| closed())?;
@@ -980,24 +946,7 @@ impl Session {
     /// client the greeting.
     async fn backend_starttls(&mut self, show_greeting: bool) -> Result<(), End> {
         let fail = |what: String| End::Error(Error::backend(ErrorKind::BackendTls(what)));
-        let greeting = self
-            .read_backend_reply(self.backend_started + self.cfg.greeting_timeout)
-            .await
-            .map_err(|e| {
-                if e.kind == ErrorKind::BackendTimeout {
-                    self.shared.metrics.limit_hit("greeting_timeout");
-                    End::Error(Error::backend(ErrorKind::GreetingTimeout))
-                } else {
-                    End::Error(e)
-                }
-            })?;
-        self.greeted = true;
-        if greeting.code != 220 {
-            // 421 too many users and the like: the client hears it as is.
-            self.order.local(&greeting);
-            self.write_ready().await?;
-            return Err(End::ServerGoodbye);
-        }
+        let greeting = self.read_greeting().await?;
         if self.backend_rd.is_tls() {
             return self
                 .backend_protection(show_greeting.then_some(greeting))
@@ -1057,22 +1006,50 @@ impl Session {
         }
     }
 
-    /// Takes `c` as this session's backend.
-    fn install(&mut self, c: Connected) {
+    /// Moves this session's count in `sessions_active` to backend `name`.
+    fn relabel(&mut self, name: String) {
         let m = &self.shared.metrics;
         m.sessions_active
             .with_label_values(&[&self.listener, &self.backend_name])
             .dec();
         m.sessions_active
-            .with_label_values(&[&self.listener, &c.name])
+            .with_label_values(&[&self.listener, &name])
             .inc();
+        self.backend_name = name;
+    }
+
+    /// Reads the backend's greeting within `greeting_timeout`. Anything but
+    /// 220 (421 too many users and the like) goes to the client as is and
+    /// ends the session.
+    async fn read_greeting(&mut self) -> Result<Reply, End> {
+        let greeting = self
+            .read_backend_reply(self.backend_started + self.cfg.greeting_timeout)
+            .await
+            .map_err(|e| {
+                if e.kind == ErrorKind::BackendTimeout {
+                    self.shared.metrics.limit_hit("greeting_timeout");
+                    End::Error(Error::backend(ErrorKind::GreetingTimeout))
+                } else {
+                    End::Error(e)
+                }
+            })?;
+        self.greeted = true;
+        if greeting.code != 220 {
+            self.local_reply(greeting).await?;
+            return Err(End::ServerGoodbye);
+        }
+        Ok(greeting)
+    }
+
+    /// Takes `c` as this session's backend.
+    fn install(&mut self, c: Connected) {
+        self.relabel(c.name);
         self.passive_cmd = if c.addr.0.is_ipv6() {
             PassiveCommand::Epsv
         } else {
             PassiveCommand::Pasv
         };
         self.backend_addr = c.addr;
-        self.backend_name = c.name;
         self._active = Some(c.active);
         self.backend_local = c.local;
         self.backend_rd = c.rd;
@@ -1102,19 +1079,12 @@ impl Session {
             let _ = self.backend_wr.shutdown().await;
         })
         .await;
-        let m = &self.shared.metrics;
-        m.sessions_active
-            .with_label_values(&[&self.listener, &self.backend_name])
-            .dec();
-        m.sessions_active
-            .with_label_values(&[&self.listener, UNROUTED])
-            .inc();
         info!(session = self.id, backend = %self.backend_name, "left the backend to route another user");
+        self.relabel(UNROUTED.to_owned());
         self.backend_rd = Reader::Gone;
         self.backend_wr = Writer::Gone;
         self.backend_tls = None;
         self._active = None;
-        self.backend_name = UNROUTED.to_owned();
         self.routed_user = None;
     }
 
@@ -1194,15 +1164,7 @@ impl Session {
         if self.backend_tls_mode != BackendTlsMode::Off {
             self.backend_starttls(false).await?;
         } else {
-            let greeting = self
-                .read_backend_reply(self.backend_started + self.cfg.greeting_timeout)
-                .await
-                .map_err(End::Error)?;
-            if greeting.code != 220 {
-                // 421 too many users and the like: the client hears it as is.
-                self.local_reply(greeting).await?;
-                return Err(End::ServerGoodbye);
-            }
+            self.read_greeting().await?;
         }
         self.user = Some(send.arg_str());
         self.forward(&send, Awaiting::Command(Verb::User)).await
