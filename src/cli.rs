@@ -81,6 +81,9 @@ pub struct Settings {
     /// Timeout of ftpgate's own data connects. Key: data_connect_timeout.
     #[arg(long, global = true, value_name = "DURATION")]
     pub data_connect_timeout: Option<String>,
+    /// Cut a transfer that moves no byte this long. Key: data_stall_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub data_stall_timeout: Option<String>,
     /// Close clients that have not logged in by then. Key: login_timeout.
     #[arg(long, global = true, value_name = "DURATION")]
     pub login_timeout: Option<String>,
@@ -333,6 +336,7 @@ impl Settings {
             active_source_port_20: opt("--active-source-port-20", &self.active_source_port_20),
             pending_data_timeout: opt("--pending-data-timeout", &self.pending_data_timeout),
             data_connect_timeout: opt("--data-connect-timeout", &self.data_connect_timeout),
+            data_stall_timeout: opt("--data-stall-timeout", &self.data_stall_timeout),
             login_timeout: opt("--login-timeout", &self.login_timeout),
             idle_timeout: opt("--idle-timeout", &self.idle_timeout),
             backend_connect_timeout: opt(

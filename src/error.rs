@@ -64,6 +64,12 @@ pub enum ErrorKind {
     BackendDataSetup(String),
     /// A data connection could not be made (to the client or the backend).
     DataConnectFailed(String),
+    /// A transfer's data did not reach its peer whole (a reset, a stall,
+    /// an abort, the backend or the session ending first).
+    TransferCut,
+    /// A backend reply that cannot be passed on (a 227/229 that did not
+    /// answer ftpgate's own PASV/EPSV).
+    UnexpectedBackendReply,
     /// No backend accepted the control connection.
     BackendUnreachable,
     /// The backend closed the control connection.
@@ -244,6 +250,16 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             "Can't open data connection.",
             Continue,
         ),
+        TransferCut => (
+            TransferAborted,
+            "Connection closed; transfer aborted.",
+            Continue,
+        ),
+        UnexpectedBackendReply => (
+            LocalError,
+            "Requested action aborted: unexpected reply from the server.",
+            Continue,
+        ),
         BackendUnreachable => (
             ServiceNotAvailable,
             "Service not available: server unreachable.",
@@ -384,6 +400,12 @@ mod tests {
             (
                 Error::client(ErrorKind::DataConnectFailed("x".into())),
                 425,
+                After::Continue,
+            ),
+            (Error::client(ErrorKind::TransferCut), 426, After::Continue),
+            (
+                Error::backend(ErrorKind::UnexpectedBackendReply),
+                451,
                 After::Continue,
             ),
             (

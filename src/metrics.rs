@@ -52,6 +52,15 @@ pub struct Metrics {
     pub reloads_total: IntCounterVec,
     /// TLS handshakes by side (client, backend), channel (control, data) and result.
     pub tls_handshakes_total: IntCounterVec,
+    /// Backend replies not passed to the client, by reason (`unsolicited`:
+    /// no command awaited it; `passive_reply`: a 227/229 that did not answer
+    /// ftpgate's own PASV/EPSV; `transfer_without_data`: a success for a
+    /// transfer that had no data connection through ftpgate).
+    pub backend_replies_dropped_total: IntCounterVec,
+    /// Transfers whose data did not reach its peer whole, by cause
+    /// (`backend_closed`, `relay_error`, `stalled`, `aborted`, `session_end`):
+    /// both data connections reset, the client told 425/426, never 2xx.
+    pub transfers_cut_total: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -184,6 +193,18 @@ impl Metrics {
                 "ftpgate_tls_handshakes_total",
                 "TLS handshakes ftpgate made or accepted.",
                 &["side", "channel", "result"],
+            ),
+            backend_replies_dropped_total: counter_vec(
+                &r,
+                "ftpgate_backend_replies_dropped_total",
+                "Backend replies not passed to the client, by reason.",
+                &["reason"],
+            ),
+            transfers_cut_total: counter_vec(
+                &r,
+                "ftpgate_transfers_cut_total",
+                "Transfers whose data did not reach its peer whole (data connections reset, no 2xx).",
+                &["cause"],
             ),
             registry: r,
             sessions_active,

@@ -140,6 +140,7 @@ settings! {
     active_source_port_20: bool,
     pending_data_timeout: String,
     data_connect_timeout: String,
+    data_stall_timeout: String,
     greeting_timeout: String,
     login_timeout: String,
     idle_timeout: String,

@@ -210,6 +210,8 @@ pub struct Config {
     pub pending_data_timeout: Duration,
     /// Timeout for ftpgate's own outgoing data connections.
     pub data_connect_timeout: Duration,
+    /// A transfer that moves no byte in either direction this long is cut.
+    pub data_stall_timeout: Duration,
     /// A client that has not logged in by then is closed.
     pub login_timeout: Duration,
     /// A logged-in client silent this long, with no transfer running, is closed.
@@ -565,6 +567,7 @@ impl Config {
         for (k, d) in [
             ("pending_data_timeout", self.pending_data_timeout),
             ("data_connect_timeout", self.data_connect_timeout),
+            ("data_stall_timeout", self.data_stall_timeout),
             ("greeting_timeout", self.greeting_timeout),
             ("login_timeout", self.login_timeout),
             ("idle_timeout", self.idle_timeout),

@@ -1029,6 +1029,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             &raw.data_connect_timeout,
             Duration::from_secs(10),
         )?,
+        data_stall_timeout: duration(
+            "data_stall_timeout",
+            &raw.data_stall_timeout,
+            crate::data::relay::DEFAULT_STALL_TIMEOUT,
+        )?,
         login_timeout: duration("login_timeout", &raw.login_timeout, Duration::from_secs(60))?,
         idle_timeout: duration("idle_timeout", &raw.idle_timeout, Duration::from_secs(300))?,
         backend_connect_timeout: duration(

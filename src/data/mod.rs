@@ -192,8 +192,8 @@ pub struct DataTask {
     pub events: mpsc::UnboundedSender<DataEvent>,
     /// Cancelled by the session when the transfer is abandoned or the session ends.
     pub cancel: CancellationToken,
-    /// Largest relay buffer per direction.
-    pub buffer_max: usize,
+    /// Buffer cap and stall limit of the relay.
+    pub limits: relay::RelayLimits,
     /// Metrics counters the relay moves.
     pub counters: relay::ByteCounters,
     /// This transfer's byte counts, shared with the session.
@@ -227,7 +227,7 @@ pub fn spawn_data_task(t: DataTask) {
             backend,
             events,
             cancel,
-            buffer_max,
+            limits,
             counters,
             progress,
             client_tls,
@@ -289,26 +289,62 @@ pub fn spawn_data_task(t: DataTask) {
             (Ok(c), Ok(b)) => (c, b),
             (Err(f), _) | (_, Err(f)) => return report(DataEventKind::Failed(f)),
         };
+        let (mut client, mut backend) = (client, backend);
+        // From the first byte relayed until the transfer is known to be
+        // complete, closing either leg resets it (a cancel, a cut relay, a
+        // dropped task). Before that no byte has moved, and a refused data
+        // connection closes as before (clients then read the 425 calmly).
+        client.arm_reset();
+        backend.arm_reset();
         let (down_tx, down_rx) = oneshot::channel();
-        let relay = relay::relay(client, backend, buffer_max, down_tx, counters, progress);
-        tokio::pin!(relay);
-        let mut down_rx = Some(down_rx);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                Ok((bytes, clean)) = async { down_rx.as_mut().expect("polled only while Some").await }, if down_rx.is_some() => {
-                    down_rx = None;
-                    report(DataEventKind::DownDone { bytes, clean });
-                }
-                out = &mut relay => {
-                    if let Some(rx) = down_rx.take() {
-                        if let Ok((bytes, clean)) = rx.await {
-                            report(DataEventKind::DownDone { bytes, clean });
-                        }
+        // The download reached the client whole: a later cancel (the
+        // session ending while the client keeps its data socket open) must
+        // not reset what was delivered.
+        let mut down_clean = false;
+        let ended = {
+            let relay = relay::relay(
+                &mut client,
+                &mut backend,
+                limits,
+                down_tx,
+                counters,
+                progress,
+            );
+            tokio::pin!(relay);
+            let mut down_rx = Some(down_rx);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break None,
+                    Ok((bytes, clean)) = async { down_rx.as_mut().expect("polled only while Some").await }, if down_rx.is_some() => {
+                        down_rx = None;
+                        down_clean = clean;
+                        report(DataEventKind::DownDone { bytes, clean });
                     }
-                    return report(DataEventKind::Finished(out));
+                    out = &mut relay => {
+                        if let Some(rx) = down_rx.take() {
+                            if let Ok((bytes, clean)) = rx.await {
+                                down_clean = clean;
+                                report(DataEventKind::DownDone { bytes, clean });
+                            }
+                        }
+                        break Some(out);
+                    }
                 }
             }
+        };
+        // A transfer that did not complete ends with a reset on both legs
+        // (armed above), never with a FIN a peer could take for the end of
+        // the file; a download that reached the client whole closes cleanly.
+        let cut = ended.as_ref().is_none_or(|out| out.error.is_some());
+        if !cut {
+            backend.disarm_reset();
+        }
+        if !cut || down_clean {
+            client.disarm_reset();
+        }
+        drop((client, backend));
+        if let Some(out) = ended {
+            report(DataEventKind::Finished(out));
         }
     });
 }

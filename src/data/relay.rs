@@ -8,6 +8,14 @@
 //! the client, which is when the transfer's final reply may be released (see
 //! `session`).
 //!
+//! The relay borrows both connections and never closes them: the data task
+//! that owns them decides how they end. A transfer that completed closes with
+//! FIN (and close_notify under TLS); a transfer that was cut (an I/O error,
+//! a stall, an abort, the session ending) is ended with a TCP reset
+//! ([`DataStream::reset`]), so that no peer mistakes a cut stream for a
+//! complete one (a clean FIN after a partial download reads as success to a
+//! client that does not check the final reply).
+//!
 //! Each direction copies through its own buffer, which starts at
 //! [`INITIAL_BUFFER`] and doubles whenever a read fills it, up to the
 //! configured cap (`relay_buffer_max`, default 4 MiB): a bulk transfer gets
@@ -16,7 +24,6 @@
 //! pipe gained nothing over a large buffer (docs/PERFORMANCE.md).
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,18 +39,35 @@ pub const INITIAL_BUFFER: usize = 128 * 1024;
 /// Default cap of each direction's buffer (`relay_buffer_max`).
 pub const DEFAULT_BUFFER_MAX: usize = 4 * 1024 * 1024;
 
+/// Default of `data_stall_timeout`: a transfer that moves no byte in either
+/// direction for this long is cut (vsftpd's `data_connection_timeout`).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long the client-to-backend direction may stay open after the backend
 /// has closed its side (a client that sent ABOR may never close).
 const LINGER_AFTER_BACKEND_DONE: Duration = Duration::from_secs(10);
 
-/// Bytes moved and the first error seen.
+/// The limits a relay runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// Largest buffer per direction (`relay_buffer_max`).
+    pub buffer_max: usize,
+    /// No byte moved in either direction for this long: the transfer is cut
+    /// (`data_stall_timeout`).
+    pub stall: Duration,
+}
+
+/// Bytes moved and how the relay ended.
 #[derive(Debug, Default)]
 pub struct RelayOutcome {
     /// Client to backend (uploads).
     pub up: u64,
     /// Backend to client (downloads, listings).
     pub down: u64,
-    /// The first I/O error, if any direction failed.
+    /// The backend-to-client direction reached the backend's end of stream
+    /// and every byte before it was written to the client (its FIN sent).
+    pub down_clean: bool,
+    /// The first I/O error (or stall), if the relay was cut.
     pub error: Option<io::Error>,
 }
 
@@ -75,6 +99,11 @@ impl Progress {
             self.down.load(Ordering::Relaxed),
         )
     }
+
+    fn total(&self) -> u64 {
+        let (up, down) = self.get();
+        up.wrapping_add(down)
+    }
 }
 
 /// A data connection: plain TCP, or TLS toward the client (ftpgate is the
@@ -89,48 +118,86 @@ pub enum DataStream {
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
-type WriteSide = Box<dyn AsyncWrite + Send + Unpin>;
+type ReadSide<'a> = Box<dyn AsyncRead + Send + Unpin + 'a>;
+type WriteSide<'a> = Box<dyn AsyncWrite + Send + Unpin + 'a>;
 
 impl DataStream {
-    /// Read and write halves. TCP splits without a lock; TLS through
-    /// `tokio::io::split`. Shutting the write half of a TLS stream sends
-    /// close_notify before the TCP FIN (vsftpd answers an upload without it
-    /// with 426).
-    ///
-    /// Also returns, for TLS, a duplicate of the socket's descriptor: the
-    /// way to end the TCP connection without close_notify when the other
-    /// side failed (an abort must not look like a complete upload).
-    fn into_halves(self) -> (ReadSide, WriteSide, Option<OwnedFd>) {
+    /// The TCP connection underneath.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            DataStream::Tcp(s) => s,
+            DataStream::ServerTls(s) => s.get_ref().0,
+            DataStream::ClientTls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Borrowed read and write halves. Neither closes anything when
+    /// dropped: shutting the write half down sends FIN (after close_notify
+    /// under TLS; vsftpd answers an upload without it with 426), and only
+    /// the owner closes the connection.
+    fn halves(&mut self) -> (ReadSide<'_>, WriteSide<'_>) {
         match self {
             DataStream::Tcp(s) => {
-                let (r, w) = s.into_split();
-                (Box::new(r), Box::new(w), None)
+                let (r, w) = s.split();
+                (Box::new(r), Box::new(w))
             }
             DataStream::ServerTls(s) => {
-                let fd = s.get_ref().0.as_fd().try_clone_to_owned().ok();
-                let (r, w) = tokio::io::split(*s);
-                (Box::new(r), Box::new(w), fd)
+                let (r, w) = tokio::io::split(&mut **s);
+                (Box::new(r), Box::new(w))
             }
             DataStream::ClientTls(s) => {
-                let fd = s.get_ref().0.as_fd().try_clone_to_owned().ok();
-                let (r, w) = tokio::io::split(*s);
-                (Box::new(r), Box::new(w), fd)
+                let (r, w) = tokio::io::split(&mut **s);
+                (Box::new(r), Box::new(w))
             }
         }
     }
+
+    /// Ends the connection with a TCP reset: no FIN and no close_notify,
+    /// so the peer cannot take what it received for the whole stream.
+    pub fn reset(self) {
+        arm_reset(self.tcp());
+        drop(self);
+    }
+
+    /// Makes closing this connection a reset ([`arm_reset`]).
+    pub fn arm_reset(&self) {
+        arm_reset(self.tcp());
+    }
+
+    /// Undoes [`arm_reset`]: closing sends FIN again.
+    pub fn disarm_reset(&self) {
+        let _ = socket2::SockRef::from(self.tcp()).set_linger(None);
+    }
+}
+
+/// Makes closing `tcp` send a reset instead of FIN (SO_LINGER 0). Set on
+/// both legs of a data connection until the transfer is known complete,
+/// so that every early end (a cancel, a failure, a dropped task) is a
+/// reset; shutting down the write side still sends FIN.
+pub fn arm_reset(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+}
+
+fn stalled(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "no data moved for {}s (data_stall_timeout)",
+            limit.as_secs_f64()
+        ),
+    )
 }
 
 /// Copies `from` to `to` until EOF, then shuts `to` down for writing. The
 /// buffer doubles each time a read fills it, up to `max`. Every write moves
-/// `counter` (metrics) and `progress` (this transfer).
+/// `counter` (metrics) and `progress` (this transfer), partial writes
+/// included, so a slow reader that still reads is never taken for a stall.
 async fn copy_half<R, W>(
     mut from: R,
     mut to: W,
     max: usize,
     counter: IntCounter,
     progress: &AtomicU64,
-    abort_to: Option<&OwnedFd>,
 ) -> (u64, Option<io::Error>)
 where
     R: AsyncRead + Unpin,
@@ -145,30 +212,30 @@ where
             // A TLS peer that closed TCP without close_notify: take it as
             // the end (servers and clients commonly do this after the last byte).
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => {
-                // Pass the failure on. Plain TCP: dropping `to` sends FIN.
-                // TLS: a write half (tokio::io::split) does not close its
-                // socket when dropped, and a clean shutdown would send
-                // close_notify, telling the server the upload is complete;
-                // end the TCP connection under TLS instead, so the server
-                // sees a truncated stream (vsftpd: 426).
-                if let Some(fd) = abort_to {
-                    let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Both);
-                }
-                return (total, Some(e));
-            }
+            Err(e) => return (total, Some(e)),
         };
-        if let Err(e) = to.write_all(&buf[..n]).await {
-            return (total, Some(e));
+        let mut at = 0;
+        while at < n {
+            match to.write(&buf[at..n]).await {
+                Ok(0) => return (total, Some(io::ErrorKind::WriteZero.into())),
+                Ok(w) => {
+                    at += w;
+                    total += w as u64;
+                    counter.inc_by(w as u64);
+                    progress.fetch_add(w as u64, Ordering::Relaxed);
+                }
+                Err(e) => return (total, Some(e)),
+            }
         }
-        total += n as u64;
-        counter.inc_by(n as u64);
-        progress.fetch_add(n as u64, Ordering::Relaxed);
         if n == buf.len() && buf.len() < max {
             buf.resize((buf.len() * 2).min(max), 0);
         }
     }
-    match to.shutdown().await {
+    let flushed = async {
+        to.flush().await?;
+        to.shutdown().await
+    };
+    match flushed.await {
         Ok(()) => (total, None),
         // The peer already closed: every byte was written, nothing is lost.
         Err(e) if e.kind() == io::ErrorKind::NotConnected => (total, None),
@@ -176,79 +243,115 @@ where
     }
 }
 
-/// Relays both ways until both directions end, with buffers of at most
-/// `buffer_max` bytes each; `down_done` fires when the backend-to-client
-/// direction has ended (with its byte count and whether it ended cleanly).
+/// Resolves once no byte has moved in either direction for a whole
+/// `limit` (checked every `limit`, so a stall is noticed within two).
+async fn watch_stall(progress: &Progress, limit: Duration) {
+    let mut last = progress.total();
+    loop {
+        tokio::time::sleep(limit).await;
+        let now = progress.total();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Relays both ways between borrowed connections until both directions
+/// end, the first error, or a stall; `down_done` fires when the
+/// backend-to-client direction has ended (with its byte count and whether
+/// it ended cleanly). The caller closes or resets the connections.
 pub async fn relay(
-    client: DataStream,
-    backend: DataStream,
-    buffer_max: usize,
+    client: &mut DataStream,
+    backend: &mut DataStream,
+    limits: RelayLimits,
     down_done: oneshot::Sender<(u64, bool)>,
     counters: ByteCounters,
     progress: Arc<Progress>,
 ) -> RelayOutcome {
-    let (client_rd, client_wr, client_fd) = client.into_halves();
-    let (backend_rd, backend_wr, backend_fd) = backend.into_halves();
+    let (client_rd, client_wr) = client.halves();
+    let (backend_rd, backend_wr) = backend.halves();
     let up = copy_half(
         client_rd,
         backend_wr,
-        buffer_max,
+        limits.buffer_max,
         counters.up,
         &progress.up,
-        backend_fd.as_ref(),
     );
     let down = async {
         let (n, err) = copy_half(
             backend_rd,
             client_wr,
-            buffer_max,
+            limits.buffer_max,
             counters.down,
             &progress.down,
-            client_fd.as_ref(),
         )
         .await;
         let _ = down_done.send((n, err.is_none()));
         (n, err)
     };
-    join_directions(up, down).await
+    join_directions(up, down, watch_stall(&progress, limits.stall), limits.stall).await
 }
 
-/// Waits for both directions; once the backend-to-client one has ended, the
-/// other gets [`LINGER_AFTER_BACKEND_DONE`] to finish.
-async fn join_directions<U, D>(up: U, down: D) -> RelayOutcome
+/// Waits for both directions. The first error (or a stall) ends the relay
+/// at once: the transfer is cut, and waiting for the other direction would
+/// only delay the news. Once the backend-to-client direction has ended
+/// cleanly, the other gets [`LINGER_AFTER_BACKEND_DONE`] to finish.
+async fn join_directions<U, D, S>(up: U, down: D, stall: S, limit: Duration) -> RelayOutcome
 where
     U: std::future::Future<Output = (u64, Option<io::Error>)>,
     D: std::future::Future<Output = (u64, Option<io::Error>)>,
+    S: std::future::Future<Output = ()>,
 {
-    tokio::pin!(up, down);
+    tokio::pin!(up, down, stall);
     let mut out = RelayOutcome::default();
     tokio::select! {
-        (n, err) = &mut up => {
-            out.up = n;
-            out.error = err;
-            let (n, err) = down.await;
-            out.down = n;
-            out.error = out.error.or(err);
-        }
+        // The download's end first: when both are ready, a clean end of
+        // the backend's data must not be reported as a cut.
+        biased;
         (n, err) = &mut down => {
             out.down = n;
-            out.error = err;
+            out.down_clean = err.is_none();
+            if err.is_some() {
+                out.error = err;
+                return out;
+            }
             match tokio::time::timeout(LINGER_AFTER_BACKEND_DONE, up).await {
                 Ok((n, err)) => {
                     out.up = n;
-                    out.error = out.error.or(err);
+                    out.error = err;
                 }
                 Err(_) => tracing::debug!("client kept its data connection open after the backend closed; dropped"),
             }
         }
+        (n, err) = &mut up => {
+            out.up = n;
+            if err.is_some() {
+                out.error = err;
+                return out;
+            }
+            tokio::select! {
+                (n, err) = &mut down => {
+                    out.down = n;
+                    out.down_clean = err.is_none();
+                    out.error = err;
+                }
+                () = &mut stall => out.error = Some(stalled(limit)),
+            }
+        }
+        () = &mut stall => out.error = Some(stalled(limit)),
     }
     out
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
+
+    const LIMITS: RelayLimits = RelayLimits {
+        buffer_max: DEFAULT_BUFFER_MAX,
+        stall: DEFAULT_STALL_TIMEOUT,
+    };
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -275,9 +378,7 @@ mod tests {
         let (p1, p2) = (Arc::clone(&progress), Arc::clone(&progress));
         let c2 = counter.clone();
         let up =
-            tokio::spawn(
-                async move { copy_half(c_rd, b_wr, 16 * 1024 * 1024, c2, &p1.up, None).await },
-            );
+            tokio::spawn(async move { copy_half(c_rd, b_wr, 16 * 1024 * 1024, c2, &p1.up).await });
         let down = tokio::spawn(async move {
             copy_half(
                 b_rd,
@@ -285,7 +386,6 @@ mod tests {
                 4096,
                 IntCounter::new("d", "d").unwrap(),
                 &p2.down,
-                None,
             )
             .await
         });
@@ -311,14 +411,22 @@ mod tests {
             up: IntCounter::new("u", "u").unwrap(),
             down: IntCounter::new("d", "d").unwrap(),
         };
-        let task = tokio::spawn(relay(
-            DataStream::Tcp(proxy_client),
-            DataStream::Tcp(proxy_backend),
-            DEFAULT_BUFFER_MAX,
-            tx,
-            counters.clone(),
-            Arc::new(Progress::default()),
-        ));
+        let c2 = counters.clone();
+        let task = tokio::spawn(async move {
+            let (mut c, mut b) = (
+                DataStream::Tcp(proxy_client),
+                DataStream::Tcp(proxy_backend),
+            );
+            relay(
+                &mut c,
+                &mut b,
+                LIMITS,
+                tx,
+                c2,
+                Arc::new(Progress::default()),
+            )
+            .await
+        });
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {
@@ -339,5 +447,108 @@ mod tests {
         assert_eq!((out.up, out.down), (3_000_000, 15));
         assert_eq!((counters.up.get(), counters.down.get()), (3_000_000, 15));
         assert!(out.error.is_none());
+    }
+
+    fn counters() -> ByteCounters {
+        ByteCounters {
+            up: IntCounter::new("u", "u").unwrap(),
+            down: IntCounter::new("d", "d").unwrap(),
+        }
+    }
+
+    /// A client that stops reading: once nothing moves for the stall
+    /// limit, the relay ends with an error instead of waiting forever.
+    #[tokio::test]
+    async fn a_stalled_client_ends_the_relay_with_an_error() {
+        let (client, proxy_client) = pair().await;
+        let (proxy_backend, mut server) = pair().await;
+        let (tx, rx) = oneshot::channel();
+        let limits = RelayLimits {
+            buffer_max: 64 * 1024,
+            stall: Duration::from_millis(300),
+        };
+        let task = tokio::spawn(async move {
+            let (mut c, mut b) = (
+                DataStream::Tcp(proxy_client),
+                DataStream::Tcp(proxy_backend),
+            );
+            let out = relay(
+                &mut c,
+                &mut b,
+                limits,
+                tx,
+                counters(),
+                Arc::new(Progress::default()),
+            )
+            .await;
+            (out, c)
+        });
+        // Far more than the socket buffers hold; the client never reads.
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 1 << 20];
+            for _ in 0..64 {
+                if server.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (out, c) = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the stall limit ends the relay")
+            .unwrap();
+        assert_eq!(
+            out.error.as_ref().map(|e| e.kind()),
+            Some(io::ErrorKind::TimedOut)
+        );
+        assert!(!out.down_clean);
+        assert!(rx.await.is_err(), "the download did not end");
+        c.reset();
+        writer.abort();
+        drop(client);
+    }
+
+    /// A backend that resets its data connection mid-download: the relay
+    /// ends at once with the error, and the download is not clean.
+    #[tokio::test]
+    async fn a_reset_backend_is_an_error_not_an_end() {
+        let (mut client, proxy_client) = pair().await;
+        let (proxy_backend, mut server) = pair().await;
+        let (tx, _rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let (mut c, mut b) = (
+                DataStream::Tcp(proxy_client),
+                DataStream::Tcp(proxy_backend),
+            );
+            let out = relay(
+                &mut c,
+                &mut b,
+                LIMITS,
+                tx,
+                counters(),
+                Arc::new(Progress::default()),
+            )
+            .await;
+            if out.error.is_some() {
+                c.reset();
+            }
+            out
+        });
+        server.write_all(b"partial").await.unwrap();
+        let mut first = [0u8; 7];
+        client.read_exact(&mut first).await.unwrap();
+        DataStream::Tcp(server).reset();
+        let out = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.error.is_some() && !out.down_clean, "{out:?}");
+        // The client sees a reset, never a clean end of stream.
+        let mut rest = Vec::new();
+        let end = client.read_to_end(&mut rest).await;
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset),
+            "a cut download must not end with FIN"
+        );
     }
 }

@@ -32,6 +32,10 @@ pub enum ReplyCode {
     ServiceNotAvailable,
     /// 425
     CantOpenDataConnection,
+    /// 426
+    TransferAborted,
+    /// 451
+    LocalError,
     /// 500
     SyntaxError,
     /// 501
@@ -60,6 +64,8 @@ impl ReplyCode {
             ReplyCode::EnteringExtendedPassiveMode => 229,
             ReplyCode::ServiceNotAvailable => 421,
             ReplyCode::CantOpenDataConnection => 425,
+            ReplyCode::TransferAborted => 426,
+            ReplyCode::LocalError => 451,
             ReplyCode::SyntaxError => 500,
             ReplyCode::SyntaxErrorInArguments => 501,
             ReplyCode::NotImplemented => 502,
@@ -201,6 +207,12 @@ impl ReplyAssembler {
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
         self.framer.push(data)
+    }
+
+    /// Bytes received and not yet returned as a reply (a partial line, or
+    /// the lines of an open multi-line reply).
+    pub fn buffered(&self) -> usize {
+        self.framer.buffered() + self.open.as_ref().map_or(0, |_| self.open_bytes.max(1))
     }
 
     /// Continuation lines dropped from the last reply because it was too long.

@@ -32,7 +32,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backend::{ActiveGuard, Choice, Key};
 use crate::config::{BackendDataMode, BackendTlsMode, Config, ProxyVersion, TlsPolicy};
-use crate::data::relay::{ByteCounters, Progress};
+use crate::data::relay::{ByteCounters, Progress, RelayLimits};
 use crate::data::{
     spawn_data_task, BackendDataTls, BackendLeg, ClientDataTls, DataEvent, DataEventKind,
     DataFailure, DataTask,
@@ -124,6 +124,45 @@ struct Transfer {
     failed: bool,
     /// Both directions ended.
     finished: bool,
+}
+
+impl Transfer {
+    /// The data side has ended one way or another, so the final reply may
+    /// go out: a download's data has all been written to the client (or
+    /// the relay was cut); an upload's relay has ended in both directions.
+    fn settled(&self) -> bool {
+        self.failed
+            || match self.kind {
+                TransferKind::Upload => self.finished,
+                _ => self.down_done,
+            }
+    }
+
+    /// The data is known to have arrived whole: every byte the backend sent
+    /// reached the client (downloads, listings), or the upload's relay ended
+    /// without an error. Only then may a 2xx final reply reach the client.
+    fn whole(&self) -> bool {
+        !self.failed
+            && !self.aborted
+            && match self.kind {
+                TransferKind::Upload => self.finished && !self.relay_error,
+                _ => self.down_clean == Some(true),
+            }
+    }
+
+    /// The final reply the client may see for `reply`: a success for data
+    /// that did not arrive whole becomes 425 (never connected) or 426 (cut).
+    fn verdict(&self, reply: Reply) -> Reply {
+        if !reply.is_success() || self.whole() {
+            return reply;
+        }
+        let kind = if self.failed {
+            ErrorKind::DataConnectFailed("data connection failed".into())
+        } else {
+            ErrorKind::TransferCut
+        };
+        reply_for(&Error::client(kind)).0
+    }
 }
 
 /// A command that must wait until every earlier reply has gone out,
@@ -390,6 +429,7 @@ pub async fn run_session(
         quitting: false,
         quit_sent: false,
         backend_said_421: false,
+        backend_gone: None,
         started,
         last_command: started,
         bytes_up: 0,
@@ -506,12 +546,39 @@ struct Session {
     quit_sent: bool,
     /// The backend sent 421 (it is closing): the client already knows.
     backend_said_421: bool,
+    /// The backend's control connection ended while a transfer's data was
+    /// still on its way: how the session ends once the data has settled,
+    /// and the data progress last seen (a stall ends the wait).
+    backend_gone: Option<(End, Instant, u64)>,
     started: Instant,
     last_command: Instant,
     bytes_up: u64,
     bytes_down: u64,
     transfers: u32,
     cancel: CancellationToken,
+}
+
+/// How a session ended, in lower-case words for the log line, like every
+/// other outcome there: `IdleTimeout` reads `idle timeout`, and a detail
+/// keeps its text (`backend tls: AUTH TLS refused`).
+fn describe(kind: &ErrorKind) -> String {
+    let debug = format!("{kind:?}");
+    let name_end = debug
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(debug.len());
+    let (name, rest) = debug.split_at(name_end);
+    let mut words = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    match rest.strip_prefix("(\"").and_then(|r| r.strip_suffix("\")")) {
+        Some(detail) => format!("{words}: {detail}"),
+        None if rest.is_empty() => words,
+        None => format!("{words} {rest}"),
+    }
 }
 
 /// A TLS stream that ended without close_notify reads as `UnexpectedEof`;
@@ -734,6 +801,12 @@ async fn tls_connect(
 impl Session {
     async fn run(&mut self) -> End {
         loop {
+            if self.backend_gone.is_some() {
+                match self.wait_for_data_after_backend().await {
+                    Some(end) => return end,
+                    None => continue,
+                }
+            }
             if let Err(end) = self.process_buffered_commands().await {
                 return end;
             }
@@ -766,8 +839,16 @@ impl Session {
                 // 421): that is an end of stream like any other.
                 r = self.backend_rd.read_buf(self.replies.buffer_mut()), if !self.unrouted() => match eof_as_zero(r) {
                     Ok(0) if self.quit_sent => return End::ClientQuit,
-                    Ok(0) if self.backend_said_421 => return End::ServerGoodbye,
-                    Ok(0) => return End::Error(Error::backend(ErrorKind::BackendClosed)),
+                    Ok(0) if self.backend_said_421 => {
+                        if let Some(end) = self.backend_ended(End::ServerGoodbye) {
+                            return end;
+                        }
+                    }
+                    Ok(0) => {
+                        if let Some(end) = self.backend_ended(End::Error(Error::backend(ErrorKind::BackendClosed))) {
+                            return end;
+                        }
+                    }
                     Ok(_) => {
                         if let Err(end) = self.process_replies().await {
                             return end;
@@ -775,7 +856,9 @@ impl Session {
                     }
                     Err(e) => {
                         warn!(session = self.id, error = %e, "backend control connection failed");
-                        return End::Error(Error::backend(ErrorKind::BackendClosed));
+                        if let Some(end) = self.backend_ended(End::Error(Error::backend(ErrorKind::BackendClosed))) {
+                            return end;
+                        }
                     }
                 },
                 r = self.client_rd.read_buf(self.commands.buffer_mut()), if reading_client => match eof_as_zero(r) {
@@ -818,6 +901,66 @@ impl Session {
                     return End::Error(Error::internal(kind));
                 }
             }
+        }
+    }
+
+    /// The backend's control connection ended with `end`. With a transfer's
+    /// data still on its way, the session waits for it (the backend's
+    /// final reply may be held already): bytes the backend sent must reach
+    /// the client before the session ends. `Some`: end the session now.
+    fn backend_ended(&mut self, end: End) -> Option<End> {
+        let Some(t) = self.transfer.as_ref().filter(|t| !t.settled()) else {
+            return Some(end);
+        };
+        info!(session = self.id, client = %self.client_addr, backend = %self.backend_addr, "backend closed its control connection during a transfer; relaying the rest of the data first");
+        let (up, down) = t.progress.get();
+        self.backend_gone = Some((end, Instant::now(), up + down));
+        None
+    }
+
+    /// With the backend gone: waits until the transfer's data has settled
+    /// (its reply, held or owed, then goes out by the usual rules), then
+    /// ends the session. A transfer that moves no byte for
+    /// `data_stall_timeout` is cut. `None`: keep waiting.
+    async fn wait_for_data_after_backend(&mut self) -> Option<End> {
+        let settled = self.transfer.as_ref().is_none_or(|t| t.settled());
+        if settled {
+            return self.backend_gone.take().map(|(end, _, _)| end);
+        }
+        let (since, seen) = self.backend_gone.as_ref().map(|(_, s, b)| (*s, *b))?;
+        let stall = self.cfg.data_stall_timeout;
+        tokio::select! {
+            _ = self.cancel.cancelled() => Some(End::Error(Error::internal(ErrorKind::Shutdown))),
+            Some(ev) = self.events_rx.recv() => self.on_data_event(ev).await.err(),
+            _ = tokio::time::sleep_until(since + stall) => {
+                let t = self.transfer.as_ref()?;
+                let (up, down) = t.progress.get();
+                if up + down != seen {
+                    if let Some(g) = self.backend_gone.as_mut() {
+                        (g.1, g.2) = (Instant::now(), up + down);
+                    }
+                    return None;
+                }
+                warn!(session = self.id, client = %self.client_addr, limit = ?stall, "transfer stalled after the backend closed; cutting it");
+                self.cut_transfer("stalled");
+                self.backend_gone.take().map(|(end, _, _)| end)
+            }
+        }
+    }
+
+    /// Abandons the running transfer: its data task resets both data
+    /// connections, and a held success becomes 426 when the session's
+    /// owed replies go out.
+    fn cut_transfer(&mut self, cause: &str) {
+        if let Some(t) = self.transfer.as_mut().filter(|t| !t.settled()) {
+            self.shared
+                .metrics
+                .transfers_cut_total
+                .with_label_values(&[cause])
+                .inc();
+            t.cancel.cancel();
+            t.down_done = true;
+            t.finished = true;
         }
     }
 
@@ -959,6 +1102,16 @@ impl Session {
         if auth.code != 234 {
             error!(session = self.id, backend = %self.backend_addr, reply = %auth.text_lossy(), "backend refused AUTH TLS");
             return Err(fail(format!("AUTH TLS refused: {}", auth.text_lossy())));
+        }
+        // RFC 4217 4: the handshake follows 234 at once. Bytes already
+        // received after it came in plaintext and would be read as
+        // protected replies (the backend side of CVE-2011-0411).
+        let early = self.replies.buffered();
+        if early > 0 {
+            error!(session = self.id, backend = %self.backend_addr, bytes = early, "backend sent bytes after its 234 reply, before the TLS handshake; closing the session");
+            return Err(fail(
+                "bytes after the 234 reply, before the TLS handshake".into(),
+            ));
         }
         let Some(t) = self.backend_tls.clone() else {
             return Err(fail("no TLS configuration".into()));
@@ -1300,7 +1453,7 @@ impl Session {
     }
 
     async fn process_buffered_commands(&mut self) -> Result<(), End> {
-        while self.deferred.is_none() && !self.quitting {
+        while self.deferred.is_none() && !self.quitting && self.backend_gone.is_none() {
             let Some(frame) = self.commands.next_frame() else {
                 break;
             };
@@ -1351,18 +1504,17 @@ impl Session {
             Verb::Abor => {
                 if let Some(t) = self.transfer.as_mut().filter(|t| !t.finished) {
                     // The client no longer wants the data, and may have stopped
-                    // reading it: drop both data legs now (as a direct server
-                    // would) so the final reply is not held behind them. This
-                    // also unblocks a server stuck writing or reading data, so
-                    // ABOR is forwarded as a plain line: pure-ftpd silently
-                    // drops an `IAC IP IAC DM ABOR` line once its transfer has
-                    // ended, which would leave a reply missing.
-                    t.cancel.cancel();
-                    t.down_done = true;
-                    t.finished = true;
+                    // reading it: reset both data legs now (as a direct server
+                    // would close them) so the final reply is not held behind
+                    // them; a held success becomes 426, since the data did not
+                    // all arrive. This also unblocks a server stuck writing or
+                    // reading data, so ABOR is forwarded as a plain line:
+                    // pure-ftpd silently drops an `IAC IP IAC DM ABOR` line once
+                    // its transfer has ended, which would leave a reply missing.
                     t.aborted = true;
-                    if self.order.held_gen() == Some(t.gen) {
-                        self.release_held(false).await?;
+                    self.cut_transfer("aborted");
+                    if self.order.held_gen() == self.transfer.as_ref().map(|t| t.gen) {
+                        self.release_held().await?;
                     }
                 }
                 self.forward(&cmd, Awaiting::Command(Verb::Abor)).await?;
@@ -1524,7 +1676,10 @@ impl Session {
             backend,
             events: self.events_tx.clone(),
             cancel: cancel.clone(),
-            buffer_max: self.cfg.relay_buffer_max,
+            limits: RelayLimits {
+                buffer_max: self.cfg.relay_buffer_max,
+                stall: self.cfg.data_stall_timeout,
+            },
             counters: self.counters.clone(),
             progress: Arc::clone(&progress),
             client_tls: self.client_data_tls(),
@@ -1659,6 +1814,20 @@ impl Session {
     /// called with no other reply outstanding, so the next reply is ours.
     async fn backend_exchange(&mut self, line: &[u8]) -> Result<Reply, Error> {
         debug_assert!(self.order.is_quiet());
+        // Nothing is awaited: a reply already here was sent unasked and
+        // must not be taken for the answer to ftpgate's own command.
+        while let Some(r) = self.replies.next_reply() {
+            match r {
+                Ok(r) if r.code == 421 => {
+                    self.backend_said_421 = true;
+                    self.order.send(r.to_bytes());
+                }
+                Ok(r) => self.drop_reply("unsolicited", &r),
+                Err(ReplyError::Malformed(line)) => {
+                    warn!(session = self.id, backend = %self.backend_addr, line = %String::from_utf8_lossy(&line), "skipped a backend line that is not a reply")
+                }
+            }
+        }
         let w = &mut self.backend_wr;
         async { w.write_all(line).await.and(w.flush().await) }
             .await
@@ -1785,6 +1954,19 @@ impl Session {
                 t.down_done = true;
                 t.finished = true;
                 t.relay_error = out.error.is_some();
+                if let Some(e) = &out.error {
+                    let cause = if e.kind() == std::io::ErrorKind::TimedOut {
+                        "stalled"
+                    } else {
+                        "relay_error"
+                    };
+                    warn!(session = self.id, client = %self.client_addr, error = %e, bytes_up = out.up, bytes_down = out.down, "transfer cut: both data connections reset");
+                    self.shared
+                        .metrics
+                        .transfers_cut_total
+                        .with_label_values(&[cause])
+                        .inc();
+                }
                 debug!(
                     session = self.id,
                     command = %String::from_utf8_lossy(&t.verb),
@@ -1806,9 +1988,8 @@ impl Session {
                 t.cancel.cancel();
             }
         }
-        if self.order.held_gen() == Some(ev.gen) && (t.down_done || t.failed) {
-            let failed = t.failed;
-            self.release_held(failed).await?;
+        if self.order.held_gen() == Some(ev.gen) && t.settled() {
+            self.release_held().await?;
         }
         self.record_transfer_if_done();
         Ok(())
@@ -1841,7 +2022,24 @@ impl Session {
         // Only replies passed straight through measure ftpgate's own latency.
         let mut measure = false;
         match self.order.on_reply(&reply) {
-            Completion::Preliminary | Completion::Unsolicited => self.order.send(reply.to_bytes()),
+            Completion::Preliminary => self.order.send(reply.to_bytes()),
+            // A server closing says 421 unasked (RFC 959 5.4): the client
+            // must hear it. Anything else nobody asked for would answer the
+            // client's next command in its place.
+            Completion::Unsolicited if reply.code == 421 => self.order.send(reply.to_bytes()),
+            Completion::Unsolicited => self.drop_reply("unsolicited", &reply),
+            // Only ftpgate's own PASV/EPSV (never forwarded) is answered by a
+            // 227/229: one arriving for another command names an address
+            // the client must not be sent to.
+            Completion::Command(verb) if matches!(reply.code, 227 | 229) => {
+                self.drop_reply("passive_reply", &reply);
+                debug!(session = self.id, verb = ?verb, "answered the command locally instead");
+                self.order.send(
+                    reply_for(&Error::backend(ErrorKind::UnexpectedBackendReply))
+                        .0
+                        .to_bytes(),
+                );
+            }
             Completion::Command(verb) => {
                 let reply = match verb {
                     // What ftpgate offers the client, not what the backend
@@ -1883,6 +2081,18 @@ impl Session {
                 gen: Some(gen),
                 after_preliminary,
             } => self.on_transfer_reply(gen, after_preliminary, reply),
+            // No data connection went through ftpgate for this transfer, so
+            // no data reached the client: no success for it.
+            Completion::Transfer { gen: None, .. } if reply.is_success() => {
+                self.drop_reply("transfer_without_data", &reply);
+                self.order.send(
+                    reply_for(&Error::client(ErrorKind::DataConnectFailed(
+                        "no data connection".into(),
+                    )))
+                    .0
+                    .to_bytes(),
+                );
+            }
             Completion::Transfer { gen: None, .. } => self.order.send(reply.to_bytes()),
         }
         self.write_ready().await?;
@@ -1893,6 +2103,16 @@ impl Session {
                 .observe(arrived.elapsed().as_secs_f64());
         }
         Ok(())
+    }
+
+    /// A backend reply not passed on: a warning quoting it, and a count.
+    fn drop_reply(&self, reason: &'static str, reply: &Reply) {
+        warn!(session = self.id, backend = %self.backend_addr, reason, reply = %reply.text_lossy(), "dropped a backend reply");
+        self.shared
+            .metrics
+            .backend_replies_dropped_total
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// A 530 to USER or PASS (already queued): count it, slow the client
@@ -2013,16 +2233,10 @@ impl Session {
         let Some(t) = self.transfer.as_ref() else {
             return self.order.send(reply.to_bytes());
         };
-        if t.failed && reply.is_success() {
-            // The client never got the data: no 226 for it.
-            let failed = reply_for(&Error::client(ErrorKind::DataConnectFailed(
-                "data connection failed".into(),
-            )))
-            .0;
-            return self.order.send(failed.to_bytes());
-        }
-        if t.down_done || t.failed {
-            return self.order.send(reply.to_bytes());
+        if t.settled() {
+            // A success for data that did not arrive whole becomes 425/426.
+            let shown = t.verdict(reply);
+            return self.order.send(shown.to_bytes());
         }
         if let Err(reply) = self.order.hold(gen, reply) {
             error!(session = self.id, "bug: two held replies");
@@ -2030,18 +2244,28 @@ impl Session {
         }
     }
 
-    /// Releases the held transfer reply; after a failed data connection a
-    /// success becomes 425, because the client never got the data.
-    async fn release_held(&mut self, failed: bool) -> Result<(), End> {
-        self.order.release(|held| {
-            (failed && held.is_success()).then(|| {
-                reply_for(&Error::client(ErrorKind::DataConnectFailed(
-                    "client did not connect".into(),
-                )))
-                .0
-            })
-        });
+    /// Releases the held transfer reply and writes what is ready.
+    async fn release_held(&mut self) -> Result<(), End> {
+        self.release_held_reply();
         self.write_ready().await
+    }
+
+    /// Moves the held transfer reply to the output: as the backend sent
+    /// it, or, when the data did not arrive whole, a success replaced by
+    /// 425 (never connected) or 426 (cut), because only a client that has
+    /// every byte may read a 2xx.
+    fn release_held_reply(&mut self) {
+        let held = self.order.held_gen();
+        let transfer = self.transfer.as_ref().filter(|t| Some(t.gen) == held);
+        self.order.release(|r| {
+            let shown = match transfer {
+                Some(t) => t.verdict(r.clone()),
+                // Nothing vouches for the data: no success.
+                None if r.is_success() => reply_for(&Error::client(ErrorKind::TransferCut)).0,
+                None => r.clone(),
+            };
+            (shown != *r).then_some(shown)
+        });
     }
 
     /// Writes every reply whose turn has come.
@@ -2095,9 +2319,13 @@ impl Session {
         if let Some(p) = self.prepared.take() {
             p.cancel.cancel();
         }
+        self.cut_transfer("session_end");
         if let Some(t) = self.transfer.as_mut() {
             t.cancel.cancel();
         }
+        // A held reply goes out only as the data allows (a success for data
+        // that was cut becomes 426), before anything else owed.
+        self.release_held_reply();
         self.record_transfer();
         let outcome = match &end {
             End::ClientQuit => "quit",
@@ -2122,22 +2350,27 @@ impl Session {
             .inc();
         let how = match &end {
             End::ClientQuit => "quit".to_owned(),
-            End::ServerGoodbye => "server sent 421 and closed".to_owned(),
             End::ClientClosed => "client closed".to_owned(),
             End::Io(e) => format!("client i/o error: {e}"),
-            End::Error(e) => {
-                // Anything still owed to the client goes first, then the 421.
-                for b in self.order.take_owed() {
-                    let _ = self.client_wr.write_all(&b).await;
-                    let _ = self.client_wr.flush().await;
+            End::ServerGoodbye | End::Error(_) => {
+                // Anything still owed to the client goes first (the held
+                // reply, released above by the data's rules), then the 421.
+                let mut owed = self.order.take_owed();
+                if let End::Error(e) = &end {
+                    owed.push(reply_for(e).0.to_bytes());
                 }
-                let (reply, _) = reply_for(e);
+                let w = &mut self.client_wr;
                 let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                    self.client_wr.write_all(&reply.to_bytes()).await?;
-                    self.client_wr.flush().await
+                    for b in owed {
+                        w.write_all(&b).await?;
+                    }
+                    w.flush().await
                 })
                 .await;
-                format!("{:?}", e.kind)
+                match &end {
+                    End::Error(e) => describe(&e.kind),
+                    _ => "server sent 421 and closed".to_owned(),
+                }
             }
         };
         let _ = self.client_wr.shutdown().await;
@@ -2153,6 +2386,99 @@ impl Session {
             transfers = self.transfers,
             end = %how,
             "session closed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(kind: TransferKind) -> Transfer {
+        Transfer {
+            gen: 1,
+            cancel: CancellationToken::new(),
+            verb: Bytes::from_static(b"RETR"),
+            arg: "f".into(),
+            kind,
+            active: false,
+            ascii: false,
+            started: Instant::now(),
+            reply_code: None,
+            progress: Arc::new(Progress::default()),
+            down_clean: None,
+            recorded: false,
+            aborted: false,
+            relay_error: false,
+            down_done: false,
+            failed: false,
+            finished: false,
+        }
+    }
+
+    fn code(t: &Transfer, line: &str) -> u16 {
+        t.verdict(Reply::from_line(line.into())).code
+    }
+
+    /// The rule every final reply passes: a 2xx only for data that arrived
+    /// whole; otherwise 425 (never connected) or 426 (cut). Failures pass.
+    #[test]
+    fn a_success_passes_only_for_whole_data() {
+        use TransferKind::*;
+        let ok = "226 Transfer complete.";
+        // (kind, down_clean, finished, relay_error, failed, aborted) -> code
+        let table = [
+            (Download, Some(true), false, false, false, false, 226),
+            (Download, Some(true), true, true, false, false, 226),
+            (Download, Some(false), true, true, false, false, 426),
+            (Download, None, true, true, false, false, 426),
+            (Download, Some(true), true, false, false, true, 426),
+            (Download, None, false, false, true, false, 425),
+            (Listing, Some(true), false, false, false, false, 226),
+            (Listing, None, false, false, false, false, 426),
+            (Upload, Some(true), true, false, false, false, 226),
+            (Upload, Some(true), true, true, false, false, 426),
+            (Upload, Some(true), false, false, false, false, 426),
+            (Upload, None, false, false, true, false, 425),
+        ];
+        for (kind, down_clean, finished, relay_error, failed, aborted, want) in table {
+            let mut t = transfer(kind);
+            (t.down_clean, t.finished, t.relay_error, t.failed, t.aborted) =
+                (down_clean, finished, relay_error, failed, aborted);
+            t.down_done = down_clean.is_some() || finished;
+            assert_eq!(code(&t, ok), want, "{kind:?} {down_clean:?} fin={finished} err={relay_error} failed={failed} aborted={aborted}");
+            assert_eq!(
+                code(&t, "550 No such file."),
+                550,
+                "failures pass as they are"
+            );
+        }
+    }
+
+    #[test]
+    fn a_download_settles_when_its_data_has_reached_the_client() {
+        let mut t = transfer(TransferKind::Download);
+        assert!(!t.settled());
+        t.down_done = true;
+        assert!(t.settled());
+        let mut u = transfer(TransferKind::Upload);
+        u.down_done = true;
+        assert!(!u.settled(), "an upload waits for both directions");
+        u.finished = true;
+        assert!(u.settled());
+    }
+
+    #[test]
+    fn session_ends_read_in_lower_case_words() {
+        assert_eq!(describe(&ErrorKind::Shutdown), "shutdown");
+        assert_eq!(describe(&ErrorKind::IdleTimeout), "idle timeout");
+        assert_eq!(
+            describe(&ErrorKind::BackendTls("AUTH TLS refused".into())),
+            "backend tls: AUTH TLS refused"
+        );
+        assert_eq!(
+            describe(&ErrorKind::LimitReached("max_sessions")),
+            "limit reached: max_sessions"
         );
     }
 }
