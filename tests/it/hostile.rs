@@ -20,10 +20,10 @@ use crate::gateway::{self, Gateway};
 use crate::peers::{self, FtpServer, ServerKind};
 
 /// How long any single read waits before the test fails.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Deterministic file content: large enough to span many TCP segments.
-fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
@@ -44,7 +44,7 @@ fn fake_file() -> Vec<u8> {
 // === fake backend ===
 
 /// What the fake backend does after handling a command.
-enum Then {
+pub(crate) enum Then {
     /// Read the next command.
     Go,
     /// Never answer again (keep reading and ignoring until the peer closes).
@@ -54,22 +54,22 @@ enum Then {
 }
 
 /// One control connection of the fake backend, as its script sees it.
-struct Ctl {
-    stream: TcpStream,
+pub(crate) struct Ctl {
+    pub(crate) stream: TcpStream,
     /// The USER name sent on this connection, "" before USER.
-    user: String,
+    pub(crate) user: String,
     /// The passive data listener of the last PASV/EPSV.
-    data: Option<TcpListener>,
+    pub(crate) data: Option<TcpListener>,
 }
 
 impl Ctl {
     /// Writes `text` and CRLF (multi-line replies carry their inner CRLFs).
-    fn reply(&mut self, text: &str) {
+    pub(crate) fn reply(&mut self, text: &str) {
         let _ = self.stream.write_all(format!("{text}\r\n").as_bytes());
     }
 
     /// Binds a passive data listener on 127.0.0.1 and returns its port.
-    fn listen_data(&mut self) -> u16 {
+    pub(crate) fn listen_data(&mut self) -> u16 {
         let l = TcpListener::bind("127.0.0.1:0").expect("fake: bind data port");
         let port = l.local_addr().unwrap().port();
         self.data = Some(l);
@@ -78,7 +78,7 @@ impl Ctl {
 
     /// Accepts the data connection (ftpgate makes it right after the
     /// 227/229) and sends `bytes` on it, framed by 150 and 226.
-    fn send_file(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_file(&mut self, bytes: &[u8]) {
         let Some(l) = self.data.take() else {
             return self.reply("425 Use PASV or EPSV first.");
         };
@@ -105,7 +105,7 @@ impl Ctl {
     }
 
     /// What a well-behaved little server answers.
-    fn standard(&mut self, line: &str) -> Then {
+    pub(crate) fn standard(&mut self, line: &str) -> Then {
         match verb(line).as_str() {
             "USER" => {
                 self.user = arg(line).to_owned();
@@ -141,20 +141,20 @@ impl Ctl {
 }
 
 /// The upper-cased verb of a command line.
-fn verb(line: &str) -> String {
+pub(crate) fn verb(line: &str) -> String {
     line.split(' ').next().unwrap_or("").to_ascii_uppercase()
 }
 
 /// The argument of a command line, "" if none.
-fn arg(line: &str) -> &str {
+pub(crate) fn arg(line: &str) -> &str {
     line.split_once(' ').map_or("", |(_, a)| a)
 }
 
 type Script = dyn Fn(&mut Ctl, &str) -> Then + Send + Sync;
 
 /// A scripted FTP server on 127.0.0.1; stopped when dropped.
-struct Fake {
-    addr: SocketAddr,
+pub(crate) struct Fake {
+    pub(crate) addr: SocketAddr,
     /// Every command line received, on any connection, in arrival order.
     log: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -162,7 +162,7 @@ struct Fake {
 
 /// Starts a fake backend: greets with 220, then hands every command line
 /// (without CRLF) to `script`.
-fn fake(script: impl Fn(&mut Ctl, &str) -> Then + Send + Sync + 'static) -> Fake {
+pub(crate) fn fake(script: impl Fn(&mut Ctl, &str) -> Then + Send + Sync + 'static) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").expect("fake: bind");
     let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -224,7 +224,7 @@ fn standard_fake() -> Fake {
 
 impl Fake {
     /// The command lines received so far.
-    fn commands(&self) -> Vec<String> {
+    pub(crate) fn commands(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 }
@@ -241,19 +241,19 @@ impl Drop for Fake {
 
 /// One reply as the client read it.
 #[derive(Debug)]
-struct Reply {
-    code: u16,
+pub(crate) struct Reply {
+    pub(crate) code: u16,
     /// Every line, CRLF removed, joined by "\n".
-    text: String,
+    pub(crate) text: String,
 }
 
 /// A client speaking FTP by hand over a plain TCP stream.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
 }
 
 /// A TCP connection to `to` from `from_ip` (port chosen by the kernel).
-fn tcp_from(from_ip: Ipv4Addr, to: SocketAddr) -> TcpStream {
+pub(crate) fn tcp_from(from_ip: Ipv4Addr, to: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     s.bind(&SocketAddr::from((from_ip, 0)).into())
@@ -268,11 +268,11 @@ fn tcp_from(from_ip: Ipv4Addr, to: SocketAddr) -> TcpStream {
 
 impl Client {
     /// Connects from 127.0.0.1 without reading the greeting.
-    fn connect_raw(addr: SocketAddr) -> Client {
+    pub(crate) fn connect_raw(addr: SocketAddr) -> Client {
         Client::connect_raw_from(Ipv4Addr::LOCALHOST, addr)
     }
 
-    fn connect_raw_from(ip: Ipv4Addr, addr: SocketAddr) -> Client {
+    pub(crate) fn connect_raw_from(ip: Ipv4Addr, addr: SocketAddr) -> Client {
         let s = tcp_from(ip, addr);
         s.set_nodelay(true).unwrap();
         Client {
@@ -281,35 +281,35 @@ impl Client {
     }
 
     /// Connects and expects the 220 greeting.
-    fn connect(addr: SocketAddr) -> Client {
+    pub(crate) fn connect(addr: SocketAddr) -> Client {
         Client::connect_from(Ipv4Addr::LOCALHOST, addr)
     }
 
-    fn connect_from(ip: Ipv4Addr, addr: SocketAddr) -> Client {
+    pub(crate) fn connect_from(ip: Ipv4Addr, addr: SocketAddr) -> Client {
         let mut c = Client::connect_raw_from(ip, addr);
         c.expect(220);
         c
     }
 
-    fn stream(&mut self) -> &mut TcpStream {
+    pub(crate) fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
     }
 
     /// Writes raw bytes.
-    fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         self.stream()
             .write_all(bytes)
             .unwrap_or_else(|e| panic!("client write: {e}"));
     }
 
     /// Writes one command line with CRLF.
-    fn send(&mut self, line: &str) {
+    pub(crate) fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\r\n").as_bytes());
     }
 
     /// Reads one complete reply (RFC 959 4.2 multi-line form included).
     #[track_caller]
-    fn reply(&mut self) -> Reply {
+    pub(crate) fn reply(&mut self) -> Reply {
         let first = self.line();
         let code: u16 = first
             .get(..3)
@@ -331,7 +331,7 @@ impl Client {
     }
 
     #[track_caller]
-    fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         let mut raw = Vec::new();
         match self.reader.read_until(b'\n', &mut raw) {
             Ok(0) => panic!("connection closed while waiting for a reply"),
@@ -348,14 +348,14 @@ impl Client {
     }
 
     /// Sends `line` and returns its reply, whatever the code.
-    fn reply_to(&mut self, line: &str) -> Reply {
+    pub(crate) fn reply_to(&mut self, line: &str) -> Reply {
         self.send(line);
         self.reply()
     }
 
     /// Reads a reply and asserts its code.
     #[track_caller]
-    fn expect(&mut self, code: u16) -> Reply {
+    pub(crate) fn expect(&mut self, code: u16) -> Reply {
         let r = self.reply();
         assert_eq!(r.code, code, "expected {code}, got {:?}", r.text);
         r
@@ -363,20 +363,37 @@ impl Client {
 
     /// Sends `line` and asserts the reply code.
     #[track_caller]
-    fn cmd(&mut self, line: &str, code: u16) -> Reply {
+    pub(crate) fn cmd(&mut self, line: &str, code: u16) -> Reply {
         self.send(line);
         self.expect(code)
     }
 
     /// USER and PASS with the fake backend's standard answers.
-    fn login(&mut self, user: &str) {
+    pub(crate) fn login(&mut self, user: &str) {
         self.cmd(&format!("USER {user}"), 331);
         self.cmd("PASS secret", 230);
     }
 
+    /// Waits for the next byte or the end of the connection: true at the
+    /// end (a close or a reset), false when a byte is waiting.
+    #[track_caller]
+    pub(crate) fn at_end(&mut self, wait: Duration) -> bool {
+        self.reader.get_ref().set_read_timeout(Some(wait)).unwrap();
+        let r = match self.reader.fill_buf() {
+            Ok(b) => Ok(b.is_empty()),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(true),
+            Err(e) => Err(e),
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+        r.unwrap_or_else(|e| panic!("neither a reply nor the end within {wait:?}: {e}"))
+    }
+
     /// Asserts the server closes the connection (no more bytes) in time.
     #[track_caller]
-    fn expect_closed(&mut self) {
+    pub(crate) fn expect_closed(&mut self) {
         let mut rest = Vec::new();
         match self.reader.read_to_end(&mut rest) {
             Ok(_) => assert!(
@@ -395,7 +412,7 @@ impl Client {
     /// Sends PASV, checks the 227 names 127.0.0.1 and a port of the
     /// gateway's range, and returns the port.
     #[track_caller]
-    fn pasv(&mut self, gw: &Gateway) -> u16 {
+    pub(crate) fn pasv(&mut self, gw: &Gateway) -> u16 {
         let r = self.cmd("PASV", 227);
         let (ip, port) = parse_227(&r.text);
         assert_eq!(ip, Ipv4Addr::LOCALHOST, "227 address: {}", r.text);
@@ -410,7 +427,7 @@ impl Client {
 
 /// The address and port of a 227 reply text.
 #[track_caller]
-fn parse_227(text: &str) -> (Ipv4Addr, u16) {
+pub(crate) fn parse_227(text: &str) -> (Ipv4Addr, u16) {
     let inner = text
         .split_once('(')
         .and_then(|(_, r)| r.split_once(')'))
@@ -432,13 +449,13 @@ fn parse_227(text: &str) -> (Ipv4Addr, u16) {
 }
 
 /// Connects a data connection to the gateway's passive `port` from `ip`.
-fn data_from(ip: Ipv4Addr, gw: &Gateway, port: u16) -> TcpStream {
+pub(crate) fn data_from(ip: Ipv4Addr, gw: &Gateway, port: u16) -> TcpStream {
     tcp_from(ip, SocketAddr::new(gw.addr.ip(), port))
 }
 
 /// Reads a data connection to its end.
 #[track_caller]
-fn read_data(mut s: TcpStream) -> Vec<u8> {
+pub(crate) fn read_data(mut s: TcpStream) -> Vec<u8> {
     let mut v = Vec::new();
     s.read_to_end(&mut v)
         .unwrap_or_else(|e| panic!("data read failed after {} bytes: {e}", v.len()));

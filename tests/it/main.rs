@@ -7,6 +7,7 @@ mod balancing;
 mod certs;
 mod cli;
 mod clients;
+mod cut_transfers;
 mod dns_pool;
 mod ftps;
 mod ftps_hostile;

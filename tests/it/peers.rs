@@ -462,6 +462,28 @@ impl FtpServer {
         self.child.id()
     }
 
+    /// Kills every session process of the server (SIGKILL, by PID), as
+    /// when a server dies or is restarted under its clients; the master
+    /// process keeps listening.
+    pub fn kill_sessions(&self) -> usize {
+        let mut pids = children_of(self.child.id());
+        let mut i = 0;
+        while i < pids.len() {
+            let p = pids[i];
+            pids.extend(children_of(p));
+            i += 1;
+        }
+        if !pids.is_empty() {
+            let mut args = vec!["-KILL".to_string()];
+            args.extend(pids.iter().map(|p| p.to_string()));
+            let _ = Command::new("kill")
+                .args(&args)
+                .stderr(Stdio::null())
+                .status();
+        }
+        pids.len()
+    }
+
     /// The control port.
     pub fn port(&self) -> u16 {
         self.addr.port()
