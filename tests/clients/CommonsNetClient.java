@@ -27,8 +27,8 @@
 //   resume the control connection's TLS session on data connections.
 //
 // stdout: `ENTRY <name>` per LIST entry, then `DONE`; stderr: the protocol
-// conversation (PrintCommandListener). Exit status 1 on any error or
-// negative reply.
+// conversation (PrintCommandListener) and, with TLS, `CONTROL-TLS
+// <version>`. Exit status 1 on any error or negative reply.
 
 import java.io.FileInputStream;
 import java.io.FileOutputStream;
@@ -40,6 +40,7 @@ import java.security.KeyStore;
 import java.security.cert.CertificateFactory;
 import java.time.Duration;
 
+import javax.net.ssl.SSLSocket;
 import javax.net.ssl.TrustManager;
 import javax.net.ssl.TrustManagerFactory;
 
@@ -51,6 +52,17 @@ import org.apache.commons.net.ftp.FTPReply;
 import org.apache.commons.net.ftp.FTPSClient;
 
 public class CommonsNetClient {
+    /** FTPSClient that tells which TLS version its control connection uses. */
+    static class ReportingFTPSClient extends FTPSClient {
+        ReportingFTPSClient(boolean implicit) {
+            super(implicit);
+        }
+
+        String controlProtocol() {
+            return _socket_ instanceof SSLSocket ? ((SSLSocket) _socket_).getSession().getProtocol() : "none";
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         if (args.length != 12) {
             System.err.println("usage: CommonsNetClient HOST PORT USER PASS MODE TLS CA LIST_DIR"
@@ -96,7 +108,7 @@ public class CommonsNetClient {
         if (tls.equals("none")) {
             ftp = new FTPClient();
         } else {
-            FTPSClient ftps = new FTPSClient(tls.equals("implicit"));
+            ReportingFTPSClient ftps = new ReportingFTPSClient(tls.equals("implicit"));
             ftps.setTrustManager(trustOnly(ca));
             ftps.setEndpointCheckingEnabled(true);
             if (!version.isEmpty()) {
@@ -112,8 +124,9 @@ public class CommonsNetClient {
         check(ftp, FTPReply.isPositiveCompletion(ftp.getReplyCode()), "greeting");
         try {
             check(ftp, ftp.login(user, pass), "login");
-            if (ftp instanceof FTPSClient) {
-                FTPSClient ftps = (FTPSClient) ftp;
+            if (ftp instanceof ReportingFTPSClient) {
+                ReportingFTPSClient ftps = (ReportingFTPSClient) ftp;
+                System.err.println("CONTROL-TLS " + ftps.controlProtocol());
                 ftps.execPBSZ(0);
                 ftps.execPROT("P");
                 check(ftp, FTPReply.isPositiveCompletion(ftp.getReplyCode()), "PROT P");

@@ -24,7 +24,8 @@ a 50x reply (vsftpd has no MLSD).
 
 Run it with the venv that scripts/install-test-deps.sh makes
 (/opt/ftpgate-clients/python/bin/python). stdout: `ENTRY <name>` per listing
-entry, then `DONE`; stderr: aioftp's debug log (commands and replies).
+entry, then `DONE`; stderr: aioftp's debug log (commands and replies) and,
+with TLS, `CONTROL-TLS <version>`.
 Exit status 1 on any error. FTPGATE_AIOFTP_TIMEOUT (seconds, default 20)
 bounds every connect and every read or write.
 """

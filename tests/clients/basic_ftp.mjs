@@ -20,7 +20,8 @@
 // The basic-ftp module is loaded from $FTPGATE_BASIC_FTP_DIR (default
 // /opt/ftpgate-clients/node, where scripts/install-test-deps.sh puts it).
 // stdout: `ENTRY <name>` per listing entry, then `DONE`; stderr: basic-ftp's
-// verbose protocol log (`> COMMAND`, `< reply`). Exit status 1 on any error.
+// verbose protocol log (`> COMMAND`, `< reply`) and, with TLS,
+// `CONTROL-TLS <version>`. Exit status 1 on any error.
 
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
