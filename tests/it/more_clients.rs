@@ -31,7 +31,10 @@
 //!
 //! Names start with `more_clients_`; `more_clients_direct_` ones run the
 //! clients against the servers without ftpgate (rig checks, and the
-//! baseline that tells an ftpgate bug from a client limit).
+//! baseline that tells an ftpgate bug from a client limit);
+//! `more_clients_bug_` ones document an ftpgate bug found with these
+//! clients, are `#[ignore]`d with the reason, and fail until it is fixed
+//! (`cargo test --test it -- --ignored more_clients_bug_`).
 
 use std::fs;
 use std::net::SocketAddr;
@@ -214,9 +217,10 @@ fn commons_net_classes() -> PathBuf {
         if !out.ok {
             return Err(format!("javac CommonsNetClient.java failed: {out:?}"));
         }
-        // Another process may have won the race: its folder is as good.
+        // Another process may have won the race: its folder is as good,
+        // and ours is removed when `work` drops.
         if fs::rename(work.path(), &dir).is_ok() {
-            std::mem::forget(work);
+            let _moved = work.keep();
         }
         Ok(dir)
     })
@@ -573,9 +577,11 @@ impl Fx {
         Target::for_server(&self.srv).via(self.entry)
     }
 
-    /// Runs `lib` in each of `runs` through ftpgate and checks each.
-    fn check_runs(&self, lib: Lib, runs: &[(DataMode, TlsArg)]) {
+    /// Runs `lib` in each of `runs` through ftpgate and checks each;
+    /// returns the clients' outputs.
+    fn check_runs(&self, lib: Lib, runs: &[(DataMode, TlsArg)]) -> Vec<Output> {
         let t = self.target();
+        let mut outs = Vec::new();
         for &(mode, tls) in runs {
             let run = Run {
                 lib,
@@ -589,7 +595,9 @@ impl Fx {
             if tls != "none" {
                 assert_tls_used(&run, &ran);
             }
+            outs.push(ran.out);
         }
+        outs
     }
 }
 
@@ -855,8 +863,9 @@ fn more_clients_commons_net_implicit_tls() {
 
 // === other servers ===
 
-/// Every library once in plain FTP and once with explicit FTPS through
-/// ftpgate in front of `kind`.
+/// Every library once in plain FTP (basic-ftp and aioftp PASV, Commons Net
+/// PORT) and once with explicit FTPS (EPSV) through ftpgate in front of
+/// `kind`, each with a server of its own.
 fn other_server(kind: ServerKind, test: &str) {
     for lib in [Lib::BasicFtp, Lib::Aioftp, Lib::CommonsNet] {
         let mode = if lib == Lib::CommonsNet {
@@ -867,22 +876,34 @@ fn other_server(kind: ServerKind, test: &str) {
         let Some(fx) = Fx::start(kind, lib, Setup::Plain, "127.0.0.1:0", test) else {
             return;
         };
-        fx.check_runs(lib, &[(mode, "none")]);
+        let mut outs = fx.check_runs(lib, &[(mode, "none")]);
         drop(fx);
         let Some(fx) = Fx::start(kind, lib, Setup::ExplicitTls, "127.0.0.1:0", test) else {
             return;
         };
-        fx.check_runs(lib, &[(DataMode::Epsv, "explicit")]);
+        outs.extend(fx.check_runs(lib, &[(DataMode::Epsv, "explicit")]));
+        // basic-ftp and aioftp list with MLSD where the server has it
+        // (Commons Net's listFiles is LIST).
+        if kind.supports_mlsd() && lib != Lib::CommonsNet {
+            for out in &outs {
+                assert!(
+                    sent_commands(&out.stderr).any(|c| c.starts_with("MLSD")),
+                    "{} on {}: listed without MLSD: {out:?}",
+                    lib.name(),
+                    kind.name()
+                );
+            }
+        }
     }
 }
 
-/// ProFTPD (MLSD: basic-ftp and aioftp list with it).
+/// ProFTPD (basic-ftp and aioftp list with MLSD).
 #[test]
 fn more_clients_proftpd() {
     other_server(ServerKind::Proftpd, "more_clients_proftpd");
 }
 
-/// pure-ftpd.
+/// pure-ftpd (basic-ftp and aioftp list with MLSD).
 #[test]
 fn more_clients_pureftpd() {
     other_server(ServerKind::PureFtpd, "more_clients_pureftpd");
