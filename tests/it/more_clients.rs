@@ -524,6 +524,18 @@ impl Fx {
     /// SKIP line) when the server or `lib` is missing and peers are not
     /// required.
     fn start(kind: ServerKind, lib: Lib, setup: Setup, listen: &str, test: &str) -> Option<Fx> {
+        Fx::start_with(kind, lib, setup, listen, "", test)
+    }
+
+    /// [`Fx::start`] with `gw_toml` added to ftpgate's configuration.
+    fn start_with(
+        kind: ServerKind,
+        lib: Lib,
+        setup: Setup,
+        listen: &str,
+        gw_toml: &str,
+        test: &str,
+    ) -> Option<Fx> {
         if !lib.available_or_skip(test) {
             return None;
         }
@@ -558,6 +570,7 @@ impl Fx {
         if setup == Setup::ImplicitTls {
             extra.push_str(&format!("implicit_tls_listen = [\"{implicit}\"]\n"));
         }
+        extra.push_str(gw_toml);
         let gw = gateway::start_on(listen, &[srv.addr], &extra);
         let entry = if setup == Setup::ImplicitTls {
             implicit
@@ -858,6 +871,67 @@ fn more_clients_commons_net_implicit_tls() {
         Setup::ImplicitTls,
         &[(DataMode::Pasv, "implicit"), (DataMode::Port, "implicit")],
         "more_clients_commons_net_implicit_tls",
+    );
+}
+
+// === TLS session resumption required ===
+
+/// With `tls_require_data_resumption = true` ftpgate refuses a client data
+/// connection that does not resume the control connection's TLS session
+/// (like vsftpd's `require_ssl_reuse`). basic-ftp (TLS 1.3 and 1.2) and
+/// aioftp resume it and work; Commons Net does not resume, and its first
+/// data connection is refused (`425`), as vsftpd's `522` refuses it
+/// directly ([`more_clients_direct_vsftpd_explicit_tls`]).
+#[test]
+fn more_clients_data_resumption_required() {
+    let test = "more_clients_data_resumption_required";
+    let resume = "tls_require_data_resumption = true\n";
+    let runs: [(Lib, &[(DataMode, TlsArg)]); 2] = [
+        (
+            Lib::BasicFtp,
+            &[
+                (DataMode::Epsv, "explicit:1.3"),
+                (DataMode::Pasv, "explicit:1.2"),
+            ],
+        ),
+        (Lib::Aioftp, &[(DataMode::Epsv, "explicit")]),
+    ];
+    for (lib, runs) in runs {
+        let Some(fx) = Fx::start_with(
+            ServerKind::Vsftpd,
+            lib,
+            Setup::ExplicitTls,
+            "127.0.0.1:0",
+            resume,
+            test,
+        ) else {
+            return;
+        };
+        fx.check_runs(lib, runs);
+    }
+    let Some(fx) = Fx::start_with(
+        ServerKind::Vsftpd,
+        Lib::CommonsNet,
+        Setup::ExplicitTls,
+        "127.0.0.1:0",
+        resume,
+        test,
+    ) else {
+        return;
+    };
+    let t = fx.target();
+    let run = Run {
+        lib: Lib::CommonsNet,
+        target: &t,
+        mode: DataMode::Epsv,
+        tls: "explicit",
+        ca: Some(&fx.pki.ca_pem),
+    };
+    let ran = run.exec();
+    assert!(
+        !ran.out.ok && ran.out.stderr.lines().any(|l| l.starts_with("425 ")),
+        "Commons Net does not resume the TLS session: ftpgate must refuse its data connection with 425: {:?}",
+        ran.out
     );
 }
 
