@@ -132,3 +132,70 @@ echo "tnftp:     $(dpkg-query -W -f='${Version}' tnftp)"
 echo "curl:      $(curl --version | head -n1)"
 echo "python3:   $(/usr/bin/python3 --version 2>&1)"
 echo "openssh:   $(dpkg-query -W -f='${Version}' openssh-server)"
+
+# ---- More real clients (issue 16; tests/it/more_clients.rs) ----------------
+# Node's basic-ftp, Python's aioftp and Java's Apache Commons Net, the client
+# libraries that operators' own applications embed. Each lives in a fixed
+# place, so the tests never depend on what else is installed globally:
+# - basic-ftp: `npm ci` of tests/clients/node/package-lock.json (exact
+#   version and integrity hash) into $CLIENTS_DIR/node. Node and npm come from
+#   Debian (nodejs, npm) unless a node is already installed.
+# - aioftp: tests/clients/requirements-aioftp.txt (exact version and hash) in
+#   a venv of Debian's /usr/bin/python3 at $CLIENTS_DIR/python. Debian's
+#   interpreter, not whatever python3 comes first on PATH (a pyenv one on some
+#   developer machines, absent on CI): it is the one the ftplib tests use and
+#   the one every Debian 12 machine has.
+# - Commons Net: Debian's libcommons-net-java (/usr/share/java/commons-net.jar)
+#   and a JDK (default-jdk-headless: javac compiles the driver at test time).
+CLIENTS_DIR="${FTPGATE_CLIENTS_DIR:-/opt/ftpgate-clients}"
+CLIENTS_SRC="$(cd "$(dirname "$0")/.." && pwd)/tests/clients"
+more_clients_pkgs=(libcommons-net-java default-jdk-headless python3-venv)
+command -v node >/dev/null 2>&1 || more_clients_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || more_clients_pkgs+=(npm)
+apt-get install -y -q --no-install-recommends "${more_clients_pkgs[@]}"
+
+mkdir -p "$CLIENTS_DIR/node"
+if cmp -s "$CLIENTS_SRC/node/package-lock.json" "$CLIENTS_DIR/node/package-lock.json" \
+    && [ -f "$CLIENTS_DIR/node/node_modules/basic-ftp/package.json" ]; then
+    echo "basic-ftp already installed in $CLIENTS_DIR/node"
+else
+    cp "$CLIENTS_SRC/node/package.json" "$CLIENTS_SRC/node/package-lock.json" "$CLIENTS_DIR/node/"
+    (cd "$CLIENTS_DIR/node" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund)
+fi
+
+venv="$CLIENTS_DIR/python"
+want_aioftp="$(sed -n 's/^aioftp==\([^ ]*\).*/\1/p' "$CLIENTS_SRC/requirements-aioftp.txt")"
+if "$venv/bin/python" -c "import sys, aioftp; sys.exit(aioftp.__version__ != '$want_aioftp')" 2>/dev/null; then
+    echo "aioftp $want_aioftp already installed in $venv"
+else
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+        --require-hashes -r "$CLIENTS_SRC/requirements-aioftp.txt"
+fi
+
+# Usable, not just present: each library loads in the runtime the tests use.
+for bin in /usr/bin/java /usr/bin/javac /usr/share/java/commons-net.jar "$venv/bin/python"; do
+    if [ ! -e "$bin" ]; then
+        echo "install-test-deps.sh: $bin is missing after install (more clients)" >&2
+        exit 1
+    fi
+done
+basic_ftp_version="$(cd "$CLIENTS_DIR/node" && node -e 'console.log(require("basic-ftp/package.json").version); require("basic-ftp").Client')"
+aioftp_version="$("$venv/bin/python" -c 'import aioftp; print(aioftp.__version__)')"
+commons_net_version="$(dpkg-query -W -f='${Version}' libcommons-net-java)"
+probe="$(mktemp -d)"
+cat >"$probe/Probe.java" <<'JAVA'
+public class Probe {
+    public static void main(String[] a) {
+        System.out.println(new org.apache.commons.net.ftp.FTPSClient(true).getClass().getName());
+    }
+}
+JAVA
+javac -d "$probe" -cp /usr/share/java/commons-net.jar "$probe/Probe.java"
+java -cp "$probe:/usr/share/java/commons-net.jar" Probe >/dev/null
+rm -rf "$probe"
+echo "== more clients ($CLIENTS_DIR)"
+echo "node:        $(node --version), basic-ftp $basic_ftp_version"
+echo "aioftp:      $aioftp_version ($("$venv/bin/python" --version 2>&1))"
+echo "commons-net: $commons_net_version ($(java -version 2>&1 | head -n1))"
