@@ -132,3 +132,7 @@ echo "tnftp:     $(dpkg-query -W -f='${Version}' tnftp)"
 echo "curl:      $(curl --version | head -n1)"
 echo "python3:   $(/usr/bin/python3 --version 2>&1)"
 echo "openssh:   $(dpkg-query -W -f='${Version}' openssh-server)"
+
+# === Kubernetes manifests and Grafana dashboard (tests/it/kubernetes.rs) ===
+# kubernetes-validate, promql-parser and kubectl in a venv under /opt/ftpgate-tools.
+"$(dirname "$0")/install-test-tools.sh"
