@@ -14,6 +14,7 @@ mod gateway;
 mod gateway_mode;
 mod health_checks;
 mod hostile;
+mod kubernetes;
 mod nat;
 mod netns;
 mod operations;
