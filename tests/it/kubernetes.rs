@@ -17,6 +17,9 @@
 //! - Every PromQL query of the dashboard parses (promql-parser) and names
 //!   only metrics and labels that a running ftpgate serves on `/metrics`,
 //!   after real sessions through vsftpd made its labelled series appear.
+//! - The README's recipe for HAProxy that keeps HTTP and passes FTP runs:
+//!   the example files with loopback addresses, a real HAProxy, the ftpgate
+//!   binary, vsftpd, a web server, curl.
 //!
 //! The tools come from `scripts/install-test-tools.sh` (a venv under
 //! `/opt/ftpgate-tools`, or `$FTPGATE_TOOLS_DIR`); without them these tests
@@ -1807,4 +1810,163 @@ fn grafana_dashboard_checks_catch_mistakes() {
             ),
         }
     }
+}
+
+// === beside an HTTP proxy: the HAProxy recipe ===
+
+/// A child process (HAProxy, an HTTP server), killed by PID on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `text` with each `(from, to)` replaced in turn; every `from` must occur,
+/// so the example files and this test cannot drift apart silently.
+fn substitute(text: &str, what: &str, pairs: &[(&str, String)]) -> String {
+    pairs.iter().fold(text.to_string(), |t, (from, to)| {
+        assert!(t.contains(from), "{what} no longer contains {from:?}");
+        t.replace(from, to)
+    })
+}
+
+/// Waits until something listens on every address of `addrs`.
+fn wait_listening(addrs: &[SocketAddr], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !addrs.iter().all(|a| TcpListener::bind(a).is_err()) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not listen on all of {addrs:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The README recipe for an HAProxy that keeps HTTP: the exact files of
+/// docs/examples (haproxy-beside-http.cfg, behind-haproxy.toml) with
+/// loopback addresses, a real HAProxy, the real ftpgate binary, vsftpd and
+/// a Python HTTP server; curl fetches a page and FTP files (EPSV and PASV)
+/// through the one HAProxy address.
+#[test]
+fn http_proxy_recipe_haproxy_keeps_http_and_passes_ftp() {
+    use std::net::Ipv4Addr;
+    let test = "http_proxy_recipe_haproxy_keeps_http_and_passes_ftp";
+    let haproxy = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let Some(haproxy) = haproxy else {
+        assert!(
+            !peers::peers_required(),
+            "FTPGATE_REQUIRE_PEERS=1 but haproxy is not installed; run scripts/install-test-deps.sh as root"
+        );
+        println!("SKIP {test}: haproxy not installed");
+        return;
+    };
+    if !peers::available_or_skip(ServerKind::Vsftpd, test) {
+        return;
+    }
+    const FRONT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 20);
+    const GATE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
+    let data = peers::random_bytes(300_000, 17);
+    let d2 = data.clone();
+    let srv = FtpServer::start_with(ServerKind::Vsftpd, move |root| {
+        peers::put_file(root, "file.bin", &d2);
+    });
+
+    // The web server HAProxy keeps serving.
+    let web_root = tempfile::tempdir().unwrap();
+    fs::write(web_root.path().join("index.html"), "the web site\n").unwrap();
+    let web = SocketAddr::from(([127, 0, 0, 1], peers::free_port()));
+    let _web = Child(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(web.port().to_string())
+            .arg("--directory")
+            .arg(web_root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    );
+    wait_listening(&[web], "python3 -m http.server");
+
+    let ctl = crate::scaleout::port_free_on_all(&[FRONT]);
+    let http = crate::scaleout::port_free_on_all(&[FRONT]);
+    let pp = crate::scaleout::port_free_on_all(&[GATE]);
+    let (first, last) = crate::scaleout::free_range_on(&[FRONT, GATE], 20);
+    let range = format!("{first}-{last}");
+    let dir = tempfile::tempdir().unwrap();
+
+    let gate_cfg = substitute(
+        &fs::read_to_string(root().join("docs/examples/behind-haproxy.toml")).unwrap(),
+        "docs/examples/behind-haproxy.toml",
+        &[
+            ("10.0.0.5:2121", format!("{GATE}:{pp}")),
+            ("10.0.0.4/32", "127.0.0.0/8".into()),
+            (
+                "127.0.0.1:2122",
+                format!("127.0.0.1:{}", peers::free_port()),
+            ),
+            ("\"10.0.0.5\"", format!("\"{GATE}\"")),
+            ("10.0.1.11:21", srv.addr.to_string()),
+            ("203.0.113.10", FRONT.to_string()),
+            ("50000-50019", range.clone()),
+        ],
+    );
+    let _gate = crate::scaleout::Ftpgate::start(&gate_cfg).expect("ftpgate starts");
+
+    let hap_cfg = substitute(
+        &fs::read_to_string(root().join("docs/examples/haproxy-beside-http.cfg")).unwrap(),
+        "docs/examples/haproxy-beside-http.cfg",
+        &[
+            ("203.0.113.10:50000-50019", format!("{FRONT}:{range}")),
+            ("203.0.113.10:80", format!("{FRONT}:{http}")),
+            ("203.0.113.10:21", format!("{FRONT}:{ctl}")),
+            ("10.0.0.20:8080", web.to_string()),
+            ("10.0.0.5:2121", format!("{GATE}:{pp}")),
+            ("server gate 10.0.0.5 ", format!("server gate {GATE} ")),
+        ],
+    );
+    let cfg = dir.path().join("haproxy.cfg");
+    fs::write(&cfg, &hap_cfg).unwrap();
+    let mut check = Command::new(&haproxy);
+    check.arg("-c").arg("-f").arg(&cfg);
+    clients::run(check, None, RUN_TIMEOUT).assert_ok("haproxy -c");
+    let _hap = Child(
+        Command::new(&haproxy)
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy"),
+    );
+    let mut binds = vec![
+        SocketAddr::from((FRONT, ctl)),
+        SocketAddr::from((FRONT, http)),
+    ];
+    binds.extend((first..=last).map(|p| SocketAddr::from((FRONT, p))));
+    wait_listening(&binds, "haproxy");
+
+    let page = |when: &str| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{FRONT}:{http}/"));
+        let out = clients::run(cmd, None, RUN_TIMEOUT);
+        out.assert_ok(&format!("HTTP through HAProxy {when}"));
+        assert_eq!(out.stdout_str(), "the web site\n", "{when}");
+    };
+    page("before FTP");
+    let t = Target::for_server(&srv).via(SocketAddr::from((FRONT, ctl)));
+    for mode in [Mode::Epsv, Mode::Pasv] {
+        let out = clients::curl_get(&t, "file.bin", mode);
+        out.assert_ok(&format!("FTP download through HAProxy ({mode:?})"));
+        assert!(out.stdout == data, "{mode:?}: downloaded bytes differ");
+    }
+    page("after FTP");
 }
