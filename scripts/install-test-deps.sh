@@ -199,3 +199,7 @@ echo "== more clients ($CLIENTS_DIR)"
 echo "node:        $(node --version), basic-ftp $basic_ftp_version"
 echo "aioftp:      $aioftp_version ($("$venv/bin/python" --version 2>&1))"
 echo "commons-net: $commons_net_version ($(java -version 2>&1 | head -n1))"
+
+# === Kubernetes manifests and Grafana dashboard (tests/it/kubernetes.rs) ===
+# kubernetes-validate, promql-parser and kubectl in a venv under /opt/ftpgate-tools.
+"$(dirname "$0")/install-test-tools.sh"

@@ -15,6 +15,7 @@ mod gateway;
 mod gateway_mode;
 mod health_checks;
 mod hostile;
+mod kubernetes;
 mod more_clients;
 mod nat;
 mod netns;
