@@ -96,6 +96,8 @@ pub enum ErrorKind {
     GatewayLogin,
     /// A `USER name@host` destination that does not resolve in time.
     DestinationUnresolvable,
+    /// Per-user routing: no pool takes this user.
+    UnknownUser,
     /// A broken invariant.
     Bug(String),
 }
@@ -130,6 +132,84 @@ impl Error {
             kind,
             side: Side::Internal,
         }
+    }
+}
+
+/// How a session (or a plain TCP listener's connection) ended: the one type
+/// for the session log line and the `outcome` label of
+/// `ftpgate_sessions_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client said QUIT.
+    Quit,
+    /// The client closed its connection (plain TCP: the client's side
+    /// ended first).
+    ClientClosed,
+    /// A read from or write to the client failed.
+    ClientIo(String),
+    /// The backend closed: after its own 421 (FTP), or its side ended
+    /// first (plain TCP).
+    BackendClosed,
+    /// A read from or write to the backend failed (plain TCP).
+    BackendIo(String),
+    /// An error, answered with its reply (timeouts and shutdown included).
+    Error(Error),
+}
+
+impl End {
+    /// The `outcome` label of `ftpgate_sessions_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            End::Quit => "quit",
+            End::ClientClosed | End::ClientIo(_) => "client_closed",
+            End::BackendClosed => "backend_closed",
+            End::BackendIo(_) => "backend_error",
+            End::Error(e) => match e.kind {
+                ErrorKind::Shutdown => "shutdown",
+                ErrorKind::LoginTimeout | ErrorKind::IdleTimeout | ErrorKind::GreetingTimeout => {
+                    "timeout"
+                }
+                ErrorKind::TooManyLoginFailures => "login_failures",
+                ErrorKind::BackendClosed | ErrorKind::BackendTimeout => "backend_error",
+                _ => "error",
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for End {
+    /// Lower-case words for the log line: `IdleTimeout` reads `idle
+    /// timeout`, and a detail keeps its text (`backend tls: AUTH TLS refused`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Quit => f.write_str("quit"),
+            End::ClientClosed => f.write_str("client closed"),
+            End::ClientIo(e) => write!(f, "client i/o error: {e}"),
+            End::BackendClosed => f.write_str("backend closed"),
+            End::BackendIo(e) => write!(f, "backend i/o error: {e}"),
+            End::Error(e) => f.write_str(&describe(&e.kind)),
+        }
+    }
+}
+
+/// `kind` in lower-case words.
+fn describe(kind: &ErrorKind) -> String {
+    let debug = format!("{kind:?}");
+    let name_end = debug
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(debug.len());
+    let (name, rest) = debug.split_at(name_end);
+    let mut words = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    match rest.strip_prefix("(\"").and_then(|r| r.strip_suffix("\")")) {
+        Some(detail) => format!("{words}: {detail}"),
+        None if rest.is_empty() => words,
+        None => format!("{words} {rest}"),
     }
 }
 
@@ -335,6 +415,7 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             "Cannot resolve the destination host.",
             Continue,
         ),
+        UnknownUser => (NotLoggedIn, "User not known here.", Continue),
         Bug(_) => (
             ServiceNotAvailable,
             "Internal error; closing control connection.",
@@ -347,6 +428,27 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ends_read_in_lower_case_words() {
+        let e = |k| End::Error(Error::internal(k)).to_string();
+        assert_eq!(e(ErrorKind::Shutdown), "shutdown");
+        assert_eq!(e(ErrorKind::IdleTimeout), "idle timeout");
+        assert_eq!(
+            e(ErrorKind::BackendTls("AUTH TLS refused".into())),
+            "backend tls: AUTH TLS refused"
+        );
+        assert_eq!(
+            e(ErrorKind::LimitReached("max_sessions")),
+            "limit reached: max_sessions"
+        );
+        assert_eq!(End::Quit.to_string(), "quit");
+        assert_eq!(End::BackendClosed.outcome(), "backend_closed");
+        assert_eq!(
+            End::Error(Error::backend(ErrorKind::BackendClosed)).outcome(),
+            "backend_error"
+        );
+    }
 
     #[test]
     fn reply_table() {
@@ -444,6 +546,7 @@ mod tests {
                 After::Continue,
             ),
             (Error::client(ErrorKind::GatewayLogin), 530, After::Continue),
+            (Error::client(ErrorKind::UnknownUser), 530, After::Continue),
             (
                 Error::client(ErrorKind::DestinationUnresolvable),
                 530,

@@ -27,6 +27,7 @@ pub mod data;
 pub mod error;
 pub mod gateway;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod privileges;

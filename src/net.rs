@@ -97,6 +97,32 @@ impl fmt::Display for PublicAddr {
     }
 }
 
+/// A control listener's bound address: its metrics label and the key of
+/// its per-listener settings (`[tls_for_listener]`, `[pool_for_listener]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenAddr(SocketAddr);
+
+impl ListenAddr {
+    /// Wraps a bound listener address.
+    pub fn new(addr: SocketAddr) -> Self {
+        ListenAddr(addr)
+    }
+    /// The socket address.
+    pub fn addr(self) -> SocketAddr {
+        self.0
+    }
+    /// The metrics label.
+    pub fn label(self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::net::canonical_ip;
 use crate::proto::proxy::{self, Header, Parsed};
 use crate::session::{refuse, run_session, Arrival, GatewayRoute};
+pub use crate::live::{Live, Shared};
 use crate::xferlog::XferLog;
 
 /// A listener that could not be bound.
@@ -257,57 +258,6 @@ impl Listeners {
     }
 }
 
-/// What a reload replaces: the configuration and what is built from it.
-#[derive(Debug)]
-pub struct Live {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Backend pools by name (`default` is `backends`), with their health.
-    pub pools: BTreeMap<String, Arc<Backends>>,
-    /// Advertised addresses.
-    pub public: Arc<PublicAddresses>,
-}
-
-/// What every session shares.
-#[derive(Debug)]
-pub struct Shared {
-    live: RwLock<Arc<Live>>,
-    /// Pending passive data connections.
-    pub pool: Arc<PassivePool>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Session counters behind the connection limits.
-    pub admission: Arc<Admission>,
-    /// The transfer log, if configured.
-    pub xferlog: Option<XferLog>,
-    /// Cancelled when a graceful shutdown starts: idle sessions close.
-    pub draining: CancellationToken,
-}
-
-impl Shared {
-    /// The current configuration and what hangs off it.
-    pub fn live(&self) -> Arc<Live> {
-        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Ready for new clients: not draining, and a backend is up.
-    pub fn ready(&self) -> bool {
-        !self.draining.is_cancelled() && self.live().any_up()
-    }
-}
-
-impl Live {
-    /// The pool called `name`.
-    pub fn pool(&self, name: &str) -> Option<&Arc<Backends>> {
-        self.pools.get(name)
-    }
-
-    /// Whether some pool has a backend up.
-    pub fn any_up(&self) -> bool {
-        self.pools.values().any(|p| p.any_up())
-    }
-}
-
 /// Pools built from members.
 fn build_pools(
     members: BTreeMap<String, (Vec<Member>, Policy)>,
@@ -452,19 +402,18 @@ impl Server {
         let public = PublicAddresses::new(&config).await;
         let shutdown = CancellationToken::new();
         let server = Arc::new(Server {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Shared::new(
                 // Replaced below once the health checkers exist.
-                live: RwLock::new(Arc::new(Live {
+                Live {
                     config: Arc::clone(&config),
                     pools: BTreeMap::new(),
                     public: Arc::clone(&public),
-                })),
-                pool: Arc::clone(&pool),
-                metrics: Arc::clone(&metrics),
-                admission: Admission::new(),
+                },
+                Arc::clone(&pool),
+                Arc::clone(&metrics),
+                Admission::new(),
                 xferlog,
-                draining: CancellationToken::new(),
-            }),
+            )),
             sessions: TaskTracker::new(),
             tasks: TaskTracker::new(),
             stop_accepting: shutdown.child_token(),
@@ -475,11 +424,7 @@ impl Server {
             swap: tokio::sync::Mutex::new(()),
         });
         let members = server.sync_health(&config, None);
-        *server
-            .shared
-            .live
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+        server.shared.set_live(Live {
             config: Arc::clone(&config),
             pools: build_pools(members),
             public: Arc::clone(&public),
@@ -799,7 +744,7 @@ impl Server {
                 .cloned()
                 .collect(),
         };
-        *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+        self.shared.set_live(Live {
             pools: build_pools(members),
             config: new,
             public,
@@ -898,7 +843,7 @@ impl Server {
                 }
             }
             let members = self.sync_health(&new, Some(&old.config));
-            *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            self.shared.set_live(Live {
                 pools: build_pools(members),
                 config: Arc::new(new),
                 public: Arc::clone(&old.public),

@@ -260,6 +260,80 @@ pub fn backend_server_name(configured: Option<&str>, backend: &str) -> Option<Se
     ServerName::try_from(host.to_owned()).ok()
 }
 
+/// TLS toward a backend: the session's connector (its session store
+/// resumes the control connection's session on data connections), the
+/// name the certificate is checked against, the handshake time limit.
+#[derive(Clone)]
+pub struct BackendDataTls {
+    /// The session's own client configuration.
+    pub connector: tokio_rustls::TlsConnector,
+    /// The name the backend's certificate is checked against.
+    pub name: ServerName<'static>,
+    /// Handshake time limit.
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for BackendDataTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendDataTls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts one handshake in `ftpgate_tls_handshakes_total`.
+fn count(counter: &prometheus::IntCounterVec, side: &str, channel: &str, ok: bool) {
+    counter
+        .with_label_values(&[side, channel, if ok { "ok" } else { "failed" }])
+        .inc();
+}
+
+/// The one TLS handshake as the server (toward a client), within
+/// `timeout`, counted as `side="client"` on `channel` (`control`, `data`).
+/// With `require_resumption`, a handshake that does not resume a session
+/// is refused (and counted as failed).
+pub async fn accept(
+    cfg: Arc<ServerConfig>,
+    tcp: tokio::net::TcpStream,
+    timeout: std::time::Duration,
+    counter: &prometheus::IntCounterVec,
+    channel: &str,
+    require_resumption: bool,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    let done = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(cfg).accept(tcp)).await;
+    let r = match done {
+        Ok(Ok(s))
+            if require_resumption
+                && s.get_ref().1.handshake_kind() != Some(rustls::HandshakeKind::Resumed) =>
+        {
+            Err("did not resume the control TLS session (tls_require_data_resumption)".to_owned())
+        }
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timed out".to_owned()),
+    };
+    count(counter, "client", channel, r.is_ok());
+    r
+}
+
+/// The one TLS handshake as the client (toward a backend), within the
+/// configured limit, counted as `side="backend"` on `channel`.
+pub async fn connect(
+    t: &BackendDataTls,
+    tcp: tokio::net::TcpStream,
+    counter: &prometheus::IntCounterVec,
+    channel: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let done = tokio::time::timeout(t.timeout, t.connector.connect(t.name.clone(), tcp)).await;
+    let r = match done {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("TLS handshake timed out".to_owned()),
+    };
+    count(counter, "backend", channel, r.is_ok());
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

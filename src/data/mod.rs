@@ -56,38 +56,20 @@ pub enum DataFailure {
 /// TLS toward the client on this data connection (PROT P).
 #[derive(Clone)]
 pub struct ClientDataTls {
-    /// The client-facing configuration (with its session cache).
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The session's data-connection configuration (with its session cache).
+    pub config: std::sync::Arc<rustls::ServerConfig>,
     /// Refuse a handshake that does not resume a session.
     pub require_resumption: bool,
     /// Handshake time limit.
     pub timeout: std::time::Duration,
 }
 
-/// TLS toward the backend on this data connection.
-#[derive(Clone)]
-pub struct BackendDataTls {
-    /// The session's own client configuration (its session store holds the
-    /// control connection's tickets, so this handshake resumes that session).
-    pub connector: tokio_rustls::TlsConnector,
-    /// The name the backend's certificate is checked against.
-    pub name: rustls::pki_types::ServerName<'static>,
-    /// Handshake time limit.
-    pub timeout: std::time::Duration,
-}
+pub use crate::tls::BackendDataTls;
 
 impl std::fmt::Debug for ClientDataTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientDataTls")
             .field("require_resumption", &self.require_resumption)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for BackendDataTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendDataTls")
-            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -100,27 +82,11 @@ async fn client_side(
     let Some(t) = tls else {
         return Ok(DataStream::Tcp(s));
     };
-    let done = tokio::time::timeout(t.timeout, t.acceptor.accept(s)).await;
-    let result = match done {
-        Err(_) => Err("client data TLS handshake timed out".to_owned()),
-        Ok(Err(e)) => Err(format!("client data TLS handshake failed: {e}")),
-        Ok(Ok(s)) => {
-            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-            if t.require_resumption && !resumed {
-                Err("client data connection did not resume the control TLS session (tls_require_data_resumption)".to_owned())
-            } else {
-                Ok(DataStream::ServerTls(Box::new(s)))
-            }
-        }
-    };
-    handshakes
-        .with_label_values(&[
-            "client",
-            "data",
-            if result.is_ok() { "ok" } else { "failed" },
-        ])
-        .inc();
-    result.map_err(DataFailure::Tls)
+    let cfg = std::sync::Arc::clone(&t.config);
+    crate::tls::accept(cfg, s, t.timeout, handshakes, "data", t.require_resumption)
+        .await
+        .map(|s| DataStream::ServerTls(Box::new(s)))
+        .map_err(|e| DataFailure::Tls(format!("client data TLS handshake: {e}")))
 }
 
 async fn backend_side(
@@ -131,20 +97,10 @@ async fn backend_side(
     let Some(t) = tls else {
         return Ok(DataStream::Tcp(s));
     };
-    let done = tokio::time::timeout(t.timeout, t.connector.connect(t.name.clone(), s)).await;
-    let result = match done {
-        Err(_) => Err("backend data TLS handshake timed out".to_owned()),
-        Ok(Err(e)) => Err(format!("backend data TLS handshake failed: {e}")),
-        Ok(Ok(s)) => Ok(DataStream::ClientTls(Box::new(s))),
-    };
-    handshakes
-        .with_label_values(&[
-            "backend",
-            "data",
-            if result.is_ok() { "ok" } else { "failed" },
-        ])
-        .inc();
-    result.map_err(DataFailure::Tls)
+    crate::tls::connect(t, s, handshakes, "data")
+        .await
+        .map(|s| DataStream::ClientTls(Box::new(s)))
+        .map_err(|e| DataFailure::Tls(format!("backend data TLS handshake: {e}")))
 }
 
 /// What a data task reports to its session.
@@ -152,6 +108,8 @@ async fn backend_side(
 pub enum DataEventKind {
     /// The client's data connection was accepted or made.
     ClientConnected(SocketAddr),
+    /// Both legs are up (handshakes done): the relay starts.
+    Relaying,
     /// The backend closed its side and every byte it sent reached the client.
     DownDone {
         /// Bytes backend to client.
@@ -290,6 +248,7 @@ pub fn spawn_data_task(t: DataTask) {
             (Err(f), _) | (_, Err(f)) => return report(DataEventKind::Failed(f)),
         };
         let (mut client, mut backend) = (client, backend);
+        report(DataEventKind::Relaying);
         // From the first byte relayed until the transfer is known to be
         // complete, closing either leg resets it (a cancel, a cut relay, a
         // dropped task). Before that no byte has moved, and a refused data

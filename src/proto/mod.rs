@@ -9,3 +9,4 @@ pub mod proxy;
 pub mod reply;
 pub mod rewrite;
 pub mod session;
+pub mod upstream;

@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::command::Verb;
-use super::reply::Reply;
+use super::super::command::Verb;
+use super::super::reply::Reply;
 
 /// What a command forwarded to the backend awaits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,201 @@
+//! The session's select loop: read into the core's buffers, report what
+//! happened, carry out the steps it returns, sleep until its deadline.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+use super::{net, Session};
+use crate::data::{DataEvent, DataEventKind, DataFailure};
+use crate::proto::session::{DataNews, Event, Step};
+
+/// A TLS stream that ended without close_notify reads as `UnexpectedEof`;
+/// on a control connection that is just the end of the stream.
+fn eof_as_zero(r: std::io::Result<usize>) -> std::io::Result<usize> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+        r => r,
+    }
+}
+
+/// What a data task's report means to the core.
+fn news(ev: DataEvent) -> (u64, DataNews) {
+    let n = match ev.kind {
+        DataEventKind::ClientConnected(_) => DataNews::ClientConnected,
+        DataEventKind::Relaying => DataNews::Relaying,
+        DataEventKind::DownDone { clean, .. } => DataNews::DownDone { clean },
+        DataEventKind::Finished(out) => DataNews::Finished {
+            stalled: out
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+            error: out.error.map(|e| e.to_string()),
+        },
+        DataEventKind::Failed(f) => DataNews::Failed {
+            client_timeout: matches!(f, DataFailure::ClientTimeout),
+            why: format!("{f:?}"),
+        },
+    };
+    (ev.gen, n)
+}
+
+impl Session {
+    /// Runs the session until the core closes it.
+    pub(super) async fn run(&mut self) {
+        loop {
+            while let Some(step) = self.ctl.next_step() {
+                if let Step::Close { end, farewell } = step {
+                    return self.close(end, farewell).await;
+                }
+                if let Some(ev) = self.execute(step).await {
+                    let now = self.now();
+                    self.ctl.on_event(ev, now);
+                }
+            }
+            self.observe_relayed();
+            let deadline = self.ctl.deadline().map(|d| self.started + d);
+            let far = Instant::now() + Duration::from_secs(86_400 * 365);
+            tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    let now = self.now();
+                    self.ctl.on_event(Event::Shutdown, now);
+                }
+                _ = self.shared.draining.cancelled(), if !self.drain_seen => {
+                    self.drain_seen = true;
+                    let now = self.now();
+                    self.ctl.on_event(Event::Draining, now);
+                }
+                Some(ev) = self.events_rx.recv() => {
+                    if let DataEventKind::Finished(out) = &ev.kind {
+                        debug!(session = self.id, gen = ev.gen, bytes_up = out.up, bytes_down = out.down, error = ?out.error.as_ref().map(|e| e.to_string()), "transfer finished");
+                    }
+                    let (gen, news) = news(ev);
+                    let now = self.now();
+                    self.ctl.on_event(Event::Data { gen, news }, now);
+                }
+                // TLS peers often close without close_notify (after QUIT or
+                // 421): that is an end of stream like any other.
+                r = self.backend_rd.read_buf(self.ctl.backend_buffer()), if self.ctl.wants_backend() => {
+                    let now = self.now();
+                    match eof_as_zero(r) {
+                        Ok(0) => self.ctl.on_backend_closed(now),
+                        Ok(_) => {
+                            self.relayed_since.get_or_insert_with(Instant::now);
+                            self.ctl.on_backend_data(now);
+                        }
+                        Err(e) => {
+                            warn!(session = self.id, error = %e, "backend control connection failed");
+                            self.ctl.on_backend_closed(now);
+                        }
+                    }
+                }
+                r = self.client_rd.read_buf(self.ctl.client_buffer()), if self.ctl.wants_client() => {
+                    match eof_as_zero(r) {
+                        Ok(0) => self.ctl.on_client_closed(None),
+                        Ok(_) => {
+                            if let Err(e) = self.drain_client_socket() {
+                                self.ctl.on_client_closed(Some(e.to_string()));
+                            } else {
+                                let now = self.now();
+                                self.ctl.on_client_data(now);
+                            }
+                        }
+                        Err(e) => self.ctl.on_client_closed(Some(e.to_string())),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                    let now = self.now();
+                    self.ctl.on_time(now);
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket still holds after a read returned.
+    ///
+    /// A read stops at the TCP urgent mark (the ABOR synch; Python's ftplib
+    /// sends the whole `ABOR\r\n` as urgent data), and tokio takes a short
+    /// read as "drained" and waits for the next readiness edge, which never
+    /// comes for bytes already queued (its `try_read` trusts the same cached
+    /// readiness). So read the socket directly until it would block.
+    fn drain_client_socket(&mut self) -> std::io::Result<()> {
+        for _ in 0..16 {
+            if self.ctl.client_buffered() > self.cfg.max_line_length * 2 {
+                break;
+            }
+            // Inside TLS there is no urgent data to chase.
+            let Some(plain) = self.client_rd.plain() else {
+                break;
+            };
+            match net::read_nonblocking(plain.as_ref(), self.ctl.client_buffer()) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one step; some report back at once.
+    async fn execute(&mut self, step: Step) -> Option<Event> {
+        match step {
+            Step::Reply(bytes) => {
+                let w = &mut self.client_wr;
+                if let Err(e) = async { w.write_all(&bytes).await.and(w.flush().await) }.await {
+                    self.ctl.on_client_closed(Some(e.to_string()));
+                }
+                None
+            }
+            Step::Send(bytes) => {
+                let w = &mut self.backend_wr;
+                if async { w.write_all(&bytes).await.and(w.flush().await) }
+                    .await
+                    .is_err()
+                {
+                    let now = self.now();
+                    self.ctl.on_backend_closed(now);
+                }
+                None
+            }
+            Step::Route { user } => Some(self.route(user).await),
+            Step::Disconnect => {
+                self.disconnect_backend().await;
+                None
+            }
+            Step::BackendTls => Some(self.backend_starttls().await),
+            Step::ClientTls => Some(self.client_starttls().await),
+            Step::ConnectBackendData { gen, addr } => Some(self.connect_backend_data(gen, addr).await),
+            Step::ListenBackendData { gen } => Some(self.listen_backend_data(gen).await),
+            Step::LeasePassive { gen, pasv } => Some(self.lease_passive(gen, pasv)),
+            Step::PrepareActive { gen } => {
+                self.prepare_active(gen);
+                None
+            }
+            Step::ConnectClient { gen, target } => Some(self.connect_client(gen, target).await),
+            Step::Cancel { gen } => {
+                self.cancel_data(gen);
+                None
+            }
+            Step::Note(n) => {
+                self.account(n);
+                None
+            }
+            Step::Close { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    /// Reply latency: for replies passed straight through, the time from
+    /// their arrival until they were written.
+    fn observe_relayed(&mut self) {
+        if let Some(since) = self.relayed_since.take() {
+            let n = std::mem::take(&mut self.relayed);
+            for _ in 0..n {
+                self.shared
+                    .metrics
+                    .reply_latency_seconds
+                    .observe(since.elapsed().as_secs_f64());
+            }
+        }
+    }
+}
