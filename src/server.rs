@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
@@ -30,7 +30,7 @@ use crate::data::PassivePool;
 use crate::error::{Error, ErrorKind};
 use crate::limits::{Admission, Limits};
 use crate::metrics::Metrics;
-use crate::net::canonical_ip;
+use crate::net::{canonical_ip, ListenAddr};
 use crate::proto::proxy::{self, Header, Parsed};
 use crate::session::{refuse, run_session, Arrival, GatewayRoute};
 pub use crate::live::{Live, Shared};
@@ -924,10 +924,11 @@ async fn accept_control(
     shutdown: CancellationToken,
     ids: Arc<AtomicU64>,
 ) {
-    let listener = l
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let Ok(bound) = l.local_addr() else {
+        warn!("a control listener has no local address; not serving it");
+        return;
+    };
+    let listener = ListenAddr::new(bound);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -941,7 +942,7 @@ async fn accept_control(
                     stream,
                     peer,
                     id,
-                    listener.clone(),
+                    listener,
                     kind,
                     sessions.clone(),
                     shutdown.child_token(),
@@ -1011,7 +1012,7 @@ async fn admit(
     mut stream: TcpStream,
     peer: SocketAddr,
     id: u64,
-    listener: String,
+    listener: ListenAddr,
     kind: ListenerKind,
     sessions: TaskTracker,
     cancel: CancellationToken,
@@ -1024,7 +1025,7 @@ async fn admit(
             shared
                 .metrics
                 .sessions_total
-                .with_label_values(&[&listener, "-", "proxy_refused"])
+                .with_label_values(&[&listener.label(), "-", "proxy_refused"])
                 .inc();
             warn!(session = id, peer = %peer, reason = why, "connection closed on the PROXY protocol listener");
         };
@@ -1050,7 +1051,7 @@ async fn admit(
         }
     }
     let gateway = (kind == ListenerKind::Gateway).then(|| {
-        let l = listener.parse::<SocketAddr>().unwrap_or(peer);
+        let l = listener.addr();
         match crate::session::net::original_destination(&stream, l) {
             Some(dst) => GatewayRoute::Transparent(dst),
             None => GatewayRoute::Explicit,
@@ -1089,7 +1090,7 @@ async fn admit(
             shared
                 .metrics
                 .sessions_total
-                .with_label_values(&[&listener, "-", "refused_limit"])
+                .with_label_values(&[&listener.label(), "-", "refused_limit"])
                 .inc();
             sessions.spawn(async move {
                 refuse(stream, &Error::client(ErrorKind::LimitReached(hit.key()))).await

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::backend::connect_first;
 use crate::limits::{Admitted, Limits};
 use crate::net::canonical_ip;
-use crate::server::{Live, Shared};
+use crate::live::{Live, Shared};
 use crate::session::net::tune_control;
 
 /// First size of each direction's buffer. Most of these connections are

@@ -55,6 +55,8 @@ impl Session {
             self.observe_relayed();
             let deadline = self.ctl.deadline().map(|d| self.started + d);
             let far = Instant::now() + Duration::from_secs(86_400 * 365);
+            let (wants_client, wants_backend) = (self.ctl.wants_client(), self.ctl.wants_backend());
+            let (client_buf, backend_buf) = self.ctl.buffers();
             tokio::select! {
                 _ = self.cancel.cancelled() => {
                     let now = self.now();
@@ -75,7 +77,7 @@ impl Session {
                 }
                 // TLS peers often close without close_notify (after QUIT or
                 // 421): that is an end of stream like any other.
-                r = self.backend_rd.read_buf(self.ctl.backend_buffer()), if self.ctl.wants_backend() => {
+                r = self.backend_rd.read_buf(backend_buf), if wants_backend => {
                     let now = self.now();
                     match eof_as_zero(r) {
                         Ok(0) => self.ctl.on_backend_closed(now),
@@ -89,7 +91,7 @@ impl Session {
                         }
                     }
                 }
-                r = self.client_rd.read_buf(self.ctl.client_buffer()), if self.ctl.wants_client() => {
+                r = self.client_rd.read_buf(client_buf), if wants_client => {
                     match eof_as_zero(r) {
                         Ok(0) => self.ctl.on_client_closed(None),
                         Ok(_) => {

@@ -25,6 +25,9 @@ mod commands;
 mod data;
 mod order;
 mod replies;
+pub mod script;
+#[cfg(test)]
+mod tests;
 pub mod transfer;
 
 use std::collections::VecDeque;
@@ -446,6 +449,8 @@ enum Deferred {
 }
 
 /// Which backend reply (or driver report) ftpgate's own exchange waits for.
+// States are named after what they wait for (rustls's `Expect*`).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DataWait {
     /// The reply to ftpgate's PASV/EPSV (`retried`: the other one was refused).
@@ -464,6 +469,7 @@ enum DataWait {
 }
 
 /// An exchange ftpgate runs itself; client commands wait meanwhile.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone)]
 enum Own {
     /// The backend conversation before commands flow (greeting, TLS);
@@ -611,6 +617,12 @@ impl Control {
     /// The buffer client bytes are read into; then call [`Control::on_client_data`].
     pub fn client_buffer(&mut self) -> &mut BytesMut {
         self.commands.buffer_mut()
+    }
+
+    /// Both read buffers at once (client, backend), for a driver that
+    /// waits on both connections.
+    pub fn buffers(&mut self) -> (&mut BytesMut, &mut BytesMut) {
+        (self.commands.buffer_mut(), self.replies.buffer_mut())
     }
 
     /// Client bytes held, framed or not.

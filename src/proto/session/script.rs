@@ -1,0 +1,973 @@
+//! Whole sessions run against [`Control`] with a simulated client, backend,
+//! data tasks and clock, checking invariants after every step. The seeded
+//! simulation test (10,000 sessions, each replayable from its seed) and the
+//! `session_script` fuzz target (the fuzzer's bytes as the choices) both
+//! run [`run`]. No I/O, no clock, no randomness of its own: every choice
+//! comes from a [`Source`].
+//!
+//! The invariants:
+//! 1. a transfer's final reply never reaches the client before its data
+//!    task reported its end (or the core cut it), and is a 2xx only for
+//!    data the task reported whole;
+//! 2. nothing sent toward the backend in PORT/EPRT names an address other
+//!    than ftpgate's own listener;
+//! 3. nothing the client sent after AUTH TLS, before the handshake, is
+//!    forwarded or answered after it;
+//! 4. every passive port leased is released by the end of the session
+//!    (its task ended or was cancelled);
+//! 5. replies reach the client in the order of the commands they answer,
+//!    and none that nobody asked for (but a 421) reaches it;
+//! 6. no step after the close, and no deadline that is already due after
+//!    time was reported (a driver would spin).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::super::reply::{Reply, ReplyAssembler};
+use super::{
+    BackendData, BackendTls, Control, DataNews, Event, Policy, Start, Step, TransferKind,
+};
+use crate::error::{Error, ErrorKind};
+use crate::net::{BackendAddr, ClientAddr, PublicAddr};
+
+/// Where the choices come from.
+pub trait Source {
+    /// A number below `n` (`n` > 0).
+    fn pick(&mut self, n: u32) -> u32;
+    /// No more input: the session winds down.
+    fn exhausted(&self) -> bool {
+        false
+    }
+}
+
+/// Choices from a seed (xorshift64*): the same seed, the same session.
+#[derive(Debug, Clone)]
+pub struct Seeded(u64);
+
+impl Seeded {
+    /// A source for `seed`.
+    pub fn new(seed: u64) -> Seeded {
+        Seeded(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+}
+
+impl Source for Seeded {
+    fn pick(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32 % n.max(1)
+    }
+}
+
+/// Choices from a fuzzer's bytes (two bytes a choice).
+#[derive(Debug, Clone)]
+pub struct FromBytes<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> FromBytes<'a> {
+    /// A source reading `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        FromBytes { data, at: 0 }
+    }
+}
+
+impl Source for FromBytes<'_> {
+    fn pick(&mut self, n: u32) -> u32 {
+        let b = |i: usize| u32::from(self.data.get(i).copied().unwrap_or(0));
+        let v = b(self.at) << 8 | b(self.at + 1);
+        self.at += 2;
+        v % n.max(1)
+    }
+    fn exhausted(&self) -> bool {
+        self.at >= self.data.len()
+    }
+}
+
+/// An invariant that did not hold, with the session's trace.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// Which invariant, and how.
+    pub what: String,
+    /// The last events and steps, oldest first.
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.what)?;
+        for l in &self.trace {
+            writeln!(f, "  {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one session did, for the simulation's coverage figures.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Replies the client read.
+    pub replies: usize,
+    /// Transfers whose command reached the backend.
+    pub transfers: usize,
+    /// 2xx final replies to transfers.
+    pub complete: usize,
+    /// Sessions that ended with a Close step.
+    pub closed: bool,
+}
+
+/// ftpgate's listener address for active backends in the simulation.
+const GATE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
+/// The address a misbehaving backend names in a 227 nobody asked for.
+const THIRD_PARTY: &str = "6,6,6,6";
+
+/// A client command awaiting its final reply.
+#[derive(Debug, Clone)]
+struct Cmd {
+    idx: usize,
+    /// The line as forwarded (CRLF excluded).
+    line: Vec<u8>,
+    forwarded: bool,
+    /// The backend answered it (its final reply, or its 150).
+    backend_answered: bool,
+    /// Discarded with the plaintext after AUTH: no reply will come.
+    discarded: bool,
+    /// A transfer command forwarded with this data generation.
+    transfer: Option<(Option<u64>, TransferKind)>,
+}
+
+/// What the simulation knows of one data generation.
+#[derive(Debug, Clone, Default)]
+struct Gen {
+    /// Its data task was started (a lease, or an active client leg).
+    task: bool,
+    /// Active client: the task waits for ftpgate's connect to the client.
+    active: bool,
+    leased: bool,
+    /// Its data task ended (Failed or Finished fed) or the core cancelled it.
+    released: bool,
+    cancelled: bool,
+    down_clean: Option<bool>,
+    finished: Option<bool>,
+    failed: bool,
+    relaying: bool,
+    client_connected: bool,
+}
+
+/// The simulated backend: answers lines in order, one transfer at a time.
+#[derive(Debug, Default)]
+struct Backend {
+    connected: bool,
+    inbox: VecDeque<Vec<u8>>,
+    outbox: VecDeque<Bytes>,
+    /// A transfer command being served: its index.
+    busy: Option<usize>,
+    closing: bool,
+}
+
+struct Sim<'s, S: Source> {
+    src: &'s mut S,
+    ctl: Control,
+    now: Duration,
+    backend: Backend,
+    fifo: VecDeque<Cmd>,
+    next_cmd: usize,
+    gens: HashMap<u64, Gen>,
+    /// The generation the next transfer command uses.
+    prepared: Option<u64>,
+    listen_addrs: Vec<SocketAddr>,
+    client_replies: ReplyAssembler,
+    trace: VecDeque<String>,
+    closed: bool,
+    stats: Stats,
+    /// Client command indices sent after an AUTH not yet handshaken.
+    after_auth: Vec<usize>,
+    auth_pending: bool,
+    greeting_seen: bool,
+}
+
+fn violation(what: String, trace: &VecDeque<String>) -> Violation {
+    Violation {
+        what,
+        trace: trace.iter().cloned().collect(),
+    }
+}
+
+/// Runs one session from `src`'s choices, at most `max_actions` of them.
+pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violation> {
+    let policy = Policy {
+        client: ClientAddr::new(SocketAddr::from(([192, 0, 2, 7], 40000))),
+        active_mode: src.pick(4) != 0,
+        active_nat_fix: src.pick(2) == 0,
+        tls_offered: src.pick(3) != 0,
+        tls_required: false,
+        implicit_tls: false,
+        max_login_failures: 1 + src.pick(4),
+        login_failures_before_delay: src.pick(3),
+        login_failure_delay: Duration::from_millis(u64::from(src.pick(3)) * 500),
+        trust_backend_pasv_address: src.pick(2) == 0,
+        backend_data: if src.pick(3) == 0 {
+            BackendData::Active
+        } else {
+            BackendData::Passive
+        },
+        backend_protect_data: src.pick(2) == 0,
+        max_line_length: 64,
+        greeting_timeout: Duration::from_secs(10),
+        login_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(300),
+        backend_reply_timeout: Duration::from_secs(10),
+    };
+    let mut policy = policy;
+    if policy.tls_offered && src.pick(3) == 0 {
+        policy.tls_required = true;
+        policy.implicit_tls = src.pick(2) == 0;
+    }
+    let unrouted = src.pick(3) == 0;
+    let start = if unrouted {
+        Start::Unrouted
+    } else {
+        Start::Connected {
+            backend: BackendAddr(SocketAddr::from(([10, 0, 0, 5], 21))),
+            tls: pick_tls(src),
+        }
+    };
+    let mut sim = Sim {
+        ctl: Control::new(policy, start),
+        src,
+        now: Duration::ZERO,
+        backend: Backend {
+            connected: !unrouted,
+            ..Backend::default()
+        },
+        fifo: VecDeque::new(),
+        next_cmd: 0,
+        gens: HashMap::new(),
+        prepared: None,
+        listen_addrs: Vec::new(),
+        client_replies: ReplyAssembler::new(4096, 1 << 20),
+        trace: VecDeque::new(),
+        closed: false,
+        stats: Stats::default(),
+        after_auth: Vec::new(),
+        auth_pending: false,
+        greeting_seen: false,
+    };
+    if !unrouted {
+        sim.greet();
+    }
+    sim.drain()?;
+    for _ in 0..max_actions {
+        if sim.closed || sim.src.exhausted() {
+            break;
+        }
+        sim.act()?;
+        sim.drain()?;
+    }
+    // Wind down: the client leaves; every task ends.
+    if !sim.closed {
+        sim.log("client closes".into());
+        sim.ctl.on_client_closed(None);
+        sim.drain()?;
+    }
+    sim.final_checks()?;
+    sim.stats.closed = sim.closed;
+    Ok(sim.stats)
+}
+
+fn pick_tls<S: Source>(src: &mut S) -> BackendTls {
+    match src.pick(4) {
+        0 => BackendTls::Explicit,
+        1 => BackendTls::Implicit,
+        _ => BackendTls::Off,
+    }
+}
+
+impl<S: Source> Sim<'_, S> {
+    fn log(&mut self, s: String) {
+        if self.trace.len() >= 60 {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(s);
+    }
+
+    fn fail(&self, what: String) -> Violation {
+        violation(what, &self.trace)
+    }
+
+    fn greet(&mut self) {
+        let g = if self.src.pick(12) == 0 {
+            "421 Too many users."
+        } else {
+            "220 sim ready."
+        };
+        self.backend.outbox.push_back(Bytes::from(format!("{g}\r\n")));
+    }
+
+    /// One random happening.
+    fn act(&mut self) -> Result<(), Violation> {
+        match self.src.pick(20) {
+            0..=6 => self.client_sends(),
+            7..=11 => self.backend_delivers(),
+            12..=14 => self.data_happens(),
+            15 => self.backend_finishes_transfer(),
+            16 => {
+                let dt = Duration::from_millis(u64::from(self.src.pick(4)) * 400)
+                    + Duration::from_secs(u64::from(self.src.pick(2)) * 30);
+                self.now += dt;
+                self.log(format!("time +{dt:?}"));
+                self.ctl.on_time(self.now);
+                Ok(())
+            }
+            17 => {
+                // Jump to the deadline.
+                if let Some(d) = self.ctl.deadline() {
+                    self.now = self.now.max(d);
+                    self.log(format!("time -> deadline {d:?}"));
+                    self.ctl.on_time(self.now);
+                }
+                Ok(())
+            }
+            18 => {
+                let what = self.src.pick(16);
+                match what {
+                    0 if self.backend.connected => {
+                        self.log("backend closes".into());
+                        self.backend.connected = false;
+                        self.ctl.on_backend_closed(self.now);
+                    }
+                    1 => {
+                        self.log("client closes".into());
+                        self.ctl.on_client_closed(None);
+                    }
+                    2 => {
+                        self.log("draining".into());
+                        self.ctl.on_event(Event::Draining, self.now);
+                    }
+                    3 => {
+                        self.log("shutdown".into());
+                        self.ctl.on_event(Event::Shutdown, self.now);
+                    }
+                    4..=7 if self.backend.connected && self.ctl.wants_backend() => {
+                        let r = if what == 4 {
+                            format!("227 Entering Passive Mode ({THIRD_PARTY},1,1).")
+                        } else {
+                            "200 unasked".to_owned()
+                        };
+                        self.log(format!("backend unasked: {r}"));
+                        self.ctl.backend_buffer().extend_from_slice(format!("{r}\r\n").as_bytes());
+                        self.ctl.on_backend_data(self.now);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            _ => {
+                // Bytes in pieces: half a line now, the rest later.
+                if self.src.pick(2) == 0 && self.ctl.wants_client() {
+                    self.ctl.client_buffer().extend_from_slice(b"NO");
+                    self.ctl.on_client_data(self.now);
+                    self.ctl.client_buffer().extend_from_slice(b"OP split\r\n");
+                    self.push_cmd(b"NOOP split".to_vec());
+                    self.ctl.on_client_data(self.now);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn push_cmd(&mut self, line: Vec<u8>) -> usize {
+        let idx = self.next_cmd;
+        self.next_cmd += 1;
+        if self.auth_pending {
+            self.after_auth.push(idx);
+        }
+        self.fifo.push_back(Cmd {
+            idx,
+            line,
+            forwarded: false,
+            backend_answered: false,
+            discarded: false,
+            transfer: None,
+        });
+        idx
+    }
+
+    /// The client sends one to three commands in one piece (when the
+    /// driver would read it).
+    fn client_sends(&mut self) -> Result<(), Violation> {
+        if !self.ctl.wants_client() {
+            return Ok(());
+        }
+        // What followed an AUTH in an earlier piece was handled by now.
+        self.after_auth.clear();
+        self.auth_pending = false;
+        let n = 1 + self.src.pick(3);
+        let mut chunk = Vec::new();
+        for _ in 0..n {
+            let k = self.next_cmd;
+            let line: Vec<u8> = match self.src.pick(26) {
+                0 => format!("USER u{k}").into(),
+                1 => format!("PASS p{k}").into(),
+                2 | 3 => b"PASV".to_vec(),
+                4 | 5 => b"EPSV".to_vec(),
+                6 => b"PORT 192,0,2,7,40,1".to_vec(),
+                7 => b"PORT 203,0,113,9,40,1".to_vec(),
+                8 => b"EPRT |1|192.0.2.7|10241|".to_vec(),
+                9 | 10 => format!("RETR f{k}").into(),
+                11 => format!("STOR f{k}").into(),
+                12 => format!("LIST d{k}").into(),
+                13 => b"ABOR".to_vec(),
+                14 => b"AUTH TLS".to_vec(),
+                15 => b"PBSZ 0".to_vec(),
+                16 => b"PROT P".to_vec(),
+                17 => format!("TYPE A N{k}").into(),
+                18 => b"QUIT".to_vec(),
+                19 => b"FEAT".to_vec(),
+                20 => b"EPSV ALL".to_vec(),
+                21 => vec![b'X'; 100],
+                22 => b"REIN".to_vec(),
+                _ => format!("NOOP n{k}").into(),
+            };
+            let is_auth = line == b"AUTH TLS";
+            let forwarded_line = if line.len() > 64 {
+                Vec::new()
+            } else {
+                line.clone()
+            };
+            self.push_cmd(forwarded_line);
+            if is_auth {
+                self.auth_pending = true;
+            }
+            chunk.extend_from_slice(&line);
+            chunk.extend_from_slice(b"\r\n");
+        }
+        self.log(format!("client: {}", String::from_utf8_lossy(&chunk).trim_end()));
+        self.ctl.client_buffer().extend_from_slice(&chunk);
+        self.ctl.on_client_data(self.now);
+        Ok(())
+    }
+
+    /// The backend's next reply reaches ftpgate.
+    fn backend_delivers(&mut self) -> Result<(), Violation> {
+        if !self.backend.connected || !self.ctl.wants_backend() {
+            return Ok(());
+        }
+        let Some(b) = self.backend.outbox.pop_front() else {
+            return Ok(());
+        };
+        self.log(format!("backend: {}", String::from_utf8_lossy(&b).trim_end()));
+        self.ctl.backend_buffer().extend_from_slice(&b);
+        self.ctl.on_backend_data(self.now);
+        if self.backend.closing && self.backend.outbox.is_empty() {
+            self.backend.connected = false;
+            self.log("backend closes after its reply".into());
+            self.ctl.on_backend_closed(self.now);
+        }
+        Ok(())
+    }
+
+    /// The backend ends the transfer it serves.
+    fn backend_finishes_transfer(&mut self) -> Result<(), Violation> {
+        if let Some(k) = self.backend.busy.take() {
+            let code = if self.src.pick(4) == 0 { 426 } else { 226 };
+            self.backend
+                .outbox
+                .push_back(Bytes::from(format!("{code} done #{k}\r\n")));
+            self.serve_inbox();
+        }
+        Ok(())
+    }
+
+    /// A data task reports something.
+    fn data_happens(&mut self) -> Result<(), Violation> {
+        // Tasks that run: started, not ended or cancelled, and (active
+        // clients) given their client leg.
+        let mut live: Vec<u64> = self
+            .gens
+            .iter()
+            .filter(|(_, g)| g.task && !g.cancelled && !g.failed && g.finished.is_none())
+            .filter(|(_, g)| !g.active || g.client_connected)
+            .map(|(k, _)| *k)
+            .collect();
+        live.sort_unstable();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let gen = live[self.src.pick(live.len() as u32) as usize];
+        let g = self.gens.get(&gen).cloned().unwrap_or_default();
+        let news = if !g.client_connected {
+            match self.src.pick(4) {
+                0 => DataNews::Failed {
+                    client_timeout: true,
+                    why: "sim".into(),
+                },
+                _ => DataNews::ClientConnected,
+            }
+        } else if !g.relaying {
+            if g.active && self.src.pick(2) == 0 {
+                DataNews::ClientConnected
+            } else {
+                DataNews::Relaying
+            }
+        } else if g.down_clean.is_none() && self.src.pick(3) != 0 {
+            DataNews::DownDone {
+                clean: self.src.pick(4) != 0,
+            }
+        } else {
+            let err = self.src.pick(4) == 0;
+            DataNews::Finished {
+                error: err.then(|| "reset".to_owned()),
+                stalled: err && self.src.pick(2) == 0,
+            }
+        };
+        let e = self.gens.entry(gen).or_default();
+        match &news {
+            DataNews::ClientConnected => e.client_connected = true,
+            DataNews::Relaying => e.relaying = true,
+            DataNews::DownDone { clean } => e.down_clean = Some(*clean),
+            DataNews::Finished { error, .. } => {
+                e.finished = Some(error.is_some());
+                e.released = true;
+            }
+            DataNews::Failed { .. } => {
+                e.failed = true;
+                e.released = true;
+            }
+        }
+        if matches!(news, DataNews::ClientConnected) {
+            // The lease ends when the client connects.
+            e.released = e.released || e.leased;
+        }
+        self.log(format!("data {gen}: {news:?}"));
+        self.ctl.on_event(Event::Data { gen, news }, self.now);
+        Ok(())
+    }
+
+    /// Carries out the core's steps until there are none.
+    fn drain(&mut self) -> Result<(), Violation> {
+        let mut guard = 0;
+        while let Some(step) = self.ctl.next_step() {
+            guard += 1;
+            if guard > 10_000 {
+                return Err(self.fail("the core produced over 10,000 steps at once".into()));
+            }
+            if self.closed {
+                return Err(self.fail(format!("a step after the close: {step:?}")));
+            }
+            self.step(step)?;
+        }
+        if !self.closed {
+            if let Some(d) = self.ctl.deadline() {
+                if d <= self.now {
+                    // A due deadline must be acted on by on_time, not stay due.
+                    self.ctl.on_time(self.now);
+                    while let Some(step) = self.ctl.next_step() {
+                        self.step(step)?;
+                    }
+                    if !self.closed && self.ctl.deadline().is_some_and(|d| d <= self.now) {
+                        return Err(self.fail(format!(
+                            "deadline {d:?} still due at {:?} after on_time: a driver would spin",
+                            self.now
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, step: Step) -> Result<(), Violation> {
+        if !matches!(step, Step::Note(_)) {
+            self.log(format!("step {step:?}"));
+        }
+        match step {
+            Step::Reply(b) => self.client_reads(&b)?,
+            Step::Send(b) => self.backend_reads(b)?,
+            Step::Route { user } => {
+                let ev = match self.src.pick(6) {
+                    0 => Event::RouteRefused(ErrorKind::UnknownUser),
+                    1 => Event::RouteFailed(Error::backend(ErrorKind::NoBackendUp)),
+                    _ => {
+                        self.backend = Backend {
+                            connected: true,
+                            ..Backend::default()
+                        };
+                        self.greet();
+                        Event::Routed {
+                            backend: BackendAddr(SocketAddr::from(([10, 0, 0, 6], 21))),
+                            tls: pick_tls(self.src),
+                            user,
+                        }
+                    }
+                };
+                self.event(ev);
+            }
+            Step::Disconnect => self.backend = Backend::default(),
+            Step::BackendTls => {
+                let ok = self.src.pick(8) != 0;
+                self.event(Event::BackendTlsDone(if ok { Ok(()) } else { Err("sim".into()) }));
+            }
+            Step::ClientTls => {
+                // Whatever was sent after AUTH is gone now.
+                for c in self.fifo.iter_mut() {
+                    if self.after_auth.contains(&c.idx) && !c.forwarded {
+                        c.discarded = true;
+                    }
+                }
+                self.auth_pending = false;
+                self.after_auth.clear();
+                let ok = self.src.pick(8) != 0;
+                self.event(Event::ClientTlsDone(if ok { Ok(()) } else { Err("sim".into()) }));
+            }
+            Step::ConnectBackendData { gen, .. } => {
+                let ev = if self.src.pick(6) == 0 {
+                    Event::BackendDataFailed {
+                        gen,
+                        error: Error::backend(ErrorKind::DataConnectFailed("sim".into())),
+                    }
+                } else {
+                    Event::BackendDataConnected { gen }
+                };
+                self.event(ev);
+            }
+            Step::ListenBackendData { gen } => {
+                let addr = SocketAddr::new(IpAddr::V4(GATE_IP), 30000 + gen as u16);
+                self.listen_addrs.push(addr);
+                self.event(Event::BackendDataListening { gen, addr });
+            }
+            Step::LeasePassive { gen, .. } => {
+                let ev = match self.src.pick(8) {
+                    0 => Event::LeaseFailed {
+                        gen,
+                        error: Error::internal(ErrorKind::PortRangeExhausted),
+                    },
+                    1 => Event::Leased {
+                        gen,
+                        public: PublicAddr::new("2001:db8::1".parse().expect("v6")),
+                        port: 50000,
+                    },
+                    _ => Event::Leased {
+                        gen,
+                        public: PublicAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))),
+                        port: 50000 + (gen % 20) as u16,
+                    },
+                };
+                if matches!(ev, Event::Leased { .. }) {
+                    let g = self.gens.entry(gen).or_default();
+                    g.leased = true;
+                    g.task = true;
+                    self.prepared = Some(gen);
+                }
+                self.event(ev);
+            }
+            Step::PrepareActive { gen } => {
+                let g = self.gens.entry(gen).or_default();
+                g.task = true;
+                g.active = true;
+                self.prepared = Some(gen);
+            }
+            Step::ConnectClient { gen, .. } => {
+                let ev = if self.src.pick(6) == 0 {
+                    Event::ClientDataFailed {
+                        gen,
+                        error: Error::client(ErrorKind::DataConnectFailed("sim".into())),
+                    }
+                } else {
+                    self.gens.entry(gen).or_default().client_connected = true;
+                    Event::ClientDataConnected { gen }
+                };
+                self.event(ev);
+            }
+            Step::Cancel { gen } => {
+                let g = self.gens.entry(gen).or_default();
+                g.cancelled = true;
+                g.released = true;
+                if self.prepared == Some(gen) {
+                    self.prepared = None;
+                }
+            }
+            Step::Note(_) => {}
+            Step::Close { farewell, end } => {
+                self.log(format!("close: {end}"));
+                for b in farewell {
+                    self.client_reads(&b)?;
+                }
+                self.closed = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: Event) {
+        self.log(format!("event {ev:?}"));
+        self.ctl.on_event(ev, self.now);
+    }
+
+    /// A line reaches the backend: checks, then the backend answers in turn.
+    fn backend_reads(&mut self, b: Bytes) -> Result<(), Violation> {
+        let line = b.strip_suffix(b"\r\n").unwrap_or(&b).to_vec();
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with(b"PORT ") || upper.starts_with(b"EPRT ") {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let named = super::super::hostport::parse_port_arg(&line[5..])
+                .map(SocketAddr::V4)
+                .or_else(|_| super::super::hostport::parse_eprt_arg(&line[5..]));
+            match named {
+                Ok(a) if self.listen_addrs.contains(&a) => {}
+                _ => {
+                    return Err(self.fail(format!(
+                        "invariant 2: `{text}` toward the backend names an address other than ftpgate's listener"
+                    )))
+                }
+            }
+        }
+        if !self.backend.connected {
+            return Ok(());
+        }
+        // Which client command is this (if any)?
+        let own = matches!(
+            upper.as_slice(),
+            b"PASV" | b"EPSV" | b"AUTH TLS" | b"PBSZ 0" | b"PROT P" | b"PROT C"
+        ) || upper.starts_with(b"PORT ")
+            || upper.starts_with(b"EPRT ");
+        if !own {
+            let prepared = self.prepared;
+            let Some(c) = self
+                .fifo
+                .iter_mut()
+                .find(|c| !c.forwarded && !c.discarded && c.line == line)
+            else {
+                return Err(self.fail(format!(
+                    "the backend got `{}`, which no pending client command sent (or it was discarded after AUTH)",
+                    String::from_utf8_lossy(&line)
+                )));
+            };
+            c.forwarded = true;
+            let verb = super::super::command::parse_command(&line).verb;
+            if verb.is_transfer() {
+                c.transfer = Some((prepared, TransferKind::of(verb)));
+                if prepared.is_some() {
+                    self.prepared = None;
+                    self.stats.transfers += 1;
+                }
+            }
+        }
+        self.backend.inbox.push_back(line);
+        self.serve_inbox();
+        Ok(())
+    }
+
+    /// The backend answers what it can, in order.
+    fn serve_inbox(&mut self) {
+        while let Some(line) = self.backend.inbox.front().cloned() {
+            let upper = line.to_ascii_uppercase();
+            if self.backend.busy.is_some() {
+                if upper == b"ABOR" {
+                    let k = self.backend.busy.take().unwrap_or_default();
+                    self.backend
+                        .outbox
+                        .push_back(Bytes::from(format!("426 aborted #{k}\r\n")));
+                    continue;
+                }
+                return;
+            }
+            self.backend.inbox.pop_front();
+            let k = self
+                .fifo
+                .iter_mut()
+                .find(|c| c.forwarded && !c.backend_answered && c.line == line)
+                .map(|c| {
+                    c.backend_answered = true;
+                    c.idx
+                });
+            let tag = k.map(|k| format!(" #{k}")).unwrap_or_default();
+            let verb = super::super::command::parse_command(&line).verb;
+            use super::super::command::Verb;
+            let reply: String = match (upper.as_slice(), verb) {
+                (b"PASV", _) => match self.src.pick(5) {
+                    0 => "500 No PASV.".into(),
+                    1 => "227 garbage".into(),
+                    _ => "227 Entering Passive Mode (10,0,0,5,4,1).".into(),
+                },
+                (b"EPSV", _) => match self.src.pick(4) {
+                    0 => "500 No EPSV.".into(),
+                    _ => "229 Entering Extended Passive Mode (|||1025|)".into(),
+                },
+                (b"AUTH TLS", _) => match self.src.pick(10) {
+                    0 => "500 No TLS.".into(),
+                    1 => "234 go\r\n200 injected".into(),
+                    _ => "234 Proceed.".into(),
+                },
+                (b"PBSZ 0" | b"PROT P" | b"PROT C", _) => "200 ok".into(),
+                (_, Verb::Port | Verb::Eprt) => {
+                    if self.src.pick(5) == 0 {
+                        "500 no".into()
+                    } else {
+                        "200 ok".into()
+                    }
+                }
+                (_, Verb::User) => match self.src.pick(3) {
+                    0 => format!("230 in{tag}"),
+                    1 => format!("530 no{tag}"),
+                    _ => format!("331 pass{tag}"),
+                },
+                (_, Verb::Pass) => match self.src.pick(3) {
+                    0 => format!("530 no{tag}"),
+                    _ => format!("230 in{tag}"),
+                },
+                (_, v) if v.is_transfer() => match self.src.pick(5) {
+                    0 => format!("550 no such file{tag}"),
+                    _ => {
+                        self.backend.busy = k;
+                        format!("150 opening{tag}")
+                    }
+                },
+                (_, Verb::Quit) => {
+                    self.backend.closing = true;
+                    format!("221 bye{tag}")
+                }
+                (_, Verb::Abor) => format!("225 no transfer{tag}"),
+                (_, Verb::Feat) => "211 End".into(),
+                _ => match self.src.pick(12) {
+                    0 => format!("227 Entering Passive Mode ({THIRD_PARTY},1,1){tag}"),
+                    1 => format!("500 what{tag}"),
+                    _ => format!("200 ok{tag}"),
+                },
+            };
+            self.backend
+                .outbox
+                .push_back(Bytes::from(format!("{reply}\r\n")));
+        }
+    }
+
+    /// Bytes reach the client: every reply in them is checked.
+    fn client_reads(&mut self, b: &[u8]) -> Result<(), Violation> {
+        self.client_replies.push(b);
+        while let Some(r) = self.client_replies.next_reply() {
+            let Ok(reply) = r else {
+                return Err(self.fail(format!(
+                    "the client got a line that is not a reply: {:?}",
+                    String::from_utf8_lossy(b)
+                )));
+            };
+            self.check_reply(&reply)?;
+        }
+        Ok(())
+    }
+
+    fn check_reply(&mut self, reply: &Reply) -> Result<(), Violation> {
+        self.stats.replies += 1;
+        let text = reply.text_lossy();
+        if text.contains("unasked") && reply.code != 421 {
+            return Err(self.fail(format!("invariant 5: an unasked reply reached the client: {text}")));
+        }
+        if text.contains(THIRD_PARTY) {
+            return Err(self.fail(format!(
+                "invariant 5: a 227 nobody asked for reached the client: {text}"
+            )));
+        }
+        if reply.code == 220 && !self.greeting_seen {
+            self.greeting_seen = true;
+            return Ok(());
+        }
+        let tag = text
+            .rsplit_once('#')
+            .and_then(|(_, t)| t.trim().parse::<usize>().ok());
+        // The oldest command still owed a reply.
+        while self.fifo.front().is_some_and(|c| c.discarded) {
+            self.fifo.pop_front();
+        }
+        if reply.is_preliminary() {
+            if let Some(k) = tag {
+                let front = self.fifo.front().map(|c| c.idx);
+                if front != Some(k) {
+                    return Err(self.fail(format!(
+                        "invariant 5: `{text}` answers command {k}, but command {front:?} is owed a reply first"
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        let Some(cmd) = self.fifo.pop_front() else {
+            // Only the greeting and a closing 421 come unasked.
+            if reply.code == 220 || reply.code == 421 {
+                return Ok(());
+            }
+            return Err(self.fail(format!(
+                "invariant 5: `{text}` reached the client with no command awaiting a reply"
+            )));
+        };
+        if let Some(k) = tag {
+            if k != cmd.idx {
+                return Err(self.fail(format!(
+                    "invariant 5: `{text}` answers command {k}, but command {} is owed a reply first",
+                    cmd.idx
+                )));
+            }
+        }
+
+        if let Some((gen, kind)) = cmd.transfer {
+            self.check_transfer_reply(gen, kind, reply, &text)?;
+        }
+        Ok(())
+    }
+
+    fn check_transfer_reply(
+        &mut self,
+        gen: Option<u64>,
+        kind: TransferKind,
+        reply: &Reply,
+        text: &str,
+    ) -> Result<(), Violation> {
+        let Some(gen) = gen else {
+            if reply.is_success() {
+                return Err(self.fail(format!(
+                    "invariant 1: a success for a transfer with no data connection: {text}"
+                )));
+            }
+            return Ok(());
+        };
+        let g = self.gens.get(&gen).cloned().unwrap_or_default();
+        let settled = g.cancelled || g.failed || g.finished.is_some() || (kind != TransferKind::Upload && g.down_clean.is_some());
+        if !settled {
+            return Err(self.fail(format!(
+                "invariant 1: the final reply `{text}` of transfer {gen} reached the client before its data task ended"
+            )));
+        }
+        if reply.is_success() {
+            let whole = !g.cancelled
+                && !g.failed
+                && match kind {
+                    TransferKind::Upload => g.finished == Some(false),
+                    _ => g.down_clean == Some(true),
+                };
+            if !whole {
+                return Err(self.fail(format!(
+                    "invariant 1: `{text}` for transfer {gen} whose data did not arrive whole ({g:?})"
+                )));
+            }
+            self.stats.complete += 1;
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Result<(), Violation> {
+        if !self.closed {
+            return Err(self.fail("the client closed, and the session did not".into()));
+        }
+        for (gen, g) in &self.gens {
+            if g.leased && !g.released {
+                return Err(self.fail(format!(
+                    "invariant 4: passive port of generation {gen} still leased at the end ({g:?})"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
