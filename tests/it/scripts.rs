@@ -1,0 +1,56 @@
+//! The shell scripts an operator or CI runs (`scripts/`): what they install,
+//! what they say when something fails, and what the README says about them.
+//!
+//! `scripts/test.sh` runs here with a fake `cargo` first on `PATH`, so no
+//! real build or test run happens; everything else reads the scripts' text.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::clients;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `cargo` that succeeds at everything but `cargo test`, which prints a
+/// failing test and exits 101 as cargo does.
+fn fake_cargo(dir: &Path) {
+    let p = dir.join("cargo");
+    fs::write(
+        &p,
+        "#!/bin/sh\n\
+         if [ \"$1\" = test ]; then echo 'test some::test ... FAILED'; exit 101; fi\n\
+         exit 0\n",
+    )
+    .unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// With `set -euo pipefail`, a failed `cargo test | tee` used to end the
+/// script before it could say so: the run failed without a word.
+#[test]
+fn scripts_test_sh_says_cargo_test_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_cargo(dir.path());
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("scripts/test.sh"))
+        .env("PATH", path)
+        .env("SKIP_INSTALL", "1")
+        .env("FUZZ_SECONDS", "0");
+    let out = clients::run(cmd, None, Duration::from_secs(60));
+    assert!(!out.timed_out, "{out:?}");
+    assert_eq!(out.status, Some(101), "cargo's exit status: {out:?}");
+    assert!(
+        out.stderr.contains("cargo test failed"),
+        "no failure message: {out:?}"
+    );
+}
