@@ -16,6 +16,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn read(rel: &str) -> String {
+    fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
 /// A `cargo` that succeeds at everything but `cargo test`, which prints a
 /// failing test and exits 101 as cargo does.
 fn fake_cargo(dir: &Path) {
@@ -52,5 +56,32 @@ fn scripts_test_sh_says_cargo_test_failed() {
     assert!(
         out.stderr.contains("cargo test failed"),
         "no failure message: {out:?}"
+    );
+}
+
+/// fuzz/Cargo.lock is used as committed: the smoke script checks it with
+/// `--locked` before building, and the lock fits the manifests today.
+#[test]
+fn scripts_fuzz_lock_is_current_and_used() {
+    let smoke = read("scripts/fuzz-smoke.sh");
+    let check = smoke
+        .find("metadata --locked")
+        .expect("fuzz-smoke.sh checks fuzz/Cargo.lock with --locked");
+    let build = smoke.find("fuzz build -s").expect("fuzz-smoke.sh builds");
+    assert!(check < build, "the lock is checked after the build");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["metadata", "--locked", "--format-version", "1"])
+        .arg("--manifest-path")
+        .arg(root().join("fuzz/Cargo.toml"));
+    // clients::run gives the command a HOME of its own: keep cargo's.
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cargo"));
+    cmd.env("CARGO_HOME", cargo_home);
+    let out = clients::run(cmd, None, Duration::from_secs(120));
+    assert!(
+        out.ok,
+        "fuzz/Cargo.lock is stale (run `cd fuzz && cargo metadata --format-version 1` and commit it): {}",
+        out.stderr
     );
 }
