@@ -59,6 +59,68 @@ fn scripts_test_sh_says_cargo_test_failed() {
     );
 }
 
+/// The packages of the `apt-get install` command in `script`.
+fn apt_packages(script: &str) -> Vec<String> {
+    let start = script
+        .find("apt-get install")
+        .expect("an apt-get install command");
+    let mut words = Vec::new();
+    for line in script[start..].lines() {
+        let body = line.trim().trim_end_matches('\\');
+        words.extend(
+            body.split_whitespace()
+                .filter(|w| !w.starts_with('-') && !["apt-get", "install"].contains(w))
+                .map(str::to_owned),
+        );
+        if !line.trim_end().ends_with('\\') {
+            break;
+        }
+    }
+    words
+}
+
+/// The README's paragraph on what `scripts/test.sh` installs names every
+/// tool the install script installs (libraries of the unpacked servers
+/// aside), cargo-fuzz, and a C compiler, which ring needs to build.
+#[test]
+fn scripts_readme_lists_what_the_test_command_installs() {
+    let install = read("scripts/install-test-deps.sh");
+    let packages = apt_packages(&install);
+    assert!(packages.len() >= 10, "{packages:?}");
+    for cc in ["gcc", "g++", "libc6-dev", "make"] {
+        assert!(
+            packages.iter().any(|p| p == cc),
+            "{cc} is not installed: {packages:?}"
+        );
+    }
+    let readme = read("README.md");
+    let start = readme
+        .find("`scripts/test.sh` installs")
+        .expect("a README paragraph on what scripts/test.sh installs");
+    let para = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    for p in &packages {
+        let shown = match p.as_str() {
+            // Debian 12's "ftp" is a transitional package for tnftp.
+            "ftp" => "tnftp",
+            "python3-yaml" => "PyYAML",
+            "proftpd-core" => "proftpd",
+            lib if lib.starts_with("lib") && lib != "libc6-dev" => continue,
+            other => other,
+        };
+        assert!(
+            para.contains(shown),
+            "README does not list {p} ({shown}):\n{para}"
+        );
+    }
+    for unpacked in ["proftpd", "pure-ftpd", "cargo-fuzz"] {
+        assert!(para.contains(unpacked), "README omits {unpacked}:\n{para}");
+    }
+    assert!(
+        read("scripts/fuzz-smoke.sh").contains("cargo install cargo-fuzz"),
+        "fuzz-smoke.sh no longer installs cargo-fuzz"
+    );
+}
+
 /// fuzz/Cargo.lock is used as committed: the smoke script checks it with
 /// `--locked` before building, and the lock fits the manifests today.
 #[test]
