@@ -294,6 +294,10 @@ pub struct Config {
     pub backend_tls: BackendTlsMode,
     /// How backend certificates are checked.
     pub backend_tls_verify: crate::tls::BackendVerify,
+    /// `backend_tls_verify` as set (default `true`), for `ftpgate check`:
+    /// with backend TLS off there is nothing to verify and the field above
+    /// is `None` whatever this says.
+    pub backend_tls_verify_flag: bool,
     /// Name backend certificates are checked against (default: the backend host).
     pub backend_tls_server_name: Option<String>,
     /// PROT P toward TLS backends.
@@ -656,7 +660,7 @@ impl Config {
         );
         kv(
             "backend_tls_verify",
-            (!matches!(self.backend_tls_verify, crate::tls::BackendVerify::None)).to_string(),
+            self.backend_tls_verify_flag.to_string(),
         );
         kv(
             "backend_tls_protect_data",

@@ -1114,6 +1114,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         tls_min_version_13,
         backend_tls,
         backend_tls_verify,
+        backend_tls_verify_flag: verify_flag,
         backend_tls_server_name,
         backend_tls_protect_data: flag(&raw.backend_tls_protect_data, true),
         backend_tls_config,
@@ -1649,7 +1650,7 @@ mod tests {
             ),
             (
                 format!("{SSH_POOL}[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\nport = 22\n"),
-                "unknown field `port`",
+                "unknown key `port` (",
             ),
         ];
         for (text, want) in cases {
@@ -1693,6 +1694,31 @@ mod tests {
             assert_eq!(listen_overlap(a(x), a(y)), want, "{x} {y}");
             assert_eq!(listen_overlap(a(y), a(x)), want, "{y} {x}");
         }
+    }
+
+    #[test]
+    fn check_prints_backend_tls_verify_as_set() {
+        let minimal = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+        let line = |text: &str| {
+            check(text)
+                .unwrap()
+                .to_toml()
+                .lines()
+                .find(|l| l.starts_with("backend_tls_verify ="))
+                .map(str::to_owned)
+        };
+        assert_eq!(line(minimal).as_deref(), Some("backend_tls_verify = true"));
+        assert_eq!(
+            line(&format!("{minimal}backend_tls_verify = false\n")).as_deref(),
+            Some("backend_tls_verify = false")
+        );
+        assert_eq!(
+            line(&format!(
+                "{minimal}backend_tls = \"explicit\"\nbackend_tls_verify = false\n"
+            ))
+            .as_deref(),
+            Some("backend_tls_verify = false")
+        );
     }
 
     #[test]

@@ -85,6 +85,8 @@ fn cli_check_prints_effective_config_with_defaults() {
         "trust_backend_pasv_address = false",
         "backend_data_mode = \"passive\"",
         "log_format = \"text\"",
+        // Backend TLS is off, but verification is on by default.
+        "backend_tls_verify = true",
     ] {
         assert!(
             text.lines().any(|l| l == want),
