@@ -175,8 +175,8 @@ impl std::fmt::Display for Password {
     }
 }
 
-/// Validated configuration. Invariants: `listen` is empty only when `tcp`
-/// is not (no FTP is served then); FTP listeners have a pool;
+/// Validated configuration. Invariants: some listener is set (`listen` may
+/// be empty when another kind is); FTP listeners have a pool;
 /// `passive_ports.0 <= passive_ports.1`; durations are non-zero.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -503,7 +503,9 @@ impl Config {
         };
         let mut s = String::new();
         // Both may be unset (only [tcp.*] listeners; only named pools).
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && self.serves_ftp() {
+            s.push_str("# listen is not set\n");
+        } else if self.listen.is_empty() {
             s.push_str("# listen is not set (no FTP listener)\n");
         }
         if self.backends.is_empty() {
