@@ -1091,3 +1091,58 @@ fn cli_startup_line_lists_every_listener() {
         assert!(listed.contains(kind), "{kind} missing: {line}");
     }
 }
+
+// === open-files limit (issue 16) ===
+
+/// Started with a soft limit of 1024 (and a hard limit of 4096), ftpgate
+/// raises it to 4096, says how many sessions fit, and warns that the
+/// default max_sessions (10000) does not.
+#[test]
+fn cli_raises_the_open_files_limit_and_says_how_many_sessions_fit() {
+    if !Path::new("/usr/bin/prlimit").exists() {
+        assert!(
+            !peers::peers_required(),
+            "prlimit (util-linux) is missing under FTPGATE_REQUIRE_PEERS=1"
+        );
+        eprintln!("SKIP cli_raises_the_open_files_limit: no prlimit");
+        return;
+    }
+    let gw = serve_fresh(
+        1,
+        |p, (a, b)| {
+            format!(
+                "listen = [\"127.0.0.1:{}\"]\nbackends = [\"127.0.0.1:21\"]\n\
+                 passive_ports = \"{a}-{b}\"\nhealth_check = false\n",
+                p[0]
+            )
+        },
+        &["prlimit", "--nofile=1024:4096"],
+    );
+    let pid = gw.child.id();
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4096", "4096"],
+        "{open_files}"
+    );
+    let log = strip_ansi(&gw.log());
+    // 4096 files, 11 for the listener and the 10-port range, 64 kept back:
+    // (4096 - 11 - 64) / 4 sessions.
+    let fit = (4096 - 11 - 64) / 4;
+    assert!(
+        log.contains(&format!("open-files limit: {fit} sessions fit"))
+            && log.contains("open_files=4096")
+            && log.contains("started_with=1024"),
+        "{log}"
+    );
+    assert!(
+        log.contains("max_sessions = 10000 needs about")
+            && log.contains("lower max_sessions")
+            && log.contains("WARN"),
+        "{log}"
+    );
+}
