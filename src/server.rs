@@ -610,7 +610,6 @@ impl Server {
                 o.health_check_timeout,
                 o.health_check_rise,
                 o.health_check_fall,
-                o.backend_tls,
                 o.backend_proxy_protocol,
                 o.health_check_tls,
                 &o.health_check_user,
@@ -621,12 +620,18 @@ impl Server {
                 config.health_check_timeout,
                 config.health_check_rise,
                 config.health_check_fall,
-                config.backend_tls,
                 config.backend_proxy_protocol,
                 config.health_check_tls,
                 &config.health_check_user,
                 &config.health_check_password,
             )
+                // Checkers hold the TLS settings they started with.
+                && (o.backend_tls, &o.backend_tls_verify, &o.backend_tls_server_name)
+                    == (
+                        config.backend_tls,
+                        &config.backend_tls_verify,
+                        &config.backend_tls_server_name,
+                    )
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
         let mut old_checkers = std::mem::take(&mut *checkers);

@@ -136,8 +136,10 @@ pub enum CheckError {
     /// `AUTH TLS` answered with something other than 234.
     #[error("AUTH TLS refused: {0}")]
     AuthTlsRefused(String),
-    /// The TLS handshake after 234 failed (e.g. an untrusted certificate).
-    #[error("TLS handshake failed: {0}")]
+    /// The TLS handshake failed (e.g. an untrusted certificate), after 234
+    /// or at connect (implicit TLS); said in words by
+    /// [`crate::tls::describe_backend_handshake_error`].
+    #[error("TLS handshake failed: {}", crate::tls::describe_backend_handshake_error(.0))]
     Tls(std::io::Error),
     /// The backend sent bytes after 234, before the handshake (RFC 4217 4:
     /// the handshake starts right after the reply; anything in between is
@@ -366,7 +368,11 @@ pub async fn check_once(spec: &BackendSpec, how: &CheckHow) -> Result<Duration, 
         let (starttls, login) = (how.starttls.as_ref(), how.login.as_ref());
         match &how.tls {
             Some(t) => {
-                let s = t.connector.connect(t.name.clone(), s).await?;
+                let s = t
+                    .connector
+                    .connect(t.name.clone(), s)
+                    .await
+                    .map_err(CheckError::Tls)?;
                 converse(s, starttls, login).await
             }
             None => converse(s, starttls, login).await,

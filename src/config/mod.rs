@@ -259,7 +259,7 @@ pub struct Config {
     /// Consecutive failures that take an up backend down.
     pub health_check_fall: u32,
     /// Checks complete `AUTH TLS` after the greeting (only with
-    /// `backend_tls = "explicit"`).
+    /// `backend_tls = "explicit"`, and by default then).
     pub health_check_tls: bool,
     /// Checks log in as this user.
     pub health_check_user: Option<String>,

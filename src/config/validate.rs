@@ -126,11 +126,16 @@ type HealthLogin = (
 );
 
 /// What a health check does after the greeting: `AUTH TLS` (only toward
-/// explicit-TLS backends: implicit-TLS checks are inside TLS already) and a
-/// login. The password file is read here, so a missing file stops startup
-/// (or a reload) with its key instead of failing every check later.
+/// explicit-TLS backends: implicit-TLS checks are inside TLS already; on by
+/// default there, so a backend whose certificate sessions would refuse is
+/// down, not up) and a login. The password file is read here, so a missing
+/// file stops startup (or a reload) with its key instead of failing every
+/// check later.
 fn health_login(raw: &RawConfig, backend_tls: BackendTlsMode) -> Result<HealthLogin, ConfigError> {
-    let tls = flag(&raw.health_check_tls, false);
+    let tls = flag(
+        &raw.health_check_tls,
+        backend_tls == BackendTlsMode::Explicit,
+    );
     if let Some(l) = raw.health_check_tls.as_ref().filter(|l| l.value) {
         if backend_tls != BackendTlsMode::Explicit {
             return invalid(
