@@ -607,6 +607,7 @@ impl Server {
             (
                 o.health_check,
                 o.health_check_interval,
+                o.health_check_fast_interval,
                 o.health_check_timeout,
                 o.health_check_rise,
                 o.health_check_fall,
@@ -617,6 +618,7 @@ impl Server {
             ) == (
                 config.health_check,
                 config.health_check_interval,
+                config.health_check_fast_interval,
                 config.health_check_timeout,
                 config.health_check_rise,
                 config.health_check_fall,
@@ -723,6 +725,7 @@ impl Server {
                                 health::CheckHow {
                                     kind,
                                     interval: config.health_check_interval,
+                                    fast_interval: config.health_check_fast_interval,
                                     timeout: config.health_check_timeout,
                                     tls,
                                     starttls,

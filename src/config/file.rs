@@ -161,6 +161,7 @@ settings! {
     max_login_failures: i64,
     health_check: bool,
     health_check_interval: String,
+    health_check_fast_interval: String,
     health_check_timeout: String,
     health_check_rise: i64,
     health_check_fall: i64,

@@ -252,6 +252,9 @@ pub struct Config {
     pub health_check: bool,
     /// Time between two checks of one backend.
     pub health_check_interval: Duration,
+    /// Time between two checks of a backend that has never been up (used
+    /// at most as long as `health_check_interval`).
+    pub health_check_fast_interval: Duration,
     /// Time one check may take.
     pub health_check_timeout: Duration,
     /// Consecutive successes that bring a down backend up.
@@ -580,6 +583,10 @@ impl Config {
             ("shutdown_drain_timeout", self.shutdown_drain_timeout),
             ("login_failure_delay", self.login_failure_delay),
             ("health_check_interval", self.health_check_interval),
+            (
+                "health_check_fast_interval",
+                self.health_check_fast_interval,
+            ),
             ("health_check_timeout", self.health_check_timeout),
             ("tls_handshake_timeout", self.tls_handshake_timeout),
             ("proxy_protocol_timeout", self.proxy_protocol_timeout),

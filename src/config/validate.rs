@@ -1139,6 +1139,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             &raw.health_check_interval,
             Duration::from_secs(5),
         )?,
+        health_check_fast_interval: duration(
+            "health_check_fast_interval",
+            &raw.health_check_fast_interval,
+            Duration::from_millis(250),
+        )?,
         health_check_timeout: duration(
             "health_check_timeout",
             &raw.health_check_timeout,

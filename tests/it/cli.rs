@@ -140,6 +140,7 @@ fn cli_check_full_file_shows_every_value() {
         "max_login_failures = 4",
         "health_check = false",
         "health_check_interval = \"10s\"",
+        "health_check_fast_interval = \"100ms\"",
         "health_check_timeout = \"1s\"",
         "health_check_rise = 3",
         "health_check_fall = 2",

@@ -2,7 +2,8 @@
 //! ProFTPD's virtual user with a right and a wrong password file, vsftpd
 //! with TLS required (anonymous login inside TLS, and a certificate ftpgate
 //! does not trust), vsftpd with an `openssl req -x509` certificate given as
-//! a CA, and the configuration errors of the new keys.
+//! a CA, a backend that starts after ftpgate (fast checks until it is up),
+//! and the configuration errors of the new keys.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -224,6 +225,68 @@ fn health_tls_vsftpd_anonymous_login_inside_auth_tls() {
         first_line(&gw),
         "421 Service not available: no server is up, try again later.\r\n"
     );
+}
+
+/// A backend that starts after ftpgate (a service started together with
+/// its servers): down at ftpgate's first check, then checked every
+/// `health_check_fast_interval` (250 ms by default), not every
+/// `health_check_interval` (5 s), and up at its first success. Clients
+/// are served within a second of the server listening.
+#[test]
+fn health_fast_interval_serves_a_backend_that_starts_late() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "health_fast_interval") {
+        return;
+    }
+    let at = SocketAddr::from(([127, 0, 0, 1], peers::free_port()));
+    // Default intervals: the 5 s interval would leave clients refused for
+    // up to 5 s after the server listens.
+    let gw = gateway::start(&[at], "health_check = true\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures(&gw, at, "io") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed check:\n{}",
+            gw.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_up(&gw, at, 0.0);
+    assert_eq!(
+        first_line(&gw),
+        "421 Service not available: no server is up, try again later.\r\n"
+    );
+    let srv = FtpServer::start_vsftpd_at(at, |root| {
+        peers::put_file(root, "late.txt", b"served right after the server started");
+    });
+    let listening = Instant::now();
+    wait_up(&gw, at, 1.0);
+    let took = listening.elapsed();
+    // Six fast intervals, far below the 5 s interval.
+    assert!(
+        took < Duration::from_millis(1500),
+        "up {took:?} after vsftpd answered"
+    );
+    // One success was enough (health_check_rise = 2 applies once it has
+    // been up).
+    assert_eq!(
+        metric(&gw, "ftpgate_health_checks_total", &[("result", "success")]),
+        1.0,
+        "{}",
+        gw.metrics()
+    );
+    let mut ftp = suppaftp::FtpStream::connect(gw.addr).expect("connect");
+    ftp.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    ftp.login(&srv.user, &srv.pass).expect("login");
+    let body = ftp.retr_as_buffer("late.txt").expect("RETR").into_inner();
+    assert_eq!(body, b"served right after the server started");
+    assert!(
+        listening.elapsed() < Duration::from_secs(3),
+        "served {:?} after vsftpd answered",
+        listening.elapsed()
+    );
+    let _ = ftp.quit();
 }
 
 /// A certificate made as vsftpd's guides make one: `openssl req -x509`
