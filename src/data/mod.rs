@@ -134,7 +134,10 @@ async fn backend_side(
     let done = tokio::time::timeout(t.timeout, t.connector.connect(t.name.clone(), s)).await;
     let result = match done {
         Err(_) => Err("backend data TLS handshake timed out".to_owned()),
-        Ok(Err(e)) => Err(format!("backend data TLS handshake failed: {e}")),
+        Ok(Err(e)) => Err(format!(
+            "backend data TLS handshake failed: {}",
+            crate::tls::describe_backend_handshake_error(&e)
+        )),
         Ok(Ok(s)) => Ok(DataStream::ClientTls(Box::new(s))),
     };
     handshakes

@@ -386,7 +386,9 @@ pub async fn run_session(
         live,
         session_tls,
         implicit_tls,
-        prot_private: false,
+        // An implicit-TLS session starts protected: its clients take data
+        // protection for granted (and clear data is refused there anyway).
+        prot_private: implicit_tls,
         backend_tls: None,
         cfg,
         listener,
@@ -781,7 +783,7 @@ async fn tls_connect(
 ) -> Result<BackendTls, String> {
     let r = match tokio::time::timeout(t.timeout, t.connector.connect(t.name.clone(), tcp)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(crate::tls::describe_backend_handshake_error(&e)),
         Err(_) => Err("TLS handshake timed out".to_owned()),
     };
     shared
