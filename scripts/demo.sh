@@ -62,12 +62,32 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Waits (at most 10 s) until 127.0.0.1:$1 answers with a 220 greeting.
+wait_220() {
+    local line
+    for _ in $(seq 1 100); do
+        if { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
+            line=""
+            read -r -t 2 line <&3 || true
+            printf 'QUIT\r\n' >&3 2>/dev/null || true
+            exec 3<&- 3>&-
+            case "$line" in 220*) return 0 ;; esac
+        fi
+        sleep 0.1
+    done
+    echo "demo.sh: no 220 greeting on 127.0.0.1:$1 within 10 s ($2); see $demo" >&2
+    exit 1
+}
+
 /usr/sbin/vsftpd "$demo/vsftpd.conf" >"$demo/vsftpd.log" 2>&1 &
 pids+=($!)
+# ftpgate starts once vsftpd answers, so its first health check finds it up.
+wait_220 2100 "vsftpd, log in $demo/vsftpd.log"
 target/release/ftpgate --listen 127.0.0.1:2121 --backend 127.0.0.1:2100 \
     --public-address 127.0.0.1 --passive-ports 50000-50019 &
 pids+=($!)
-sleep 1
+# Through ftpgate: its 220 is vsftpd's greeting, so a client can log in now.
+wait_220 2121 "ftpgate in front of vsftpd"
 
 cat <<TRY
 

@@ -70,6 +70,12 @@ fi
 (( ${#TARGETS[@]} > 0 )) || die "no fuzz targets found"
 
 # --- build -------------------------------------------------------------------
+# fuzz/Cargo.lock is committed and used as it is. cargo-fuzz has no --locked
+# (rust-fuzz/cargo-fuzz#312), so check first that the lock still fits the
+# manifests: a stale lock fails here instead of being rewritten (and new
+# crates fetched) on every run.
+cargo "${TOOLCHAIN[@]}" metadata --locked --format-version 1 --manifest-path "$ROOT/fuzz/Cargo.toml" >/dev/null \
+    || die "fuzz/Cargo.lock does not fit fuzz/Cargo.toml and Cargo.toml: run (cd fuzz && cargo metadata --format-version 1 >/dev/null) and commit fuzz/Cargo.lock"
 log "building ${#TARGETS[@]} targets (sanitizer: $SANITIZER)"
 timeout "$BUILD_TIMEOUT" cargo "${TOOLCHAIN[@]}" fuzz build -s "$SANITIZER" "${TARGET_DIR_ARGS[@]}" >&2 \
     || die "cargo fuzz build failed"

@@ -14,6 +14,8 @@
 # - openssh-server and openssh-client for the plain TCP listener tests
 #   (tests/it/sftp.rs): each test runs its own sshd on 127.0.0.1:<free port>
 #   and drives it with sftp.
+# - gcc, g++, libc6-dev and make: cargo builds C code (ring, a dependency
+#   of rustls) and C++ code (libFuzzer, for scripts/fuzz-smoke.sh).
 #
 # The tests never use port 21 and never talk to a system-wide FTP daemon: each
 # test starts its own server on 127.0.0.1:<free port> with a generated config.
@@ -48,7 +50,8 @@ apt-get install -y -q --no-install-recommends \
     vsftpd lftp ftp tnftp curl python3 python3-yaml ca-certificates iproute2 iptables nftables openssl haproxy \
     openssh-server openssh-client \
     libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3 \
-    libsodium23 libsqlite3-0
+    libsodium23 libsqlite3-0 \
+    gcc g++ libc6-dev make
 
 # If an earlier install started the packaged vsftpd on port 21, stop it (the
 # tests never use it or port 21). Only the packaged service is stopped: its
@@ -100,7 +103,8 @@ fi
 
 for bin in /usr/sbin/vsftpd "$PEERS_DIR/usr/sbin/proftpd" "$PEERS_DIR/usr/sbin/pure-ftpd" \
     /usr/bin/lftp /usr/bin/tnftp /usr/bin/curl /usr/bin/python3 /usr/bin/openssl \
-    /usr/sbin/sshd /usr/bin/sftp /usr/bin/ssh-keygen; do
+    /usr/sbin/sshd /usr/bin/sftp /usr/bin/ssh-keygen \
+    /usr/bin/cc /usr/bin/c++ /usr/bin/make; do
     if [ ! -x "$bin" ]; then
         echo "install-test-deps.sh: $bin is missing after install" >&2
         exit 1

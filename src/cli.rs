@@ -147,6 +147,9 @@ pub struct Settings {
     /// Time between health checks of a backend. Key: health_check_interval.
     #[arg(long, global = true, value_name = "DURATION")]
     pub health_check_interval: Option<String>,
+    /// Time between health checks of a backend that has never been up (a server starting with ftpgate). Key: health_check_fast_interval.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub health_check_fast_interval: Option<String>,
     /// How long one health check may take. Key: health_check_timeout.
     #[arg(long, global = true, value_name = "DURATION")]
     pub health_check_timeout: Option<String>,
@@ -370,6 +373,10 @@ impl Settings {
             max_login_failures: opt("--max-login-failures", &self.max_login_failures),
             health_check: opt("--health-check", &self.health_check),
             health_check_interval: opt("--health-check-interval", &self.health_check_interval),
+            health_check_fast_interval: opt(
+                "--health-check-fast-interval",
+                &self.health_check_fast_interval,
+            ),
             health_check_timeout: opt("--health-check-timeout", &self.health_check_timeout),
             health_check_rise: opt("--health-check-rise", &self.health_check_rise),
             health_check_fall: opt("--health-check-fall", &self.health_check_fall),

@@ -14,7 +14,7 @@
 //! - [`tcp`]: plain TCP listeners (`[tcp.NAME]`, e.g. SFTP): the same pools,
 //!   policies, limits and health checks (by TCP connect), bytes relayed as they are.
 //! - [`error`]: session errors and the single error-to-reply mapping.
-//! - [`net`]: role-typed addresses.
+//! - [`net`]: role-typed addresses. [`rlimit`]: the open-files limit, raised at start.
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod net;
 pub mod privileges;
 pub mod proto;
+pub mod rlimit;
 pub mod server;
 pub mod session;
 pub mod tcp;

@@ -71,7 +71,6 @@ impl Live {
     }
 }
 
-
 impl Shared {
     /// Shared state starting with `live`.
     pub fn new(

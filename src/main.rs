@@ -75,6 +75,8 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 fn serve(config: Config, settings: Settings) -> anyhow::Result<()> {
+    // Before binding: the passive range alone may need more than 1024 files.
+    ftpgate::rlimit::raise_and_report(&config);
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     rt.block_on(async move {
         let listeners = ftpgate::Listeners::bind(&config)?;

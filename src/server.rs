@@ -29,11 +29,11 @@ use crate::data::port_pool::PortPool;
 use crate::data::PassivePool;
 use crate::error::{Error, ErrorKind};
 use crate::limits::{Admission, Limits};
+pub use crate::live::{Live, Shared};
 use crate::metrics::Metrics;
 use crate::net::{canonical_ip, ListenAddr};
 use crate::proto::proxy::{self, Header, Parsed};
 use crate::session::{refuse, run_session, Arrival, GatewayRoute};
-pub use crate::live::{Live, Shared};
 use crate::xferlog::XferLog;
 
 /// A listener that could not be bound.
@@ -258,6 +258,34 @@ impl Listeners {
     }
 }
 
+/// Every bound listener for the startup line, each but the plain FTP ones
+/// with its kind: `127.0.0.1:990 (implicit TLS)`, `0.0.0.0:2222 (tcp.sftp)`.
+fn listening(
+    control: &[TcpListener],
+    implicit: &[TcpListener],
+    proxied: &[TcpListener],
+    gateway: &[TcpListener],
+    tcp: &[(String, TcpListener)],
+    admin: Option<SocketAddr>,
+) -> Vec<String> {
+    let kind = |ls: &[TcpListener], k: &str| -> Vec<String> {
+        ls.iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| format!("{a}{k}"))
+            .collect()
+    };
+    let mut all = kind(control, "");
+    all.extend(kind(implicit, " (implicit TLS)"));
+    all.extend(kind(proxied, " (PROXY protocol)"));
+    all.extend(kind(gateway, " (gateway)"));
+    all.extend(
+        tcp.iter()
+            .filter_map(|(name, l)| Some(format!("{} (tcp.{name})", l.local_addr().ok()?))),
+    );
+    all.extend(admin.map(|a| format!("{a} (admin)")));
+    all
+}
+
 /// Pools built from members.
 fn build_pools(
     members: BTreeMap<String, (Vec<Member>, Policy)>,
@@ -456,20 +484,12 @@ impl Server {
         }
         let ids = Arc::new(AtomicU64::new(1));
         info!(
-            listen = ?control.iter().filter_map(|l| l.local_addr().ok()).collect::<Vec<_>>(),
+            listen = ?listening(&control, &implicit, &proxied, &gateway, &tcp, admin_addr),
             pools = ?config.all_pools().iter().map(|p| format!("{}: {}", p.name, p.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(" "))).collect::<Vec<_>>(),
             public_address = %config.public_address,
-            passive_ports = %format!("{first}-{last}"),
-            admin = ?admin_addr,
+            passive_ports = %if config.serves_ftp() { format!("{first}-{last}") } else { "none".to_owned() },
             "ftpgate listening"
         );
-        let implicit_addrs: Vec<SocketAddr> = implicit
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        if !implicit_addrs.is_empty() {
-            info!(listen = ?implicit_addrs, "implicit FTPS listening");
-        }
         for (l, tls) in control
             .into_iter()
             .map(|l| (l, ListenerKind::Plain))
@@ -532,10 +552,10 @@ impl Server {
             (
                 o.health_check,
                 o.health_check_interval,
+                o.health_check_fast_interval,
                 o.health_check_timeout,
                 o.health_check_rise,
                 o.health_check_fall,
-                o.backend_tls,
                 o.backend_proxy_protocol,
                 o.health_check_tls,
                 &o.health_check_user,
@@ -543,15 +563,22 @@ impl Server {
             ) == (
                 config.health_check,
                 config.health_check_interval,
+                config.health_check_fast_interval,
                 config.health_check_timeout,
                 config.health_check_rise,
                 config.health_check_fall,
-                config.backend_tls,
                 config.backend_proxy_protocol,
                 config.health_check_tls,
                 &config.health_check_user,
                 &config.health_check_password,
             )
+                // Checkers hold the TLS settings they started with.
+                && (o.backend_tls, &o.backend_tls_verify, &o.backend_tls_server_name)
+                    == (
+                        config.backend_tls,
+                        &config.backend_tls_verify,
+                        &config.backend_tls_server_name,
+                    )
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
         let mut old_checkers = std::mem::take(&mut *checkers);
@@ -643,6 +670,7 @@ impl Server {
                                 health::CheckHow {
                                     kind,
                                     interval: config.health_check_interval,
+                                    fast_interval: config.health_check_fast_interval,
                                     timeout: config.health_check_timeout,
                                     tls,
                                     starttls,

@@ -27,8 +27,8 @@ use tracing::{info, warn};
 
 use crate::backend::connect_first;
 use crate::limits::{Admitted, Limits};
-use crate::net::canonical_ip;
 use crate::live::{Live, Shared};
+use crate::net::canonical_ip;
 use crate::session::net::tune_control;
 
 /// First size of each direction's buffer. Most of these connections are

@@ -139,7 +139,7 @@ pub fn for_data(session: &Arc<ServerConfig>) -> Arc<ServerConfig> {
 }
 
 /// How ftpgate verifies a backend's certificate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendVerify {
     /// Against the CAs in a PEM file.
     Ca(PathBuf),
@@ -300,7 +300,8 @@ pub async fn accept(
     channel: &str,
     require_resumption: bool,
 ) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
-    let done = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(cfg).accept(tcp)).await;
+    let done =
+        tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(cfg).accept(tcp)).await;
     let r = match done {
         Ok(Ok(s))
             if require_resumption
@@ -327,11 +328,96 @@ pub async fn connect(
     let done = tokio::time::timeout(t.timeout, t.connector.connect(t.name.clone(), tcp)).await;
     let r = match done {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(e.to_string()),
+        // What is wrong with the certificate, and what to do, in words.
+        Ok(Err(e)) => Err(describe_backend_handshake_error(&e)),
         Err(_) => Err("TLS handshake timed out".to_owned()),
     };
     count(counter, "backend", channel, r.is_ok());
     r
+}
+
+// === operator sentences for backend certificate errors ===
+
+/// What is wrong with a backend's certificate and what to do about it, in
+/// an operator's words, for a rustls error from a handshake toward a
+/// backend; `None` when the error is not about the certificate.
+pub fn explain_backend_cert_error(e: &rustls::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e else {
+        // Our pinned verifier's refusal (see `PinnedOrAny`).
+        if let rustls::Error::General(g) = e {
+            if g.contains("backend_tls_pin") {
+                return Some(
+                    "the backend's certificate is not the one in backend_tls_pin: the server's \
+                     certificate changed, or the pin names another file"
+                        .into(),
+                );
+            }
+        }
+        return None;
+    };
+    let text = match c {
+        // rustls reports webpki's CaUsedAsEndEntity as an opaque `Other`
+        // error: its name is all there is to match on.
+        C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            "the backend's certificate is a CA certificate (basicConstraints CA:TRUE, which \
+             `openssl req -x509` makes by default) used as its own server certificate, which \
+             no CA file can vouch for: set backend_tls_pin to that certificate file instead \
+             of backend_tls_ca, or give the server a certificate issued by a CA"
+                .to_owned()
+        }
+        C::UnknownIssuer => "the backend's certificate is not issued by a CA in backend_tls_ca: \
+             add its CA to that file, or, for a self-signed certificate, set backend_tls_pin to it"
+            .to_owned(),
+        C::NotValidForName => "the backend's certificate does not carry the name ftpgate checks \
+             (the backend's host, or backend_tls_server_name): set backend_tls_server_name to a \
+             name it carries, or use backend_tls_pin"
+            .to_owned(),
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "the backend's certificate does not carry the name ftpgate checks ({}; it carries {}): \
+             set backend_tls_server_name to a name it carries, or use backend_tls_pin",
+            expected.to_str(),
+            if presented.is_empty() {
+                "none".to_owned()
+            } else {
+                presented.join(", ")
+            }
+        ),
+        C::Expired | C::ExpiredContext { .. } => "the backend's certificate has expired: renew \
+             it on the server (backend_tls_pin accepts a pinned certificate whatever its dates)"
+            .to_owned(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "the backend's certificate is not valid \
+             yet: check the clocks of ftpgate's machine and the server's"
+            .to_owned(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => "the backend's certificate is not \
+             for TLS servers (its extended key usage lacks serverAuth): issue one that is, or use \
+             backend_tls_pin"
+            .to_owned(),
+        C::Revoked => "the backend's certificate is revoked: give the server a new one".to_owned(),
+        C::BadSignature => "the backend's certificate has a bad signature: it was not issued by \
+             the CA it names, or it is damaged"
+            .to_owned(),
+        C::BadEncoding => "the backend's certificate cannot be parsed".to_owned(),
+        _ => return None,
+    };
+    Some(text)
+}
+
+/// A failed TLS handshake toward a backend, as tokio-rustls reports it, in
+/// words for the log: [`explain_backend_cert_error`]'s sentence and rustls's
+/// own text, or the error as it is when it is not about the certificate.
+pub fn describe_backend_handshake_error(e: &std::io::Error) -> String {
+    let explained = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|r| explain_backend_cert_error(r).map(|s| (s, r)));
+    match explained {
+        Some((sentence, r)) => format!("{sentence} (rustls: {r})"),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -368,5 +454,68 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("backend_tls_ca: /nonexistent/ca.pem"), "{e}");
+    }
+
+    /// A server certificate made the way vsftpd's guides make one (`openssl
+    /// req -x509`: self-signed, basicConstraints CA:TRUE), given as the CA
+    /// file: the verifier's error gets the sentence that names the cure.
+    #[test]
+    fn ca_used_as_server_certificate_says_use_the_pin() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let verify = |name: &str| {
+            verifier
+                .verify_server_cert(
+                    cert.der(),
+                    &[],
+                    &ServerName::try_from(name.to_owned()).unwrap(),
+                    &[],
+                    UnixTime::now(),
+                )
+                .unwrap_err()
+        };
+        let e = verify("localhost");
+        assert!(format!("{e:?}").contains("CaUsedAsEndEntity"), "{e:?}");
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let text = describe_backend_handshake_error(&io);
+        assert!(
+            text.starts_with("the backend's certificate is a CA certificate")
+                && text.contains("backend_tls_pin")
+                && text.contains("(rustls: invalid peer certificate: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn certificate_errors_in_words() {
+        use rustls::CertificateError as C;
+        let say = |c: C| explain_backend_cert_error(&rustls::Error::InvalidCertificate(c)).unwrap();
+        assert!(say(C::UnknownIssuer).contains("not issued by a CA in backend_tls_ca"));
+        assert!(say(C::NotValidForName).contains("backend_tls_server_name"));
+        assert!(say(C::Expired).contains("has expired"));
+        assert!(say(C::NotValidYet).contains("clocks"));
+        let pin = explain_backend_cert_error(&rustls::Error::General(
+            "backend certificate is not the pinned one (backend_tls_pin)".into(),
+        ))
+        .unwrap();
+        assert!(pin.contains("not the one in backend_tls_pin"), "{pin}");
+        // Not about the certificate: nothing to add, the error as it is.
+        assert_eq!(
+            explain_backend_cert_error(&rustls::Error::HandshakeNotComplete),
+            None
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(describe_backend_handshake_error(&io), "reset by peer");
     }
 }

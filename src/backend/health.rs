@@ -6,10 +6,13 @@
 //! the TCP connect alone: nothing is known of their protocol.
 //!
 //! A backend starts `Unknown` (usable, but not counted as up for `/readyz`)
-//! until its first check, which decides at once; after that it takes `rise`
-//! consecutive successes to come up and `fall` consecutive failures to go
-//! down. With health checks off, every backend stays `Unknown`: always
-//! usable, and ready.
+//! until its first check, which decides at once. Until it has been up once,
+//! it is checked every `fast_interval` and one success brings it up, so a
+//! service started together with its backends serves as soon as they
+//! listen; after that it takes `rise` consecutive successes to come up and
+//! `fall` consecutive failures to go down, checked every `interval`. With
+//! health checks off, every backend stays `Unknown`: always usable, and
+//! ready.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -39,6 +42,8 @@ pub struct Health {
     fall: u32,
     /// Whether checks run at all (set when the checker starts).
     checked: std::sync::atomic::AtomicBool,
+    /// Whether it has ever been up (until then: fast checks, rise 1).
+    ever_up: std::sync::atomic::AtomicBool,
 }
 
 /// A state change worth a log line.
@@ -59,7 +64,14 @@ impl Health {
             rise: rise.max(1),
             fall: fall.max(1),
             checked: std::sync::atomic::AtomicBool::new(false),
+            ever_up: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether a check has ever found it up (it is then checked at the
+    /// normal interval, and `rise` applies).
+    pub fn ever_up(&self) -> bool {
+        self.ever_up.load(Ordering::Relaxed)
     }
 
     /// Marks this backend as health-checked: until its first check passes
@@ -99,6 +111,9 @@ impl Health {
                 return None;
             }
             (UP, false) => (DOWN, self.fall),
+            // Never up yet (it was down from the first check): nothing to
+            // damp, the first success decides as the first check did.
+            _ if !self.ever_up() => (UP, 1),
             _ => (UP, self.rise),
         };
         let streak = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
@@ -107,6 +122,9 @@ impl Health {
         }
         self.streak.store(0, Ordering::Relaxed);
         self.state.store(target, Ordering::Relaxed);
+        if target == UP {
+            self.ever_up.store(true, Ordering::Relaxed);
+        }
         Some(if target == UP {
             Transition::Up
         } else {
@@ -136,8 +154,10 @@ pub enum CheckError {
     /// `AUTH TLS` answered with something other than 234.
     #[error("AUTH TLS refused: {0}")]
     AuthTlsRefused(String),
-    /// The TLS handshake after 234 failed (e.g. an untrusted certificate).
-    #[error("TLS handshake failed: {0}")]
+    /// The TLS handshake failed (e.g. an untrusted certificate), after 234
+    /// or at connect (implicit TLS); said in words by
+    /// [`crate::tls::describe_backend_handshake_error`].
+    #[error("TLS handshake failed: {}", crate::tls::describe_backend_handshake_error(.0))]
     Tls(std::io::Error),
     /// The backend sent bytes after 234, before the handshake (RFC 4217 4:
     /// the handshake starts right after the reply; anything in between is
@@ -216,6 +236,9 @@ pub struct CheckHow {
     pub kind: CheckKind,
     /// Time between checks.
     pub interval: Duration,
+    /// Time between checks until the backend has been up once (at most
+    /// `interval`).
+    pub fast_interval: Duration,
     /// Time one check may take, from connect to the last reply.
     pub timeout: Duration,
     /// TLS first (implicit-TLS backends).
@@ -366,7 +389,11 @@ pub async fn check_once(spec: &BackendSpec, how: &CheckHow) -> Result<Duration, 
         let (starttls, login) = (how.starttls.as_ref(), how.login.as_ref());
         match &how.tls {
             Some(t) => {
-                let s = t.connector.connect(t.name.clone(), s).await?;
+                let s = t
+                    .connector
+                    .connect(t.name.clone(), s)
+                    .await
+                    .map_err(CheckError::Tls)?;
                 converse(s, starttls, login).await
             }
             None => converse(s, starttls, login).await,
@@ -388,7 +415,8 @@ pub async fn connect_once(spec: &BackendSpec, timeout: Duration) -> Result<Durat
     }
 }
 
-/// Checks `spec` every `interval` until `cancel`.
+/// Checks `spec` every `interval` (every `fast_interval` until it has been
+/// up once) until `cancel`.
 pub async fn check_loop(
     spec: BackendSpec,
     health: Arc<Health>,
@@ -435,9 +463,14 @@ pub async fn check_loop(
             .backend_up
             .with_label_values(&[name])
             .set(health.is_up() as i64);
+        let pause = if health.ever_up() {
+            how.interval
+        } else {
+            how.fast_interval.min(how.interval)
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(how.interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -487,6 +520,7 @@ mod tests {
                 &CheckHow {
                     kind: CheckKind::FtpGreeting,
                     interval: Duration::from_secs(1),
+                    fast_interval: Duration::from_millis(250),
                     timeout: Duration::from_millis(200),
                     tls: None,
                     starttls: None,
@@ -697,5 +731,80 @@ mod tests {
         let h = Health::new(2, 3);
         assert_eq!(h.record(false), Some(Transition::Down));
         assert!(!h.usable());
+    }
+
+    /// A backend down since its first check (not started yet) comes up at
+    /// its first success; once it has been up, `rise` applies again.
+    #[test]
+    fn never_up_backend_comes_up_at_its_first_success() {
+        let h = Health::new(3, 1);
+        assert_eq!(h.record(false), Some(Transition::Down));
+        assert_eq!(h.record(false), None);
+        assert!(!h.ever_up());
+        assert_eq!(h.record(true), Some(Transition::Up));
+        assert!(h.ever_up() && h.usable());
+        assert_eq!(h.record(false), Some(Transition::Down));
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), Some(Transition::Up));
+    }
+
+    /// Until it is up, a backend is checked every `fast_interval`, not
+    /// every `interval`: counted by the checks made in half a second.
+    #[tokio::test]
+    async fn fast_interval_until_first_up() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let spec = BackendSpec {
+            name: addr.to_string(),
+            addr,
+            weight: 1,
+            drain: false,
+        };
+        let health = Arc::new(Health::new(2, 3));
+        let cancel = CancellationToken::new();
+        let how = CheckHow {
+            kind: CheckKind::Connect,
+            interval: Duration::from_secs(60),
+            fast_interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(1),
+            tls: None,
+            starttls: None,
+            login: None,
+            proxy: None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let label = spec.label();
+        let checks = |result: &str| {
+            metrics
+                .health_checks_total
+                .with_label_values(&[label.as_str(), result])
+                .get()
+        };
+        tokio::spawn(check_loop(
+            spec.clone(),
+            Arc::clone(&health),
+            how,
+            Arc::clone(&metrics),
+            cancel.clone(),
+        ));
+        // A closed port: every check fails, about ten in 500 ms (one at
+        // the 60 s interval).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(checks("failure") >= 3, "{} checks", checks("failure"));
+        assert!(!health.usable() && !health.ever_up());
+        // It listens now: up at the next check (bounded wait).
+        let _l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !health.ever_up() {
+            assert!(Instant::now() < deadline, "never up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(health.usable() && checks("success") == 1);
+        // Up once: back to the normal interval, no more checks soon.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(checks("success"), 1);
+        cancel.cancel();
     }
 }

@@ -162,6 +162,7 @@ settings! {
     max_login_failures: i64,
     health_check: bool,
     health_check_interval: String,
+    health_check_fast_interval: String,
     health_check_timeout: String,
     health_check_rise: i64,
     health_check_fall: i64,
@@ -257,6 +258,86 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// Says serde's messages in an operator's words: an unknown key names the
+/// known key nearest to it (not all of them), and types are named as the
+/// file writes them (`an integer`, not `i64`).
+fn operator_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let Some((unknown, known)) = rest.split_once('`') else {
+            return message.to_owned();
+        };
+        // "..., expected one of `a`, `b`" or "..., expected `a`": the keys
+        // of the table the unknown one is in.
+        let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+        return match nearest(unknown, &keys) {
+            Some(near) => format!("unknown key `{unknown}`; did you mean `{near}`?"),
+            // A small table's keys fit on the line; the top level's do not.
+            None if keys.len() <= 8 => format!(
+                "unknown key `{unknown}` (keys here: {})",
+                keys.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!(
+                "unknown key `{unknown}` (the README's configuration reference lists every key)"
+            ),
+        };
+    }
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let said = match expected.trim() {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+            "an integer"
+        }
+        "f32" | "f64" => "a number",
+        "a boolean" => "a boolean (true or false)",
+        "a string" => "a string in quotes",
+        "a sequence" => "a list, e.g. [\"...\"]",
+        "a map" => "a table",
+        t if t.starts_with("struct ") => "a table",
+        _ => return message.to_owned(),
+    };
+    format!("{head}, expected {said}")
+}
+
+/// The key in `keys` nearest to `typed` by edit distance (adjacent swaps
+/// count once), if it is near enough to be a typo: at most a third of the
+/// typed length (at least one edit).
+fn nearest<'a>(typed: &str, keys: &[&'a str]) -> Option<&'a str> {
+    let limit = (typed.chars().count() / 3).max(1);
+    keys.iter()
+        .map(|k| (edit_distance(typed, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and swaps of two adjacent characters each cost 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// Reads a config file.
 pub fn read_file(path: &Path) -> Result<RawConfig, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
@@ -270,10 +351,10 @@ pub fn read_file(path: &Path) -> Result<RawConfig, FileError> {
 pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, FileError> {
     let f: FileToml = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-        let mut message = e.message().to_owned();
+        let mut message = operator_message(e.message());
         // Type errors ("invalid type: string, expected a boolean") do not
         // name the key; the line they point at does.
-        if !message.contains('`') {
+        if !message.starts_with("unknown key") {
             let key = text
                 .lines()
                 .nth(line.saturating_sub(1))
@@ -295,4 +376,90 @@ pub fn parse_str(path: &Path, text: &str) -> Result<RawConfig, FileError> {
         line: line_of(text, span.start),
     };
     Ok(RawConfig::from_file(f, loc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        parse_str(Path::new("t.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn unknown_key_names_the_nearest_one_only() {
+        let e = error("listen = [\"127.0.0.1:21\"]\npassve_ports = \"1-2\"\n");
+        assert_eq!(
+            e,
+            "t.toml:2: unknown key `passve_ports`; did you mean `passive_ports`?"
+        );
+        let e = error("health_check_intervall = \"5s\"\n");
+        assert!(e.ends_with("did you mean `health_check_interval`?"), "{e}");
+        // Swapped letters are one edit.
+        let e = error("lsiten = []\n");
+        assert!(e.ends_with("did you mean `listen`?"), "{e}");
+        // Inside a table: its own keys.
+        let e = error("[pool.a]\nbackends = []\npolcy = \"round_robin\"\n");
+        assert!(e.ends_with("did you mean `policy`?"), "{e}");
+        // A small table's keys are listed when none is near.
+        let e = error("[pool.a]\nbackends = []\nmembers = []\n");
+        assert!(
+            e.ends_with(
+                "unknown key `members` (keys here: `backends`, `policy`, `weights`, `drain`)"
+            ),
+            "{e}"
+        );
+        // Nothing near: no guess, and never the whole list.
+        let e = error("frobnicate = 1\n");
+        assert!(e.starts_with("t.toml:1: unknown key `frobnicate` ("), "{e}");
+        assert!(!e.contains("passive_ports"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_said_in_words() {
+        let cases = [
+            (
+                "max_line_length = \"4k\"\n",
+                "max_line_length: invalid type: string \"4k\", expected an integer",
+            ),
+            (
+                "max_sessions = 2.5\n",
+                "max_sessions: invalid type: floating point `2.5`, expected an integer",
+            ),
+            (
+                "active_mode = \"yes\"\n",
+                "active_mode: invalid type: string \"yes\", expected a boolean (true or false)",
+            ),
+            (
+                "public_address = 3\n",
+                "public_address: invalid type: integer `3`, expected a string in quotes",
+            ),
+            (
+                "listen = \"127.0.0.1:21\"\n",
+                "listen: invalid type: string \"127.0.0.1:21\", expected a list",
+            ),
+            (
+                "user_pool = 1\n",
+                "user_pool: invalid type: integer `1`, expected a table",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = error(text);
+            assert!(e.starts_with("t.toml:1: "), "{e}");
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+            for rust in ["i64", "u64", "sequence", "map", "struct"] {
+                assert!(!e.contains(rust), "{e:?} says {rust}");
+            }
+        }
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("passve_ports", "passive_ports"), 1);
+        assert_eq!(edit_distance("lsiten", "listen"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

@@ -175,8 +175,8 @@ impl std::fmt::Display for Password {
     }
 }
 
-/// Validated configuration. Invariants: `listen` is empty only when `tcp`
-/// is not (no FTP is served then); FTP listeners have a pool;
+/// Validated configuration. Invariants: some listener is set (`listen` may
+/// be empty when another kind is); FTP listeners have a pool;
 /// `passive_ports.0 <= passive_ports.1`; durations are non-zero.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -254,6 +254,9 @@ pub struct Config {
     pub health_check: bool,
     /// Time between two checks of one backend.
     pub health_check_interval: Duration,
+    /// Time between two checks of a backend that has never been up (used
+    /// at most as long as `health_check_interval`).
+    pub health_check_fast_interval: Duration,
     /// Time one check may take.
     pub health_check_timeout: Duration,
     /// Consecutive successes that bring a down backend up.
@@ -261,7 +264,7 @@ pub struct Config {
     /// Consecutive failures that take an up backend down.
     pub health_check_fall: u32,
     /// Checks complete `AUTH TLS` after the greeting (only with
-    /// `backend_tls = "explicit"`).
+    /// `backend_tls = "explicit"`, and by default then).
     pub health_check_tls: bool,
     /// Checks log in as this user.
     pub health_check_user: Option<String>,
@@ -296,6 +299,10 @@ pub struct Config {
     pub backend_tls: BackendTlsMode,
     /// How backend certificates are checked.
     pub backend_tls_verify: crate::tls::BackendVerify,
+    /// `backend_tls_verify` as set (default `true`), for `ftpgate check`:
+    /// with backend TLS off there is nothing to verify and the field above
+    /// is `None` whatever this says.
+    pub backend_tls_verify_flag: bool,
     /// Name backend certificates are checked against (default: the backend host).
     pub backend_tls_server_name: Option<String>,
     /// PROT P toward TLS backends.
@@ -501,7 +508,9 @@ impl Config {
         };
         let mut s = String::new();
         // Both may be unset (only [tcp.*] listeners; only named pools).
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && self.serves_ftp() {
+            s.push_str("# listen is not set\n");
+        } else if self.listen.is_empty() {
             s.push_str("# listen is not set (no FTP listener)\n");
         }
         if self.backends.is_empty() {
@@ -577,6 +586,10 @@ impl Config {
             ("shutdown_drain_timeout", self.shutdown_drain_timeout),
             ("login_failure_delay", self.login_failure_delay),
             ("health_check_interval", self.health_check_interval),
+            (
+                "health_check_fast_interval",
+                self.health_check_fast_interval,
+            ),
             ("health_check_timeout", self.health_check_timeout),
             ("tls_handshake_timeout", self.tls_handshake_timeout),
             ("proxy_protocol_timeout", self.proxy_protocol_timeout),
@@ -659,7 +672,7 @@ impl Config {
         );
         kv(
             "backend_tls_verify",
-            (!matches!(self.backend_tls_verify, crate::tls::BackendVerify::None)).to_string(),
+            self.backend_tls_verify_flag.to_string(),
         );
         kv(
             "backend_tls_protect_data",

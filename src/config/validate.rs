@@ -38,6 +38,17 @@ pub enum ConfigError {
         /// The equivalent flag.
         flag: &'static str,
     },
+    /// A key has no default that fits the other settings: the operator
+    /// must choose.
+    #[error("set `{key}` (flag {flag}): {why}")]
+    Needed {
+        /// The config key.
+        key: &'static str,
+        /// The equivalent flag.
+        flag: &'static str,
+        /// Why no default fits.
+        why: String,
+    },
 }
 
 fn invalid<T>(
@@ -115,11 +126,16 @@ type HealthLogin = (
 );
 
 /// What a health check does after the greeting: `AUTH TLS` (only toward
-/// explicit-TLS backends: implicit-TLS checks are inside TLS already) and a
-/// login. The password file is read here, so a missing file stops startup
-/// (or a reload) with its key instead of failing every check later.
+/// explicit-TLS backends: implicit-TLS checks are inside TLS already; on by
+/// default there, so a backend whose certificate sessions would refuse is
+/// down, not up) and a login. The password file is read here, so a missing
+/// file stops startup (or a reload) with its key instead of failing every
+/// check later.
 fn health_login(raw: &RawConfig, backend_tls: BackendTlsMode) -> Result<HealthLogin, ConfigError> {
-    let tls = flag(&raw.health_check_tls, false);
+    let tls = flag(
+        &raw.health_check_tls,
+        backend_tls == BackendTlsMode::Explicit,
+    );
     if let Some(l) = raw.health_check_tls.as_ref().filter(|l| l.value) {
         if backend_tls != BackendTlsMode::Explicit {
             return invalid(
@@ -302,31 +318,57 @@ fn public_spec(
     Ok(PublicAddressSpec::Host(v.to_owned()))
 }
 
+/// The default `passive_bind_address` for FTP listeners bound at
+/// `listeners`: the address they all bind; a wildcard when one of them binds
+/// one (`::`, which serves IPv4 too, when any of them is IPv6), since its
+/// clients may arrive on any address. `Err` with the distinct addresses when
+/// they bind different specific ones: no one address fits them all. Without
+/// FTP listeners, 0.0.0.0 (nothing is bound then).
+pub fn default_passive_bind(listeners: &[SocketAddr]) -> Result<IpAddr, Vec<IpAddr>> {
+    if listeners.iter().any(|a| a.ip().is_unspecified()) {
+        return Ok(if listeners.iter().any(|a| a.is_ipv6()) {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        });
+    }
+    let mut distinct: Vec<IpAddr> = Vec::new();
+    for a in listeners {
+        if !distinct.contains(&a.ip()) {
+            distinct.push(a.ip());
+        }
+    }
+    match distinct[..] {
+        [] => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        [one] => Ok(one),
+        _ => Err(distinct),
+    }
+}
+
 /// Validates raw settings into a [`Config`].
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
-    let gateway_only = raw
-        .gateway_listen
-        .as_ref()
-        .is_some_and(|l| !l.value.is_empty());
-    let unset = |l: &Option<Located<Vec<String>>>| l.as_ref().is_none_or(|l| l.value.is_empty());
-    // Only plain TCP listeners: no FTP is served, `listen` may be left out.
-    let tcp_only = raw.tcp.as_ref().is_some_and(|t| !t.is_empty())
-        && unset(&raw.implicit_tls_listen)
-        && unset(&raw.proxy_protocol_listen);
+    let set = |l: &Option<Located<Vec<String>>>| l.as_ref().is_some_and(|l| !l.value.is_empty());
+    // Every kind of listener is a valid setup alone: `listen` is needed
+    // only when no other kind is set.
+    let other_listeners = set(&raw.implicit_tls_listen)
+        || set(&raw.proxy_protocol_listen)
+        || set(&raw.gateway_listen)
+        || raw.tcp.as_ref().is_some_and(|t| !t.is_empty());
     let listen = match &raw.listen {
-        None if gateway_only || tcp_only => Vec::new(),
+        None if other_listeners => Vec::new(),
         None => {
             return Err(ConfigError::Missing {
                 key: "listen",
                 flag: "--listen",
             })
         }
-        Some(l) if l.value.is_empty() && (gateway_only || tcp_only) => Vec::new(),
+        Some(l) if l.value.is_empty() && other_listeners => Vec::new(),
         Some(l) if l.value.is_empty() => {
             return invalid(
                 "listen",
                 &l.origin,
-                "at least one address is needed, e.g. \"0.0.0.0:2121\"",
+                "at least one address is needed, e.g. \"0.0.0.0:2121\" \
+                 (or another listener: implicit_tls_listen, proxy_protocol_listen, gateway_listen, [tcp.NAME])",
             )
         }
         Some(l) => l
@@ -343,12 +385,9 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let absent = |v: &Option<Located<Vec<String>>>| v.as_ref().is_none_or(|l| l.value.is_empty());
-    // A pure gateway has no backends of its own.
-    let no_ftp_listener = (gateway_only || tcp_only)
-        && listen.is_empty()
-        && absent(&raw.implicit_tls_listen)
-        && absent(&raw.proxy_protocol_listen);
+    // Only gateway or plain TCP listeners: no pool `default` is needed.
+    let no_ftp_listener =
+        listen.is_empty() && !set(&raw.implicit_tls_listen) && !set(&raw.proxy_protocol_listen);
     let backends = match &raw.backends {
         // Named pools may stand in for `backends`; checked with them below.
         None if raw.pool.as_ref().is_some_and(|p| !p.is_empty()) => Vec::new(),
@@ -408,27 +447,16 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
-    let passive_bind_address = match &raw.passive_bind_address {
-        Some(l) => l.value.trim().parse::<IpAddr>().or_else(|_| {
+    // The default depends on every FTP listener: chosen below.
+    let passive_bind_set = match &raw.passive_bind_address {
+        Some(l) => Some(l.value.trim().parse::<IpAddr>().or_else(|_| {
             invalid(
                 "passive_bind_address",
                 &l.origin,
                 format!("`{}` is not an IP address", l.value),
             )
-        })?,
-        // No FTP listener (a pure gateway or TCP only): everywhere.
-        None if listen.is_empty() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        // All listeners on one address: bind the data ports there too; otherwise everywhere.
-        None => {
-            let first = listen[0].ip();
-            if listen.iter().all(|a| a.ip() == first) {
-                first
-            } else if listen.iter().any(|a| a.is_ipv6()) {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            }
-        }
+        })?),
+        None => None,
     };
     let backend_data_mode = match &raw.backend_data_mode {
         None => BackendDataMode::Passive,
@@ -917,6 +945,27 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    let passive_bind_address = match passive_bind_set {
+        Some(ip) => ip,
+        None => {
+            let ftp: Vec<SocketAddr> = listen
+                .iter()
+                .chain(&implicit_tls_listen)
+                .chain(&proxy_protocol_listen)
+                .chain(&gateway_listen)
+                .copied()
+                .collect();
+            default_passive_bind(&ftp).map_err(|ips| ConfigError::Needed {
+                key: "passive_bind_address",
+                flag: "--passive-bind-address",
+                why: format!(
+                    "the FTP listeners bind different addresses ({}), and the passive ports \
+                     bind one: name an address clients of every listener reach, or \"0.0.0.0\" or \"::\" for all",
+                    ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            })?
+        }
+    };
     let rules = |key: &'static str, v: &Option<Located<Vec<String>>>| match v {
         None => Ok(Vec::new()),
         Some(l) => l
@@ -1095,6 +1144,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             &raw.health_check_interval,
             Duration::from_secs(5),
         )?,
+        health_check_fast_interval: duration(
+            "health_check_fast_interval",
+            &raw.health_check_fast_interval,
+            Duration::from_millis(250),
+        )?,
         health_check_timeout: duration(
             "health_check_timeout",
             &raw.health_check_timeout,
@@ -1119,6 +1173,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         tls_min_version_13,
         backend_tls,
         backend_tls_verify,
+        backend_tls_verify_flag: verify_flag,
         backend_tls_server_name,
         backend_tls_protect_data: flag(&raw.backend_tls_protect_data, true),
         backend_tls_config,
@@ -1654,7 +1709,7 @@ mod tests {
             ),
             (
                 format!("{SSH_POOL}[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\nport = 22\n"),
-                "unknown field `port`",
+                "unknown key `port` (",
             ),
         ];
         for (text, want) in cases {
@@ -1665,11 +1720,10 @@ mod tests {
     }
 
     #[test]
-    fn without_tcp_listen_and_backends_stay_required() {
+    fn without_any_listener_listen_and_backends_stay_required() {
         for text in [
             format!("backends = [\"127.0.0.1:21\"]\n{SSH_POOL}"),
-            // An FTP listener of another kind still needs `listen`.
-            format!("implicit_tls_listen = [\"127.0.0.1:990\"]\n{SSH_POOL}[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\n"),
+            "backends = [\"127.0.0.1:21\"]\nimplicit_tls_listen = []\n".to_owned(),
         ] {
             let e = check(&text).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains("missing required setting `listen`"), "{e}");
@@ -1678,6 +1732,89 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert!(e.to_string().contains("`backends`"), "{e}");
+        // An FTP listener of another kind needs backends too.
+        let e = check("proxy_protocol_listen = [\"127.0.0.1:2122\"]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.to_string().contains("`backends`"), "{e}");
+    }
+
+    const CERT: &str = "tls_cert = \"tests/data/config/tls/cert.pem\"\ntls_key = \"tests/data/config/tls/key.pem\"\n";
+    const BACKEND: &str = "backends = [\"127.0.0.1:21\"]\n";
+    const FROM: &str = "proxy_protocol_from = [\"10.0.0.0/8\"]\n";
+
+    #[test]
+    fn each_kind_of_ftp_listener_alone_is_valid() {
+        for (text, bind) in [
+            (
+                format!("{BACKEND}{CERT}implicit_tls_listen = [\"127.0.0.2:990\"]\n"),
+                "127.0.0.2",
+            ),
+            (
+                format!("{BACKEND}{FROM}proxy_protocol_listen = [\"[::1]:2122\"]\n"),
+                "::1",
+            ),
+        ] {
+            let c = check(&text).unwrap();
+            assert!(c.listen.is_empty() && c.serves_ftp(), "{text}");
+            assert_eq!(c.passive_bind_address, bind.parse::<IpAddr>().unwrap());
+            // Printed back, it validates again with the same meaning.
+            let printed = c.to_toml();
+            assert!(printed.starts_with("# listen is not set\n"), "{printed}");
+            let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+            assert_eq!(again.to_toml(), printed);
+        }
+    }
+
+    #[test]
+    fn passive_bind_address_defaults_to_what_every_ftp_listener_shares() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        /// Listeners, and the default (`Ok`) or the addresses named (`Err`).
+        type Case<'a> = (&'a [&'a str], Result<&'a str, &'a [&'a str]>);
+        let cases: [Case<'_>; 8] = [
+            (&[], Ok("0.0.0.0")),
+            (&["127.0.0.1:21", "127.0.0.1:990"], Ok("127.0.0.1")),
+            (&["[::1]:21"], Ok("::1")),
+            (&["0.0.0.0:21", "10.0.0.5:990"], Ok("0.0.0.0")),
+            (&["10.0.0.5:21", "[::]:990"], Ok("::")),
+            (&["0.0.0.0:21", "[::1]:990"], Ok("::")),
+            (
+                &["127.0.0.1:21", "127.0.0.2:990", "127.0.0.1:2122"],
+                Err(&["127.0.0.1", "127.0.0.2"]),
+            ),
+            (&["127.0.0.1:21", "[::1]:21"], Err(&["127.0.0.1", "::1"])),
+        ];
+        for (listeners, want) in cases {
+            let got = default_passive_bind(&listeners.iter().map(|s| a(s)).collect::<Vec<_>>());
+            let want = want
+                .map(ip)
+                .map_err(|v| v.iter().map(|s| ip(s)).collect::<Vec<_>>());
+            assert_eq!(got, want, "{listeners:?}");
+        }
+        // Through validation: every FTP listener counts, gateways too.
+        let e = check(&format!(
+            "{BACKEND}{CERT}listen = [\"127.0.0.1:2121\"]\nimplicit_tls_listen = [\"127.0.0.2:990\"]\n"
+        ))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("set `passive_bind_address` (flag --passive-bind-address): ")
+                && e.contains("(127.0.0.1, 127.0.0.2)"),
+            "{e}"
+        );
+        let e = check(&format!(
+            "{BACKEND}listen = [\"127.0.0.1:2121\"]\ngateway_listen = [\"192.168.50.1:2121\"]\n"
+        ))
+        .map(|_| ())
+        .unwrap_err();
+        assert!(e.to_string().contains("passive_bind_address"), "{e}");
+        let c = check(&format!(
+            "{BACKEND}{CERT}listen = [\"127.0.0.1:2121\"]\nimplicit_tls_listen = [\"127.0.0.2:990\"]\npassive_bind_address = \"0.0.0.0\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.passive_bind_address, ip("0.0.0.0"));
     }
 
     #[test]
@@ -1698,6 +1835,31 @@ mod tests {
             assert_eq!(listen_overlap(a(x), a(y)), want, "{x} {y}");
             assert_eq!(listen_overlap(a(y), a(x)), want, "{y} {x}");
         }
+    }
+
+    #[test]
+    fn check_prints_backend_tls_verify_as_set() {
+        let minimal = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+        let line = |text: &str| {
+            check(text)
+                .unwrap()
+                .to_toml()
+                .lines()
+                .find(|l| l.starts_with("backend_tls_verify ="))
+                .map(str::to_owned)
+        };
+        assert_eq!(line(minimal).as_deref(), Some("backend_tls_verify = true"));
+        assert_eq!(
+            line(&format!("{minimal}backend_tls_verify = false\n")).as_deref(),
+            Some("backend_tls_verify = false")
+        );
+        assert_eq!(
+            line(&format!(
+                "{minimal}backend_tls = \"explicit\"\nbackend_tls_verify = false\n"
+            ))
+            .as_deref(),
+            Some("backend_tls_verify = false")
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub enum Verb {
     Rein,
     /// FEAT (RFC 2389)
     Feat,
-    /// AUTH (RFC 2228), not yet supported by ftpgate
+    /// AUTH (RFC 2228; `AUTH TLS`, RFC 4217), answered by ftpgate
     Auth,
     /// TYPE A|I|... (tracked for the transfer log)
     Type,

@@ -239,7 +239,11 @@ impl Chat {
 
     fn done(&mut self) -> Next {
         self.expect = Expect::Done;
-        Next::Done(self.greeting.clone().unwrap_or_else(|| Reply::from_line("220".into())))
+        Next::Done(
+            self.greeting
+                .clone()
+                .unwrap_or_else(|| Reply::from_line("220".into())),
+        )
     }
 }
 
@@ -284,7 +288,10 @@ mod tests {
             c.on_reply(&r("230 in"), 0).unwrap(),
             Some(Next::Done(r("220 hi")))
         );
-        assert_eq!(format!("{:?}", c.plan.login), "Some(Login { user: \"u\", password: \"****\" })");
+        assert_eq!(
+            format!("{:?}", c.plan.login),
+            "Some(Login { user: \"u\", password: \"****\" })"
+        );
     }
 
     #[test]
@@ -297,7 +304,10 @@ mod tests {
         let mut c = Chat::new(plan, true);
         assert_eq!(send(c.on_reply(&r("220 hi"), 0).unwrap()), "PBSZ 0");
         assert_eq!(send(c.on_reply(&r("200 ok"), 0).unwrap()), "PROT C");
-        assert!(matches!(c.on_reply(&r("200 ok"), 0), Ok(Some(Next::Done(_)))));
+        assert!(matches!(
+            c.on_reply(&r("200 ok"), 0),
+            Ok(Some(Next::Done(_)))
+        ));
     }
 
     #[test]
@@ -307,10 +317,16 @@ mod tests {
             ..Plan::default()
         };
         let mut c = Chat::new(tls.clone(), false);
-        assert!(matches!(c.on_reply(&r("421 busy"), 0), Err(ChatError::Greeting(_))));
+        assert!(matches!(
+            c.on_reply(&r("421 busy"), 0),
+            Err(ChatError::Greeting(_))
+        ));
         let mut c = Chat::new(tls.clone(), false);
         c.on_reply(&r("220 hi"), 0).unwrap();
-        assert!(matches!(c.on_reply(&r("500 no"), 0), Err(ChatError::AuthTlsRefused(_))));
+        assert!(matches!(
+            c.on_reply(&r("500 no"), 0),
+            Err(ChatError::AuthTlsRefused(_))
+        ));
         let mut c = Chat::new(tls, false);
         c.on_reply(&r("220 hi"), 0).unwrap();
         assert_eq!(c.on_reply(&r("234 go"), 12), Err(ChatError::BytesAfter234));

@@ -40,7 +40,10 @@ impl Session {
             Note::NatFixed { named, using } => {
                 info!(session = id, named = %named, using = %using, "active mode behind NAT: using the control connection's address")
             }
-            Note::ReplyDropped { reason, text } if reason == "malformed" => {
+            Note::ReplyDropped {
+                reason: "malformed",
+                text,
+            } => {
                 warn!(session = id, backend = %self.backend_addr, line = %text, "skipped a backend line that is not a reply")
             }
             Note::ReplyDropped { reason, text } => {
@@ -60,7 +63,9 @@ impl Session {
             Note::DataFailed {
                 client_timeout: true,
                 ..
-            } => warn!(session = id, client = %client, "client did not open its data connection in time"),
+            } => {
+                warn!(session = id, client = %client, "client did not open its data connection in time")
+            }
             Note::DataFailed { why, .. } => {
                 warn!(session = id, problem = %why, "data connection failed")
             }
@@ -85,8 +90,8 @@ impl Session {
             Note::LineTooLong => {
                 warn!(session = id, client = %client, limit = self.cfg.max_line_length, "command line too long; discarded")
             }
-            Note::StaleReplies { dropped } => {
-                warn!(session = id, stale = dropped, "backend replies missing; dropping stale expectations")
+            Note::BackendSilent { awaited } => {
+                warn!(session = id, awaited, limit = ?self.cfg.backend_reply_timeout, "the backend did not answer earlier commands within backend_reply_timeout; closing the session")
             }
             Note::BackendGoneDuringTransfer => {
                 info!(session = id, client = %client, backend = %self.backend_addr, "backend closed its control connection during a transfer; relaying the rest of the data first")
@@ -140,7 +145,11 @@ impl Session {
                 end: std::time::SystemTime::now(),
                 duration,
                 client: self.client_addr.ip().to_string(),
-                bytes: if kind == TransferKind::Upload { up } else { down },
+                bytes: if kind == TransferKind::Upload {
+                    up
+                } else {
+                    down
+                },
                 file: arg,
                 ascii,
                 outgoing: kind == TransferKind::Download,

@@ -167,7 +167,9 @@ impl Session {
             }
             Step::BackendTls => Some(self.backend_starttls().await),
             Step::ClientTls => Some(self.client_starttls().await),
-            Step::ConnectBackendData { gen, addr } => Some(self.connect_backend_data(gen, addr).await),
+            Step::ConnectBackendData { gen, addr } => {
+                Some(self.connect_backend_data(gen, addr).await)
+            }
             Step::ListenBackendData { gen } => Some(self.listen_backend_data(gen).await),
             Step::LeasePassive { gen, pasv } => Some(self.lease_passive(gen, pasv)),
             Step::PrepareActive { gen } => {

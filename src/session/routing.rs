@@ -102,18 +102,22 @@ impl Session {
             }
         };
         let lookup = tokio::net::lookup_host((named.host.as_str(), named.port));
-        let addrs: Vec<SocketAddr> =
-            match tokio::time::timeout(self.cfg.gateway_resolve_timeout, lookup).await {
-                Ok(Ok(a)) => a.map(crate::net::canonical).collect(),
-                Ok(Err(e)) => {
-                    warn!(session = self.id, client = %self.client_addr, host = %named.host, error = %e, "gateway: cannot resolve the destination");
-                    return Ok(Err(ErrorKind::DestinationUnresolvable));
-                }
-                Err(_) => {
-                    warn!(session = self.id, client = %self.client_addr, host = %named.host, timeout = ?self.cfg.gateway_resolve_timeout, "gateway: resolving the destination timed out");
-                    return Ok(Err(ErrorKind::DestinationUnresolvable));
-                }
-            };
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+            self.cfg.gateway_resolve_timeout,
+            lookup,
+        )
+        .await
+        {
+            Ok(Ok(a)) => a.map(crate::net::canonical).collect(),
+            Ok(Err(e)) => {
+                warn!(session = self.id, client = %self.client_addr, host = %named.host, error = %e, "gateway: cannot resolve the destination");
+                return Ok(Err(ErrorKind::DestinationUnresolvable));
+            }
+            Err(_) => {
+                warn!(session = self.id, client = %self.client_addr, host = %named.host, timeout = ?self.cfg.gateway_resolve_timeout, "gateway: resolving the destination timed out");
+                return Ok(Err(ErrorKind::DestinationUnresolvable));
+            }
+        };
         if addrs.is_empty() {
             warn!(session = self.id, client = %self.client_addr, host = %named.host, "gateway: the destination has no address");
             return Ok(Err(ErrorKind::DestinationUnresolvable));

@@ -54,11 +54,6 @@ impl<T> Reader<T> {
             _ => None,
         }
     }
-
-    /// Whether the connection is inside TLS.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Reader::Tls(_))
-    }
 }
 
 /// Puts plain halves back together for a TLS upgrade; `None` if they are not

@@ -166,8 +166,13 @@ impl Session {
         let Some(tcp) = stream::reunite(rd, wr) else {
             return Event::BackendTlsDone(Err("backend connection is not plain TCP".into()));
         };
-        match crate::tls::connect(&t, tcp, &self.shared.metrics.tls_handshakes_total, "control")
-            .await
+        match crate::tls::connect(
+            &t,
+            tcp,
+            &self.shared.metrics.tls_handshakes_total,
+            "control",
+        )
+        .await
         {
             Ok(tls) => {
                 let (r, w) = stream::split_tls(tls);

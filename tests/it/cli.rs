@@ -85,6 +85,8 @@ fn cli_check_prints_effective_config_with_defaults() {
         "trust_backend_pasv_address = false",
         "backend_data_mode = \"passive\"",
         "log_format = \"text\"",
+        // Backend TLS is off, but verification is on by default.
+        "backend_tls_verify = true",
     ] {
         assert!(
             text.lines().any(|l| l == want),
@@ -138,6 +140,7 @@ fn cli_check_full_file_shows_every_value() {
         "max_login_failures = 4",
         "health_check = false",
         "health_check_interval = \"10s\"",
+        "health_check_fast_interval = \"100ms\"",
         "health_check_timeout = \"1s\"",
         "health_check_rise = 3",
         "health_check_fall = 2",
@@ -464,7 +467,7 @@ fn cli_check_wrong_type_names_the_key() {
 // === serving ===
 
 /// An ftpgate process serving; stopped (SIGTERM, then SIGKILL) on drop.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     stderr: PathBuf,
     addr: SocketAddr,
@@ -548,7 +551,7 @@ fn serve_with_range(args: &[String]) -> Served {
 }
 
 impl Served {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
@@ -862,4 +865,285 @@ fn cli_sigterm_closes_sessions_with_421_and_exits_0() {
     assert!(rest.is_empty(), "after the 421: {rest:?}");
     assert_eq!(status, Some(0), "log:\n{log}");
     assert!(strip_ansi(&log).contains("ftpgate stopped"), "log:\n{log}");
+}
+
+// === one kind of listener alone (issue 16) ===
+
+/// Starts `ftpgate --config FILE` with `text` (ports in it must be free)
+/// under `wrap` (e.g. `prlimit ...`; empty: none), and waits for its
+/// "ftpgate listening" line.
+fn serve_config(text: &str, wrap: &[&str]) -> Result<Served, StartFailure> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "ftpgate.toml", text);
+    let stderr = dir.path().join("stderr.log");
+    let mut cmd = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_ftpgate"));
+            c.env_remove("RUST_LOG");
+            c
+        }
+        None => ftpgate(),
+    };
+    let child = cmd
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn ftpgate");
+    let mut served = Served {
+        child,
+        stderr,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        if served.log().contains("ftpgate listening") {
+            return Ok(served);
+        }
+        if let Ok(Some(st)) = served.child.try_wait() {
+            return Err(StartFailure {
+                status: st.code(),
+                stderr: served.log(),
+            });
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ftpgate did not start: {}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `serve_config` with fresh ports: `make(ports, passive range)` writes the
+/// file, given `n` free ports; retried when a port was taken meanwhile.
+pub(crate) fn serve_fresh(
+    n: usize,
+    make: impl Fn(&[u16], (u16, u16)) -> String,
+    wrap: &[&str],
+) -> Served {
+    let mut last = None;
+    for _ in 0..5 {
+        let ports: Vec<u16> = (0..n).map(|_| peers::free_port()).collect();
+        match serve_config(&make(&ports, free_range(10)), wrap) {
+            Ok(s) => return s,
+            Err(f) if f.stderr.contains("passive port") || f.stderr.contains("cannot listen") => {
+                last = Some(f)
+            }
+            Err(f) => panic!("ftpgate failed to start: {f:?}"),
+        }
+    }
+    panic!("no free ports: {last:?}");
+}
+
+/// The test TLS certificate and key of the fixtures, as config lines.
+fn fixture_tls() -> String {
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/config/tls");
+    format!(
+        "tls_cert = {:?}\ntls_key = {:?}\n",
+        tls.join("cert.pem").display().to_string(),
+        tls.join("key.pem").display().to_string()
+    )
+}
+
+/// The first reply line on `s` (bounded read).
+fn first_reply(s: &mut impl std::io::Read) -> String {
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\n") && got.len() < 512 {
+        match s.read(&mut b) {
+            Ok(1) => got.push(b[0]),
+            other => panic!("reading a reply: {other:?} after {got:?}"),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Implicit FTPS alone and PROXY protocol listeners alone each make a
+/// whole configuration (they used to fail with "missing required setting
+/// `listen`"), serve clients, and bind the passive range on their address.
+#[test]
+fn cli_implicit_tls_or_proxy_protocol_listener_alone_serves() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "cli_listener_alone") {
+        return;
+    }
+    let srv = vsftpd_with("f.bin", b"x");
+    let backend = srv.addr;
+    // Implicit TLS only: a TLS client gets the backend's greeting.
+    let gw = serve_fresh(
+        1,
+        |p, (a, b)| {
+            format!(
+                "implicit_tls_listen = [\"127.0.0.1:{}\"]\nbackends = [\"{backend}\"]\n\
+                 passive_ports = \"{a}-{b}\"\nhealth_check = false\n{}",
+                p[0],
+                fixture_tls()
+            )
+        },
+        &[],
+    );
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ftpgate listening"))
+        .unwrap();
+    let at: SocketAddr = line
+        .split("listen=[\"")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no implicit listener in {line}"));
+    assert!(line.contains(&format!("{at} (implicit TLS)")), "{line}");
+    let mut tcp = std::net::TcpStream::connect(at).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut conn = rustls::ClientConnection::new(
+        crate::certs::accept_any_server_config(),
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let greeting = first_reply(&mut rustls::Stream::new(&mut conn, &mut tcp));
+    assert!(greeting.starts_with("220"), "{greeting:?}\n{}", gw.log());
+    drop(gw);
+
+    // PROXY protocol only: a balancer's header, then the greeting.
+    let gw = serve_fresh(
+        1,
+        |p, (a, b)| {
+            format!(
+                "proxy_protocol_listen = [\"127.0.0.1:{}\"]\nproxy_protocol_from = [\"127.0.0.0/8\"]\n\
+                 backends = [\"{backend}\"]\npassive_ports = \"{a}-{b}\"\nhealth_check = false\n",
+                p[0]
+            )
+        },
+        &[],
+    );
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ftpgate listening"))
+        .unwrap();
+    let at: SocketAddr = line
+        .split("listen=[\"")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no PROXY listener in {line}"));
+    assert!(line.contains(&format!("{at} (PROXY protocol)")), "{line}");
+    let mut tcp = std::net::TcpStream::connect(at).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        format!("PROXY TCP4 192.0.2.7 127.0.0.1 40000 {}\r\n", at.port()).as_bytes(),
+    )
+    .unwrap();
+    let greeting = first_reply(&mut tcp);
+    assert!(greeting.starts_with("220"), "{greeting:?}\n{}", gw.log());
+}
+
+/// The startup line names every listener, each kind marked: plain,
+/// implicit TLS, PROXY protocol, gateway, plain TCP and admin.
+#[test]
+fn cli_startup_line_lists_every_listener() {
+    let gw = serve_fresh(
+        6,
+        |p, (a, b)| {
+            format!(
+                "listen = [\"127.0.0.1:{}\"]\nimplicit_tls_listen = [\"127.0.0.1:{}\"]\n\
+                 proxy_protocol_listen = [\"127.0.0.1:{}\"]\nproxy_protocol_from = [\"127.0.0.0/8\"]\n\
+                 gateway_listen = [\"127.0.0.1:{}\"]\nadmin_listen = \"127.0.0.1:{}\"\n\
+                 backends = [\"127.0.0.1:21\"]\npassive_ports = \"{a}-{b}\"\nhealth_check = false\n{}\
+                 [pool.ssh]\nbackends = [\"127.0.0.1:22\"]\n[tcp.sftp]\nlisten = [\"127.0.0.1:{}\"]\npool = \"ssh\"\n",
+                p[0],
+                p[1],
+                p[2],
+                p[3],
+                p[4],
+                fixture_tls(),
+                p[5],
+            )
+        },
+        &[],
+    );
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ftpgate listening"))
+        .unwrap()
+        .to_owned();
+    let listed = line
+        .split("listen=[")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .unwrap_or_else(|| panic!("no listen=[...] in {line}"));
+    let count = listed.matches("127.0.0.1:").count();
+    assert_eq!(count, 6, "{line}");
+    for kind in [
+        "(implicit TLS)",
+        "(PROXY protocol)",
+        "(gateway)",
+        "(tcp.sftp)",
+        "(admin)",
+    ] {
+        assert!(listed.contains(kind), "{kind} missing: {line}");
+    }
+}
+
+// === open-files limit (issue 16) ===
+
+/// Started with a soft limit of 1024 (and a hard limit of 4096), ftpgate
+/// raises it to 4096, says how many sessions fit, and warns that the
+/// default max_sessions (10000) does not.
+#[test]
+fn cli_raises_the_open_files_limit_and_says_how_many_sessions_fit() {
+    if !Path::new("/usr/bin/prlimit").exists() {
+        assert!(
+            !peers::peers_required(),
+            "prlimit (util-linux) is missing under FTPGATE_REQUIRE_PEERS=1"
+        );
+        eprintln!("SKIP cli_raises_the_open_files_limit: no prlimit");
+        return;
+    }
+    let gw = serve_fresh(
+        1,
+        |p, (a, b)| {
+            format!(
+                "listen = [\"127.0.0.1:{}\"]\nbackends = [\"127.0.0.1:21\"]\n\
+                 passive_ports = \"{a}-{b}\"\nhealth_check = false\n",
+                p[0]
+            )
+        },
+        &["prlimit", "--nofile=1024:4096"],
+    );
+    let pid = gw.child.id();
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4096", "4096"],
+        "{open_files}"
+    );
+    let log = strip_ansi(&gw.log());
+    // 4096 files, 11 for the listener and the 10-port range, 64 kept back:
+    // (4096 - 11 - 64) / 4 sessions.
+    let fit = (4096 - 11 - 64) / 4;
+    assert!(
+        log.contains(&format!("open-files limit: {fit} sessions fit"))
+            && log.contains("open_files=4096")
+            && log.contains("started_with=1024"),
+        "{log}"
+    );
+    assert!(
+        log.contains("max_sessions = 10000 needs about")
+            && log.contains("lower max_sessions")
+            && log.contains("WARN"),
+        "{log}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Health checks that complete `AUTH TLS` and a login, against real servers:
 //! ProFTPD's virtual user with a right and a wrong password file, vsftpd
 //! with TLS required (anonymous login inside TLS, and a certificate ftpgate
-//! does not trust), and the configuration errors of the new keys.
+//! does not trust), vsftpd with an `openssl req -x509` certificate given as
+//! a CA, a backend that starts after ftpgate (fast checks until it is up),
+//! and the configuration errors of the new keys.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -189,9 +191,16 @@ fn health_tls_vsftpd_anonymous_login_inside_auth_tls() {
     );
     drop(gw);
 
-    // The same login without AUTH TLS: vsftpd refuses anonymous logins in
+    // The same login without AUTH TLS (turned off: it is on by default
+    // toward explicit-TLS backends): vsftpd refuses anonymous logins in
     // clear text, so the check fails at the login.
-    let gw = gateway::start(&[srv.addr], &explicit_tls(&pki.ca_pem, &anonymous));
+    let gw = gateway::start(
+        &[srv.addr],
+        &explicit_tls(
+            &pki.ca_pem,
+            &format!("health_check_tls = false\n{anonymous}"),
+        ),
+    );
     wait_up(&gw, srv.addr, 0.0);
     assert!(failures(&gw, srv.addr, "login") >= 1.0, "{}", gw.metrics());
     drop(gw);
@@ -216,6 +225,179 @@ fn health_tls_vsftpd_anonymous_login_inside_auth_tls() {
         first_line(&gw),
         "421 Service not available: no server is up, try again later.\r\n"
     );
+}
+
+/// A backend that starts after ftpgate (a service started together with
+/// its servers): down at ftpgate's first check, then checked every
+/// `health_check_fast_interval` (250 ms by default), not every
+/// `health_check_interval` (5 s), and up at its first success. Clients
+/// are served within a second of the server listening.
+#[test]
+fn health_fast_interval_serves_a_backend_that_starts_late() {
+    if !peers::available_or_skip(ServerKind::Vsftpd, "health_fast_interval") {
+        return;
+    }
+    let at = SocketAddr::from(([127, 0, 0, 1], peers::free_port()));
+    // Default intervals: the 5 s interval would leave clients refused for
+    // up to 5 s after the server listens.
+    let gw = gateway::start(&[at], "health_check = true\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures(&gw, at, "io") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed check:\n{}",
+            gw.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_up(&gw, at, 0.0);
+    assert_eq!(
+        first_line(&gw),
+        "421 Service not available: no server is up, try again later.\r\n"
+    );
+    let srv = FtpServer::start_vsftpd_at(at, |root| {
+        peers::put_file(root, "late.txt", b"served right after the server started");
+    });
+    let listening = Instant::now();
+    wait_up(&gw, at, 1.0);
+    let took = listening.elapsed();
+    // Six fast intervals, far below the 5 s interval.
+    assert!(
+        took < Duration::from_millis(1500),
+        "up {took:?} after vsftpd answered"
+    );
+    // One success was enough (health_check_rise = 2 applies once it has
+    // been up).
+    assert_eq!(
+        metric(&gw, "ftpgate_health_checks_total", &[("result", "success")]),
+        1.0,
+        "{}",
+        gw.metrics()
+    );
+    let mut ftp = suppaftp::FtpStream::connect(gw.addr).expect("connect");
+    ftp.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    ftp.login(&srv.user, &srv.pass).expect("login");
+    let body = ftp.retr_as_buffer("late.txt").expect("RETR").into_inner();
+    assert_eq!(body, b"served right after the server started");
+    assert!(
+        listening.elapsed() < Duration::from_secs(3),
+        "served {:?} after vsftpd answered",
+        listening.elapsed()
+    );
+    let _ = ftp.quit();
+}
+
+/// A certificate made as vsftpd's guides make one: `openssl req -x509`
+/// (self-signed; OpenSSL 3 marks it as a CA, basicConstraints CA:TRUE).
+/// Returns the certificate and key files.
+fn openssl_self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("vsftpd.pem"), dir.join("vsftpd.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-nodes", "-days", "30", "-newkey", "rsa:2048",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (scripts/install-test-deps.sh installs it)");
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl x509");
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "this openssl does not mark `req -x509` certificates as CAs; the test needs one that does"
+    );
+    for p in [&cert, &key] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    (cert, key)
+}
+
+/// Such a certificate given as `backend_tls_ca`: rustls refuses it as a
+/// server certificate (CaUsedAsEndEntity). The health check completes
+/// AUTH TLS and the handshake by default, so the backend is down for that
+/// reason (not up while every session fails), the log says what to do,
+/// and `backend_tls_pin` with the same file brings it up.
+#[test]
+fn health_tls_self_signed_ca_certificate_is_down_and_says_use_the_pin() {
+    if !peers::available_tls_or_skip(ServerKind::Vsftpd, "health_tls_self_signed_ca") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (cert, key) = openssl_self_signed(dir.path());
+    let srv = FtpServer::start_tls(
+        ServerKind::Vsftpd,
+        TlsSetup {
+            cert: cert.clone(),
+            key,
+            implicit: false,
+            required: false,
+        },
+        |_| {},
+    );
+    let keys = |which: &str| {
+        format!(
+            "{FAST_CHECKS}backend_tls = \"explicit\"\n{which} = {:?}\n",
+            cert.display().to_string()
+        )
+    };
+    let gw = gateway::start(&[srv.addr], &keys("backend_tls_ca"));
+    wait_up(&gw, srv.addr, 0.0);
+    assert!(failures(&gw, srv.addr, "tls") >= 1.0, "{}", gw.metrics());
+    assert_eq!(
+        first_line(&gw),
+        "421 Service not available: no server is up, try again later.\r\n"
+    );
+    gw.reload(&config_text(&gw, srv.addr, &keys("backend_tls_pin")))
+        .expect("reload");
+    wait_up(&gw, srv.addr, 1.0);
+    assert!(first_line(&gw).starts_with("220"));
+    drop(gw);
+
+    // Through the binary: the log line says what is wrong and what to do.
+    let backend = srv.addr;
+    let ca = keys("backend_tls_ca");
+    let served = crate::cli::serve_fresh(
+        1,
+        |p, (a, b)| {
+            format!(
+                "listen = [\"127.0.0.1:{}\"]\nbackends = [\"{backend}\"]\npassive_ports = \"{a}-{b}\"\n{ca}",
+                p[0]
+            )
+        },
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = served.log();
+        if let Some(l) = log.lines().find(|l| l.contains("backend is down")) {
+            break l.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `backend is down` line:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for want in [
+        "TLS handshake failed: the backend's certificate is a CA certificate",
+        "set backend_tls_pin to that certificate file instead of backend_tls_ca",
+        "CaUsedAsEndEntity",
+    ] {
+        assert!(line.contains(want), "{want:?} missing in: {line}");
+    }
 }
 
 /// Validates `text` as a config file; the error message, if any.

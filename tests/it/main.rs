@@ -26,6 +26,7 @@ mod peers;
 mod proxy_protocol;
 mod real_peers;
 mod scaleout;
+mod scripts;
 mod sftp;
 mod tls_rig;
 mod unprivileged;

@@ -32,9 +32,8 @@
 //! Names start with `more_clients_`; `more_clients_direct_` ones run the
 //! clients against the servers without ftpgate (rig checks, and the
 //! baseline that tells an ftpgate bug from a client limit);
-//! `more_clients_bug_` ones document an ftpgate bug found with these
-//! clients, are `#[ignore]`d with the reason, and fail until it is fixed
-//! (`cargo test --test it -- --ignored more_clients_bug_`).
+//! a bug found with these clients gets a `more_clients_bug_` test,
+//! `#[ignore]`d with the reason until it is fixed (none is open now).
 
 use std::fs;
 use std::net::SocketAddr;
@@ -751,32 +750,25 @@ fn more_clients_aioftp_implicit_tls_with_prot() {
     );
 }
 
-/// FTPGATE BUG (fails until fixed, hence ignored; run it with
-/// `cargo test --test it -- --ignored more_clients_bug_`): aioftp's implicit
-/// FTPS as the library ships it (`Client(ssl=context)`, no `PBSZ`/`PROT`
-/// sent) cannot transfer through ftpgate's implicit TLS listener.
+/// Was an ftpgate bug (fixed; the test stays): aioftp's implicit FTPS as
+/// the library ships it (`Client(ssl=context)`, no `PBSZ`/`PROT` sent)
+/// could not transfer through ftpgate's implicit TLS listener.
 ///
 /// aioftp, like the old implicit-FTPS convention (port 990: control and
 /// data both in TLS), wraps every data connection in TLS without sending
-/// `PROT P`. ftpgate starts every session, also on its implicit listener,
-/// at the RFC 4217 default `PROT C`, so it treats the client's data leg as
-/// clear text: it does not answer the client's ClientHello, while it starts
-/// the backend leg's TLS handshake (`PROT P` toward vsftpd), which vsftpd
-/// only answers after a transfer command that aioftp never sends (it waits
-/// for its handshake first). After ftpgate's 10 s data handshake limit the
-/// data task fails (`prepared data connection expired unused`,
-/// `Tls("backend data TLS handshake timed out")`) and aioftp fails in
-/// `_open_connection`. An implicit listener refuses clear data anyway
-/// (`521 Data protection required`), so `PROT C` can never be right there:
-/// sessions on `implicit_tls_listen` should start at `PROT P`.
+/// `PROT P`. ftpgate started every session, also on its implicit listener,
+/// at the RFC 4217 default `PROT C`, so it took the client's data leg for
+/// clear text and never answered its ClientHello; the data task failed
+/// after the 10 s handshake limit. An implicit listener refuses clear data
+/// anyway (`521 Data protection required`), so sessions there now start
+/// at `PROT P` (a client may still send `PROT C`).
 #[test]
-#[ignore = "ftpgate bug: sessions on the implicit TLS listener start with clear data (PROT C), see the doc comment"]
-fn more_clients_bug_implicit_listener_starts_with_clear_data() {
+fn more_clients_implicit_listener_starts_protected() {
     vsftpd_suite(
         Lib::Aioftp,
         Setup::ImplicitTls,
         &[(DataMode::Epsv, "implicit")],
-        "more_clients_bug_implicit_listener_starts_with_clear_data",
+        "more_clients_implicit_listener_starts_protected",
     );
 }
 

@@ -15,7 +15,9 @@ use super::super::hostport::{parse_eprt_arg, parse_port_arg, HostPortError};
 use super::super::line::Frame;
 use super::super::reply::{Reply, ReplyCode};
 use super::super::rewrite::{check_active_target, rewrite_feat, ClientPassive};
-use super::{Awaiting, ClientLeg, Control, Deferred, Note, Own, Phase, Step, Transfer, TransferKind};
+use super::{
+    Awaiting, ClientLeg, Control, Deferred, Note, Own, Phase, Step, Transfer, TransferKind,
+};
 use crate::error::{End, Error, ErrorKind};
 
 impl Control {
@@ -265,12 +267,9 @@ impl Control {
                         Error::client(ErrorKind::UnknownNetworkProtocol)
                     }
                 })?;
-                let (target, fixed) = check_active_target(
-                    named,
-                    self.policy.client.ip(),
-                    self.policy.active_nat_fix,
-                )
-                .map_err(|r| Error::client(ErrorKind::ActiveRefused(r)))?;
+                let (target, fixed) =
+                    check_active_target(named, self.policy.client.ip(), self.policy.active_nat_fix)
+                        .map_err(|r| Error::client(ErrorKind::ActiveRefused(r)))?;
                 if fixed {
                     self.note(Note::NatFixed {
                         named,
@@ -311,7 +310,8 @@ impl Control {
                     arg: cmd.arg_str(),
                     kind,
                 });
-                self.steps.push_back(Step::ConnectClient { gen: p.gen, target });
+                self.steps
+                    .push_back(Step::ConnectClient { gen: p.gen, target });
             }
             None => self.begin_transfer(p.gen, false, kind, cmd.arg_str(), &cmd.line, p.relaying),
         }

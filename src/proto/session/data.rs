@@ -97,7 +97,9 @@ impl Control {
                     }
                 }
             }
-            DataWait::ExpectPortReply if reply.is_success() => self.backend_leg_ready(gen, leg, now),
+            DataWait::ExpectPortReply if reply.is_success() => {
+                self.backend_leg_ready(gen, leg, now)
+            }
             DataWait::ExpectPortReply => {
                 self.note(Note::DataSetupRefused {
                     text: reply.text_lossy(),
@@ -181,7 +183,9 @@ impl Control {
             _ => None,
         };
         match (ev, leg) {
-            (Event::BackendDataConnected { .. }, Some(leg)) => self.backend_leg_ready(gen, leg, now),
+            (Event::BackendDataConnected { .. }, Some(leg)) => {
+                self.backend_leg_ready(gen, leg, now)
+            }
             (Event::BackendDataListening { addr, .. }, Some(leg)) => {
                 // PORT/EPRT toward the backend names ftpgate's own listener,
                 // never what the client sent.
@@ -226,7 +230,11 @@ impl Control {
             if news == DataNews::Relaying {
                 p.relaying = true;
             }
-            if let DataNews::Failed { client_timeout, why } = news {
+            if let DataNews::Failed {
+                client_timeout,
+                why,
+            } = news
+            {
                 // Unused and gone: a later transfer command gets 425.
                 self.note(Note::DataFailed {
                     client_timeout,
@@ -273,7 +281,10 @@ impl Control {
                     }
                 }
             }
-            DataNews::Failed { client_timeout, why } => {
+            DataNews::Failed {
+                client_timeout,
+                why,
+            } => {
                 if !t.over() {
                     t.phase = Phase::Failed;
                 }

@@ -396,10 +396,11 @@ pub enum Note {
     LoginBeforeTls,
     /// A command line over `max_line_length`.
     LineTooLong,
-    /// Replies the backend never sent, forgotten.
-    StaleReplies {
-        /// How many.
-        dropped: usize,
+    /// The backend did not answer earlier commands within
+    /// `backend_reply_timeout` while a data setup waited behind them.
+    BackendSilent {
+        /// Replies still awaited.
+        awaited: usize,
     },
     /// The backend closed during a transfer; its data goes on first.
     BackendGoneDuringTransfer,
@@ -454,10 +455,7 @@ enum Deferred {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DataWait {
     /// The reply to ftpgate's PASV/EPSV (`retried`: the other one was refused).
-    ExpectPassiveReply {
-        cmd: PassiveCommand,
-        retried: bool,
-    },
+    ExpectPassiveReply { cmd: PassiveCommand, retried: bool },
     /// The connect to the backend's data port.
     ExpectBackendConnect,
     /// ftpgate's listener for an active backend.
@@ -474,9 +472,17 @@ enum DataWait {
 enum Own {
     /// The backend conversation before commands flow (greeting, TLS);
     /// `show`: the client sees the greeting (it had none from ftpgate).
-    ExpectGreeting { chat: Box<Chat>, show: bool, since: Duration },
+    ExpectGreeting {
+        chat: Box<Chat>,
+        show: bool,
+        since: Duration,
+    },
     /// The backend TLS handshake of the conversation.
-    ExpectBackendTls { chat: Box<Chat>, show: bool, since: Duration },
+    ExpectBackendTls {
+        chat: Box<Chat>,
+        show: bool,
+        since: Duration,
+    },
     /// Per-user routing of `user`.
     ExpectRoute { user: String },
     /// Data setup `gen` for the client's `leg`.
@@ -487,7 +493,12 @@ enum Own {
         since: Duration,
     },
     /// ftpgate's connect to an active client before the transfer command.
-    ExpectClientConnect { gen: u64, line: Bytes, arg: String, kind: TransferKind },
+    ExpectClientConnect {
+        gen: u64,
+        line: Bytes,
+        arg: String,
+        kind: TransferKind,
+    },
     /// The client's TLS handshake after 234.
     ExpectClientTls,
 }
@@ -730,12 +741,10 @@ impl Control {
             };
             match r {
                 Ok(reply) => self.on_reply(reply, now),
-                Err(super::reply::ReplyError::Malformed(line)) => {
-                    self.note(Note::ReplyDropped {
-                        reason: "malformed",
-                        text: String::from_utf8_lossy(&line).into_owned(),
-                    })
-                }
+                Err(super::reply::ReplyError::Malformed(line)) => self.note(Note::ReplyDropped {
+                    reason: "malformed",
+                    text: String::from_utf8_lossy(&line).into_owned(),
+                }),
             }
         }
         self.advance(now);
@@ -838,8 +847,8 @@ impl Control {
         if !self.greeted {
             return Some(self.backend_started + self.policy.greeting_timeout);
         }
-        let busy = self.order.held_gen().is_some()
-            || self.transfer.as_ref().is_some_and(|t| !t.over());
+        let busy =
+            self.order.held_gen().is_some() || self.transfer.as_ref().is_some_and(|t| !t.over());
         if let Some((_, since)) = self.deferred {
             // A transfer still running legitimately holds replies back.
             return (!busy).then_some(since + self.policy.backend_reply_timeout);
@@ -960,6 +969,8 @@ impl Control {
         if self.closed {
             return;
         }
+        // What is ready goes first, as it would have.
+        self.flush();
         self.cut_transfer("session_end");
         if let Some(t) = &self.transfer {
             let gen = t.gen;
@@ -968,7 +979,8 @@ impl Control {
         if let Some(p) = self.prepared.take() {
             self.steps.push_back(Step::Cancel { gen: p.gen });
         }
-        if let Some(Own::ExpectData { gen, .. } | Own::ExpectClientConnect { gen, .. }) = &self.own {
+        if let Some(Own::ExpectData { gen, .. } | Own::ExpectClientConnect { gen, .. }) = &self.own
+        {
             let gen = *gen;
             self.steps.push_back(Step::Cancel { gen });
         }

@@ -264,7 +264,12 @@ impl Control {
     }
 
     pub(super) fn on_backend_tls(&mut self, r: Result<(), String>, now: Duration) {
-        let Some(Own::ExpectBackendTls { mut chat, show, since }) = self.own.take() else {
+        let Some(Own::ExpectBackendTls {
+            mut chat,
+            show,
+            since,
+        }) = self.own.take()
+        else {
             return;
         };
         match r {
@@ -290,11 +295,19 @@ impl Control {
     }
 
     /// Routing picked and connected a backend for the USER being routed.
-    pub(super) fn on_routed(&mut self, backend: BackendAddr, tls: BackendTls, user: String, now: Duration) {
+    pub(super) fn on_routed(
+        &mut self,
+        backend: BackendAddr,
+        tls: BackendTls,
+        user: String,
+        now: Duration,
+    ) {
         let Some(Own::ExpectRoute { user: asked }) = self.own.take() else {
             return;
         };
-        self.note(Note::Routed { user: asked.clone() });
+        self.note(Note::Routed {
+            user: asked.clone(),
+        });
         self.install(backend, tls, now, false);
         // The backend's greeting is for ftpgate: the client had its own.
         self.routed_user = Some(asked);
@@ -326,12 +339,13 @@ impl Control {
             _ => {}
         }
         if self.deferred.is_some() {
-            // The backend never answered some earlier command (a server may
-            // skip a reply, e.g. around ABOR): forget those expectations
-            // rather than wait forever.
-            let dropped = self.order.drop_awaited();
-            self.note(Note::StaleReplies { dropped });
-            return;
+            // The backend did not answer earlier commands in time, and a
+            // data setup waits behind them. Going ahead would take their
+            // late replies for answers to later commands (or to ftpgate's
+            // own): the client's replies would be off by one from here on.
+            let awaited = self.order.awaited();
+            self.note(Note::BackendSilent { awaited });
+            return self.close(End::Error(Error::backend(ErrorKind::BackendTimeout)));
         }
         let kind = if !self.greeted {
             ErrorKind::GreetingTimeout

@@ -27,9 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::super::reply::{Reply, ReplyAssembler};
-use super::{
-    BackendData, BackendTls, Control, DataNews, Event, Policy, Start, Step, TransferKind,
-};
+use super::{BackendData, BackendTls, Control, DataNews, Event, Policy, Start, Step, TransferKind};
 use crate::error::{Error, ErrorKind};
 use crate::net::{BackendAddr, ClientAddr, PublicAddr};
 
@@ -119,6 +117,10 @@ pub struct Stats {
     pub complete: usize,
     /// Sessions that ended with a Close step.
     pub closed: bool,
+    /// How it ended.
+    pub end: String,
+    /// Actions taken.
+    pub actions: usize,
 }
 
 /// ftpgate's listener address for active backends in the simulation.
@@ -207,7 +209,7 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         tls_offered: src.pick(3) != 0,
         tls_required: false,
         implicit_tls: false,
-        max_login_failures: 1 + src.pick(4),
+        max_login_failures: 2 + src.pick(5),
         login_failures_before_delay: src.pick(3),
         login_failure_delay: Duration::from_millis(u64::from(src.pick(3)) * 500),
         trust_backend_pasv_address: src.pick(2) == 0,
@@ -219,8 +221,8 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         backend_protect_data: src.pick(2) == 0,
         max_line_length: 64,
         greeting_timeout: Duration::from_secs(10),
-        login_timeout: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(300),
+        login_timeout: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(900),
         backend_reply_timeout: Duration::from_secs(10),
     };
     let mut policy = policy;
@@ -267,6 +269,7 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
             break;
         }
         sim.act()?;
+        sim.stats.actions += 1;
         sim.drain()?;
     }
     // Wind down: the client leaves; every task ends.
@@ -301,12 +304,14 @@ impl<S: Source> Sim<'_, S> {
     }
 
     fn greet(&mut self) {
-        let g = if self.src.pick(12) == 0 {
+        let g = if self.src.pick(40) == 0 {
             "421 Too many users."
         } else {
             "220 sim ready."
         };
-        self.backend.outbox.push_back(Bytes::from(format!("{g}\r\n")));
+        self.backend
+            .outbox
+            .push_back(Bytes::from(format!("{g}\r\n")));
     }
 
     /// One random happening.
@@ -318,14 +323,17 @@ impl<S: Source> Sim<'_, S> {
             15 => self.backend_finishes_transfer(),
             16 => {
                 let dt = Duration::from_millis(u64::from(self.src.pick(4)) * 400)
-                    + Duration::from_secs(u64::from(self.src.pick(2)) * 30);
+                    + Duration::from_secs(u64::from(self.src.pick(8) == 0) * 30);
                 self.now += dt;
                 self.log(format!("time +{dt:?}"));
                 self.ctl.on_time(self.now);
                 Ok(())
             }
             17 => {
-                // Jump to the deadline.
+                // Now and then, jump to the deadline.
+                if self.src.pick(8) != 0 {
+                    return self.backend_delivers();
+                }
                 if let Some(d) = self.ctl.deadline() {
                     self.now = self.now.max(d);
                     self.log(format!("time -> deadline {d:?}"));
@@ -334,7 +342,7 @@ impl<S: Source> Sim<'_, S> {
                 Ok(())
             }
             18 => {
-                let what = self.src.pick(16);
+                let what = self.src.pick(48);
                 match what {
                     0 if self.backend.connected => {
                         self.log("backend closes".into());
@@ -353,14 +361,23 @@ impl<S: Source> Sim<'_, S> {
                         self.log("shutdown".into());
                         self.ctl.on_event(Event::Shutdown, self.now);
                     }
-                    4..=7 if self.backend.connected && self.ctl.wants_backend() => {
+                    // A reply nobody asked for, when nothing is outstanding
+                    // (while a command is, no proxy could tell it from the
+                    // answer; the 451 for a stray 227 covers that case).
+                    4..=7
+                        if self.backend.connected
+                            && self.ctl.wants_backend()
+                            && self.backend_quiet() =>
+                    {
                         let r = if what == 4 {
                             format!("227 Entering Passive Mode ({THIRD_PARTY},1,1).")
                         } else {
                             "200 unasked".to_owned()
                         };
                         self.log(format!("backend unasked: {r}"));
-                        self.ctl.backend_buffer().extend_from_slice(format!("{r}\r\n").as_bytes());
+                        self.ctl
+                            .backend_buffer()
+                            .extend_from_slice(format!("{r}\r\n").as_bytes());
                         self.ctl.on_backend_data(self.now);
                     }
                     _ => {}
@@ -379,6 +396,14 @@ impl<S: Source> Sim<'_, S> {
                 Ok(())
             }
         }
+    }
+
+    /// The backend owes no reply and holds none.
+    fn backend_quiet(&self) -> bool {
+        self.backend.inbox.is_empty()
+            && self.backend.outbox.is_empty()
+            && self.backend.busy.is_none()
+            && self.fifo.iter().all(|c| !c.forwarded || c.backend_answered)
     }
 
     fn push_cmd(&mut self, line: Vec<u8>) -> usize {
@@ -411,7 +436,7 @@ impl<S: Source> Sim<'_, S> {
         let mut chunk = Vec::new();
         for _ in 0..n {
             let k = self.next_cmd;
-            let line: Vec<u8> = match self.src.pick(26) {
+            let line: Vec<u8> = match self.src.pick(40) {
                 0 => format!("USER u{k}").into(),
                 1 => format!("PASS p{k}").into(),
                 2 | 3 => b"PASV".to_vec(),
@@ -419,15 +444,16 @@ impl<S: Source> Sim<'_, S> {
                 6 => b"PORT 192,0,2,7,40,1".to_vec(),
                 7 => b"PORT 203,0,113,9,40,1".to_vec(),
                 8 => b"EPRT |1|192.0.2.7|10241|".to_vec(),
-                9 | 10 => format!("RETR f{k}").into(),
-                11 => format!("STOR f{k}").into(),
-                12 => format!("LIST d{k}").into(),
+                9 | 10 | 24..=29 => format!("RETR f{k}").into(),
+                11 | 30 | 31 => format!("STOR f{k}").into(),
+                12 | 32 | 33 => format!("LIST d{k}").into(),
+                34..=37 => b"PASV".to_vec(),
                 13 => b"ABOR".to_vec(),
                 14 => b"AUTH TLS".to_vec(),
                 15 => b"PBSZ 0".to_vec(),
                 16 => b"PROT P".to_vec(),
                 17 => format!("TYPE A N{k}").into(),
-                18 => b"QUIT".to_vec(),
+                18 if self.src.pick(3) == 0 => b"QUIT".to_vec(),
                 19 => b"FEAT".to_vec(),
                 20 => b"EPSV ALL".to_vec(),
                 21 => vec![b'X'; 100],
@@ -447,7 +473,10 @@ impl<S: Source> Sim<'_, S> {
             chunk.extend_from_slice(&line);
             chunk.extend_from_slice(b"\r\n");
         }
-        self.log(format!("client: {}", String::from_utf8_lossy(&chunk).trim_end()));
+        self.log(format!(
+            "client: {}",
+            String::from_utf8_lossy(&chunk).trim_end()
+        ));
         self.ctl.client_buffer().extend_from_slice(&chunk);
         self.ctl.on_client_data(self.now);
         Ok(())
@@ -461,7 +490,10 @@ impl<S: Source> Sim<'_, S> {
         let Some(b) = self.backend.outbox.pop_front() else {
             return Ok(());
         };
-        self.log(format!("backend: {}", String::from_utf8_lossy(&b).trim_end()));
+        self.log(format!(
+            "backend: {}",
+            String::from_utf8_lossy(&b).trim_end()
+        ));
         self.ctl.backend_buffer().extend_from_slice(&b);
         self.ctl.on_backend_data(self.now);
         if self.backend.closing && self.backend.outbox.is_empty() {
@@ -611,7 +643,11 @@ impl<S: Source> Sim<'_, S> {
             Step::Disconnect => self.backend = Backend::default(),
             Step::BackendTls => {
                 let ok = self.src.pick(8) != 0;
-                self.event(Event::BackendTlsDone(if ok { Ok(()) } else { Err("sim".into()) }));
+                self.event(Event::BackendTlsDone(if ok {
+                    Ok(())
+                } else {
+                    Err("sim".into())
+                }));
             }
             Step::ClientTls => {
                 // Whatever was sent after AUTH is gone now.
@@ -623,7 +659,11 @@ impl<S: Source> Sim<'_, S> {
                 self.auth_pending = false;
                 self.after_auth.clear();
                 let ok = self.src.pick(8) != 0;
-                self.event(Event::ClientTlsDone(if ok { Ok(()) } else { Err("sim".into()) }));
+                self.event(Event::ClientTlsDone(if ok {
+                    Ok(())
+                } else {
+                    Err("sim".into())
+                }));
             }
             Step::ConnectBackendData { gen, .. } => {
                 let ev = if self.src.pick(6) == 0 {
@@ -695,6 +735,7 @@ impl<S: Source> Sim<'_, S> {
             Step::Note(_) => {}
             Step::Close { farewell, end } => {
                 self.log(format!("close: {end}"));
+                self.stats.end = end.to_string();
                 for b in farewell {
                     self.client_reads(&b)?;
                 }
@@ -865,7 +906,9 @@ impl<S: Source> Sim<'_, S> {
         self.stats.replies += 1;
         let text = reply.text_lossy();
         if text.contains("unasked") && reply.code != 421 {
-            return Err(self.fail(format!("invariant 5: an unasked reply reached the client: {text}")));
+            return Err(self.fail(format!(
+                "invariant 5: an unasked reply reached the client: {text}"
+            )));
         }
         if text.contains(THIRD_PARTY) {
             return Err(self.fail(format!(
@@ -934,7 +977,10 @@ impl<S: Source> Sim<'_, S> {
             return Ok(());
         };
         let g = self.gens.get(&gen).cloned().unwrap_or_default();
-        let settled = g.cancelled || g.failed || g.finished.is_some() || (kind != TransferKind::Upload && g.down_clean.is_some());
+        let settled = g.cancelled
+            || g.failed
+            || g.finished.is_some()
+            || (kind != TransferKind::Upload && g.down_clean.is_some());
         if !settled {
             return Err(self.fail(format!(
                 "invariant 1: the final reply `{text}` of transfer {gen} reached the client before its data task ended"

@@ -72,17 +72,6 @@ fn steps(c: &mut Control) -> Vec<String> {
     v
 }
 
-/// Every note so far.
-fn notes(c: &mut Control) -> Vec<Note> {
-    let mut v = Vec::new();
-    while let Some(s) = c.next_step() {
-        if let Step::Note(n) = s {
-            v.push(n);
-        }
-    }
-    v
-}
-
 fn client(c: &mut Control, line: &str) {
     c.client_buffer().extend_from_slice(line.as_bytes());
     c.client_buffer().extend_from_slice(b"\r\n");
@@ -155,7 +144,7 @@ fn the_greeting_passes_then_commands_flow() {
     client(&mut c, "NOOP");
     assert!(steps(&mut c).is_empty());
     backend_says(&mut c, "220 hi");
-    assert_eq!(steps(&mut c), vec!["reply 220 hi", "send NOOP"]);
+    assert_eq!(steps(&mut c), vec!["send NOOP", "reply 220 hi"]);
 }
 
 /// What each command does in a logged-in session with nothing in flight.
@@ -164,18 +153,48 @@ fn each_command_in_a_ready_session() {
     let table: &[(&str, &[&str])] = &[
         ("NOOP", &["send NOOP"]),
         ("TYPE A", &["send TYPE A"]),
-        ("PBSZ 0", &["reply 503 Send AUTH TLS first, then PBSZ 0 and PROT."]),
-        ("PROT P", &["reply 503 Send AUTH TLS first, then PBSZ 0 and PROT."]),
-        ("CCC", &["reply 533 CCC refused: the control connection stays protected."]),
-        ("AUTH KERBEROS", &["reply 504 AUTH mechanism not supported; use AUTH TLS."]),
-        ("AUTH TLS", &["reply 234 AUTH TLS successful.", "client tls"]),
+        (
+            "PBSZ 0",
+            &["reply 503 Send AUTH TLS first, then PBSZ 0 and PROT."],
+        ),
+        (
+            "PROT P",
+            &["reply 503 Send AUTH TLS first, then PBSZ 0 and PROT."],
+        ),
+        (
+            "CCC",
+            &["reply 533 CCC refused: the control connection stays protected."],
+        ),
+        (
+            "AUTH KERBEROS",
+            &["reply 504 AUTH mechanism not supported; use AUTH TLS."],
+        ),
+        (
+            "AUTH TLS",
+            &["reply 234 AUTH TLS successful.", "client tls"],
+        ),
         ("LPSV", &["reply 502 Command not implemented."]),
-        ("EPSV 3", &["reply 522 Network protocol not supported, use (1,2)"]),
-        ("EPSV x", &["reply 501 Syntax error in parameters or arguments."]),
+        (
+            "EPSV 3",
+            &["reply 522 Network protocol not supported, use (1,2)"],
+        ),
+        (
+            "EPSV x",
+            &["reply 501 Syntax error in parameters or arguments."],
+        ),
         ("EPSV ALL", &["reply 200 EPSV ALL ok."]),
-        ("PORT 203,0,113,9,4,1", &["reply 504 Refused: data address must be the client's own."]),
-        ("PORT 192,0,2,7,0,21", &["reply 504 Refused: data port below 1024."]),
-        ("PORT 1,2", &["reply 501 Syntax error in parameters or arguments."]),
+        (
+            "PORT 203,0,113,9,4,1",
+            &["reply 504 Refused: data address must be the client's own."],
+        ),
+        (
+            "PORT 192,0,2,7,0,21",
+            &["reply 504 Refused: data port below 1024."],
+        ),
+        (
+            "PORT 1,2",
+            &["reply 501 Syntax error in parameters or arguments."],
+        ),
         ("PASV", &["send PASV"]),
         ("EPSV", &["send PASV"]),
         ("RETR f", &["send RETR f"]),
@@ -235,11 +254,18 @@ fn passive_fallback_and_refusals() {
     client(&mut c, "PASV");
     steps(&mut c);
     backend_says(&mut c, "500 no");
-    assert_eq!(steps(&mut c), vec!["send EPSV"], "the other passive command");
+    assert_eq!(
+        steps(&mut c),
+        vec!["send EPSV"],
+        "the other passive command"
+    );
     backend_says(&mut c, "500 no");
     assert_eq!(
         steps(&mut c),
-        vec!["cancel 1", "reply 425 Can't open data connection: server refused."]
+        vec![
+            "cancel 1",
+            "reply 425 Can't open data connection: server refused."
+        ]
     );
     client(&mut c, "NOOP");
     assert_eq!(steps(&mut c), vec!["send NOOP"], "the session goes on");
@@ -258,7 +284,11 @@ fn a_transfer_reply_waits_for_its_data() {
     assert_eq!(steps(&mut c), vec!["reply 150 here"], "226 held");
     client(&mut c, "NOOP");
     backend_says(&mut c, "200 noop");
-    assert_eq!(steps(&mut c), vec!["send NOOP"], "later replies queue behind");
+    assert_eq!(
+        steps(&mut c),
+        vec!["send NOOP"],
+        "later replies queue behind"
+    );
     data(&mut c, 1, DataNews::Relaying);
     data(&mut c, 1, DataNews::DownDone { clean: true });
     assert_eq!(steps(&mut c), vec!["reply 226 done", "reply 200 noop"]);
@@ -296,8 +326,8 @@ fn abor_at_every_point() {
             },
             &[
                 "cancel 1",
-                "reply 426 Connection closed; transfer aborted.",
                 "send ABOR",
+                "reply 426 Connection closed; transfer aborted.",
             ],
         ),
         (
@@ -379,7 +409,9 @@ fn auth_tls_with_bytes_already_buffered() {
         .extend_from_slice(b"AUTH TLS\r\nDELE precious\r\n");
     c.on_client_data(T0);
     let all: Vec<Step> = std::iter::from_fn(|| c.next_step()).collect();
-    assert!(all.iter().any(|s| matches!(s, Step::Note(Note::PlaintextDiscarded { bytes: 14 }))));
+    assert!(all
+        .iter()
+        .any(|s| matches!(s, Step::Note(Note::PlaintextDiscarded { bytes: 15 }))));
     let shown: Vec<String> = all
         .iter()
         .filter(|s| !matches!(s, Step::Note(_)))
@@ -456,17 +488,21 @@ fn timeouts() {
     assert_eq!(c.deadline(), None);
 }
 
-/// A backend that never answers a command: a data-setup command behind it
-/// gives up on the stale expectation after `backend_reply_timeout`.
+/// A backend that never answers a command, with a data-setup command
+/// waiting behind it: after `backend_reply_timeout` the session ends with
+/// 421 (going ahead would misattribute the late reply).
 #[test]
-fn stale_expectations_are_dropped() {
+fn a_silent_backend_ends_the_session() {
     let mut c = ready();
     client(&mut c, "NOOP");
     client(&mut c, "PASV");
     assert_eq!(steps(&mut c), vec!["send NOOP"]);
     assert_eq!(c.deadline(), Some(Duration::from_secs(10)));
     c.on_time(Duration::from_secs(10));
-    assert_eq!(steps(&mut c), vec!["send PASV"]);
+    assert_eq!(
+        steps(&mut c),
+        vec!["close backend timeout [\"421 Service not available: server did not answer.\"]"]
+    );
 }
 
 #[test]
@@ -489,9 +525,8 @@ fn login_failures_delay_then_close() {
         steps(&mut c),
         vec![
             "send USER z",
-            "close login failures: too many login failures [\"530 no\", \"421 Too many failed logins; closing control connection.\"]"
-                .replace("login failures: too many login failures", "too many login failures")
-                .as_str()
+            "reply 530 no",
+            "close too many login failures [\"421 Too many failed logins; closing control connection.\"]",
         ]
     );
 }
@@ -532,13 +567,20 @@ fn per_user_routing() {
     );
     assert!(steps(&mut c).is_empty());
     backend_says(&mut c, "220 backend");
-    assert_eq!(steps(&mut c), vec!["send USER alice"], "its greeting is not shown");
+    assert_eq!(
+        steps(&mut c),
+        vec!["send USER alice"],
+        "its greeting is not shown"
+    );
     backend_says(&mut c, "530 no");
     assert_eq!(steps(&mut c), vec!["reply 530 no"]);
     // Another user after a failed login: routed again.
     client(&mut c, "USER bob");
     assert_eq!(steps(&mut c), vec!["disconnect", "route bob"]);
     c.on_event(Event::RouteRefused(ErrorKind::UnknownUser), T0);
+    // The second failed login: its reply waits login_failure_delay.
+    assert!(steps(&mut c).is_empty());
+    c.on_time(Duration::from_secs(2));
     assert_eq!(steps(&mut c), vec!["reply 530 User not known here."]);
 }
 
@@ -555,9 +597,15 @@ fn the_feature_list_is_one() {
     d.on_backend_data(T0);
     let relayed = steps(&mut d).join("\n");
     for f in c.features() {
-        assert!(local.contains(f) && relayed.contains(f), "{f}: {local} / {relayed}");
+        assert!(
+            local.contains(f) && relayed.contains(f),
+            "{f}: {local} / {relayed}"
+        );
     }
-    assert!(!relayed.contains("AUTH SSL"), "TLS is ftpgate's own: {relayed}");
+    assert!(
+        !relayed.contains("AUTH SSL"),
+        "TLS is ftpgate's own: {relayed}"
+    );
 }
 
 /// The backend leaves during a download whose data is still on its way:
@@ -580,9 +628,7 @@ fn backend_gone_mid_transfer_waits_for_the_data() {
         vec![
             "reply 226 done",
             "cancel 1",
-            "close backend closed [\"421 Service not available: server closed the connection.\"]"
-                .replace("backend closed", "backend closed")
-                .as_str()
+            "close backend closed [\"421 Service not available: server closed the connection.\"]",
         ]
     );
 }
@@ -591,16 +637,22 @@ fn backend_gone_mid_transfer_waits_for_the_data() {
 /// (replay: `SESSION_SEED=<seed> cargo test --lib simulation`).
 #[test]
 fn simulation_of_ten_thousand_sessions() {
-    let only: Option<u64> = std::env::var("SESSION_SEED").ok().and_then(|s| s.parse().ok());
+    let only: Option<u64> = std::env::var("SESSION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let seeds: Vec<u64> = match only {
         Some(s) => vec![s],
         None => (0..10_000).collect(),
     };
     let (mut replies, mut transfers, mut complete) = (0, 0, 0);
+    let mut ends: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     for seed in seeds {
         let r = std::panic::catch_unwind(|| script::run(&mut Seeded::new(seed), 300));
         match r {
             Ok(Ok(st)) => {
+                let e = ends.entry(st.end.chars().take(30).collect()).or_default();
+                e.0 += 1;
+                e.1 += st.actions;
                 replies += st.replies;
                 transfers += st.transfers;
                 complete += st.complete;
@@ -610,6 +662,7 @@ fn simulation_of_ten_thousand_sessions() {
         }
     }
     // The simulation must reach what it checks.
+    eprintln!("simulation: {replies} replies, {transfers} transfers, {complete} complete; ends (count, actions): {ends:?}");
     if only.is_none() {
         assert!(replies > 100_000, "{replies} replies");
         assert!(transfers > 2_000, "{transfers} transfers");

@@ -183,7 +183,8 @@ impl Transfer {
             Phase::DownDone { .. } => self.kind != TransferKind::Upload,
             _ => false,
         };
-        matches!(self.phase, Phase::Failed | Phase::Aborted) || (data_done && self.reply_code.is_some())
+        matches!(self.phase, Phase::Failed | Phase::Aborted)
+            || (data_done && self.reply_code.is_some())
     }
 
     /// The final reply the client may see for `reply`: a success for data
@@ -254,12 +255,14 @@ mod tests {
             let tr = t(kind, phase);
             assert_eq!(tr.settled(), settled, "{kind:?} {phase:?}");
             assert_eq!(
-                tr.verdict(Reply::from_line("226 Transfer complete.".into())).code,
+                tr.verdict(Reply::from_line("226 Transfer complete.".into()))
+                    .code,
                 code,
                 "{kind:?} {phase:?}"
             );
             assert_eq!(
-                tr.verdict(Reply::from_line("550 No such file.".into())).code,
+                tr.verdict(Reply::from_line("550 No such file.".into()))
+                    .code,
                 550,
                 "failures pass as they are"
             );
