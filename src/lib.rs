@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod advertise;
 pub mod backend;

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{BackendSpec, Password};
+use crate::config::{BackendSpec, BackendTlsMode, Config, Password, ProxyVersion};
 use crate::metrics::Metrics;
 use crate::proto::reply::{Reply, ReplyAssembler};
 
@@ -472,6 +472,64 @@ pub async fn check_loop(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+/// How `spec` is checked under `config`: TLS first for implicit-TLS
+/// backends, `AUTH TLS` for explicit ones (`health_check_tls`), a login
+/// (`health_check_user`), a PROXY header (`backend_proxy_protocol`); plain
+/// TCP pools (`kind` [`CheckKind::Connect`]) get the connect alone.
+pub fn how(config: &Config, spec: &BackendSpec, kind: CheckKind) -> CheckHow {
+    let ftp = kind == CheckKind::FtpGreeting;
+    let check_tls = || {
+        let c = config.backend_tls_config.as_ref()?;
+        crate::tls::backend_server_name(config.backend_tls_server_name.as_deref(), &spec.name).map(
+            |name| CheckTls {
+                connector: tokio_rustls::TlsConnector::from(std::sync::Arc::clone(c)),
+                name,
+            },
+        )
+    };
+    let (tls, starttls) = match config.backend_tls {
+        // Plain TCP pools: the connect alone.
+        _ if !ftp => (None, None),
+        BackendTlsMode::Implicit => (check_tls(), None),
+        // Validation allows health_check_tls with explicit only.
+        BackendTlsMode::Explicit if config.health_check_tls => {
+            let t = check_tls();
+            if t.is_none() {
+                warn!(
+                    backend = %spec.name,
+                    "no host name to check a certificate against: health checks skip AUTH TLS; \
+                     set backend_tls_server_name"
+                );
+            }
+            (None, t)
+        }
+        _ => (None, None),
+    };
+    let login = config
+        .health_check_user
+        .as_ref()
+        .filter(|_| ftp)
+        .map(|user| CheckLogin {
+            user: user.clone(),
+            password: config.health_check_password.clone(),
+        });
+    CheckHow {
+        kind,
+        interval: config.health_check_interval,
+        fast_interval: config.health_check_fast_interval,
+        timeout: config.health_check_timeout,
+        tls,
+        starttls,
+        login,
+        proxy: match config.backend_proxy_protocol {
+            _ if !ftp => None,
+            ProxyVersion::Off => None,
+            ProxyVersion::V1 => Some(crate::proto::proxy::encode_local(false)),
+            ProxyVersion::V2 => Some(crate::proto::proxy::encode_local(true)),
+        },
     }
 }
 

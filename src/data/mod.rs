@@ -6,6 +6,7 @@
 //! legs, reports back through [`DataEvent`]s, and never touches session state
 //! (one task owns a session; data tasks talk to it by channel).
 
+pub mod accept;
 pub mod port_pool;
 pub mod relay;
 
@@ -265,7 +266,7 @@ pub fn spawn_data_task(t: DataTask) {
                 &mut client,
                 &mut backend,
                 limits,
-                down_tx,
+                Some(down_tx),
                 counters,
                 progress,
             );

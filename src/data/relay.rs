@@ -43,18 +43,58 @@ pub const DEFAULT_BUFFER_MAX: usize = 4 * 1024 * 1024;
 /// direction for this long is cut (vsftpd's `data_connection_timeout`).
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long the client-to-backend direction may stay open after the backend
-/// has closed its side (a client that sent ABOR may never close).
-const LINGER_AFTER_BACKEND_DONE: Duration = Duration::from_secs(10);
+/// How long the client-to-backend direction of an FTP data connection may
+/// stay open after the backend has closed its side (a client that sent ABOR
+/// may never close).
+pub const LINGER_AFTER_BACKEND_DONE: Duration = Duration::from_secs(10);
 
 /// The limits a relay runs under.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayLimits {
+    /// First size of each direction's buffer (it doubles while reads fill it).
+    pub initial: usize,
     /// Largest buffer per direction (`relay_buffer_max`).
     pub buffer_max: usize,
-    /// No byte moved in either direction for this long: the transfer is cut
-    /// (`data_stall_timeout`).
-    pub stall: Duration,
+    /// No byte moved in either direction for this long: the relay is cut
+    /// (`data_stall_timeout` for FTP data; none for plain TCP listeners,
+    /// whose SSH sessions may sit idle for hours).
+    pub stall: Option<Duration>,
+    /// Once the backend-to-client direction has ended cleanly, how long the
+    /// other may go on (FTP data: [`LINGER_AFTER_BACKEND_DONE`]; plain TCP:
+    /// no limit, a half-closed connection is legitimate).
+    pub linger: Option<Duration>,
+}
+
+impl RelayLimits {
+    /// The limits of an FTP data connection.
+    pub fn data(buffer_max: usize, stall: Duration) -> Self {
+        RelayLimits {
+            initial: INITIAL_BUFFER,
+            buffer_max,
+            stall: Some(stall),
+            linger: Some(LINGER_AFTER_BACKEND_DONE),
+        }
+    }
+
+    /// The limits of a plain TCP listener's connection: most are
+    /// interactive (SSH), so buffers start small.
+    pub fn tcp(buffer_max: usize) -> Self {
+        RelayLimits {
+            initial: 16 * 1024,
+            buffer_max,
+            stall: None,
+            linger: None,
+        }
+    }
+}
+
+/// Which connection of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// The client's.
+    Client,
+    /// The backend's.
+    Backend,
 }
 
 /// Bytes moved and how the relay ended.
@@ -69,6 +109,11 @@ pub struct RelayOutcome {
     pub down_clean: bool,
     /// The first I/O error (or stall), if the relay was cut.
     pub error: Option<io::Error>,
+    /// The connection the error came from (reading it or writing to it).
+    pub error_on: Option<Leg>,
+    /// The client's direction reached its end of stream first (plain TCP:
+    /// who closed first).
+    pub client_ended_first: bool,
 }
 
 /// Live byte counters of the two directions (metrics), moved as bytes are
@@ -178,32 +223,24 @@ pub fn arm_reset(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
 }
 
-fn stalled(limit: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!(
-            "no data moved for {}s (data_stall_timeout)",
-            limit.as_secs_f64()
-        ),
-    )
-}
-
 /// Copies `from` to `to` until EOF, then shuts `to` down for writing. The
 /// buffer doubles each time a read fills it, up to `max`. Every write moves
 /// `counter` (metrics) and `progress` (this transfer), partial writes
 /// included, so a slow reader that still reads is never taken for a stall.
+/// An error names the leg it came from (`legs`: from, to).
 async fn copy_half<R, W>(
     mut from: R,
     mut to: W,
-    max: usize,
+    (from_leg, to_leg): (Leg, Leg),
+    (initial, max): (usize, usize),
     counter: IntCounter,
     progress: &AtomicU64,
-) -> (u64, Option<io::Error>)
+) -> (u64, Option<(io::Error, Leg)>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; INITIAL_BUFFER.min(max)];
+    let mut buf = vec![0u8; initial.min(max)];
     let mut total = 0u64;
     loop {
         let n = match from.read(&mut buf).await {
@@ -212,19 +249,19 @@ where
             // A TLS peer that closed TCP without close_notify: take it as
             // the end (servers and clients commonly do this after the last byte).
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return (total, Some(e)),
+            Err(e) => return (total, Some((e, from_leg))),
         };
         let mut at = 0;
         while at < n {
             match to.write(&buf[at..n]).await {
-                Ok(0) => return (total, Some(io::ErrorKind::WriteZero.into())),
+                Ok(0) => return (total, Some((io::ErrorKind::WriteZero.into(), to_leg))),
                 Ok(w) => {
                     at += w;
                     total += w as u64;
                     counter.inc_by(w as u64);
                     progress.fetch_add(w as u64, Ordering::Relaxed);
                 }
-                Err(e) => return (total, Some(e)),
+                Err(e) => return (total, Some((e, to_leg))),
             }
         }
         if n == buf.len() && buf.len() < max {
@@ -239,13 +276,17 @@ where
         Ok(()) => (total, None),
         // The peer already closed: every byte was written, nothing is lost.
         Err(e) if e.kind() == io::ErrorKind::NotConnected => (total, None),
-        Err(e) => (total, Some(e)),
+        Err(e) => (total, Some((e, to_leg))),
     }
 }
 
 /// Resolves once no byte has moved in either direction for a whole
-/// `limit` (checked every `limit`, so a stall is noticed within two).
-async fn watch_stall(progress: &Progress, limit: Duration) {
+/// `limit` (checked every `limit`, so a stall is noticed within two);
+/// never without a limit.
+async fn watch_stall(progress: &Progress, limit: Option<Duration>) {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
     let mut last = progress.total();
     loop {
         tokio::time::sleep(limit).await;
@@ -258,14 +299,15 @@ async fn watch_stall(progress: &Progress, limit: Duration) {
 }
 
 /// Relays both ways between borrowed connections until both directions
-/// end, the first error, or a stall; `down_done` fires when the
+/// end, the first error, or a stall; `down_done` (if any) fires when the
 /// backend-to-client direction has ended (with its byte count and whether
-/// it ended cleanly). The caller closes or resets the connections.
+/// it ended cleanly). The caller closes or resets the connections. The one
+/// relay of ftpgate: FTP data connections and plain TCP listeners.
 pub async fn relay(
     client: &mut DataStream,
     backend: &mut DataStream,
     limits: RelayLimits,
-    down_done: oneshot::Sender<(u64, bool)>,
+    down_done: Option<oneshot::Sender<(u64, bool)>>,
     counters: ByteCounters,
     progress: Arc<Progress>,
 ) -> RelayOutcome {
@@ -274,7 +316,8 @@ pub async fn relay(
     let up = copy_half(
         client_rd,
         backend_wr,
-        limits.buffer_max,
+        (Leg::Client, Leg::Backend),
+        (limits.initial, limits.buffer_max),
         counters.up,
         &progress.up,
     );
@@ -282,29 +325,47 @@ pub async fn relay(
         let (n, err) = copy_half(
             backend_rd,
             client_wr,
-            limits.buffer_max,
+            (Leg::Backend, Leg::Client),
+            (limits.initial, limits.buffer_max),
             counters.down,
             &progress.down,
         )
         .await;
-        let _ = down_done.send((n, err.is_none()));
+        if let Some(tx) = down_done {
+            let _ = tx.send((n, err.is_none()));
+        }
         (n, err)
     };
-    join_directions(up, down, watch_stall(&progress, limits.stall), limits.stall).await
+    join_directions(up, down, watch_stall(&progress, limits.stall), limits).await
 }
 
 /// Waits for both directions. The first error (or a stall) ends the relay
 /// at once: the transfer is cut, and waiting for the other direction would
 /// only delay the news. Once the backend-to-client direction has ended
-/// cleanly, the other gets [`LINGER_AFTER_BACKEND_DONE`] to finish.
-async fn join_directions<U, D, S>(up: U, down: D, stall: S, limit: Duration) -> RelayOutcome
+/// cleanly, the other gets `limits.linger` to finish.
+async fn join_directions<U, D, S>(up: U, down: D, stall: S, limits: RelayLimits) -> RelayOutcome
 where
-    U: std::future::Future<Output = (u64, Option<io::Error>)>,
-    D: std::future::Future<Output = (u64, Option<io::Error>)>,
+    U: std::future::Future<Output = (u64, Option<(io::Error, Leg)>)>,
+    D: std::future::Future<Output = (u64, Option<(io::Error, Leg)>)>,
     S: std::future::Future<Output = ()>,
 {
     tokio::pin!(up, down, stall);
     let mut out = RelayOutcome::default();
+    let stalled = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no data moved for {}s (data_stall_timeout)",
+                limits.stall.unwrap_or_default().as_secs_f64()
+            ),
+        )
+    };
+    let fail = |out: &mut RelayOutcome, err: Option<(io::Error, Leg)>| {
+        if let Some((e, leg)) = err {
+            out.error = Some(e);
+            out.error_on = Some(leg);
+        }
+    };
     tokio::select! {
         // The download's end first: when both are ready, a clean end of
         // the backend's data must not be reported as a cut.
@@ -313,44 +374,52 @@ where
             out.down = n;
             out.down_clean = err.is_none();
             if err.is_some() {
-                out.error = err;
+                fail(&mut out, err);
                 return out;
             }
-            match tokio::time::timeout(LINGER_AFTER_BACKEND_DONE, up).await {
-                Ok((n, err)) => {
+            let rest = match limits.linger {
+                Some(d) => tokio::time::timeout(d, &mut up).await.ok(),
+                None => Some((&mut up).await),
+            };
+            match rest {
+                Some((n, err)) => {
                     out.up = n;
-                    out.error = err;
+                    fail(&mut out, err);
                 }
-                Err(_) => tracing::debug!("client kept its data connection open after the backend closed; dropped"),
+                None => tracing::debug!("client kept its data connection open after the backend closed; dropped"),
             }
         }
         (n, err) = &mut up => {
             out.up = n;
             if err.is_some() {
-                out.error = err;
+                fail(&mut out, err);
                 return out;
             }
+            out.client_ended_first = true;
             tokio::select! {
                 (n, err) = &mut down => {
                     out.down = n;
                     out.down_clean = err.is_none();
-                    out.error = err;
+                    fail(&mut out, err);
                 }
-                () = &mut stall => out.error = Some(stalled(limit)),
+                () = &mut stall => out.error = Some(stalled()),
             }
         }
-        () = &mut stall => out.error = Some(stalled(limit)),
+        () = &mut stall => out.error = Some(stalled()),
     }
     out
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
     const LIMITS: RelayLimits = RelayLimits {
+        initial: INITIAL_BUFFER,
         buffer_max: DEFAULT_BUFFER_MAX,
-        stall: DEFAULT_STALL_TIMEOUT,
+        stall: Some(DEFAULT_STALL_TIMEOUT),
+        linger: Some(LINGER_AFTER_BACKEND_DONE),
     };
 
     async fn pair() -> (TcpStream, TcpStream) {
@@ -377,13 +446,23 @@ mod tests {
         let progress = Arc::new(Progress::default());
         let (p1, p2) = (Arc::clone(&progress), Arc::clone(&progress));
         let c2 = counter.clone();
-        let up =
-            tokio::spawn(async move { copy_half(c_rd, b_wr, 16 * 1024 * 1024, c2, &p1.up).await });
+        let up = tokio::spawn(async move {
+            copy_half(
+                c_rd,
+                b_wr,
+                (Leg::Client, Leg::Backend),
+                (INITIAL_BUFFER, 16 * 1024 * 1024),
+                c2,
+                &p1.up,
+            )
+            .await
+        });
         let down = tokio::spawn(async move {
             copy_half(
                 b_rd,
                 c_wr,
-                4096,
+                (Leg::Backend, Leg::Client),
+                (INITIAL_BUFFER, 4096),
                 IntCounter::new("d", "d").unwrap(),
                 &p2.down,
             )
@@ -421,7 +500,7 @@ mod tests {
                 &mut c,
                 &mut b,
                 LIMITS,
-                tx,
+                Some(tx),
                 c2,
                 Arc::new(Progress::default()),
             )
@@ -464,8 +543,10 @@ mod tests {
         let (proxy_backend, mut server) = pair().await;
         let (tx, rx) = oneshot::channel();
         let limits = RelayLimits {
+            initial: 16 * 1024,
             buffer_max: 64 * 1024,
-            stall: Duration::from_millis(300),
+            stall: Some(Duration::from_millis(300)),
+            linger: None,
         };
         let task = tokio::spawn(async move {
             let (mut c, mut b) = (
@@ -476,7 +557,7 @@ mod tests {
                 &mut c,
                 &mut b,
                 limits,
-                tx,
+                Some(tx),
                 counters(),
                 Arc::new(Progress::default()),
             )
@@ -523,7 +604,7 @@ mod tests {
                 &mut c,
                 &mut b,
                 LIMITS,
-                tx,
+                Some(tx),
                 counters(),
                 Arc::new(Progress::default()),
             )

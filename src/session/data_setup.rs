@@ -122,10 +122,7 @@ impl Session {
             backend,
             events: self.events_tx.clone(),
             cancel,
-            limits: RelayLimits {
-                buffer_max: self.cfg.relay_buffer_max,
-                stall: self.cfg.data_stall_timeout,
-            },
+            limits: RelayLimits::data(self.cfg.relay_buffer_max, self.cfg.data_stall_timeout),
             counters: self.counters.clone(),
             progress: Arc::clone(&legs.progress),
             client_tls,
