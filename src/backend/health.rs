@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::config::{BackendSpec, BackendTlsMode, Config, Password, ProxyVersion};
 use crate::metrics::Metrics;
 use crate::proto::reply::{Reply, ReplyAssembler};
+use crate::proto::upstream::{Chat, ChatError, Login, Next, Plan};
 
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -282,23 +283,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         }
     }
 
-    /// Sends `line` (no CRLF) and reads its reply. The line is not logged:
-    /// it may be `PASS`.
-    async fn command(&mut self, line: &str) -> Result<Reply, CheckError> {
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await?;
+    /// Sends `line` (CRLF included). The line is not logged: it may be `PASS`.
+    async fn send(&mut self, line: &[u8]) -> Result<(), CheckError> {
+        self.stream.write_all(line).await?;
         self.stream.flush().await?;
-        self.read_reply().await
+        Ok(())
     }
 
-    /// The stream, for a TLS handshake; refuses if the backend has already
-    /// sent more bytes (they would be taken as protected).
-    fn into_stream(mut self) -> Result<S, CheckError> {
-        if !self.replies.buffer_mut().is_empty() {
-            return Err(CheckError::BytesBeforeHandshake);
-        }
-        Ok(self.stream)
+    /// Bytes received after the last reply.
+    fn buffered(&self) -> usize {
+        self.replies.buffered()
     }
 
     /// Says QUIT without waiting for the answer (best effort).
@@ -308,70 +302,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
     }
 }
 
-/// `USER`, then `PASS` if asked (331); 230 at either step logs in.
-async fn log_in<S: AsyncRead + AsyncWrite + Unpin>(
-    x: &mut Exchange<S>,
-    login: &CheckLogin,
-) -> Result<(), CheckError> {
-    let refused = |reply: Reply| CheckError::LoginRefused {
-        user: login.user.clone(),
-        reply: reply.text_lossy(),
-    };
-    let reply = x.command(&format!("USER {}", login.user)).await?;
-    match reply.code {
-        230 => return Ok(()),
-        331 => {}
-        _ => return Err(refused(reply)),
-    }
-    let password = login
-        .password
-        .as_ref()
-        .map_or(ANONYMOUS_PASSWORD, Password::expose);
-    let reply = x.command(&format!("PASS {password}")).await?;
-    match reply.code {
-        230 => Ok(()),
-        _ => Err(refused(reply)),
+impl From<ChatError> for CheckError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::Greeting(r) => CheckError::Unexpected(r.text_lossy()),
+            ChatError::AuthTlsRefused(r) => CheckError::AuthTlsRefused(r.text_lossy()),
+            ChatError::BytesAfter234 => CheckError::BytesBeforeHandshake,
+            ChatError::Refused { reply, .. } => CheckError::Unexpected(reply.text_lossy()),
+            ChatError::LoginRefused { user, reply } => CheckError::LoginRefused {
+                user,
+                reply: reply.text_lossy(),
+            },
+        }
     }
 }
 
-/// The FTP part of a check on an open connection: greeting 220, then
-/// `AUTH TLS` (234) and a handshake if `starttls`, then the login if any,
-/// then QUIT.
+/// Where a run of the conversation stopped.
+enum Stop {
+    /// The caller's TLS handshake is due.
+    StartTls,
+    /// The plan is complete.
+    Done,
+}
+
+/// Feeds replies to `chat` and sends what it asks until it wants a TLS
+/// handshake or is done.
+async fn run_chat<S: AsyncRead + AsyncWrite + Unpin>(
+    chat: &mut Chat,
+    x: &mut Exchange<S>,
+    mut next: Option<Next>,
+) -> Result<Stop, CheckError> {
+    loop {
+        match next.take() {
+            Some(Next::Send(line)) => x.send(&line).await?,
+            Some(Next::StartTls) => return Ok(Stop::StartTls),
+            Some(Next::Done(_)) => return Ok(Stop::Done),
+            None => {}
+        }
+        let reply = x.read_reply().await?;
+        next = chat.on_reply(&reply, x.buffered())?;
+    }
+}
+
+/// The FTP part of a check on an open connection (`tls`: inside TLS
+/// already), the one backend conversation sessions use too
+/// (`proto::upstream`): greeting 220, then `AUTH TLS` (234, no byte after
+/// it) and a handshake if `starttls`, then the login if any, then QUIT.
 async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
+    tls: bool,
     starttls: Option<&CheckTls>,
     login: Option<&CheckLogin>,
 ) -> Result<(), CheckError> {
-    let mut x = Exchange::new(stream);
-    let greeting = x.read_reply().await?;
-    if greeting.code != 220 {
-        return Err(CheckError::Unexpected(greeting.text_lossy()));
-    }
-    let Some(t) = starttls else {
-        return finish(x, login).await;
+    let plan = Plan {
+        starttls: starttls.is_some(),
+        protect: None,
+        login: login.map(|l| Login {
+            user: l.user.clone(),
+            password: l
+                .password
+                .as_ref()
+                .map_or(ANONYMOUS_PASSWORD, Password::expose)
+                .to_owned(),
+        }),
     };
-    // RFC 4217 4: AUTH TLS, 234, then the handshake at once.
-    let reply = x.command("AUTH TLS").await?;
-    if reply.code != 234 {
-        return Err(CheckError::AuthTlsRefused(reply.text_lossy()));
+    let mut chat = Chat::new(plan, tls);
+    let mut x = Exchange::new(stream);
+    match (run_chat(&mut chat, &mut x, None).await?, starttls) {
+        (Stop::StartTls, Some(t)) => {
+            let tls = t
+                .connector
+                .connect(t.name.clone(), x.stream)
+                .await
+                .map_err(CheckError::Tls)?;
+            let mut x = Exchange::new(tls);
+            let next = chat.on_tls();
+            run_chat(&mut chat, &mut x, Some(next)).await?;
+            x.quit().await;
+        }
+        _ => x.quit().await,
     }
-    let stream = x.into_stream()?;
-    let tls = t
-        .connector
-        .connect(t.name.clone(), stream)
-        .await
-        .map_err(CheckError::Tls)?;
-    finish(Exchange::new(tls), login).await
-}
-
-async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
-    mut x: Exchange<S>,
-    login: Option<&CheckLogin>,
-) -> Result<(), CheckError> {
-    if let Some(login) = login {
-        log_in(&mut x, login).await?;
-    }
-    x.quit().await;
     Ok(())
 }
 
@@ -394,9 +404,9 @@ pub async fn check_once(spec: &BackendSpec, how: &CheckHow) -> Result<Duration, 
                     .connect(t.name.clone(), s)
                     .await
                     .map_err(CheckError::Tls)?;
-                converse(s, starttls, login).await
+                converse(s, true, starttls, login).await
             }
-            None => converse(s, starttls, login).await,
+            None => converse(s, false, starttls, login).await,
         }
     };
     tokio::time::timeout(how.timeout, attempt)
@@ -629,7 +639,7 @@ mod tests {
             seen.push_str(&rest);
             seen
         });
-        let result = converse(ours, None, login.as_ref()).await;
+        let result = converse(ours, false, None, login.as_ref()).await;
         (result, peer.await.unwrap())
     }
 
@@ -746,7 +756,7 @@ mod tests {
             ),
             name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
         };
-        let r = converse(ours, Some(&tls), None).await;
+        let r = converse(ours, false, Some(&tls), None).await;
         peer.await.unwrap();
         let e = r.unwrap_err();
         assert_eq!(e.to_string(), "AUTH TLS refused: 500 AUTH not understood");
@@ -772,7 +782,7 @@ mod tests {
             ),
             name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
         };
-        let r = converse(ours, Some(&tls), None).await;
+        let r = converse(ours, false, Some(&tls), None).await;
         peer.await.unwrap();
         assert!(matches!(r, Err(CheckError::BytesBeforeHandshake)), "{r:?}");
     }
