@@ -206,7 +206,8 @@ impl Session {
     }
 
     /// Abandons `gen`: a running relay resets both legs; legs not yet
-    /// handed to a task are dropped. Its byte counts stay for the transfer log.
+    /// handed to a task are dropped. The byte counts of a transfer whose
+    /// transfer-log line is still due stay until it is written.
     pub(super) fn cancel_data(&mut self, gen: u64) {
         if let Some(l) = self.legs.get_mut(&gen) {
             if let Some(c) = l.cancel.take() {
@@ -214,6 +215,9 @@ impl Session {
             }
             l.backend = None;
             l.client_tx = None;
+        }
+        if self.ctl.transfer_gen() != Some(gen) {
+            self.legs.remove(&gen);
         }
     }
 

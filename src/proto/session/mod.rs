@@ -569,6 +569,7 @@ pub struct Control {
     draining: bool,
     /// After a failed login: output and input wait until then.
     paused_until: Option<Duration>,
+    /// The last command, or the end of the last transfer: the idle clock.
     last_command: Duration,
     closed: bool,
 }
@@ -680,6 +681,14 @@ impl Control {
     /// The session is over (a [`Step::Close`] was given).
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// The generation of the transfer whose transfer-log line is still due.
+    pub fn transfer_gen(&self) -> Option<u64> {
+        self.transfer
+            .as_ref()
+            .filter(|t| !t.recorded)
+            .map(|t| t.gen)
     }
 
     /// The user name sent last (logs).
@@ -813,7 +822,15 @@ impl Control {
             }
             Event::BackendTlsDone(r) => self.on_backend_tls(r, now),
             Event::ClientTlsDone(r) => self.on_client_tls(r),
-            Event::Data { gen, news } => self.on_data(gen, news),
+            Event::Data { gen, news } => {
+                // The idle clock restarts when a transfer ends, as a
+                // server's does after its 226: a transfer longer than
+                // idle_timeout must not be followed by an instant 421.
+                if !matches!(news, DataNews::ClientConnected | DataNews::Relaying) {
+                    self.last_command = self.last_command.max(now);
+                }
+                self.on_data(gen, news)
+            }
             other => self.on_data_setup_event(other, now),
         }
         self.advance(now);

@@ -118,7 +118,9 @@ impl Control {
             });
             return self.close(End::Error(Error::client(ErrorKind::TooManyLoginFailures)));
         }
-        if self.login_failures > self.policy.login_failures_before_delay {
+        if self.login_failures > self.policy.login_failures_before_delay
+            && !self.policy.login_failure_delay.is_zero()
+        {
             self.paused_until = Some(now + self.policy.login_failure_delay);
         }
     }

@@ -481,11 +481,39 @@ fn timeouts() {
         steps(&mut c),
         vec!["close greeting timeout [\"421 Service not available: server did not greet.\"]"]
     );
-    // A transfer keeps the session alive.
+    // A transfer keeps the session alive, and its end restarts the idle clock.
     let mut c = ready();
     prepare_passive(&mut c);
     client(&mut c, "RETR f");
     assert_eq!(c.deadline(), None);
+    backend_says(&mut c, "150 here");
+    backend_says(&mut c, "226 done");
+    let end = Duration::from_secs(1000);
+    c.on_event(
+        Event::Data {
+            gen: 1,
+            news: DataNews::Relaying,
+        },
+        end,
+    );
+    c.on_event(
+        Event::Data {
+            gen: 1,
+            news: DataNews::DownDone { clean: true },
+        },
+        end,
+    );
+    c.on_event(
+        Event::Data {
+            gen: 1,
+            news: DataNews::Finished {
+                error: None,
+                stalled: false,
+            },
+        },
+        end,
+    );
+    assert_eq!(c.deadline(), Some(end + Duration::from_secs(300)));
 }
 
 /// A backend that never answers a command, with a data-setup command

@@ -544,24 +544,26 @@ impl<S: Source> Sim<'_, S> {
             }
             self.step(step)?;
         }
-        if !self.closed {
-            if let Some(d) = self.ctl.deadline() {
-                if d <= self.now {
-                    // A due deadline must be acted on by on_time, not stay due.
-                    self.ctl.on_time(self.now);
-                    while let Some(step) = self.ctl.next_step() {
-                        self.step(step)?;
-                    }
-                    if !self.closed && self.ctl.deadline().is_some_and(|d| d <= self.now) {
-                        return Err(self.fail(format!(
-                            "deadline {d:?} still due at {:?} after on_time: a driver would spin",
-                            self.now
-                        )));
-                    }
-                }
+        // A due deadline must be acted on by on_time: a wake-up that does
+        // nothing and leaves it due would make a driver spin.
+        for _ in 0..100 {
+            if self.closed || !self.ctl.deadline().is_some_and(|d| d <= self.now) {
+                return Ok(());
+            }
+            self.ctl.on_time(self.now);
+            let mut progressed = false;
+            while let Some(step) = self.ctl.next_step() {
+                progressed = true;
+                self.step(step)?;
+            }
+            if !progressed && self.ctl.deadline().is_some_and(|d| d <= self.now) {
+                return Err(self.fail(format!(
+                    "deadline still due at {:?} after on_time did nothing: a driver would spin",
+                    self.now
+                )));
             }
         }
-        Ok(())
+        Err(self.fail("on_time kept a deadline due 100 times in a row".into()))
     }
 
     fn step(&mut self, step: Step) -> Result<(), Violation> {
