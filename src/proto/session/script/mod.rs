@@ -547,7 +547,7 @@ impl<S: Source> Sim<'_, S> {
         // A due deadline must be acted on by on_time: a wake-up that does
         // nothing and leaves it due would make a driver spin.
         for _ in 0..100 {
-            if self.closed || !self.ctl.deadline().is_some_and(|d| d <= self.now) {
+            if self.closed || self.ctl.deadline().is_none_or(|d| d > self.now) {
                 return Ok(());
             }
             self.ctl.on_time(self.now);
