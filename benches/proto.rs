@@ -6,7 +6,9 @@
 //! (assemble a backend 227, find its data address, build the client's 227),
 //! `reply_assemble` (ProFTPD's 17-line FEAT reply, one read), and
 //! `port_pool_lease` (lease + drop on a 100-port pool shared by many client
-//! addresses, empty and busy). Pure code only: no sockets, no runtime.
+//! addresses, empty and busy), and `session_core` (one command and its reply
+//! through the control-session state machine: a NOOP relayed, and a whole
+//! PASV + RETR + 226 exchange). Pure code only: no sockets, no runtime.
 //!
 //! Run: `cargo bench --bench proto` (about 25 s; CLI flags such as
 //! `--measurement-time 10` override the short defaults below). Results are
@@ -21,7 +23,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ftpgate::data::port_pool::{Lease, PortPool};
-use ftpgate::net::{BackendAddr, PublicAddr};
+use ftpgate::net::{BackendAddr, ClientAddr, PublicAddr};
+use ftpgate::proto::session::{BackendData, BackendTls, Control, DataNews, Event, Policy, Start};
 use ftpgate::proto::command::parse_command;
 use ftpgate::proto::reply::ReplyAssembler;
 use ftpgate::proto::rewrite::{
@@ -126,6 +129,106 @@ fn bench_port_pool_lease(c: &mut Criterion) {
     g.finish();
 }
 
+fn session_policy() -> Policy {
+    Policy {
+        client: ClientAddr::new(SocketAddr::from(([192, 0, 2, 7], 40000))),
+        active_mode: true,
+        active_nat_fix: true,
+        tls_offered: false,
+        tls_required: false,
+        implicit_tls: false,
+        max_login_failures: 3,
+        login_failures_before_delay: 1,
+        login_failure_delay: Duration::from_secs(2),
+        trust_backend_pasv_address: false,
+        backend_data: BackendData::Passive,
+        backend_protect_data: true,
+        max_line_length: 512,
+        greeting_timeout: Duration::from_secs(10),
+        login_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(300),
+        backend_reply_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Feeds `bytes` as if read from the client or the backend and takes every step.
+fn feed(c: &mut Control, client: bool, bytes: &[u8]) -> usize {
+    if client {
+        c.client_buffer().extend_from_slice(bytes);
+        c.on_client_data(Duration::ZERO);
+    } else {
+        c.backend_buffer().extend_from_slice(bytes);
+        c.on_backend_data(Duration::ZERO);
+    }
+    let mut n = 0;
+    while let Some(s) = c.next_step() {
+        n += 1;
+        black_box(s);
+    }
+    n
+}
+
+fn logged_in() -> Control {
+    let backend = BackendAddr("10.0.0.5:21".parse().unwrap());
+    let mut c = Control::new(
+        session_policy(),
+        Start::Connected {
+            backend,
+            tls: BackendTls::Off,
+        },
+    );
+    feed(&mut c, false, b"220 hi\r\n");
+    feed(&mut c, true, b"USER anonymous\r\n");
+    feed(&mut c, false, b"230 in\r\n");
+    c
+}
+
+fn bench_session_core(c: &mut Criterion) {
+    let mut g = c.benchmark_group("session_core");
+    let mut ctl = logged_in();
+    g.bench_function("noop_relayed", |b| {
+        b.iter(|| {
+            feed(&mut ctl, true, b"NOOP\r\n");
+            feed(&mut ctl, false, b"200 NOOP ok.\r\n")
+        })
+    });
+    let mut ctl = logged_in();
+    let public = PublicAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
+    let mut gen = 0;
+    g.bench_function("pasv_retr_226", |b| {
+        b.iter(|| {
+            gen += 1;
+            feed(&mut ctl, true, b"PASV\r\n");
+            feed(&mut ctl, false, b"227 Entering Passive Mode (10,0,0,5,4,1).\r\n");
+            ctl.on_event(Event::BackendDataConnected { gen }, Duration::ZERO);
+            ctl.on_event(
+                Event::Leased {
+                    gen,
+                    public,
+                    port: 50000,
+                },
+                Duration::ZERO,
+            );
+            feed(&mut ctl, true, b"RETR f\r\n");
+            feed(&mut ctl, false, b"150 here\r\n226 done\r\n");
+            for news in [
+                DataNews::Relaying,
+                DataNews::DownDone { clean: true },
+                DataNews::Finished {
+                    error: None,
+                    stalled: false,
+                },
+            ] {
+                ctl.on_event(Event::Data { gen, news }, Duration::ZERO);
+            }
+            while let Some(s) = ctl.next_step() {
+                black_box(s);
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // Short defaults so the whole run stays well under a minute.
@@ -134,6 +237,6 @@ criterion_group! {
         .measurement_time(Duration::from_millis(1500))
         .sample_size(30)
         .without_plots();
-    targets = bench_parse_command, bench_rewrite_227, bench_reply_assemble, bench_port_pool_lease
+    targets = bench_parse_command, bench_rewrite_227, bench_reply_assemble, bench_port_pool_lease, bench_session_core
 }
 criterion_main!(benches);
