@@ -2,7 +2,7 @@
 //! naming the key and where it was set (file and line, or flag). Defaults are
 //! applied here.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -13,6 +13,11 @@ use super::{
     PublicAddressSpec, TlsPolicy,
 };
 use crate::proto::hostport::parse_port_range;
+
+mod listeners;
+
+pub use listeners::default_passive_bind;
+use listeners::listen_overlap;
 
 /// A configuration mistake.
 #[derive(Debug, thiserror::Error)]
@@ -199,20 +204,6 @@ fn health_login(raw: &RawConfig, backend_tls: BackendTlsMode) -> Result<HealthLo
     Ok((tls, user, file, password))
 }
 
-/// `proxy_protocol_listen` as written (parsed leniently: errors are
-/// reported where that key is validated).
-fn proxy_listen_for_tls(raw: &RawConfig) -> Vec<SocketAddr> {
-    raw.proxy_protocol_listen
-        .as_ref()
-        .map(|l| {
-            l.value
-                .iter()
-                .filter_map(|s| s.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The config key a TLS error names.
 fn tls_key_or_cert(e: &crate::tls::TlsError) -> &'static str {
     match e {
@@ -318,76 +309,21 @@ fn public_spec(
     Ok(PublicAddressSpec::Host(v.to_owned()))
 }
 
-/// The default `passive_bind_address` for FTP listeners bound at
-/// `listeners`: the address they all bind; a wildcard when one of them binds
-/// one (`::`, which serves IPv4 too, when any of them is IPv6), since its
-/// clients may arrive on any address. `Err` with the distinct addresses when
-/// they bind different specific ones: no one address fits them all. Without
-/// FTP listeners, 0.0.0.0 (nothing is bound then).
-pub fn default_passive_bind(listeners: &[SocketAddr]) -> Result<IpAddr, Vec<IpAddr>> {
-    if listeners.iter().any(|a| a.ip().is_unspecified()) {
-        return Ok(if listeners.iter().any(|a| a.is_ipv6()) {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        });
-    }
-    let mut distinct: Vec<IpAddr> = Vec::new();
-    for a in listeners {
-        if !distinct.contains(&a.ip()) {
-            distinct.push(a.ip());
-        }
-    }
-    match distinct[..] {
-        [] => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        [one] => Ok(one),
-        _ => Err(distinct),
-    }
-}
-
 /// Validates raw settings into a [`Config`].
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
-    let set = |l: &Option<Located<Vec<String>>>| l.as_ref().is_some_and(|l| !l.value.is_empty());
-    // Every kind of listener is a valid setup alone: `listen` is needed
-    // only when no other kind is set.
-    let other_listeners = set(&raw.implicit_tls_listen)
-        || set(&raw.proxy_protocol_listen)
-        || set(&raw.gateway_listen)
-        || raw.tcp.as_ref().is_some_and(|t| !t.is_empty());
-    let listen = match &raw.listen {
-        None if other_listeners => Vec::new(),
-        None => {
-            return Err(ConfigError::Missing {
-                key: "listen",
-                flag: "--listen",
-            })
-        }
-        Some(l) if l.value.is_empty() && other_listeners => Vec::new(),
-        Some(l) if l.value.is_empty() => {
-            return invalid(
-                "listen",
-                &l.origin,
-                "at least one address is needed, e.g. \"0.0.0.0:2121\" \
-                 (or another listener: implicit_tls_listen, proxy_protocol_listen, gateway_listen, [tcp.NAME])",
-            )
-        }
-        Some(l) => l
-            .value
-            .iter()
-            .map(|s| {
-                s.trim().parse::<SocketAddr>().or_else(|_| {
-                    invalid(
-                        "listen",
-                        &l.origin,
-                        format!("`{s}` is not IP:port (use [::]:2121 for IPv6)"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let listeners::Listeners {
+        listen,
+        implicit_tls_listen,
+        proxy_protocol_listen,
+        proxy_protocol_from,
+        gateway_listen,
+        admin_listen,
+        passive_ports,
+        passive_bind_address,
+    } = listeners::validate(raw)?;
     // Only gateway or plain TCP listeners: no pool `default` is needed.
     let no_ftp_listener =
-        listen.is_empty() && !set(&raw.implicit_tls_listen) && !set(&raw.proxy_protocol_listen);
+        listen.is_empty() && implicit_tls_listen.is_empty() && proxy_protocol_listen.is_empty();
     let backends = match &raw.backends {
         // Named pools may stand in for `backends`; checked with them below.
         None if raw.pool.as_ref().is_some_and(|p| !p.is_empty()) => Vec::new(),
@@ -426,38 +362,6 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         // Most specific network first, so the first match is the best match.
         public_address_for.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
     }
-    let passive_ports = match &raw.passive_ports {
-        None => (50000, 50099),
-        Some(l) => match parse_port_range(&l.value) {
-            Some((lo, hi)) if hi - lo < 10_000 => (lo, hi),
-            Some(_) => return invalid(
-                "passive_ports",
-                &l.origin,
-                "at most 10000 ports; a small range (e.g. 100 ports) serves thousands of clients",
-            ),
-            None => {
-                return invalid(
-                    "passive_ports",
-                    &l.origin,
-                    format!(
-                        "`{}` is not FIRST-LAST with 1 <= FIRST <= LAST <= 65535",
-                        l.value
-                    ),
-                )
-            }
-        },
-    };
-    // The default depends on every FTP listener: chosen below.
-    let passive_bind_set = match &raw.passive_bind_address {
-        Some(l) => Some(l.value.trim().parse::<IpAddr>().or_else(|_| {
-            invalid(
-                "passive_bind_address",
-                &l.origin,
-                format!("`{}` is not an IP address", l.value),
-            )
-        })?),
-        None => None,
-    };
     let backend_data_mode = match &raw.backend_data_mode {
         None => BackendDataMode::Passive,
         Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
@@ -514,17 +418,6 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Ok(_) => l.value.clone(),
             Err(e) => return invalid("log_level", &l.origin, format!("`{}`: {e}", l.value)),
         },
-    };
-    let admin_listen = match &raw.admin_listen {
-        None => None,
-        Some(l) if l.value.trim().is_empty() || l.value.trim() == "off" => None,
-        Some(l) => Some(l.value.trim().parse::<SocketAddr>().or_else(|_| {
-            invalid(
-                "admin_listen",
-                &l.origin,
-                format!("`{}` is not IP:port, e.g. \"127.0.0.1:9121\"", l.value),
-            )
-        })?),
     };
     let xferlog = match &raw.xferlog {
         None => None,
@@ -648,7 +541,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
                     format!("`{addr}` is not IP:port"),
                 );
             };
-            if !listen.contains(&a) && !proxy_listen_for_tls(raw).contains(&a) {
+            if !listen.contains(&a) && !proxy_protocol_listen.contains(&a) {
                 return invalid(
                     "tls_for_listener",
                     &l.origin,
@@ -672,32 +565,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             tls_for_listener.push((a, p));
         }
     }
-    let implicit_tls_listen = match &raw.implicit_tls_listen {
-        None => Vec::new(),
-        Some(l) => {
-            let addrs = l
-                .value
-                .iter()
-                .map(|s| {
-                    s.trim().parse::<SocketAddr>().or_else(|_| {
-                        invalid(
-                            "implicit_tls_listen",
-                            &l.origin,
-                            format!("`{s}` is not IP:port, e.g. \"0.0.0.0:990\""),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if !addrs.is_empty() && client_tls.is_none() {
-                return invalid(
-                    "implicit_tls_listen",
-                    &l.origin,
-                    "implicit FTPS needs a certificate: set tls_cert and tls_key",
-                );
-            }
-            addrs
-        }
-    };
+    if let (false, true, Some(l)) = (
+        implicit_tls_listen.is_empty(),
+        client_tls.is_none(),
+        &raw.implicit_tls_listen,
+    ) {
+        return invalid(
+            "implicit_tls_listen",
+            &l.origin,
+            "implicit FTPS needs a certificate: set tls_cert and tls_key",
+        );
+    }
     let backend_tls = match &raw.backend_tls {
         None => BackendTlsMode::Off,
         Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
@@ -766,53 +644,6 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         .backend_tls_server_name
         .as_ref()
         .map(|l| l.value.trim().to_owned());
-    let proxy_protocol_listen = match &raw.proxy_protocol_listen {
-        None => Vec::new(),
-        Some(l) => l
-            .value
-            .iter()
-            .map(|s| {
-                s.trim().parse::<SocketAddr>().or_else(|_| {
-                    invalid(
-                        "proxy_protocol_listen",
-                        &l.origin,
-                        format!("`{s}` is not IP:port"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let proxy_protocol_from = match &raw.proxy_protocol_from {
-        None => Vec::new(),
-        Some(l) => l
-            .value
-            .iter()
-            .map(|s| {
-                let s = s.trim();
-                s.parse::<IpNet>()
-                    .map(|n| n.trunc())
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .or_else(|_| {
-                        invalid(
-                            "proxy_protocol_from",
-                            &l.origin,
-                            format!("`{s}` is not a network like 10.0.0.0/8 or an address"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    if let (false, true, Some(l)) = (
-        proxy_protocol_listen.is_empty(),
-        proxy_protocol_from.is_empty(),
-        &raw.proxy_protocol_listen,
-    ) {
-        return invalid(
-            "proxy_protocol_listen",
-            &l.origin,
-            "set proxy_protocol_from too: the networks of the balancers that send the headers",
-        );
-    }
     let backend_proxy_protocol = match &raw.backend_proxy_protocol {
         None => ProxyVersion::Off,
         Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
@@ -933,39 +764,6 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         }
     }
-    let gateway_listen = match &raw.gateway_listen {
-        None => Vec::new(),
-        Some(l) => l
-            .value
-            .iter()
-            .map(|s| {
-                s.trim().parse::<SocketAddr>().or_else(|_| {
-                    invalid("gateway_listen", &l.origin, format!("`{s}` is not IP:port"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let passive_bind_address = match passive_bind_set {
-        Some(ip) => ip,
-        None => {
-            let ftp: Vec<SocketAddr> = listen
-                .iter()
-                .chain(&implicit_tls_listen)
-                .chain(&proxy_protocol_listen)
-                .chain(&gateway_listen)
-                .copied()
-                .collect();
-            default_passive_bind(&ftp).map_err(|ips| ConfigError::Needed {
-                key: "passive_bind_address",
-                flag: "--passive-bind-address",
-                why: format!(
-                    "the FTP listeners bind different addresses ({}), and the passive ports \
-                     bind one: name an address clients of every listener reach, or \"0.0.0.0\" or \"::\" for all",
-                    ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
-                ),
-            })?
-        }
-    };
     let rules = |key: &'static str, v: &Option<Located<Vec<String>>>| match v {
         None => Ok(Vec::new()),
         Some(l) => l
@@ -1288,16 +1086,6 @@ impl FtpPools<'_> {
         }
         (self.user_pool_default == Some(pool)).then(|| "user_pool_default".into())
     }
-}
-
-/// Whether two listen addresses cannot both be bound: same port, and the
-/// same IP or a wildcard covering the other (`[::]` is bound dual-stack, so
-/// it covers IPv4 too). Port 0 (any free port) never collides.
-fn listen_overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    let covers = |w: IpAddr, x: IpAddr| w.is_unspecified() && (w.is_ipv6() || x.is_ipv4());
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
 }
 
 /// A `[tcp.*]` table against the rest: its pool (exists, not FTP's, not
