@@ -8,13 +8,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::file::{FileError, Located, Origin, RawConfig};
-use super::{
-    BackendDataMode, BackendSpec, BackendTlsMode, Config, LogFormat, ProxyVersion,
-    PublicAddressSpec, TlsPolicy,
-};
+use super::{BackendDataMode, BackendSpec, Config, LogFormat, ProxyVersion, PublicAddressSpec};
 use crate::proto::hostport::parse_port_range;
 
 mod listeners;
+mod tls;
 
 pub use listeners::default_passive_bind;
 use listeners::listen_overlap;
@@ -122,100 +120,6 @@ fn relative_to_file(l: &Located<String>) -> std::path::PathBuf {
     p
 }
 
-/// `health_check_tls`, `health_check_user`, the password file and its password.
-type HealthLogin = (
-    bool,
-    Option<String>,
-    Option<std::path::PathBuf>,
-    Option<super::Password>,
-);
-
-/// What a health check does after the greeting: `AUTH TLS` (only toward
-/// explicit-TLS backends: implicit-TLS checks are inside TLS already; on by
-/// default there, so a backend whose certificate sessions would refuse is
-/// down, not up) and a login. The password file is read here, so a missing
-/// file stops startup (or a reload) with its key instead of failing every
-/// check later.
-fn health_login(raw: &RawConfig, backend_tls: BackendTlsMode) -> Result<HealthLogin, ConfigError> {
-    let tls = flag(
-        &raw.health_check_tls,
-        backend_tls == BackendTlsMode::Explicit,
-    );
-    if let Some(l) = raw.health_check_tls.as_ref().filter(|l| l.value) {
-        if backend_tls != BackendTlsMode::Explicit {
-            return invalid(
-                "health_check_tls",
-                &l.origin,
-                "needs backend_tls = \"explicit\" (with \"implicit\" checks run inside TLS already; \
-                 with \"off\" ftpgate has no TLS settings for backends)",
-            );
-        }
-    }
-    let user = match &raw.health_check_user {
-        None => None,
-        Some(l) => {
-            let name = l.value.trim();
-            if name.is_empty() || name.bytes().any(|b| b.is_ascii_control()) {
-                return invalid(
-                    "health_check_user",
-                    &l.origin,
-                    "must be a user name without control characters",
-                );
-            }
-            Some(name.to_owned())
-        }
-    };
-    let (file, password) = match &raw.health_check_password_file {
-        None => (None, None),
-        Some(l) if user.is_none() => {
-            return invalid(
-                "health_check_password_file",
-                &l.origin,
-                "set health_check_user as well (the password is sent after USER)",
-            )
-        }
-        Some(l) => {
-            let path = relative_to_file(l);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    return invalid(
-                        "health_check_password_file",
-                        &l.origin,
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                }
-            };
-            // The first line, without its line end; the text is never quoted.
-            let first = text.lines().next().unwrap_or("");
-            if first.is_empty() || first.bytes().any(|b| b.is_ascii_control()) {
-                return invalid(
-                    "health_check_password_file",
-                    &l.origin,
-                    format!(
-                        "the first line of {} must hold the password (not empty, no control characters)",
-                        path.display()
-                    ),
-                );
-            }
-            (Some(path), Some(super::Password::new(first.to_owned())))
-        }
-    };
-    Ok((tls, user, file, password))
-}
-
-/// The config key a TLS error names.
-fn tls_key_or_cert(e: &crate::tls::TlsError) -> &'static str {
-    match e {
-        crate::tls::TlsError::File { key, .. } | crate::tls::TlsError::Rustls { key, .. } => key,
-    }
-}
-
-/// A TLS error's text without its leading `key: ` (the config error adds it).
-fn strip_key(s: &str) -> String {
-    s.split_once(": ").map_or(s, |(_, rest)| rest).to_owned()
-}
-
 /// An integer setting within `min..=max`.
 fn count(
     key: &'static str,
@@ -311,16 +215,13 @@ fn public_spec(
 
 /// Validates raw settings into a [`Config`].
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
-    let listeners::Listeners {
-        listen,
-        implicit_tls_listen,
-        proxy_protocol_listen,
-        proxy_protocol_from,
-        gateway_listen,
-        admin_listen,
-        passive_ports,
-        passive_bind_address,
-    } = listeners::validate(raw)?;
+    let listeners = listeners::validate(raw)?;
+    let (listen, implicit_tls_listen, proxy_protocol_listen, gateway_listen) = (
+        &listeners.listen,
+        &listeners.implicit_tls_listen,
+        &listeners.proxy_protocol_listen,
+        &listeners.gateway_listen,
+    );
     // Only gateway or plain TCP listeners: no pool `default` is needed.
     let no_ftp_listener =
         listen.is_empty() && implicit_tls_listen.is_empty() && proxy_protocol_listen.is_empty();
@@ -455,195 +356,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
              drop one of them (or run unprivileged with CAP_NET_BIND_SERVICE instead of `user`)",
         );
     }
-    let tls_handshake_timeout = duration(
-        "tls_handshake_timeout",
-        &raw.tls_handshake_timeout,
-        Duration::from_secs(10),
-    )?;
-    let tls_min_version_13 = match &raw.tls_min_version {
-        None => false,
-        Some(l) => match l.value.trim() {
-            "1.2" => false,
-            "1.3" => true,
-            other => {
-                return invalid(
-                    "tls_min_version",
-                    &l.origin,
-                    format!("`{other}` is not \"1.2\" or \"1.3\""),
-                )
-            }
-        },
-    };
-    let path_of = |v: &Option<Located<String>>| v.as_ref().map(relative_to_file);
-    let (tls_cert, tls_key) = (path_of(&raw.tls_cert), path_of(&raw.tls_key));
-    let client_tls = match (&tls_cert, &tls_key) {
-        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, tls_min_version_13).or_else(
-            |e| {
-                let key = tls_key_or_cert(&e);
-                let l = if key == "tls_cert" {
-                    raw.tls_cert.as_ref()
-                } else {
-                    raw.tls_key.as_ref()
-                }
-                .expect("both set");
-                invalid(key, &l.origin, strip_key(&e.to_string()))
-            },
-        )?),
-        (Some(_), None) => {
-            return invalid(
-                "tls_key",
-                &raw.tls_cert.as_ref().expect("set").origin,
-                "tls_cert is set but tls_key is not: both are needed",
-            )
-        }
-        (None, Some(_)) => {
-            return invalid(
-                "tls_cert",
-                &raw.tls_key.as_ref().expect("set").origin,
-                "tls_key is set but tls_cert is not: both are needed",
-            )
-        }
-        (None, None) => None,
-    };
-    let tls = match &raw.tls {
-        None if client_tls.is_some() => TlsPolicy::Optional,
-        None => TlsPolicy::Off,
-        Some(l) => {
-            let p = match l.value.trim().to_ascii_lowercase().as_str() {
-                "off" => TlsPolicy::Off,
-                "optional" => TlsPolicy::Optional,
-                "required" => TlsPolicy::Required,
-                other => {
-                    return invalid(
-                        "tls",
-                        &l.origin,
-                        format!("`{other}` is not \"off\", \"optional\" or \"required\""),
-                    )
-                }
-            };
-            if p != TlsPolicy::Off && client_tls.is_none() {
-                return invalid(
-                    "tls",
-                    &l.origin,
-                    "FTPS needs a certificate: set tls_cert and tls_key",
-                );
-            }
-            p
-        }
-    };
-    let mut tls_for_listener = Vec::new();
-    if let Some(l) = &raw.tls_for_listener {
-        for (addr, policy) in &l.value {
-            let Ok(a) = addr.trim().parse::<SocketAddr>() else {
-                return invalid(
-                    "tls_for_listener",
-                    &l.origin,
-                    format!("`{addr}` is not IP:port"),
-                );
-            };
-            if !listen.contains(&a) && !proxy_protocol_listen.contains(&a) {
-                return invalid(
-                    "tls_for_listener",
-                    &l.origin,
-                    format!("`{a}` is not one of `listen` or `proxy_protocol_listen`"),
-                );
-            }
-            let Some(p) = TlsPolicy::parse(policy) else {
-                return invalid(
-                    "tls_for_listener",
-                    &l.origin,
-                    format!("`{policy}` is not \"off\", \"optional\" or \"required\""),
-                );
-            };
-            if p != TlsPolicy::Off && client_tls.is_none() {
-                return invalid(
-                    "tls_for_listener",
-                    &l.origin,
-                    "FTPS needs a certificate: set tls_cert and tls_key",
-                );
-            }
-            tls_for_listener.push((a, p));
-        }
-    }
-    if let (false, true, Some(l)) = (
-        implicit_tls_listen.is_empty(),
-        client_tls.is_none(),
-        &raw.implicit_tls_listen,
-    ) {
-        return invalid(
-            "implicit_tls_listen",
-            &l.origin,
-            "implicit FTPS needs a certificate: set tls_cert and tls_key",
-        );
-    }
-    let backend_tls = match &raw.backend_tls {
-        None => BackendTlsMode::Off,
-        Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
-            "off" => BackendTlsMode::Off,
-            "explicit" => BackendTlsMode::Explicit,
-            "implicit" => BackendTlsMode::Implicit,
-            other => {
-                return invalid(
-                    "backend_tls",
-                    &l.origin,
-                    format!("`{other}` is not \"off\", \"explicit\" or \"implicit\""),
-                )
-            }
-        },
-    };
-    let verify_flag = flag(&raw.backend_tls_verify, true);
-    let backend_tls_verify = match (&raw.backend_tls_ca, &raw.backend_tls_pin, verify_flag) {
-        (Some(ca), Some(_), _) => {
-            return invalid(
-                "backend_tls_pin",
-                &ca.origin,
-                "set backend_tls_ca or backend_tls_pin, not both",
-            )
-        }
-        (Some(ca), None, true) => crate::tls::BackendVerify::Ca(relative_to_file(ca)),
-        (None, Some(pin), true) => crate::tls::BackendVerify::Pinned(relative_to_file(pin)),
-        (_, _, false) => crate::tls::BackendVerify::None,
-        (None, None, true) => {
-            if backend_tls != BackendTlsMode::Off {
-                let origin = raw.backend_tls.as_ref().expect("set").origin.clone();
-                return invalid(
-                    "backend_tls",
-                    &origin,
-                    "set backend_tls_ca (e.g. /etc/ssl/certs/ca-certificates.crt) or backend_tls_pin, \
-                     or backend_tls_verify = false for self-signed servers",
-                );
-            }
-            crate::tls::BackendVerify::None
-        }
-    };
-    let backend_tls_config = if backend_tls == BackendTlsMode::Off {
-        None
-    } else {
-        Some(crate::tls::client_config(&backend_tls_verify).or_else(|e| {
-            let (key, origin) = match &backend_tls_verify {
-                crate::tls::BackendVerify::Ca(_) => (
-                    "backend_tls_ca",
-                    raw.backend_tls_ca.as_ref().map(|l| l.origin.clone()),
-                ),
-                crate::tls::BackendVerify::Pinned(_) => (
-                    "backend_tls_pin",
-                    raw.backend_tls_pin.as_ref().map(|l| l.origin.clone()),
-                ),
-                crate::tls::BackendVerify::None => ("backend_tls", None),
-            };
-            invalid(
-                key,
-                &origin.unwrap_or(Origin::Flag("--backend-tls")),
-                strip_key(&e.to_string()),
-            )
-        })?)
-    };
-    let (health_check_tls, health_check_user, health_check_password_file, health_check_password) =
-        health_login(raw, backend_tls)?;
-    let backend_tls_server_name = raw
-        .backend_tls_server_name
-        .as_ref()
-        .map(|l| l.value.trim().to_owned());
+    let tls = tls::validate(raw, &listeners)?;
     let backend_proxy_protocol = match &raw.backend_proxy_protocol {
         None => ProxyVersion::Off,
         Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
@@ -746,8 +459,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         // Without per-user routing every listener needs a pool of its own.
         for a in listen
             .iter()
-            .chain(&implicit_tls_listen)
-            .chain(&proxy_protocol_listen)
+            .chain(implicit_tls_listen)
+            .chain(proxy_protocol_listen)
         {
             if backends.is_empty() && !pool_for_listener.iter().any(|(l, _)| l == a) {
                 let origin = raw
@@ -821,12 +534,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             .collect::<Result<Vec<_>, _>>()?,
     };
     let ftp_listeners = TcpUse {
-        listen: &listen,
-        implicit_tls_listen: &implicit_tls_listen,
-        proxy_protocol_listen: &proxy_protocol_listen,
-        gateway_listen: &gateway_listen,
-        admin_listen,
-        passive: (passive_bind_address, passive_ports),
+        listen,
+        implicit_tls_listen,
+        proxy_protocol_listen,
+        gateway_listen,
+        admin_listen: listeners.admin_listen,
+        passive: (listeners.passive_bind_address, listeners.passive_ports),
     };
     let ftp_pools = FtpPools {
         backends: !backends.is_empty(),
@@ -849,7 +562,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         check_tcp(t, &tcp, &ftp_listeners, &ftp_pools, &every_pool, origin)?;
     }
     Ok(Config {
-        listen,
+        listen: listeners.listen,
         backends,
         public_address,
         public_address_for,
@@ -858,8 +571,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             &raw.public_address_refresh,
             Duration::from_secs(60),
         )?,
-        passive_ports,
-        passive_bind_address,
+        passive_ports: listeners.passive_ports,
+        passive_bind_address: listeners.passive_bind_address,
         trust_backend_pasv_address: flag(&raw.trust_backend_pasv_address, false),
         allow_foreign_data_address: flag(&raw.allow_foreign_data_address, false),
         active_mode: flag(&raw.active_mode, true),
@@ -898,7 +611,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         tcp_keepalive: duration("tcp_keepalive", &raw.tcp_keepalive, Duration::from_secs(60))?,
         log_format,
         log_level,
-        admin_listen,
+        admin_listen: listeners.admin_listen,
         xferlog,
         shutdown_drain_timeout: duration(
             "shutdown_drain_timeout",
@@ -954,29 +667,29 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         )?,
         health_check_rise: count("health_check_rise", &raw.health_check_rise, 2, (1, 100))? as u32,
         health_check_fall: count("health_check_fall", &raw.health_check_fall, 3, (1, 100))? as u32,
-        health_check_tls,
-        health_check_user,
-        health_check_password_file,
-        health_check_password,
+        health_check_tls: tls.health_check_tls,
+        health_check_user: tls.health_check_user,
+        health_check_password_file: tls.health_check_password_file,
+        health_check_password: tls.health_check_password,
         user,
         group,
-        tls,
-        tls_for_listener,
-        tls_cert,
-        tls_key,
-        client_tls,
-        implicit_tls_listen,
-        tls_require_data_resumption: flag(&raw.tls_require_data_resumption, false),
-        tls_handshake_timeout,
-        tls_min_version_13,
-        backend_tls,
-        backend_tls_verify,
-        backend_tls_verify_flag: verify_flag,
-        backend_tls_server_name,
-        backend_tls_protect_data: flag(&raw.backend_tls_protect_data, true),
-        backend_tls_config,
-        proxy_protocol_listen,
-        proxy_protocol_from,
+        tls: tls.tls,
+        tls_for_listener: tls.tls_for_listener,
+        tls_cert: tls.tls_cert,
+        tls_key: tls.tls_key,
+        client_tls: tls.client_tls,
+        implicit_tls_listen: listeners.implicit_tls_listen,
+        tls_require_data_resumption: tls.tls_require_data_resumption,
+        tls_handshake_timeout: tls.tls_handshake_timeout,
+        tls_min_version_13: tls.tls_min_version_13,
+        backend_tls: tls.backend_tls,
+        backend_tls_verify: tls.backend_tls_verify,
+        backend_tls_verify_flag: tls.backend_tls_verify_flag,
+        backend_tls_server_name: tls.backend_tls_server_name,
+        backend_tls_protect_data: tls.backend_tls_protect_data,
+        backend_tls_config: tls.backend_tls_config,
+        proxy_protocol_listen: listeners.proxy_protocol_listen,
+        proxy_protocol_from: listeners.proxy_protocol_from,
         proxy_protocol_timeout: duration(
             "proxy_protocol_timeout",
             &raw.proxy_protocol_timeout,
@@ -988,7 +701,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         pool_for_listener,
         user_pool,
         user_pool_default,
-        gateway_listen,
+        gateway_listen: listeners.gateway_listen,
         gateway,
         backend_active_ports,
         backend_resolve_interval,
