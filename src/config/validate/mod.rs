@@ -1,21 +1,29 @@
 //! Raw settings -> [`Config`]. One [`ConfigError`] per operator mistake, each
 //! naming the key and where it was set (file and line, or flag). Defaults are
 //! applied here.
+//!
+//! [`validate`] checks the parts in turn and assembles `Config`: `listeners`
+//! (listener addresses, the passive ports and their bind address), `tls`
+//! (certificates, FTPS policies, backend TLS, health-check login) and
+//! `pools` (backends, named pools, routing to them, `[tcp.NAME]` listeners).
+//! Settings of one key each are checked here, with the helpers the parts
+//! share. The first mistake found is the one reported. Files the settings
+//! name are read and host names resolved; nothing is bound or connected.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
 use super::file::{FileError, Located, Origin, RawConfig};
-use super::{BackendDataMode, BackendSpec, Config, LogFormat, ProxyVersion, PublicAddressSpec};
+use super::{BackendDataMode, Config, LogFormat, ProxyVersion, PublicAddressSpec};
 use crate::proto::hostport::parse_port_range;
 
 mod listeners;
+mod pools;
 mod tls;
 
 pub use listeners::default_passive_bind;
-use listeners::listen_overlap;
 
 /// A configuration mistake.
 #[derive(Debug, thiserror::Error)]
@@ -216,28 +224,7 @@ fn public_spec(
 /// Validates raw settings into a [`Config`].
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let listeners = listeners::validate(raw)?;
-    let (listen, implicit_tls_listen, proxy_protocol_listen, gateway_listen) = (
-        &listeners.listen,
-        &listeners.implicit_tls_listen,
-        &listeners.proxy_protocol_listen,
-        &listeners.gateway_listen,
-    );
-    // Only gateway or plain TCP listeners: no pool `default` is needed.
-    let no_ftp_listener =
-        listen.is_empty() && implicit_tls_listen.is_empty() && proxy_protocol_listen.is_empty();
-    let backends = match &raw.backends {
-        // Named pools may stand in for `backends`; checked with them below.
-        None if raw.pool.as_ref().is_some_and(|p| !p.is_empty()) => Vec::new(),
-        None if no_ftp_listener => Vec::new(),
-        Some(l) if l.value.is_empty() && no_ftp_listener => Vec::new(),
-        None => {
-            return Err(ConfigError::Missing {
-                key: "backends",
-                flag: "--backend",
-            })
-        }
-        Some(l) => members("backends", "", &l.value, &l.origin)?,
-    };
+    let backends = pools::backends(raw, &listeners)?;
     let public_address = match &raw.public_address {
         None => PublicAddressSpec::Auto,
         Some(l) => public_spec("public_address", &l.value, &l.origin)?,
@@ -372,111 +359,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
-    let mut backends = backends;
-    let backend_policy = match &raw.backend_policy {
-        None => crate::backend::policy::Policy::RoundRobin,
-        Some(l) => policy("backend_policy", "", &l.value, &l.origin)?,
-    };
-    if let Some(l) = &raw.backend_weights {
-        weights("backend_weights", "", &mut backends, &l.value, &l.origin)?;
-    }
-    if let Some(l) = &raw.backend_drain {
-        drain("backend_drain", "", &mut backends, &l.value, &l.origin)?;
-    }
-    if !backends.is_empty() {
-        not_all_standby(
-            "backend_weights",
-            "",
-            &backends,
-            raw.backend_weights.as_ref().map(|l| &l.origin),
-        )?;
-    }
-    let pools = match &raw.pool {
-        None => Vec::new(),
-        Some(pools) => pools
-            .iter()
-            .map(|(name, p)| pool(name, &p.value, &p.origin))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let pool_exists = |name: &str| {
-        (name == super::DEFAULT_POOL && !backends.is_empty())
-            || pools.iter().any(|p| p.name == name)
-    };
-    let mut pool_for_listener = Vec::new();
-    if let Some(l) = &raw.pool_for_listener {
-        for (addr, name) in &l.value {
-            let Ok(a) = addr.trim().parse::<SocketAddr>() else {
-                return invalid(
-                    "pool_for_listener",
-                    &l.origin,
-                    format!("`{addr}` is not IP:port"),
-                );
-            };
-            if !listen.contains(&a)
-                && !implicit_tls_listen.contains(&a)
-                && !proxy_protocol_listen.contains(&a)
-            {
-                return invalid(
-                    "pool_for_listener",
-                    &l.origin,
-                    format!("`{addr}` is not one of listen, implicit_tls_listen or proxy_protocol_listen"),
-                );
-            }
-            if !pool_exists(name.trim()) {
-                return invalid("pool_for_listener", &l.origin, unknown_pool(name));
-            }
-            pool_for_listener.push((a, name.trim().to_owned()));
-        }
-    }
-    let mut user_pool = std::collections::BTreeMap::new();
-    if let Some(l) = &raw.user_pool {
-        for (user, name) in &l.value {
-            if !pool_exists(name.trim()) {
-                return invalid(
-                    "user_pool",
-                    &l.origin,
-                    format!("user `{user}`: {}", unknown_pool(name)),
-                );
-            }
-            user_pool.insert(user.clone(), name.trim().to_owned());
-        }
-    }
-    let user_pool_default = match &raw.user_pool_default {
-        None => None,
-        Some(l) if !pool_exists(l.value.trim()) => {
-            return invalid("user_pool_default", &l.origin, unknown_pool(&l.value))
-        }
-        Some(l) if user_pool.is_empty() => {
-            return invalid(
-                "user_pool_default",
-                &l.origin,
-                "it only applies with per-user routing: set [user_pool] too",
-            )
-        }
-        Some(l) => Some(l.value.trim().to_owned()),
-    };
-    if user_pool.is_empty() {
-        // Without per-user routing every listener needs a pool of its own.
-        for a in listen
-            .iter()
-            .chain(implicit_tls_listen)
-            .chain(proxy_protocol_listen)
-        {
-            if backends.is_empty() && !pool_for_listener.iter().any(|(l, _)| l == a) {
-                let origin = raw
-                    .pool
-                    .as_ref()
-                    .and_then(|p| p.values().next())
-                    .map(|l| l.origin.clone())
-                    .unwrap_or(Origin::Flag("--pool"));
-                return invalid(
-                    "pool_for_listener",
-                    &origin,
-                    format!("listener {a} has no pool: set `backends` or name its pool in [pool_for_listener]"),
-                );
-            }
-        }
-    }
+    let pools = pools::validate(raw, &listeners, backends)?;
     let rules = |key: &'static str, v: &Option<Located<Vec<String>>>| match v {
         None => Ok(Vec::new()),
         Some(l) => l
@@ -501,7 +384,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         deny: rules("gateway_deny", &raw.gateway_deny)?,
     };
     if let (false, true, Some(l)) = (
-        gateway_listen.is_empty(),
+        listeners.gateway_listen.is_empty(),
         gateway.allow.is_empty(),
         &raw.gateway_listen,
     ) {
@@ -526,44 +409,10 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
-    let tcp = match &raw.tcp {
-        None => Vec::new(),
-        Some(tables) => tables
-            .iter()
-            .map(|(name, t)| tcp_service(name, &t.value, &t.origin))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let ftp_listeners = TcpUse {
-        listen,
-        implicit_tls_listen,
-        proxy_protocol_listen,
-        gateway_listen,
-        admin_listen: listeners.admin_listen,
-        passive: (listeners.passive_bind_address, listeners.passive_ports),
-    };
-    let ftp_pools = FtpPools {
-        backends: !backends.is_empty(),
-        pool_for_listener: &pool_for_listener,
-        user_pool: &user_pool,
-        user_pool_default: user_pool_default.as_deref(),
-    };
-    // `backends` too: its members must not be in a plain TCP pool either.
-    let every_pool: Vec<super::Pool> = pools
-        .iter()
-        .cloned()
-        .chain((!backends.is_empty()).then(|| super::Pool {
-            name: super::DEFAULT_POOL.to_owned(),
-            backends: backends.clone(),
-            policy: backend_policy,
-        }))
-        .collect();
-    for t in &tcp {
-        let origin = &raw.tcp.as_ref().expect("tcp is set")[&t.name].origin;
-        check_tcp(t, &tcp, &ftp_listeners, &ftp_pools, &every_pool, origin)?;
-    }
+    let tcp = pools::validate_tcp(raw, &listeners, &pools)?;
     Ok(Config {
         listen: listeners.listen,
-        backends,
+        backends: pools.backends,
         public_address,
         public_address_for,
         public_address_refresh: duration(
@@ -696,11 +545,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Duration::from_secs(5),
         )?,
         backend_proxy_protocol,
-        backend_policy,
-        pools,
-        pool_for_listener,
-        user_pool,
-        user_pool_default,
+        backend_policy: pools.backend_policy,
+        pools: pools.pools,
+        pool_for_listener: pools.pool_for_listener,
+        user_pool: pools.user_pool,
+        user_pool_default: pools.user_pool_default,
         gateway_listen: listeners.gateway_listen,
         gateway,
         backend_active_ports,
@@ -711,369 +560,6 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Duration::from_secs(5),
         )?,
         tcp,
-    })
-}
-
-/// One `[tcp.NAME]` table, on its own (see [`check_tcp`] for the rest).
-fn tcp_service(
-    name: &str,
-    t: &super::file::TcpToml,
-    origin: &Origin,
-) -> Result<super::TcpService, ConfigError> {
-    let in_tcp = format!("[tcp.{name}]: ");
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return invalid(
-            "tcp",
-            origin,
-            format!("`{name}` is not a listener name (letters, digits, - _ .)"),
-        );
-    }
-    if t.listen.is_empty() {
-        return invalid(
-            "tcp",
-            origin,
-            format!("{in_tcp}listen: at least one address is needed, e.g. \"0.0.0.0:2222\""),
-        );
-    }
-    let listen = t
-        .listen
-        .iter()
-        .map(|s| {
-            s.trim().parse::<SocketAddr>().or_else(|_| {
-                invalid(
-                    "tcp",
-                    origin,
-                    format!("{in_tcp}listen: `{s}` is not IP:port (use [::]:2222 for IPv6)"),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if t.pool.trim().is_empty() {
-        return invalid(
-            "tcp",
-            origin,
-            format!("{in_tcp}pool: name the [pool.NAME] whose members serve these connections"),
-        );
-    }
-    Ok(super::TcpService {
-        name: name.to_owned(),
-        listen,
-        pool: t.pool.trim().to_owned(),
-    })
-}
-
-/// The other listeners a `[tcp.*]` address must not collide with.
-struct TcpUse<'a> {
-    listen: &'a [SocketAddr],
-    implicit_tls_listen: &'a [SocketAddr],
-    proxy_protocol_listen: &'a [SocketAddr],
-    gateway_listen: &'a [SocketAddr],
-    admin_listen: Option<SocketAddr>,
-    /// Bound only when FTP is served (some FTP or gateway listener).
-    passive: (IpAddr, (u16, u16)),
-}
-
-/// The pools FTP sessions may use.
-struct FtpPools<'a> {
-    backends: bool,
-    pool_for_listener: &'a [(SocketAddr, String)],
-    user_pool: &'a std::collections::BTreeMap<String, String>,
-    user_pool_default: Option<&'a str>,
-}
-
-impl FtpPools<'_> {
-    /// How FTP uses `pool`, if it does (for the message).
-    fn use_of(&self, pool: &str) -> Option<String> {
-        if pool == super::DEFAULT_POOL && self.backends {
-            return Some("`backends` (the pool `default`)".into());
-        }
-        if let Some((a, _)) = self.pool_for_listener.iter().find(|(_, p)| p == pool) {
-            return Some(format!("[pool_for_listener] for {a}"));
-        }
-        if let Some((u, _)) = self.user_pool.iter().find(|(_, p)| *p == pool) {
-            return Some(format!("[user_pool] for `{u}`"));
-        }
-        (self.user_pool_default == Some(pool)).then(|| "user_pool_default".into())
-    }
-}
-
-/// A `[tcp.*]` table against the rest: its pool (exists, not FTP's, not
-/// `user_hash`, no member shared with a pool checked by FTP greeting) and
-/// its addresses (no collision with any other listener or the passive range).
-fn check_tcp(
-    t: &super::TcpService,
-    all: &[super::TcpService],
-    ftp: &TcpUse<'_>,
-    ftp_pools: &FtpPools<'_>,
-    pools: &[super::Pool],
-    origin: &Origin,
-) -> Result<(), ConfigError> {
-    let in_tcp = format!("[tcp.{}]: ", t.name);
-    if let Some(how) = ftp_pools.use_of(&t.pool) {
-        return invalid(
-            "tcp",
-            origin,
-            format!(
-                "{in_tcp}pool `{}` is used by FTP through {how}: give plain TCP listeners a [pool.NAME] of their own",
-                t.pool
-            ),
-        );
-    }
-    let Some(pool) = pools.iter().find(|p| p.name == t.pool) else {
-        return invalid("tcp", origin, format!("{in_tcp}{}", unknown_pool(&t.pool)));
-    };
-    if pool.policy.needs_user() {
-        return invalid(
-            "tcp",
-            origin,
-            format!(
-                "{in_tcp}pool `{}` has policy user_hash, but plain TCP has no user: use round_robin, least_connections or source_hash",
-                t.pool
-            ),
-        );
-    }
-    // A member is health-checked one way: by FTP greeting or by TCP connect.
-    let tcp_pool = |name: &str| all.iter().any(|o| o.pool == name);
-    for other in pools.iter().filter(|p| !tcp_pool(&p.name)) {
-        if let Some(b) = pool
-            .backends
-            .iter()
-            .find(|b| other.backends.iter().any(|o| o.addr == b.addr))
-        {
-            return invalid(
-                "tcp",
-                origin,
-                format!(
-                    "{in_tcp}`{}` of pool `{}` is also in pool `{}`, which FTP listeners may use: a backend is either an FTP server or a plain TCP one",
-                    b.name, t.pool, other.name
-                ),
-            );
-        }
-    }
-    let named = |key: &str, addrs: &[SocketAddr]| {
-        addrs
-            .iter()
-            .map(move |a| (key.to_owned(), *a))
-            .collect::<Vec<_>>()
-    };
-    let mut others = Vec::new();
-    others.extend(named("listen", ftp.listen));
-    others.extend(named("implicit_tls_listen", ftp.implicit_tls_listen));
-    others.extend(named("proxy_protocol_listen", ftp.proxy_protocol_listen));
-    others.extend(named("gateway_listen", ftp.gateway_listen));
-    others.extend(named("admin_listen", ftp.admin_listen.as_slice()));
-    for o in all.iter().filter(|o| o.name != t.name) {
-        others.extend(named(&format!("[tcp.{}]", o.name), &o.listen));
-    }
-    for (i, &a) in t.listen.iter().enumerate() {
-        let mine = named(&format!("[tcp.{}]", t.name), &t.listen[..i]);
-        if let Some((key, b)) = others
-            .iter()
-            .chain(&mine)
-            .find(|(_, b)| listen_overlap(a, *b))
-        {
-            return invalid(
-                "tcp",
-                origin,
-                format!("{in_tcp}listen: {a} collides with {b} of {key}"),
-            );
-        }
-        let (ip, (first, last)) = ftp.passive;
-        let passive = SocketAddr::new(ip, a.port());
-        let serves_ftp = !(ftp.listen.is_empty()
-            && ftp.implicit_tls_listen.is_empty()
-            && ftp.proxy_protocol_listen.is_empty()
-            && ftp.gateway_listen.is_empty());
-        if serves_ftp && (first..=last).contains(&a.port()) && listen_overlap(a, passive) {
-            return invalid(
-                "tcp",
-                origin,
-                format!(
-                    "{in_tcp}listen: port {} of {a} is in passive_ports ({first}-{last}) on {ip}",
-                    a.port()
-                ),
-            );
-        }
-    }
-    Ok(())
-}
-
-fn unknown_pool(name: &str) -> String {
-    format!("no pool is named `{name}` (pools: `default` from `backends`, and each [pool.NAME])")
-}
-
-/// `in_pool` prefixes messages about a `[pool.NAME]` table.
-fn members(
-    key: &'static str,
-    in_pool: &str,
-    names: &[String],
-    origin: &Origin,
-) -> Result<Vec<BackendSpec>, ConfigError> {
-    if names.is_empty() {
-        return invalid(
-            key,
-            origin,
-            format!("{in_pool}at least one backend is needed, e.g. \"127.0.0.1:21\""),
-        );
-    }
-    let mut specs = Vec::new();
-    for s in names {
-        let name = s.trim();
-        // A host name that resolves to several addresses: one member each
-        // (re-resolved every `backend_resolve_interval` while running).
-        let mut addrs: Vec<SocketAddr> = name
-            .to_socket_addrs()
-            .map(|a| a.map(crate::net::canonical).collect())
-            .unwrap_or_default();
-        addrs.sort();
-        addrs.dedup();
-        if addrs.is_empty() {
-            return invalid(
-                key,
-                origin,
-                format!("{in_pool}`{name}` is not host:port or does not resolve"),
-            );
-        }
-        specs.extend(addrs.into_iter().map(|addr| BackendSpec {
-            name: name.to_owned(),
-            addr,
-            weight: 1,
-            drain: false,
-        }));
-    }
-    Ok(specs)
-}
-
-fn policy(
-    key: &'static str,
-    in_pool: &str,
-    value: &str,
-    origin: &Origin,
-) -> Result<crate::backend::policy::Policy, ConfigError> {
-    value
-        .trim()
-        .parse::<crate::backend::policy::Policy>()
-        .or_else(|e| invalid(key, origin, format!("{in_pool}{e}")))
-}
-
-fn weights(
-    key: &'static str,
-    in_pool: &str,
-    backends: &mut [BackendSpec],
-    table: &std::collections::BTreeMap<String, i64>,
-    origin: &Origin,
-) -> Result<(), ConfigError> {
-    for (name, w) in table {
-        let mut found = false;
-        for b in backends.iter_mut().filter(|b| b.name == name.trim()) {
-            found = true;
-            match u32::try_from(*w) {
-                Ok(w) if w <= 1000 => b.weight = w,
-                _ => {
-                    return invalid(
-                        key,
-                        origin,
-                        format!("{in_pool}weight of `{name}` must be between 0 and 1000"),
-                    )
-                }
-            }
-        }
-        if !found {
-            return invalid(
-                key,
-                origin,
-                format!("{in_pool}`{name}` is not one of its backends"),
-            );
-        }
-    }
-    Ok(())
-}
-
-fn drain(
-    key: &'static str,
-    in_pool: &str,
-    backends: &mut [BackendSpec],
-    names: &[String],
-    origin: &Origin,
-) -> Result<(), ConfigError> {
-    for name in names {
-        let mut found = false;
-        for b in backends.iter_mut().filter(|b| b.name == name.trim()) {
-            found = true;
-            b.drain = true;
-        }
-        if !found {
-            return invalid(
-                key,
-                origin,
-                format!("{in_pool}`{name}` is not one of its backends"),
-            );
-        }
-    }
-    Ok(())
-}
-
-/// A pool whose every weight is 0 would never be used on purpose.
-fn not_all_standby(
-    key: &'static str,
-    in_pool: &str,
-    backends: &[BackendSpec],
-    origin: Option<&Origin>,
-) -> Result<(), ConfigError> {
-    match origin {
-        Some(origin) if backends.iter().all(|b| b.weight == 0) => invalid(
-            key,
-            origin,
-            format!("{in_pool}every weight is 0: at least one backend must take sessions"),
-        ),
-        _ => Ok(()),
-    }
-}
-
-fn pool(
-    name: &str,
-    p: &super::file::PoolToml,
-    origin: &Origin,
-) -> Result<super::Pool, ConfigError> {
-    let in_pool = format!("[pool.{name}]: ");
-    if name == super::DEFAULT_POOL {
-        return invalid(
-            "pool",
-            origin,
-            "the pool `default` is the one `backends` forms: list its members there",
-        );
-    }
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return invalid(
-            "pool",
-            origin,
-            format!("`{name}` is not a pool name (letters, digits, - _ .)"),
-        );
-    }
-    let mut backends = members("pool", &in_pool, &p.backends, origin)?;
-    let policy = match &p.policy {
-        None => crate::backend::policy::Policy::RoundRobin,
-        Some(v) => policy("pool", &in_pool, v, origin)?,
-    };
-    if let Some(w) = &p.weights {
-        weights("pool", &in_pool, &mut backends, w, origin)?;
-        not_all_standby("pool", &in_pool, &backends, Some(origin))?;
-    }
-    if let Some(d) = &p.drain {
-        drain("pool", &in_pool, &mut backends, d, origin)?;
-    }
-    Ok(super::Pool {
-        name: name.to_owned(),
-        backends,
-        policy,
     })
 }
 

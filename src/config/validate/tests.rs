@@ -2,8 +2,10 @@
 //! line, listener and plain TCP rules, and configurations printed by
 //! `ftpgate check` that read back the same. No sockets are bound here.
 
+use super::listeners::listen_overlap;
 use super::*;
 use crate::config::file::parse_str;
+use std::net::SocketAddr;
 use std::path::Path;
 
 fn check(text: &str) -> Result<Config, ConfigError> {
