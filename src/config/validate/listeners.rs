@@ -32,8 +32,8 @@ pub(super) struct Listeners {
     pub passive_bind_address: IpAddr,
 }
 
-/// The listener settings of `raw`, in the order earlier releases checked
-/// them.
+/// The listener settings of `raw`; among themselves, checked in the order
+/// validate() always used.
 pub(super) fn validate(raw: &RawConfig) -> Result<Listeners, ConfigError> {
     let listen = listen(raw)?;
     let passive_ports = match &raw.passive_ports {

@@ -221,7 +221,11 @@ fn public_spec(
     Ok(PublicAddressSpec::Host(v.to_owned()))
 }
 
-/// Validates raw settings into a [`Config`].
+/// Validates raw settings into a [`Config`]. The first mistake found is
+/// returned; the order: listener addresses (the other parts refer to them),
+/// the members of `backends`, the settings of one key each, TLS, pools and
+/// routing, gateway rules, `[tcp.NAME]` listeners, then the remaining
+/// durations and counts.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let listeners = listeners::validate(raw)?;
     let backends = pools::backends(raw, &listeners)?;
