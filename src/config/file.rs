@@ -1,6 +1,6 @@
 //! Raw configuration as written: the TOML file and the command-line flags.
 //!
-//! Every value carries where it came from ([`Origin`]) so that `validate.rs`
+//! Every value carries where it came from ([`Origin`]) so that `validate/`
 //! can name the file, key and line (or the flag) of a mistake. Unknown keys
 //! are rejected by serde. Nothing outside `config` reads these types.
 

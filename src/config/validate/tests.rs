@@ -1,0 +1,352 @@
+//! Unit tests of [`super::validate`]: defaults, error texts naming key and
+//! line, listener and plain TCP rules, and configurations printed by
+//! `ftpgate check` that read back the same. No sockets are bound here.
+
+use super::listeners::listen_overlap;
+use super::*;
+use crate::config::file::parse_str;
+use std::net::SocketAddr;
+use std::path::Path;
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    validate(&parse_str(Path::new("t.toml"), text)?)
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let c = check("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n").unwrap();
+    assert_eq!(c.passive_ports, (50000, 50099));
+    assert_eq!(c.public_address, PublicAddressSpec::Auto);
+    assert_eq!(c.pending_data_timeout, Duration::from_secs(30));
+    assert_eq!(c.max_line_length, 4096);
+    assert!(c.active_mode && c.active_nat_fix && !c.allow_foreign_data_address);
+    assert_eq!(
+        c.passive_bind_address,
+        "127.0.0.1".parse::<IpAddr>().unwrap()
+    );
+}
+
+#[test]
+fn errors_name_key_and_line() {
+    let cases = [
+        ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\npassive_ports = \"9-1\"\n", "t.toml:3: passive_ports"),
+        ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n\nidle_timeout = \"5 parsecs\"\n", "t.toml:4: idle_timeout"),
+        ("listen = [\"nope\"]\nbackends = [\"127.0.0.1:21\"]\n", "t.toml:1: listen"),
+        ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\nbogus_key = 1\n", "t.toml:3"),
+        ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\nactive_mode = \"yes\"\n", "t.toml:3"),
+        ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\npublic_address = \"0.0.0.0\"\n", "t.toml:3: public_address"),
+        ("listen = [\"127.0.0.1:2121\"]\n", "backends"),
+    ];
+    for (text, want) in cases {
+        let e = check(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} should contain {want:?}");
+    }
+}
+
+#[test]
+fn rules_are_sorted_most_specific_first() {
+    let c = check("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n[public_address_for]\n\"10.0.0.0/8\" = \"10.0.0.20\"\n\"10.1.0.0/16\" = \"auto\"\n").unwrap();
+    assert_eq!(
+        c.public_address_for[0].0,
+        "10.1.0.0/16".parse::<IpNet>().unwrap()
+    );
+    assert_eq!(c.public_address_for[0].1, PublicAddressSpec::Auto);
+}
+
+const SSH_POOL: &str = "[pool.ssh]\nbackends = [\"127.0.0.1:2201\", \"127.0.0.1:2202\"]\n";
+
+#[test]
+fn tcp_only_needs_no_ftp_keys_and_prints_back() {
+    let text = format!(
+        "{SSH_POOL}policy = \"least_connections\"\n[tcp.sftp]\nlisten = [\"0.0.0.0:2222\", \"[::1]:2223\"]\npool = \"ssh\"\n"
+    );
+    let c = check(&text).unwrap();
+    assert!(!c.serves_ftp() && c.backends.is_empty());
+    assert_eq!(c.tcp.len(), 1);
+    assert_eq!(c.tcp[0].name, "sftp");
+    assert_eq!(c.tcp[0].pool, "ssh");
+    assert_eq!(c.tcp[0].listen[1], "[::1]:2223".parse().unwrap());
+    assert!(c.is_tcp_pool("ssh") && !c.is_tcp_pool("default"));
+    let printed = c.to_toml();
+    let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(again.tcp, c.tcp);
+    assert_eq!(again.to_toml(), printed);
+    // Next to FTP, with the passive range elsewhere.
+    let both = format!("listen = [\"0.0.0.0:21\"]\nbackends = [\"127.0.0.1:2121\"]\n{text}");
+    assert!(check(&both).unwrap().serves_ftp());
+}
+
+#[test]
+fn tcp_errors_name_the_table() {
+    let ftp = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+    let tcp = |listen: &str, pool: &str| {
+        format!("{SSH_POOL}[tcp.sftp]\nlisten = [{listen}]\npool = \"{pool}\"\n")
+    };
+    let cases = [
+        (tcp("\"0.0.0.0:2222\"", "nope"), "no pool is named `nope`"),
+        (tcp("", "ssh"), "[tcp.sftp]: listen: at least one address"),
+        (tcp("\"localhost:22\"", "ssh"), "listen: `localhost:22` is not IP:port"),
+        (tcp("\"0.0.0.0:2222\"", ""), "[tcp.sftp]: pool: name the [pool.NAME]"),
+        (
+            format!("{ftp}{}", tcp("\"0.0.0.0:2121\"", "ssh")),
+            "listen: 0.0.0.0:2121 collides with 127.0.0.1:2121 of listen",
+        ),
+        (
+            format!("{ftp}admin_listen = \"127.0.0.1:9121\"\n{}", tcp("\"[::]:9121\"", "ssh")),
+            "collides with 127.0.0.1:9121 of admin_listen",
+        ),
+        (
+            format!("{ftp}{}", tcp("\"127.0.0.1:50010\"", "ssh")),
+            "port 50010 of 127.0.0.1:50010 is in passive_ports (50000-50099)",
+        ),
+        (
+            format!("{}[tcp.other]\nlisten = [\"127.0.0.1:2222\"]\npool = \"ssh\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+            "[tcp.other]: listen: 127.0.0.1:2222 collides with 0.0.0.0:2222 of [tcp.sftp]",
+        ),
+        (tcp("\"0.0.0.0:2222\", \"127.0.0.1:2222\"", "ssh"), "127.0.0.1:2222 collides with 0.0.0.0:2222 of [tcp.sftp]"),
+        (
+            format!("{SSH_POOL}policy = \"user_hash\"\n[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\n"),
+            "policy user_hash, but plain TCP has no user",
+        ),
+        (format!("{ftp}{}", tcp("\"0.0.0.0:2222\"", "default")), "is used by FTP through `backends`"),
+        (
+            format!("{ftp}{}[pool_for_listener]\n\"127.0.0.1:2121\" = \"ssh\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+            "is used by FTP through [pool_for_listener] for 127.0.0.1:2121",
+        ),
+        (
+            format!("{ftp}user_pool_default = \"ssh\"\n{}[user_pool]\nbob = \"default\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+            "is used by FTP through user_pool_default",
+        ),
+        (
+            format!("{ftp}{}[user_pool]\nalice = \"ssh\"\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+            "is used by FTP through [user_pool] for `alice`",
+        ),
+        (
+            format!("{}[pool.ftp]\nbackends = [\"127.0.0.1:2202\"]\n", tcp("\"0.0.0.0:2222\"", "ssh")),
+            "`127.0.0.1:2202` of pool `ssh` is also in pool `ftp`",
+        ),
+        (
+            format!("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:2201\"]\n{}", tcp("\"0.0.0.0:2222\"", "ssh")),
+            "`127.0.0.1:2201` of pool `ssh` is also in pool `default`",
+        ),
+        (
+            format!("{SSH_POOL}[tcp.\"s p\"]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\n"),
+            "`s p` is not a listener name",
+        ),
+        (
+            format!("{SSH_POOL}[tcp.sftp]\nlisten = [\"0.0.0.0:2222\"]\npool = \"ssh\"\nport = 22\n"),
+            "unknown key `port` (",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = check(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} should contain {want:?}\n{text}");
+        assert!(e.starts_with("t.toml:"), "{e:?} should say where");
+    }
+}
+
+#[test]
+fn without_any_listener_listen_and_backends_stay_required() {
+    for text in [
+        format!("backends = [\"127.0.0.1:21\"]\n{SSH_POOL}"),
+        "backends = [\"127.0.0.1:21\"]\nimplicit_tls_listen = []\n".to_owned(),
+    ] {
+        let e = check(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("missing required setting `listen`"), "{e}");
+    }
+    let e = check("listen = [\"127.0.0.1:2121\"]\n")
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.to_string().contains("`backends`"), "{e}");
+    // An FTP listener of another kind needs backends too.
+    let e = check(
+        "proxy_protocol_listen = [\"127.0.0.1:2122\"]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n",
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(e.to_string().contains("`backends`"), "{e}");
+}
+
+const CERT: &str =
+    "tls_cert = \"tests/data/config/tls/cert.pem\"\ntls_key = \"tests/data/config/tls/key.pem\"\n";
+const BACKEND: &str = "backends = [\"127.0.0.1:21\"]\n";
+const FROM: &str = "proxy_protocol_from = [\"10.0.0.0/8\"]\n";
+
+#[test]
+fn each_kind_of_ftp_listener_alone_is_valid() {
+    for (text, bind) in [
+        (
+            format!("{BACKEND}{CERT}implicit_tls_listen = [\"127.0.0.2:990\"]\n"),
+            "127.0.0.2",
+        ),
+        (
+            format!("{BACKEND}{FROM}proxy_protocol_listen = [\"[::1]:2122\"]\n"),
+            "::1",
+        ),
+    ] {
+        let c = check(&text).unwrap();
+        assert!(c.listen.is_empty() && c.serves_ftp(), "{text}");
+        assert_eq!(c.passive_bind_address, bind.parse::<IpAddr>().unwrap());
+        // Printed back, it validates again with the same meaning.
+        let printed = c.to_toml();
+        assert!(printed.starts_with("# listen is not set\n"), "{printed}");
+        let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.to_toml(), printed);
+    }
+}
+
+#[test]
+fn passive_bind_address_defaults_to_what_every_ftp_listener_shares() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    /// Listeners, and the default (`Ok`) or the addresses named (`Err`).
+    type Case<'a> = (&'a [&'a str], Result<&'a str, &'a [&'a str]>);
+    let cases: [Case<'_>; 8] = [
+        (&[], Ok("0.0.0.0")),
+        (&["127.0.0.1:21", "127.0.0.1:990"], Ok("127.0.0.1")),
+        (&["[::1]:21"], Ok("::1")),
+        (&["0.0.0.0:21", "10.0.0.5:990"], Ok("0.0.0.0")),
+        (&["10.0.0.5:21", "[::]:990"], Ok("::")),
+        (&["0.0.0.0:21", "[::1]:990"], Ok("::")),
+        (
+            &["127.0.0.1:21", "127.0.0.2:990", "127.0.0.1:2122"],
+            Err(&["127.0.0.1", "127.0.0.2"]),
+        ),
+        (&["127.0.0.1:21", "[::1]:21"], Err(&["127.0.0.1", "::1"])),
+    ];
+    for (listeners, want) in cases {
+        let got = default_passive_bind(&listeners.iter().map(|s| a(s)).collect::<Vec<_>>());
+        let want = want
+            .map(ip)
+            .map_err(|v| v.iter().map(|s| ip(s)).collect::<Vec<_>>());
+        assert_eq!(got, want, "{listeners:?}");
+    }
+    // Through validation: every FTP listener counts, gateways too.
+    let e = check(&format!(
+        "{BACKEND}{CERT}listen = [\"127.0.0.1:2121\"]\nimplicit_tls_listen = [\"127.0.0.2:990\"]\n"
+    ))
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("set `passive_bind_address` (flag --passive-bind-address): ")
+            && e.contains("(127.0.0.1, 127.0.0.2)"),
+        "{e}"
+    );
+    let e = check(&format!(
+        "{BACKEND}listen = [\"127.0.0.1:2121\"]\ngateway_listen = [\"192.168.50.1:2121\"]\n"
+    ))
+    .map(|_| ())
+    .unwrap_err();
+    assert!(e.to_string().contains("passive_bind_address"), "{e}");
+    let c = check(&format!(
+        "{BACKEND}{CERT}listen = [\"127.0.0.1:2121\"]\nimplicit_tls_listen = [\"127.0.0.2:990\"]\npassive_bind_address = \"0.0.0.0\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.passive_bind_address, ip("0.0.0.0"));
+}
+
+#[test]
+fn listen_overlap_by_port_and_wildcard() {
+    let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let cases = [
+        ("127.0.0.1:22", "127.0.0.1:22", true),
+        ("127.0.0.1:22", "127.0.0.2:22", false),
+        ("127.0.0.1:22", "127.0.0.1:23", false),
+        ("0.0.0.0:22", "10.0.0.1:22", true),
+        ("[::]:22", "10.0.0.1:22", true),
+        ("[::]:22", "[::1]:22", true),
+        ("0.0.0.0:22", "[::1]:22", false),
+        ("127.0.0.1:22", "[::1]:22", false),
+        ("127.0.0.1:0", "127.0.0.1:0", false),
+    ];
+    for (x, y, want) in cases {
+        assert_eq!(listen_overlap(a(x), a(y)), want, "{x} {y}");
+        assert_eq!(listen_overlap(a(y), a(x)), want, "{y} {x}");
+    }
+}
+
+#[test]
+fn check_prints_backend_tls_verify_as_set() {
+    let minimal = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+    let line = |text: &str| {
+        check(text)
+            .unwrap()
+            .to_toml()
+            .lines()
+            .find(|l| l.starts_with("backend_tls_verify ="))
+            .map(str::to_owned)
+    };
+    assert_eq!(line(minimal).as_deref(), Some("backend_tls_verify = true"));
+    assert_eq!(
+        line(&format!("{minimal}backend_tls_verify = false\n")).as_deref(),
+        Some("backend_tls_verify = false")
+    );
+    assert_eq!(
+        line(&format!(
+            "{minimal}backend_tls = \"explicit\"\nbackend_tls_verify = false\n"
+        ))
+        .as_deref(),
+        Some("backend_tls_verify = false")
+    );
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+    assert_eq!(parse_duration("5 parsecs"), None);
+}
+
+#[test]
+fn host_names_expand_and_follow_new_addresses() {
+    use std::collections::BTreeMap;
+    let c = check(
+        "listen = [\"127.0.0.1:2121\"]\nbackends = [\"localhost:2100\", \"127.0.0.1:2200\"]\n\
+         backend_drain = [\"localhost:2100\"]\n[backend_weights]\n\"localhost:2100\" = 3\n",
+    )
+    .unwrap();
+    let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let mut resolved = BTreeMap::new();
+    resolved.insert(
+        "localhost:2100".to_owned(),
+        vec![a("127.0.0.1:2100"), a("127.0.0.2:2100")],
+    );
+    let new = c.with_resolved(&resolved).expect("a new member");
+    let got: Vec<(String, SocketAddr, u32, bool)> = new
+        .backends
+        .iter()
+        .map(|b| (b.label(), b.addr, b.weight, b.drain))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "localhost:2100@127.0.0.1".into(),
+                a("127.0.0.1:2100"),
+                3,
+                true
+            ),
+            (
+                "localhost:2100@127.0.0.2".into(),
+                a("127.0.0.2:2100"),
+                3,
+                true
+            ),
+            ("127.0.0.1:2200".into(), a("127.0.0.1:2200"), 1, false),
+        ]
+    );
+    assert!(
+        new.with_resolved(&resolved).is_none(),
+        "same answer: no change"
+    );
+    assert!(
+        c.with_resolved(&BTreeMap::new()).is_none(),
+        "no answer: members kept"
+    );
+    // The printed configuration names it once.
+    assert!(new
+        .to_toml()
+        .contains("backends = [\"localhost:2100\", \"127.0.0.1:2200\"]"));
+}
