@@ -24,12 +24,12 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ftpgate::data::port_pool::{Lease, PortPool};
 use ftpgate::net::{BackendAddr, ClientAddr, PublicAddr};
-use ftpgate::proto::session::{BackendData, BackendTls, Control, DataNews, Event, Policy, Start};
 use ftpgate::proto::command::parse_command;
 use ftpgate::proto::reply::ReplyAssembler;
 use ftpgate::proto::rewrite::{
     backend_data_addr, client_passive_reply, ClientPassive, PassiveCommand,
 };
+use ftpgate::proto::session::{BackendData, BackendTls, Control, DataNews, Event, Policy, Start};
 
 /// ProFTPD 1.3.8's FEAT reply, as captured in fuzz/transcripts/.
 const PROFTPD_FEAT: &[u8] = b"211-Features:\r\n CLNT\r\n CSID\r\n EPRT\r\n EPSV\r\n HOST\r\n LANG C.UTF-8*\r\n MDTM\r\n MFF modify;UNIX.group;UNIX.mode;\r\n MFMT\r\n MLST modify*;perm*;size*;type*;unique*;UNIX.group*;UNIX.groupname*;UNIX.mode*;UNIX.owner*;UNIX.ownername*;\r\n RANG STREAM\r\n REST STREAM\r\n SIZE\r\n TVFS\r\n UTF8\r\n211 End\r\n";
@@ -199,7 +199,11 @@ fn bench_session_core(c: &mut Criterion) {
         b.iter(|| {
             gen += 1;
             feed(&mut ctl, true, b"PASV\r\n");
-            feed(&mut ctl, false, b"227 Entering Passive Mode (10,0,0,5,4,1).\r\n");
+            feed(
+                &mut ctl,
+                false,
+                b"227 Entering Passive Mode (10,0,0,5,4,1).\r\n",
+            );
             ctl.on_event(Event::BackendDataConnected { gen }, Duration::ZERO);
             ctl.on_event(
                 Event::Leased {

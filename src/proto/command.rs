@@ -45,11 +45,11 @@ pub enum Verb {
     Stou,
     /// APPE path
     Appe,
-    /// LIST [path]
+    /// LIST \[path\]
     List,
-    /// NLST [path]
+    /// NLST \[path\]
     Nlst,
-    /// MLSD [path] (RFC 3659)
+    /// MLSD \[path\] (RFC 3659)
     Mlsd,
     /// ABOR
     Abor,

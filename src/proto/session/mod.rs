@@ -17,7 +17,7 @@
 //! count. `script` runs whole sessions against it with invariants, for the
 //! simulation test and the `session_script` fuzz target.
 //!
-//! States are named after what they wait for ([`Own`]: `ExpectGreeting`,
+//! States are named after what they wait for (`Own`: `ExpectGreeting`,
 //! `ExpectPassiveReply`, ...); a transfer's lifecycle is one
 //! [`transfer::Phase`].
 
