@@ -202,8 +202,11 @@ fn ftps_hostile_stalled_handshake_times_out() {
         &format!("{}tls_handshake_timeout = \"300ms\"\n", cert_toml()),
     );
     let mut c = Plain::connect(gw.addr);
-    assert_eq!(code(&c.cmd("AUTH TLS")), 234);
+    // Taken before AUTH TLS is sent, so before ftpgate can start the
+    // handshake timer: taken after the 234 arrived, a test thread delayed
+    // by 50 ms on a loaded machine would measure less than the timeout.
     let t = Instant::now();
+    assert_eq!(code(&c.cmd("AUTH TLS")), 234);
     assert!(
         closes_within(c.w, Duration::from_secs(5)),
         "a stalled handshake kept the session"

@@ -890,9 +890,11 @@ fn hostile_login_timeout_gets_421() {
     let gw = gateway::start(&[be.addr], "login_timeout = \"1s\"");
     let t0 = Instant::now();
     let mut c = Client::connect(gw.addr);
-    // Activity before login does not extend the login deadline.
+    // Activity before login does not extend the login deadline. (The NOOP
+    // goes 300 ms in: its 200 must come before the 1 s deadline, and a
+    // loaded machine may delay connect, USER and NOOP.)
     c.cmd("USER u", 331);
-    thread::sleep(Duration::from_millis(600));
+    thread::sleep(Duration::from_millis(300));
     c.cmd("NOOP", 200);
     c.expect(421);
     let waited = t0.elapsed();
@@ -909,15 +911,20 @@ fn hostile_idle_timeout_gets_421() {
     let gw = gateway::start(&[be.addr], "idle_timeout = \"1s\"");
     let mut c = Client::connect(gw.addr);
     c.login("u");
-    // Commands keep the session alive ...
-    for _ in 0..3 {
-        thread::sleep(Duration::from_millis(500));
+    // Commands keep the session alive for 1.5 s, past the 1 s timeout, each
+    // sent 250 ms after the last reply (well inside the timeout even when a
+    // loaded machine delays a round trip) ...
+    let mut last_sent = Instant::now();
+    for _ in 0..6 {
+        thread::sleep(Duration::from_millis(250));
+        last_sent = Instant::now();
         c.cmd("NOOP", 200);
     }
-    // ... silence does not.
-    let t0 = Instant::now();
+    // ... silence does not. Measured from before the last NOOP was sent,
+    // as ftpgate's idle clock restarts when it reads it; measured from the
+    // reply, a test thread delayed by 200 ms would see the 421 too early.
     c.expect(421);
-    let waited = t0.elapsed();
+    let waited = last_sent.elapsed();
     assert!(
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
         "421 after {waited:?}"
