@@ -233,9 +233,11 @@ fn parse_parts(tail: &str) -> Result<Vec<Part>, String> {
             "user" => Part::User,
             "client_ip" => Part::ClientIp,
             "listener" => Part::Listener,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown placeholder `{{{other}}}` (known: {{user}}, {{client_ip}}, {{listener}})"
-            )),
+            ))
+            }
         };
         if !literal.is_empty() {
             parts.push(Part::Literal(std::mem::take(&mut literal)));

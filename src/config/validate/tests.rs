@@ -366,9 +366,15 @@ fn user_lookup_defaults_and_prints_back() {
     assert_eq!(l.cache_size, 10_000);
     assert!(l.fallback_pool.is_none() && !l.any_backend && l.tls.is_none());
     let listener = "127.0.0.1:2121".parse().unwrap();
-    assert!(c.routes_by_user(listener), "the lookup turns on per-user routing");
+    assert!(
+        c.routes_by_user(listener),
+        "the lookup turns on per-user routing"
+    );
     let printed = c.to_toml();
-    assert!(printed.contains("user_lookup_unknown_ttl = \"5s\"\n"), "{printed}");
+    assert!(
+        printed.contains("user_lookup_unknown_ttl = \"5s\"\n"),
+        "{printed}"
+    );
     let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
     assert_eq!(again.to_toml(), printed);
     // Every key set; a zero TTL keeps nothing, and caps the unknown TTL.
@@ -381,7 +387,10 @@ fn user_lookup_defaults_and_prints_back() {
     .unwrap();
     let l = c.user_lookup.as_ref().unwrap();
     assert_eq!(l.timeout, Duration::from_millis(750));
-    assert_eq!((l.cache_ttl, l.unknown_ttl), (Duration::ZERO, Duration::ZERO));
+    assert_eq!(
+        (l.cache_ttl, l.unknown_ttl),
+        (Duration::ZERO, Duration::ZERO)
+    );
     assert_eq!(l.cache_size, 50);
     assert_eq!(l.fallback_pool.as_deref(), Some("p"));
     assert!(l.any_backend);
