@@ -392,7 +392,8 @@ fn user_lookup_unknown_user_is_a_failed_login() {
     let gw = gateway::start(
         &[c.addr],
         &format!(
-            "{}max_login_failures = 2\nlogin_failure_delay = \"100ms\"\n[pool.pa]\nbackends = [\"{}\"]\n",
+            "{}user_lookup_unknown_ttl = \"30s\"\nmax_login_failures = 2\nlogin_failure_delay = \"100ms\"\n\
+             [pool.pa]\nbackends = [\"{}\"]\n",
             svc.url_line(),
             a.addr
         ),
@@ -415,7 +416,7 @@ fn user_lookup_unknown_user_is_a_failed_login() {
         "{}",
         gw.metrics()
     );
-    // mallory's 404 was kept (user_lookup_unknown_ttl, 5s by default).
+    // mallory's 404 was kept (user_lookup_unknown_ttl).
     assert_eq!(svc.asked_for("mallory"), 1);
     assert_eq!(lookups(&gw, "unknown"), 2.0);
 }
