@@ -84,6 +84,12 @@ impl Session {
             Note::PlaintextDiscarded { bytes } => {
                 warn!(session = id, client = %client, bytes, "discarded plaintext sent after AUTH TLS")
             }
+            Note::CertUserMismatch { user, subject } => {
+                warn!(session = id, client = %client, user = %user, client_cert = subject.map(tracing::field::display), "USER is not a name of the client certificate (tls_client_cert_user); refused")
+            }
+            Note::DowngradeRefused { line } => {
+                warn!(session = id, client = %client, command = %line, "refused a command that would weaken TLS protection")
+            }
             Note::LoginBeforeTls => {
                 warn!(session = id, client = %client, "login before AUTH TLS refused (tls = required)")
             }

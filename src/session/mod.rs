@@ -133,6 +133,9 @@ fn policy(cfg: &Config, listener: ListenAddr, client: ClientAddr, implicit: bool
         login_timeout: cfg.login_timeout,
         idle_timeout: cfg.idle_timeout,
         backend_reply_timeout: cfg.backend_reply_timeout,
+        // Client certificates are not asked for yet.
+        cert_user: false,
+        client_cert: None,
     }
 }
 

@@ -218,7 +218,7 @@ impl Session {
                 self.client_rd = r;
                 self.client_wr = w;
                 tracing::debug!(session = self.id, "client control connection now TLS");
-                Event::ClientTlsDone(Ok(()))
+                Event::ClientTlsDone(Ok(None))
             }
             Err(e) => Event::ClientTlsDone(Err(e)),
         }

@@ -174,6 +174,8 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         login_timeout: Duration::from_secs(600),
         idle_timeout: Duration::from_secs(900),
         backend_reply_timeout: Duration::from_secs(10),
+        cert_user: false,
+        client_cert: None,
     };
     let mut policy = policy;
     if policy.tls_offered && src.pick(3) == 0 {
@@ -612,7 +614,7 @@ impl<S: Source> Sim<'_, S> {
                 self.after_auth.clear();
                 let ok = self.src.pick(8) != 0;
                 self.event(Event::ClientTlsDone(if ok {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err("sim".into())
                 }));
