@@ -31,15 +31,20 @@ impl Control {
     }
 
     /// USER that is not a name of the client's certificate: 530 from
-    /// ftpgate (the backend never sees it), counted as a failed login.
+    /// ftpgate (the backend never sees it), counted as a failed login. The
+    /// session's user stays what the backend knows: after `USER a` (331)
+    /// and a refused `USER b`, a `PASS` logs in as `a`, and the logs must
+    /// say so.
     pub(super) fn refuse_cert_user(&mut self, user: String, now: Duration) {
         self.note(Note::CertUserMismatch {
             user: user.clone(),
             subject: self.client_cert.as_ref().map(|c| c.subject.clone()),
         });
-        self.user = Some(user);
         self.local(reply_for(&Error::client(ErrorKind::CertUserMismatch)).0);
+        // The failed-login note names the refused user.
+        let known = self.user.replace(user);
         self.login_failed(now);
+        self.user = known;
     }
 
     /// Whether `PROT C` would downgrade the data connections: TLS is

@@ -758,6 +758,20 @@ fn user_must_match_the_client_certificate() {
         &mut c,
         &[("USER alice@example.com", &["send USER alice@example.com"])],
     );
+    // A refused USER between USER and PASS: the backend logs in the user
+    // it was sent, and so does the session.
+    backend_says(&mut c, "331 pass");
+    script(&mut c, &[("USER bob", &["reply 331 pass", CERT_MISMATCH])]);
+    client(&mut c, "PASS x");
+    backend_says(&mut c, "230 in");
+    let all: Vec<Step> = std::iter::from_fn(|| c.next_step()).collect();
+    assert!(
+        all.iter().any(|s| matches!(
+            s,
+            Step::Note(Note::LoggedIn { user }) if user == "alice@example.com"
+        )),
+        "{all:?}"
+    );
 
     // Mismatches are failed logins: the third closes the session.
     let mut c = in_tls(p.clone(), Some(alice()));
@@ -770,7 +784,8 @@ fn user_must_match_the_client_certificate() {
         )),
         "{all:?}"
     );
-    assert_eq!(c.user(), Some("mallory"));
+    // The session's user is what the backend knows: none yet.
+    assert_eq!(c.user(), None);
     script(&mut c, &[("USER mallory", &[CERT_MISMATCH])]);
     client(&mut c, "USER mallory");
     assert_eq!(
