@@ -148,6 +148,8 @@ fn session_policy() -> Policy {
         login_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(300),
         backend_reply_timeout: Duration::from_secs(10),
+        cert_user: false,
+        client_cert: None,
     }
 }
 

@@ -213,6 +213,27 @@ pub struct Settings {
     /// Protect backend data connections with TLS (PROT P). Key: backend_tls_protect_data.
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub backend_tls_protect_data: Option<bool>,
+    /// Client certificates: off, optional or required (verified against tls_client_ca). Key: tls_client_auth.
+    #[arg(long, global = true, value_name = "off|optional|required")]
+    pub tls_client_auth: Option<String>,
+    /// CA certificates that issue client certificates, PEM. Key: tls_client_ca.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_client_ca: Option<String>,
+    /// USER must be the client certificate's CN or one of its email addresses. Key: tls_client_cert_user.
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_client_cert_user: Option<bool>,
+    /// A host name clients may ask for with SNI (repeatable; others are refused). Key: tls_server_names.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_server_names: Vec<String>,
+    /// The transfer log's user field: login or certificate (the client certificate's subject). Key: xferlog_user.
+    #[arg(long, global = true, value_name = "login|certificate")]
+    pub xferlog_user: Option<String>,
+    /// ftpgate's client certificate toward backends that ask for one, PEM. Key: backend_tls_client_cert.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub backend_tls_client_cert: Option<String>,
+    /// Its private key, PEM. Key: backend_tls_client_key.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub backend_tls_client_key: Option<String>,
     /// Control listener whose clients arrive through a PROXY-protocol balancer, IP:PORT (repeatable). Key: proxy_protocol_listen.
     #[arg(long, global = true, value_name = "IP:PORT")]
     pub proxy_protocol_listen: Vec<String>,
@@ -434,6 +455,16 @@ impl Settings {
                 "--backend-tls-protect-data",
                 &self.backend_tls_protect_data,
             ),
+            tls_client_auth: opt("--tls-client-auth", &self.tls_client_auth),
+            tls_client_ca: opt("--tls-client-ca", &self.tls_client_ca),
+            tls_client_cert_user: opt("--tls-client-cert-user", &self.tls_client_cert_user),
+            tls_server_names: list("--tls-server-names", &self.tls_server_names),
+            xferlog_user: opt("--xferlog-user", &self.xferlog_user),
+            backend_tls_client_cert: opt(
+                "--backend-tls-client-cert",
+                &self.backend_tls_client_cert,
+            ),
+            backend_tls_client_key: opt("--backend-tls-client-key", &self.backend_tls_client_key),
             proxy_protocol_listen: list("--proxy-protocol-listen", &self.proxy_protocol_listen),
             proxy_protocol_from: list("--proxy-protocol-from", &self.proxy_protocol_from),
             proxy_protocol_timeout: opt("--proxy-protocol-timeout", &self.proxy_protocol_timeout),

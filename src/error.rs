@@ -50,6 +50,12 @@ pub enum ErrorKind {
     ProtLevel,
     /// CCC: the control connection stays protected.
     CccRefused,
+    /// PROT C after PROT P where TLS is required.
+    ClearDataRefused,
+    /// REIN inside TLS: it would clear the TLS session (RFC 4217 section 13).
+    ReinInsideTls,
+    /// USER is not a name of the client's certificate (`tls_client_cert_user`).
+    CertUserMismatch,
     /// The client's control-connection TLS handshake failed.
     TlsHandshake(String),
     /// TLS to the backend failed (refused AUTH TLS, certificate, handshake).
@@ -297,6 +303,21 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
         CccRefused => (
             PolicyDenied,
             "CCC refused: the control connection stays protected.",
+            Continue,
+        ),
+        ClearDataRefused => (
+            RequestDenied,
+            "PROT C refused: data protection is required here.",
+            Continue,
+        ),
+        ReinInsideTls => (
+            ReplyCode::NotImplemented,
+            "REIN not available inside TLS; open a new session.",
+            Continue,
+        ),
+        CertUserMismatch => (
+            NotLoggedIn,
+            "User does not match the client certificate.",
             Continue,
         ),
         TlsHandshake(_) => (
@@ -556,6 +577,22 @@ mod tests {
             ),
             (Error::client(ErrorKind::GatewayLogin), 530, After::Continue),
             (Error::client(ErrorKind::UnknownUser), 530, After::Continue),
+            (Error::client(ErrorKind::CccRefused), 533, After::Continue),
+            (
+                Error::client(ErrorKind::ClearDataRefused),
+                534,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::ReinInsideTls),
+                502,
+                After::Continue,
+            ),
+            (
+                Error::client(ErrorKind::CertUserMismatch),
+                530,
+                After::Continue,
+            ),
             (
                 Error::backend(ErrorKind::UserLookupFailed),
                 421,

@@ -17,6 +17,8 @@
 //!   policies, limits and health checks (by TCP connect), bytes relayed as they are.
 //! - [`error`]: session errors and the single error-to-reply mapping.
 //! - [`net`]: role-typed addresses. [`rlimit`]: the open-files limit, raised at start.
+//! - [`tls`]: rustls configurations toward clients and backends;
+//!   [`client_cert`]: the names of a verified client certificate.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod advertise;
 pub mod backend;
 pub mod cli;
+pub mod client_cert;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -1,8 +1,20 @@
 //! TLS material for FTPS: the client-facing server configuration (certificate
 //! chain and key from PEM files, session cache and tickets so clients can
-//! resume on data connections) and the backend-facing client configuration
-//! (verified against a CA file, a pinned certificate, or, when asked
-//! explicitly, not at all).
+//! resume on data connections, client certificates when asked for, ALPN
+//! `ftp` and the SNI names clients may ask for) and the backend-facing
+//! client configuration (verified against a CA file, a pinned certificate,
+//! or, when asked explicitly, not at all; a client certificate of
+//! ftpgate's own for servers that want one).
+//!
+//! Cross-protocol attacks (ALPACA, 2021): a browser can be made to send an
+//! HTTPS request to an FTPS port that has a certificate for the same name.
+//! Toward clients ftpgate speaks ALPN `ftp` only, so a ClientHello that
+//! offers ALPN without `ftp` (every browser offers `http/1.1` or `h2`) is
+//! refused with the `no_application_protocol` alert; FTP clients that send
+//! no ALPN at all (curl, lftp, Python's ftplib) are unaffected. With
+//! `tls_server_names`, a ClientHello naming (SNI) any other host is refused
+//! too; one without SNI (a client that connected to an IP address, which
+//! RFC 6066 3 keeps out of SNI) is accepted.
 //!
 //! Everything here is built while the configuration is validated, so a
 //! missing or unreadable file is a startup (or reload) error naming the file
@@ -16,7 +28,13 @@ use rustls::client::Resumption;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+/// The one ALPN protocol ftpgate speaks toward clients (RFC 7301; the IANA
+/// registry's `ftp`).
+pub const ALPN_FTP: &[u8] = b"ftp";
 
 /// A TLS setting that cannot be used; names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -77,34 +95,139 @@ pub fn read_certs(
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
-        key: "tls_key",
+        key,
         path: path.to_owned(),
         message: format!("no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
     })
 }
 
+/// Client certificates toward clients (`tls_client_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// None asked for.
+    Off,
+    /// Asked for; a client without one goes on, one with a certificate
+    /// `tls_client_ca` does not vouch for is refused.
+    Optional,
+    /// A client without a certificate `tls_client_ca` vouches for is
+    /// refused at the handshake.
+    Required,
+}
+
+impl ClientAuth {
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Off => "off",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
+/// What the client-facing configuration asks of clients besides TLS itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRules<'a> {
+    /// Refuse TLS 1.2 (`tls_min_version = "1.3"`).
+    pub min_tls13: bool,
+    /// `tls_client_auth`.
+    pub client_auth: ClientAuth,
+    /// `tls_client_ca`: the CAs that vouch for client certificates (set
+    /// whenever `client_auth` is not off).
+    pub client_ca: Option<&'a Path>,
+    /// `tls_server_names`: the SNI names clients may ask for (empty: any).
+    pub server_names: &'a [String],
+}
+
+/// The verifier of client certificates `rules` asks for.
+fn client_verifier(
+    rules: &ClientRules<'_>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    let Some(path) = rules
+        .client_ca
+        .filter(|_| rules.client_auth != ClientAuth::Off)
+    else {
+        return Ok(None);
+    };
+    let err = |message: String| TlsError::File {
+        key: "tls_client_ca",
+        path: path.to_owned(),
+        message,
+    };
+    let mut roots = RootCertStore::empty();
+    for c in read_certs("tls_client_ca", path)? {
+        roots
+            .add(c)
+            .map_err(|e| err(format!("unusable CA certificate: {e}")))?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if rules.client_auth == ClientAuth::Optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| err(format!("cannot verify client certificates with it: {e:?}")))
+}
+
+/// The certificate only for ClientHellos that name (SNI) one of `names`,
+/// or none at all.
+#[derive(Debug)]
+struct NamedOnly {
+    names: Vec<String>,
+    inner: Arc<dyn ResolvesServerCert>,
+}
+
+impl ResolvesServerCert for NamedOnly {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let allowed = match hello.server_name() {
+            None => true,
+            Some(sni) => self.names.iter().any(|n| n.eq_ignore_ascii_case(sni)),
+        };
+        if allowed {
+            self.inner.resolve(hello)
+        } else {
+            None
+        }
+    }
+}
+
 /// The client-facing TLS server configuration: the chain and key, a session
 /// cache (TLS 1.2 session IDs) and a ticketer (TLS 1.2/1.3 tickets), so a
-/// client can resume its control session on each data connection.
+/// client can resume its control session on each data connection; client
+/// certificates, ALPN `ftp` and SNI names as `rules` say.
 pub fn server_config(
     cert: &Path,
     key: &Path,
-    min_tls13: bool,
+    rules: &ClientRules<'_>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certs("tls_cert", cert)?;
-    let key = read_key(key)?;
+    let key = read_key("tls_key", key)?;
     let rustls = |message: String| TlsError::Rustls {
         key: "tls_key",
         message,
     };
-    let mut cfg = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions(min_tls13))
-        .map_err(|e| rustls(e.to_string()))?
-        .with_no_client_auth()
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(rules.min_tls13))
+        .map_err(|e| rustls(e.to_string()))?;
+    let builder = match client_verifier(rules)? {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
         .with_single_cert(chain, key)
         .map_err(|e| rustls(format!("certificate and key do not fit together: {e}")))?;
+    cfg.alpn_protocols = vec![ALPN_FTP.to_vec()];
+    if !rules.server_names.is_empty() {
+        cfg.cert_resolver = Arc::new(NamedOnly {
+            names: rules.server_names.to_vec(),
+            inner: Arc::clone(&cfg.cert_resolver),
+        });
+    }
     // Each session gets its own cache and ticketer (`per_client_session`);
     // these are the defaults that copy replaces.
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(32);
@@ -200,10 +323,24 @@ impl ServerCertVerifier for PinnedOrAny {
     }
 }
 
-/// The backend-facing TLS client configuration. Each session gets its own
+/// ftpgate's own certificate toward backends that ask for one
+/// (`backend_tls_client_cert`, `backend_tls_client_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendIdentity {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+/// The backend-facing TLS client configuration, with `identity` shown to
+/// backends that ask for a client certificate. Each session gets its own
 /// copy with its own session store ([`per_session`]), so its data
 /// connections resume its own control session and no other.
-pub fn client_config(verify: &BackendVerify) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(
+    verify: &BackendVerify,
+    identity: Option<&BackendIdentity>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let p = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&p))
         .with_protocol_versions(versions(false))
@@ -211,7 +348,7 @@ pub fn client_config(verify: &BackendVerify) -> Result<Arc<ClientConfig>, TlsErr
             key: "backend_tls",
             message: e.to_string(),
         })?;
-    let cfg = match verify {
+    let builder = match verify {
         BackendVerify::Ca(path) => {
             let mut roots = RootCertStore::empty();
             for c in read_certs("backend_tls_ca", path)? {
@@ -221,7 +358,7 @@ pub fn client_config(verify: &BackendVerify) -> Result<Arc<ClientConfig>, TlsErr
                     message: format!("unusable CA certificate: {e}"),
                 })?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
         BackendVerify::Pinned(_) | BackendVerify::None => {
             let pinned = match verify {
@@ -234,7 +371,19 @@ pub fn client_config(verify: &BackendVerify) -> Result<Arc<ClientConfig>, TlsErr
                     pinned,
                     provider: p,
                 }))
-                .with_no_client_auth()
+        }
+    };
+    let cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let chain = read_certs("backend_tls_client_cert", &id.cert)?;
+            let key = read_key("backend_tls_client_key", &id.key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Rustls {
+                    key: "backend_tls_client_key",
+                    message: format!("certificate and key do not fit together: {e}"),
+                })?
         }
     };
     Ok(Arc::new(cfg))
@@ -310,11 +459,54 @@ pub async fn accept(
             Err("did not resume the control TLS session (tls_require_data_resumption)".to_owned())
         }
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(describe_client_handshake_error(&e)),
         Err(_) => Err("handshake timed out".to_owned()),
     };
     count(counter, "client", channel, r.is_ok());
     r
+}
+
+/// The end-entity certificate a client showed (mutual TLS), verified by
+/// the handshake (or restored from the session it resumed).
+pub fn client_certificate(conn: &rustls::ServerConnection) -> Option<CertificateDer<'static>> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+}
+
+/// A failed TLS handshake toward a client, in words for the log when it is
+/// one of ftpgate's own refusals (ALPN, SNI, client certificate), else as
+/// tokio-rustls reports it.
+pub fn describe_client_handshake_error(e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let Some(r) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return e.to_string();
+    };
+    let words = match r {
+        rustls::Error::NoApplicationProtocol => {
+            "the client offered ALPN protocols, none of them `ftp` (a browser or another              protocol's client: a cross-protocol attempt)"
+        }
+        rustls::Error::General(g) if g.contains("no server certificate chain resolved") => {
+            "the client asked (SNI) for a host name not in tls_server_names"
+        }
+        rustls::Error::NoCertificatesPresented => {
+            "the client showed no certificate (tls_client_auth = \"required\")"
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "the client's certificate is not issued by a CA in tls_client_ca"
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the client's certificate has expired"
+        }
+        rustls::Error::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => {
+            "the client's certificate is not for TLS clients (extended key usage)"
+        }
+        _ => return r.to_string(),
+    };
+    format!("{words} (rustls: {r})")
 }
 
 /// The one TLS handshake as the client (toward a backend), within the
@@ -342,7 +534,30 @@ pub async fn connect(
 /// an operator's words, for a rustls error from a handshake toward a
 /// backend; `None` when the error is not about the certificate.
 pub fn explain_backend_cert_error(e: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
     use rustls::CertificateError as C;
+    // The backend's verdict on ftpgate's own certificate (mutual TLS).
+    if let rustls::Error::AlertReceived(a) = e {
+        return match a {
+            A::CertificateRequired => Some(
+                "the backend wants a client certificate and ftpgate showed none: set \
+                 backend_tls_client_cert and backend_tls_client_key"
+                    .into(),
+            ),
+            A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate => Some(
+                "the backend refused ftpgate's client certificate (backend_tls_client_cert, \
+                 or none where the server wants one): it must be issued by a CA the server \
+                 trusts (vsftpd: ca_certs_file), be valid and be for TLS clients"
+                    .into(),
+            ),
+            _ => None,
+        };
+    }
     let rustls::Error::InvalidCertificate(c) = e else {
         // Our pinned verifier's refusal (see `PinnedOrAny`).
         if let rustls::Error::General(g) = e {
@@ -406,8 +621,9 @@ pub fn explain_backend_cert_error(e: &rustls::Error) -> Option<String> {
     Some(text)
 }
 
-/// A failed TLS handshake toward a backend, as tokio-rustls reports it, in
-/// words for the log: [`explain_backend_cert_error`]'s sentence and rustls's
+/// A failed TLS handshake toward a backend (or a TLS alert read after it:
+/// in TLS 1.3 a refused client certificate arrives then), as tokio-rustls
+/// reports it, in words for the log: [`explain_backend_cert_error`]'s sentence and rustls's
 /// own text, or the error as it is when it is not about the certificate.
 pub fn describe_backend_handshake_error(e: &std::io::Error) -> String {
     let explained = e
@@ -442,18 +658,35 @@ mod tests {
 
     #[test]
     fn missing_files_name_the_key_and_path() {
+        let rules = ClientRules {
+            min_tls13: false,
+            client_auth: ClientAuth::Off,
+            client_ca: None,
+            server_names: &[],
+        };
         let e = server_config(
             Path::new("/nonexistent/c.pem"),
             Path::new("/nonexistent/k.pem"),
-            false,
+            &rules,
         )
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("tls_cert: /nonexistent/c.pem"), "{e}");
-        let e = client_config(&BackendVerify::Ca("/nonexistent/ca.pem".into()))
+        let e = client_config(&BackendVerify::Ca("/nonexistent/ca.pem".into()), None)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("backend_tls_ca: /nonexistent/ca.pem"), "{e}");
+        let id = BackendIdentity {
+            cert: "/nonexistent/client.pem".into(),
+            key: "/nonexistent/client.key".into(),
+        };
+        let e = client_config(&BackendVerify::None, Some(&id))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("backend_tls_client_cert: /nonexistent/client.pem"),
+            "{e}"
+        );
     }
 
     /// A server certificate made the way vsftpd's guides make one (`openssl

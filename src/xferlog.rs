@@ -11,12 +11,38 @@
 //! Times are UTC. Whitespace inside a file name is written as `_` so that
 //! the line splits into its fields (vsftpd does the same). Directory
 //! listings are not file transfers and are not logged (as in vsftpd).
+//!
+//! The username field is the login name, or with `xferlog_user =
+//! "certificate"` the subject of the client's verified certificate (`-` for
+//! a session without one: a login name there could pass for a
+//! certificate's subject). The access mode (`a` anonymous, `r` real)
+//! follows the login name either way.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What the username field shows (`xferlog_user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserField {
+    /// The login name (USER).
+    #[default]
+    Login,
+    /// The subject of the client's verified certificate.
+    Certificate,
+}
+
+impl UserField {
+    /// The config word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserField::Login => "login",
+            UserField::Certificate => "certificate",
+        }
+    }
+}
 
 /// One transfer.
 #[derive(Debug, Clone)]
@@ -37,6 +63,10 @@ pub struct Entry {
     pub outgoing: bool,
     /// The login name, `None` before login.
     pub user: Option<String>,
+    /// The subject of the client's verified certificate, if it showed one.
+    pub cert_subject: Option<String>,
+    /// Which of the two the username field shows.
+    pub user_field: UserField,
     /// Completed (226/250 after all data) or not.
     pub complete: bool,
 }
@@ -101,7 +131,10 @@ fn field(s: &str) -> String {
 pub fn format_entry(e: &Entry) -> String {
     let file = field(&e.file);
     let user = e.user.as_deref().unwrap_or("-");
-    let user_field = field(user);
+    let user_field = match e.user_field {
+        UserField::Login => field(user),
+        UserField::Certificate => field(e.cert_subject.as_deref().unwrap_or("-")),
+    };
     format!(
         "{} {} {} {} {} {} _ {} {} {} ftp 0 * {}",
         ctime_utc(e.end),
@@ -187,6 +220,8 @@ mod tests {
             ascii: false,
             outgoing: true,
             user: Some("alice".into()),
+            cert_subject: Some("Alice Example".into()),
+            user_field: UserField::Login,
             complete: true,
         };
         let line = format_entry(&e);
@@ -204,5 +239,17 @@ mod tests {
             ..e
         };
         assert!(format_entry(&anon).ends_with(" a _ i a anonymous ftp 0 * i"));
+        // xferlog_user = "certificate": the subject, one field; the access
+        // mode still follows the login name.
+        let by_cert = Entry {
+            user_field: UserField::Certificate,
+            ..anon.clone()
+        };
+        assert!(format_entry(&by_cert).ends_with(" a _ i a Alice_Example ftp 0 * i"));
+        let no_cert = Entry {
+            cert_subject: None,
+            ..by_cert
+        };
+        assert!(format_entry(&no_cert).ends_with(" a _ i a - ftp 0 * i"));
     }
 }

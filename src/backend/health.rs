@@ -300,6 +300,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Exchange<S> {
         let _ = self.stream.write_all(b"QUIT\r\n").await;
         let _ = self.stream.flush().await;
     }
+
+    /// Says QUIT and reads the answer, whatever it is: proof that the
+    /// server took the TLS session. In TLS 1.3 a client's handshake ends
+    /// before the server has checked the client's certificate, so a server
+    /// that refuses it (vsftpd `require_cert=YES` without
+    /// `backend_tls_client_cert`) says so only in its next read.
+    async fn quit_answered(&mut self) -> Result<(), CheckError> {
+        let answered = async {
+            self.send(b"QUIT\r\n").await?;
+            self.read_reply().await.map(|_| ())
+        };
+        match answered.await {
+            // A TLS alert (a refused client certificate) is a TLS failure.
+            Err(CheckError::Io(e))
+                if e.get_ref()
+                    .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
+            {
+                Err(CheckError::Tls(e))
+            }
+            r => r,
+        }
+    }
 }
 
 impl From<ChatError> for CheckError {
@@ -347,7 +369,8 @@ async fn run_chat<S: AsyncRead + AsyncWrite + Unpin>(
 /// The FTP part of a check on an open connection (`tls`: inside TLS
 /// already), the one backend conversation sessions use too
 /// (`proto::upstream`): greeting 220, then `AUTH TLS` (234, no byte after
-/// it) and a handshake if `starttls`, then the login if any, then QUIT.
+/// it) and a handshake if `starttls`, then the login if any, then QUIT
+/// (answered, inside a TLS session begun here).
 async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     tls: bool,
@@ -378,7 +401,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             let mut x = Exchange::new(tls);
             let next = chat.on_tls();
             run_chat(&mut chat, &mut x, Some(next)).await?;
-            x.quit().await;
+            x.quit_answered().await?;
         }
         _ => x.quit().await,
     }
@@ -752,7 +775,7 @@ mod tests {
         });
         let tls = CheckTls {
             connector: tokio_rustls::TlsConnector::from(
-                crate::tls::client_config(&crate::tls::BackendVerify::None).unwrap(),
+                crate::tls::client_config(&crate::tls::BackendVerify::None, None).unwrap(),
             ),
             name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
         };
@@ -778,7 +801,7 @@ mod tests {
         });
         let tls = CheckTls {
             connector: tokio_rustls::TlsConnector::from(
-                crate::tls::client_config(&crate::tls::BackendVerify::None).unwrap(),
+                crate::tls::client_config(&crate::tls::BackendVerify::None, None).unwrap(),
             ),
             name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
         };

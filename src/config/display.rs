@@ -211,6 +211,19 @@ impl Config {
             self.backend_tls_protect_data.to_string(),
         );
         kv(
+            "tls_client_auth",
+            format!("\"{}\"", self.tls_client_auth.as_str()),
+        );
+        kv(
+            "tls_client_cert_user",
+            self.tls_client_cert_user.to_string(),
+        );
+        kv("tls_server_names", list(self.tls_server_names.clone()));
+        kv(
+            "xferlog_user",
+            format!("\"{}\"", self.xferlog_user.as_str()),
+        );
+        kv(
             "proxy_protocol_listen",
             list(
                 self.proxy_protocol_listen
@@ -278,6 +291,16 @@ impl Config {
         };
         opt("backend_tls_ca", ca);
         opt("backend_tls_pin", pin);
+        opt("tls_client_ca", path(&self.tls_client_ca));
+        let id = self.backend_tls_identity.as_ref();
+        opt(
+            "backend_tls_client_cert",
+            id.map(|i| i.cert.display().to_string()),
+        );
+        opt(
+            "backend_tls_client_key",
+            id.map(|i| i.key.display().to_string()),
+        );
         opt(
             "backend_tls_server_name",
             self.backend_tls_server_name.clone(),

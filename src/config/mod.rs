@@ -312,6 +312,18 @@ pub struct Config {
     pub backend_tls_protect_data: bool,
     /// The backend-facing TLS configuration.
     pub backend_tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Client certificates toward clients (`tls_client_auth`).
+    pub tls_client_auth: crate::tls::ClientAuth,
+    /// The CAs that issue client certificates (set unless `tls_client_auth` is off).
+    pub tls_client_ca: Option<PathBuf>,
+    /// USER must be a name of the client's certificate.
+    pub tls_client_cert_user: bool,
+    /// SNI names clients may ask for (empty: any).
+    pub tls_server_names: Vec<String>,
+    /// What the transfer log's username field shows.
+    pub xferlog_user: crate::xferlog::UserField,
+    /// ftpgate's own certificate toward backends that ask for one.
+    pub backend_tls_identity: Option<crate::tls::BackendIdentity>,
     /// Control listeners whose every connection starts with a PROXY header.
     pub proxy_protocol_listen: Vec<SocketAddr>,
     /// Networks trusted to send PROXY headers (on those listeners, and on

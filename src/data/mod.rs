@@ -63,6 +63,11 @@ pub struct ClientDataTls {
     pub require_resumption: bool,
     /// Handshake time limit.
     pub timeout: std::time::Duration,
+    /// With client certificates on (`tls_client_auth`): the certificate
+    /// the control connection showed (`None`: none), which the data
+    /// connection must show too (resuming the session shows it again).
+    /// `None`: not checked.
+    pub control_cert: Option<Option<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 pub use crate::tls::BackendDataTls;
@@ -84,10 +89,18 @@ async fn client_side(
         return Ok(DataStream::Tcp(s));
     };
     let cfg = std::sync::Arc::clone(&t.config);
-    crate::tls::accept(cfg, s, t.timeout, handshakes, "data", t.require_resumption)
+    let s = crate::tls::accept(cfg, s, t.timeout, handshakes, "data", t.require_resumption)
         .await
-        .map(|s| DataStream::ServerTls(Box::new(s)))
-        .map_err(|e| DataFailure::Tls(format!("client data TLS handshake: {e}")))
+        .map_err(|e| DataFailure::Tls(format!("client data TLS handshake: {e}")))?;
+    if let Some(want) = &t.control_cert {
+        if crate::tls::client_certificate(s.get_ref().1).as_ref() != want.as_ref() {
+            return Err(DataFailure::Tls(
+                "client data TLS handshake: another client certificate than the control connection's"
+                    .into(),
+            ));
+        }
+    }
+    Ok(DataStream::ServerTls(Box::new(s)))
 }
 
 async fn backend_side(

@@ -22,6 +22,8 @@ pub enum ReplyCode {
     ProtectionRequired,
     /// 533 (RFC 2228: denied for policy reasons)
     PolicyDenied,
+    /// 534 (RFC 2228: request denied for policy reasons)
+    RequestDenied,
     /// 536 (RFC 2228: PROT level not supported)
     ProtLevelNotSupported,
     /// 227
@@ -59,6 +61,7 @@ impl ReplyCode {
             ReplyCode::NotLoggedIn => 530,
             ReplyCode::ProtectionRequired => 521,
             ReplyCode::PolicyDenied => 533,
+            ReplyCode::RequestDenied => 534,
             ReplyCode::ProtLevelNotSupported => 536,
             ReplyCode::EnteringPassiveMode => 227,
             ReplyCode::EnteringExtendedPassiveMode => 229,

@@ -133,6 +133,11 @@ impl Chat {
         self.expect
     }
 
+    /// Whether the control connection is inside TLS yet.
+    pub fn in_tls(&self) -> bool {
+        self.tls
+    }
+
     /// Takes the backend's next reply. `buffered` is how many bytes the
     /// caller already holds after it (they must be none after a 234).
     /// Preliminary (1yz) replies are skipped (RFC 959 4.2: a 120 may come

@@ -265,12 +265,17 @@ impl Server {
                 &config.health_check_password,
             )
                 // Checkers hold the TLS settings they started with.
-                && (o.backend_tls, &o.backend_tls_verify, &o.backend_tls_server_name)
-                    == (
-                        config.backend_tls,
-                        &config.backend_tls_verify,
-                        &config.backend_tls_server_name,
-                    )
+                && (
+                    o.backend_tls,
+                    &o.backend_tls_verify,
+                    &o.backend_tls_server_name,
+                    &o.backend_tls_identity,
+                ) == (
+                    config.backend_tls,
+                    &config.backend_tls_verify,
+                    &config.backend_tls_server_name,
+                    &config.backend_tls_identity,
+                )
         });
         let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
         let mut old_checkers = std::mem::take(&mut *checkers);

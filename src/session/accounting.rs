@@ -3,6 +3,7 @@
 
 use tokio::io::AsyncWriteExt;
 use tokio::time::Duration;
+use tracing::field::display;
 use tracing::{debug, error, info, warn};
 
 use super::Session;
@@ -19,7 +20,8 @@ impl Session {
             Note::Relayed => self.relayed += 1,
             Note::LoggedIn { user } => {
                 m.logins_total.with_label_values(&["success"]).inc();
-                info!(session = id, client = %client, user = %user, "logged in");
+                let cert = self.ctl.client_cert().map(|c| display(&c.subject));
+                info!(session = id, client = %client, user = %user, client_cert = cert, "logged in");
             }
             Note::LoginFailed { user, failures } => {
                 m.logins_total.with_label_values(&["failure"]).inc();
@@ -83,6 +85,12 @@ impl Session {
             } => self.transfer_done(gen, kind, active, ascii, arg, outcome),
             Note::PlaintextDiscarded { bytes } => {
                 warn!(session = id, client = %client, bytes, "discarded plaintext sent after AUTH TLS")
+            }
+            Note::CertUserMismatch { user, subject } => {
+                warn!(session = id, client = %client, user = %user, client_cert = subject.map(tracing::field::display), "USER is not a name of the client certificate (tls_client_cert_user); refused")
+            }
+            Note::DowngradeRefused { line } => {
+                warn!(session = id, client = %client, command = %line, "refused a command that would weaken TLS protection")
             }
             Note::LoginBeforeTls => {
                 warn!(session = id, client = %client, "login before AUTH TLS refused (tls = required)")
@@ -154,6 +162,8 @@ impl Session {
                 ascii,
                 outgoing: kind == TransferKind::Download,
                 user: self.ctl.user().map(str::to_owned),
+                cert_subject: self.ctl.client_cert().map(|c| c.subject.clone()),
+                user_field: self.cfg.xferlog_user,
                 complete: outcome == crate::proto::session::Outcome::Complete,
             };
             if let Err(e) = log.write(&entry) {
@@ -197,6 +207,7 @@ impl Session {
             client = %self.client_addr,
             backend = %self.backend_addr,
             user = %self.ctl.user().unwrap_or("-"),
+            client_cert = self.ctl.client_cert().map(|c| display(&c.subject)),
             duration_ms = self.started.elapsed().as_millis() as u64,
             bytes_up = self.bytes_up,
             bytes_down = self.bytes_down,

@@ -93,6 +93,8 @@ impl Session {
             config: cfg,
             require_resumption: self.cfg.tls_require_data_resumption,
             timeout: self.cfg.tls_handshake_timeout,
+            control_cert: (self.cfg.tls_client_auth != crate::tls::ClientAuth::Off)
+                .then(|| self.client_cert_der.clone()),
         })
     }
 

@@ -86,7 +86,7 @@ impl Session {
                             self.ctl.on_backend_data(now);
                         }
                         Err(e) => {
-                            warn!(session = self.id, error = %e, "backend control connection failed");
+                            warn!(session = self.id, error = %crate::tls::describe_backend_handshake_error(&e), "backend control connection failed");
                             self.ctl.on_backend_closed(now);
                         }
                     }

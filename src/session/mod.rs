@@ -109,8 +109,15 @@ async fn refuse_counted(
     refuse(w, e).await;
 }
 
-/// What the core needs to know of the configuration and this listener.
-fn policy(cfg: &Config, listener: ListenAddr, client: ClientAddr, implicit: bool) -> Policy {
+/// What the core needs to know of the configuration and this listener;
+/// `client_cert`: the certificate an implicit-TLS client showed.
+fn policy(
+    cfg: &Config,
+    listener: ListenAddr,
+    client: ClientAddr,
+    implicit: bool,
+    client_cert: Option<core::ClientCert>,
+) -> Policy {
     let tls = TlsPolicy::for_listener(cfg, listener.addr());
     Policy {
         client,
@@ -133,6 +140,8 @@ fn policy(cfg: &Config, listener: ListenAddr, client: ClientAddr, implicit: bool
         login_timeout: cfg.login_timeout,
         idle_timeout: cfg.idle_timeout,
         backend_reply_timeout: cfg.backend_reply_timeout,
+        cert_user: cfg.tls_client_cert_user,
+        client_cert,
     }
 }
 
@@ -164,6 +173,8 @@ pub async fn run_session(
     tune_control(&client, cfg.tcp_keepalive, !implicit_tls);
     // This session's own TLS server configuration, once it speaks TLS.
     let mut session_tls = None;
+    // The certificate an implicit-TLS client showed.
+    let mut shown = None;
     let (client_rd, client_wr): (Reader<ClientTls>, Writer<ClientTls>) = if implicit_tls {
         // Implicit FTPS: TLS from the first byte, before any backend is contacted.
         let Some(server_cfg) = cfg.client_tls.as_ref().map(crate::tls::per_client_session) else {
@@ -180,7 +191,10 @@ pub async fn run_session(
         )
         .await
         {
-            Ok(tls) => stream::split_tls(tls),
+            Ok(tls) => {
+                shown = crate::client_cert::of_connection(tls.get_ref().1);
+                stream::split_tls(tls)
+            }
             Err(e) => {
                 warn!(session = id, client = %client_addr, error = %e, "implicit TLS handshake failed (a plaintext client on the implicit port?); closing");
                 shared
@@ -240,7 +254,9 @@ pub async fn run_session(
         },
         None => Start::Unrouted,
     };
-    let ctl = Control::new(policy(&cfg, listener, client_addr, implicit_tls), start);
+    let (client_cert, client_cert_der) = shown.unzip();
+    let policy = policy(&cfg, listener, client_addr, implicit_tls, client_cert);
+    let ctl = Control::new(policy, start);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     shared
         .metrics
@@ -257,6 +273,7 @@ pub async fn run_session(
         cfg,
         ctl,
         session_tls,
+        client_cert_der,
         backend_tls: None,
         listener,
         backend_name: UNROUTED.to_owned(),
@@ -320,6 +337,9 @@ struct Session {
     /// ticket keys): for its control connection, and for its data
     /// connections (the same keys, no new tickets).
     session_tls: Option<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)>,
+    /// The certificate the client showed on its control connection (mutual
+    /// TLS): its data connections must show the same one, or resume.
+    client_cert_der: Option<rustls::pki_types::CertificateDer<'static>>,
     /// TLS toward the backend's data connections, when the backend speaks TLS.
     backend_tls: Option<BackendDataTls>,
     listener: ListenAddr,

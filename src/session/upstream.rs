@@ -214,11 +214,14 @@ impl Session {
         .await
         {
             Ok(tls) => {
+                let shown = crate::client_cert::of_connection(tls.get_ref().1);
                 let (r, w) = stream::split_tls(tls);
                 self.client_rd = r;
                 self.client_wr = w;
                 tracing::debug!(session = self.id, "client control connection now TLS");
-                Event::ClientTlsDone(Ok(()))
+                let (names, der) = shown.unzip();
+                self.client_cert_der = der;
+                Event::ClientTlsDone(Ok(names))
             }
             Err(e) => Event::ClientTlsDone(Err(e)),
         }

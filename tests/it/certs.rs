@@ -14,7 +14,11 @@
 //!   own key (no CA);
 //! - `server_combined`: `server_cert` followed by `server_key` in one file,
 //!   for servers that want one file (pure-ftpd's default
-//!   `/etc/ssl/private/pure-ftpd.pem` layout).
+//!   `/etc/ssl/private/pure-ftpd.pem` layout);
+//! - `other_ca_pem`: a second CA nobody trusts by default;
+//! - client certificates on demand ([`TestPki::client_cert`] from the test
+//!   CA, [`TestPki::other_ca_client_cert`] from the second one): TLS client
+//!   (extended key usage clientAuth), the CN and email SANs asked for.
 //!
 //! Keys are ECDSA P-256 in PKCS#8 PEM (`BEGIN PRIVATE KEY`): rcgen with
 //! ring cannot generate RSA keys, and every server and client of the rig
@@ -27,6 +31,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rcgen::{
@@ -70,7 +75,66 @@ pub struct TestPki {
     pub server_cert_der: Vec<u8>,
     /// DER (PKCS#8) of `server_key`.
     pub server_key_der: Vec<u8>,
+    /// A second CA (PEM), trusted by nobody unless a test says so.
+    pub other_ca_pem: PathBuf,
+    ca: Certificate,
+    /// The CAs' keys as PEM (a `KeyPair` would make `TestPki` unwind-unsafe).
+    ca_key: String,
+    other_ca: Certificate,
+    other_ca_key: String,
+    /// Client certificates issued so far (file names).
+    issued: AtomicUsize,
     dir: tempfile::TempDir,
+}
+
+/// A client certificate and its key, as files and DER.
+#[derive(Debug, Clone)]
+pub struct ClientCertFiles {
+    /// The certificate (PEM, leaf only).
+    pub cert: PathBuf,
+    /// Its key (PKCS#8 PEM).
+    pub key: PathBuf,
+    /// DER of the certificate.
+    pub der: Vec<u8>,
+    /// DER (PKCS#8) of the key.
+    pub key_der: Vec<u8>,
+}
+
+/// A self-signed CA named `cn`.
+fn make_ca(cn: &str) -> (Certificate, KeyPair) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "ftpgate tests");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = date_time_ymd(VALID_FROM.0, VALID_FROM.1, VALID_FROM.2);
+    p.not_after = date_time_ymd(VALID_TO.0, VALID_TO.1, VALID_TO.2);
+    let cert = p.self_signed(&key).expect("self-sign CA");
+    (cert, key)
+}
+
+/// Client-certificate parameters: TLS client, CN `cn`, email SANs `emails`.
+fn client_params(cn: &str, emails: &[&str]) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "ftpgate tests");
+    p.subject_alt_names = emails
+        .iter()
+        .map(|e| SanType::Rfc822Name((*e).try_into().expect("email")))
+        .collect();
+    p.is_ca = IsCa::NoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = date_time_ymd(VALID_FROM.0, VALID_FROM.1, VALID_FROM.2);
+    p.not_after = date_time_ymd(VALID_TO.0, VALID_TO.1, VALID_TO.2);
+    p
 }
 
 fn server_names() -> Vec<SanType> {
@@ -114,23 +178,8 @@ impl TestPki {
             .expect("tempdir");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod pki dir");
 
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::default();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "ftpgate test CA");
-        ca_params
-            .distinguished_name
-            .push(DnType::OrganizationName, "ftpgate tests");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params.not_before = date_time_ymd(VALID_FROM.0, VALID_FROM.1, VALID_FROM.2);
-        ca_params.not_after = date_time_ymd(VALID_TO.0, VALID_TO.1, VALID_TO.2);
-        let ca = ca_params.self_signed(&ca_key).expect("self-sign CA");
+        let (ca, ca_key) = make_ca("ftpgate test CA");
+        let (other_ca, other_ca_key) = make_ca("ftpgate test CA 2 (untrusted)");
 
         let signed = |params: CertificateParams| -> (Certificate, KeyPair) {
             let key = KeyPair::generate().expect("leaf key");
@@ -185,7 +234,42 @@ impl TestPki {
             ca_der: ca.der().to_vec(),
             server_cert_der: server.der().to_vec(),
             server_key_der: server_key.serialize_der(),
+            other_ca_pem: cert_file("other-ca.pem", &other_ca.pem()),
+            ca,
+            ca_key: ca_key.serialize_pem(),
+            other_ca,
+            other_ca_key: other_ca_key.serialize_pem(),
+            issued: AtomicUsize::new(0),
             dir,
+        }
+    }
+
+    /// A client certificate issued by the test CA: CN `cn`, email SANs
+    /// `emails`, extended key usage clientAuth, valid 2020 to 2099.
+    pub fn client_cert(&self, cn: &str, emails: &[&str]) -> ClientCertFiles {
+        self.issue(client_params(cn, emails), &self.ca, &self.ca_key)
+    }
+
+    /// The same, issued by the second CA ([`TestPki::other_ca_pem`]).
+    pub fn other_ca_client_cert(&self, cn: &str, emails: &[&str]) -> ClientCertFiles {
+        self.issue(
+            client_params(cn, emails),
+            &self.other_ca,
+            &self.other_ca_key,
+        )
+    }
+
+    fn issue(&self, p: CertificateParams, ca: &Certificate, ca_key: &str) -> ClientCertFiles {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let ca_key = KeyPair::from_pem(ca_key).expect("CA key PEM");
+        let key = KeyPair::generate().expect("client key");
+        let cert = p.signed_by(&key, ca, &ca_key).expect("sign client cert");
+        let d = self.dir.path();
+        ClientCertFiles {
+            cert: write_pem(d, &format!("client-{n}.pem"), &cert.pem(), 0o644),
+            key: write_pem(d, &format!("client-{n}.key"), &key.serialize_pem(), 0o600),
+            der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
         }
     }
 
@@ -217,6 +301,32 @@ pub fn client_config_trusting(ca_der: &[u8]) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth(),
     )
+}
+
+/// A rustls client config that accepts any server certificate, shows
+/// `client` (if any) when asked for a certificate, and offers `alpn` (none
+/// when empty): for tests of ftpgate's mutual TLS, ALPN and SNI checks.
+pub fn client_config_with(
+    client: Option<&ClientCertFiles>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)));
+    let mut cfg = match client {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(c.der.clone())],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(c.key_der.clone().into()),
+            )
+            .expect("client cert and key"),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
 }
 
 /// A rustls client config that accepts any server certificate (signatures

@@ -208,6 +208,10 @@ pub struct ClientTls {
     pub reuse_session: bool,
     /// Pin one TLS version; None = the client's default range.
     pub version: Option<TlsVersion>,
+    /// A client certificate and its key (PEM files) to show when the
+    /// server asks for one: curl `--cert`/`--key`, lftp
+    /// `ssl:cert-file`/`ssl:key-file`, ftplib `load_cert_chain`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl ClientTls {
@@ -220,6 +224,7 @@ impl ClientTls {
             protect_data: true,
             reuse_session: true,
             version: None,
+            client_cert: None,
         }
     }
 
@@ -251,6 +256,14 @@ impl ClientTls {
     pub fn no_session_reuse(self) -> ClientTls {
         ClientTls {
             reuse_session: false,
+            ..self
+        }
+    }
+
+    /// The same, showing the client certificate `cert` with its `key`.
+    pub fn with_client_cert(self, cert: &Path, key: &Path) -> ClientTls {
+        ClientTls {
+            client_cert: Some((cert.to_path_buf(), key.to_path_buf())),
             ..self
         }
     }
@@ -478,6 +491,14 @@ fn curl_tls_args(tls: &ClientTls) -> Vec<String> {
     if !tls.reuse_session {
         v.push("--no-sessionid".into());
     }
+    if let Some((cert, key)) = &tls.client_cert {
+        v.extend([
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ]);
+    }
     match tls.version {
         Some(TlsVersion::V1_2) => v.extend(["--tlsv1.2".into(), "--tls-max".into(), "1.2".into()]),
         Some(TlsVersion::V1_3) => v.push("--tlsv1.3".into()),
@@ -604,6 +625,13 @@ fn lftp_tls_settings(tls: &ClientTls) -> String {
         )),
         None => s.push_str("set ssl:verify-certificate false\nset ssl:check-hostname false\n"),
     }
+    if let Some((cert, key)) = &tls.client_cert {
+        s.push_str(&format!(
+            "set ssl:cert-file {}\nset ssl:key-file {}\n",
+            lftp_quote(&cert.display().to_string()),
+            lftp_quote(&key.display().to_string())
+        ));
+    }
     let prio = match tls.version {
         Some(TlsVersion::V1_2) => "NORMAL:-VERS-ALL:+VERS-TLS1.2",
         Some(TlsVersion::V1_3) => "NORMAL:-VERS-ALL:+VERS-TLS1.3",
@@ -689,7 +717,8 @@ ftp = ftplib.FTP()
 "#;
 
 /// FTP_TLS set up from argv[6..]: CA file ('' = no verification), implicit
-/// ('1'/'0'), version ('', '1.2', '1.3'), reuse ('1'/'0'), prot ('P'/'C').
+/// ('1'/'0'), version ('', '1.2', '1.3'), reuse ('1'/'0'), prot ('P'/'C'),
+/// and optionally a client certificate and key file (argv[11], argv[12]).
 /// Stock ftplib wraps data sockets without the control session (it never
 /// resumes: bpo-19500), so `ReusingFTP_TLS` passes `session=` when reuse is
 /// on. Every data connection prints `DATA-TLS <version> reused|new`.
@@ -702,6 +731,8 @@ else:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+if len(sys.argv) > 12 and sys.argv[11]:
+    ctx.load_cert_chain(sys.argv[11], sys.argv[12])
 if VERSION == '1.2':
     ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 elif VERSION == '1.3':
@@ -878,6 +909,9 @@ fn ftplib_exec(t: &Target, body: &str, mode: &str, tls: Option<&ClientTls>) -> O
         })
         .arg(flag(tls.reuse_session))
         .arg(if tls.protect_data { "P" } else { "C" });
+        if let Some((cert, key)) = &tls.client_cert {
+            cmd.arg(cert).arg(key);
+        }
     }
     run(cmd, None, default_timeout())
 }

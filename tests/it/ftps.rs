@@ -1299,7 +1299,8 @@ fn ftps_backend_server_name_matches_the_cert() {
 
 /// (d) `tls = "required"`: curl without --ssl-reqd gets `530` at USER
 /// (curl: "Access denied: 530", exit 67); curl --ssl-reqd works; a clear
-/// (PROT C) transfer gets `521` and the session goes on to a PROT P one.
+/// (PROT C) transfer gets `521` and the session goes on to a PROT P one;
+/// going back to PROT C after PROT P is refused (`534`, issue 15).
 #[test]
 fn ftps_required_refuses_plain_login_and_clear_data() {
     let Some(fx) = Fx::start(
@@ -1326,10 +1327,10 @@ fn ftps_required_refuses_plain_login_and_clear_data() {
         "{}",
         fx.ctx("curl --ssl-reqd", &out)
     );
-    // ftplib's prot_c() sends no PBSZ, which ftpgate requires before PROT
-    // (RFC 2228): start with PROT P (PBSZ 0 sent), then switch to PROT C.
+    // The session starts with PROT C (clear_data: ftplib's prot_c()), so
+    // the transfer gets 521; PROT P then works, and PROT C after it is a
+    // downgrade: 534, the data stays protected.
     let body = r#"
-ftp.prot_c()
 try:
     get_bytes('big.bin')
     print('RETR ok')
@@ -1338,17 +1339,25 @@ except ftplib.all_errors as e:
 print('NOOP', ftp.voidcmd('NOOP'))
 ftp.prot_p()
 print('SHA', sha256(get_bytes('big.bin')))
+try:
+    ftp.prot_c()
+    print('PROT C ok')
+except ftplib.all_errors as e:
+    print('PROT C', e)
+print('AGAIN', sha256(get_bytes('big.bin')))
 ftp.quit()
 "#;
-    let out = clients::ftplib_tls(&t, body, Mode::Epsv, &fx.tls());
+    let out = clients::ftplib_tls(&t, body, Mode::Epsv, &fx.tls().clear_data());
     assert!(out.ok, "{}", fx.ctx("ftplib PROT C", &out));
     let s = out.stdout_str();
     assert!(
         s.contains("RETR 521 ")
             && s.contains("NOOP 200")
-            && s.contains(&format!("SHA {}", sha(&fx.big))),
+            && s.contains(&format!("SHA {}", sha(&fx.big)))
+            && s.contains("PROT C 534 ")
+            && s.contains(&format!("AGAIN {}", sha(&fx.big))),
         "{}",
-        fx.ctx("521, then PROT P works", &out)
+        fx.ctx("521, then PROT P works, then PROT C is 534", &out)
     );
 }
 

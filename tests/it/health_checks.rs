@@ -17,7 +17,7 @@ use crate::gateway::{self, Gateway};
 use crate::peers::{self, FtpServer, ServerKind, TlsSetup};
 
 /// One check every 200 ms; one result decides.
-const FAST_CHECKS: &str = "health_check = true\nhealth_check_interval = \"200ms\"\nhealth_check_timeout = \"2s\"\nhealth_check_rise = 1\nhealth_check_fall = 1\n";
+pub(crate) const FAST_CHECKS: &str = "health_check = true\nhealth_check_interval = \"200ms\"\nhealth_check_timeout = \"2s\"\nhealth_check_rise = 1\nhealth_check_fall = 1\n";
 
 /// The sum of `name`'s samples whose labels include `labels`.
 fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -46,7 +46,7 @@ fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// Waits (at most 10 s) until `ftpgate_backend_up` of `backend` is `want`.
 #[track_caller]
-fn wait_up(gw: &Gateway, backend: SocketAddr, want: f64) {
+pub(crate) fn wait_up(gw: &Gateway, backend: SocketAddr, want: f64) {
     let b = backend.to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(gw, "ftpgate_backend_up", &[("backend", &b)]) != want
@@ -344,6 +344,7 @@ fn health_tls_self_signed_ca_certificate_is_down_and_says_use_the_pin() {
             key,
             implicit: false,
             required: false,
+            client_ca: None,
         },
         |_| {},
     );

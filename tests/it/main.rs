@@ -17,6 +17,7 @@ mod health_checks;
 mod hostile;
 mod kubernetes;
 mod more_clients;
+mod mtls;
 mod nat;
 mod netns;
 mod operations;

@@ -260,6 +260,9 @@ pub struct TlsSetup {
     /// `TLSRequired on`, pure-ftpd `-Y 3`. When false, TLS is offered and
     /// plain FTP still works (pure-ftpd `-Y 1`).
     pub required: bool,
+    /// Require a client certificate issued by a CA in this file (vsftpd
+    /// only: `require_cert=YES`, `validate_cert=YES`, `ca_certs_file`).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl TlsSetup {
@@ -270,6 +273,7 @@ impl TlsSetup {
             key: pki.server_key.clone(),
             implicit: false,
             required: false,
+            client_ca: None,
         }
     }
 
@@ -286,6 +290,15 @@ impl TlsSetup {
     pub fn required(self) -> TlsSetup {
         TlsSetup {
             required: true,
+            ..self
+        }
+    }
+
+    /// The same, requiring a client certificate issued by a CA in `ca`
+    /// (vsftpd only).
+    pub fn require_client_cert(self, ca: &Path) -> TlsSetup {
+        TlsSetup {
+            client_ca: Some(ca.to_path_buf()),
             ..self
         }
     }
@@ -620,7 +633,9 @@ fn vsftpd_command(dir: &Path, root: &Path, at: SocketAddr, tls: Option<&TlsSetup
 /// strict_ssl_read_eof=YES is not the default (NO is): set so an upload
 /// that ends without a TLS close_notify fails, as on a hardened server.
 /// ssl_request_cert stays at its default YES (a CertificateRequest that
-/// clients may ignore). vsftpd 3.0.3 has
+/// clients may ignore); with `client_ca`, require_cert=YES and
+/// validate_cert=YES refuse a client without a certificate issued by a CA
+/// in ca_certs_file (the handshake fails). vsftpd 3.0.3 has
 /// no ssl_tlsv1_2/ssl_tlsv1_3 options (they are unrecognised and stop it):
 /// with ssl_tlsv1=YES it runs OpenSSL's generic method, so TLS 1.2 and 1.3
 /// are both offered (OpenSSL 3's security level refuses 1.0/1.1 anyway).
@@ -640,11 +655,20 @@ fn vsftpd_tls_config(tls: &TlsSetup) -> String {
          ssl_tlsv1=YES\n\
          require_ssl_reuse=YES\n\
          strict_ssl_read_eof=YES\n\
-         debug_ssl=YES\n",
+         debug_ssl=YES\n\
+         {client}",
         cert = tls.cert.display(),
         key = tls.key.display(),
         req = yn(tls.required),
         implicit = yn(tls.implicit),
+        client = tls
+            .client_ca
+            .as_ref()
+            .map(|ca| format!(
+                "require_cert=YES\nvalidate_cert=YES\nca_certs_file={}\n",
+                ca.display()
+            ))
+            .unwrap_or_default(),
     )
 }
 
@@ -724,6 +748,7 @@ fn proftpd_command(dir: &Path, root: &Path, port: u16, tls: Option<&TlsSetup>) -
 /// `NoSessionReuseRequired`), session cache = OpenSSL's in-process cache,
 /// TLSSessionTickets off, TLSRenegotiate none.
 fn proftpd_tls_config(tls: &TlsSetup, run: &Path) -> String {
+    assert!(tls.client_ca.is_none(), "client certificates: vsftpd only");
     format!(
         "LoadModule mod_tls.c\n\
          TLSEngine on\n\
@@ -792,6 +817,7 @@ fn pureftpd_command(dir: &Path, root: &Path, port: u16, tls: Option<&TlsSetup>) 
         .arg(dir.join("pure-ftpd.pid"));
     if let Some(tls) = tls {
         assert!(!tls.implicit, "pure-ftpd: no implicit TLS in this build");
+        assert!(tls.client_ca.is_none(), "client certificates: vsftpd only");
         cmd.arg("-Y")
             .arg(if tls.required { "3" } else { "1" })
             .arg("-2")

@@ -544,6 +544,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         backend_tls_server_name: tls.backend_tls_server_name,
         backend_tls_protect_data: tls.backend_tls_protect_data,
         backend_tls_config: tls.backend_tls_config,
+        tls_client_auth: tls.tls_client_auth,
+        tls_client_ca: tls.tls_client_ca,
+        tls_client_cert_user: tls.tls_client_cert_user,
+        tls_server_names: tls.tls_server_names,
+        xferlog_user: tls.xferlog_user,
+        backend_tls_identity: tls.backend_tls_identity,
         proxy_protocol_listen: listeners.proxy_protocol_listen,
         proxy_protocol_from: listeners.proxy_protocol_from,
         proxy_protocol_timeout: duration(

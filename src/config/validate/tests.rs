@@ -469,3 +469,132 @@ fn user_lookup_mistakes_name_the_key() {
         assert!(e.contains(want), "{e:?} should contain {want:?}\n{text}");
     }
 }
+
+/// Mutual TLS toward clients and backends, SNI names, the transfer log's
+/// user field: what is valid prints back the same; each mistake names its
+/// key and, for files, the file.
+#[test]
+fn client_certificates_sni_and_backend_identity() {
+    let ftp = format!("listen = [\"127.0.0.1:2121\"]\n{BACKEND}");
+    let ca = "tls_client_ca = \"tests/data/config/tls/cert.pem\"\n";
+    let valid = format!(
+        "{ftp}{CERT}{ca}tls_client_auth = \"required\"\ntls_client_cert_user = true\n\
+         xferlog_user = \"certificate\"\ntls_server_names = [\"FTP.example.com.\", \"files.example\"]\n\
+         backend_tls = \"explicit\"\nbackend_tls_verify = false\n\
+         backend_tls_client_cert = \"tests/data/config/tls/cert.pem\"\n\
+         backend_tls_client_key = \"tests/data/config/tls/key.pem\"\n"
+    );
+    let c = check(&valid).unwrap();
+    assert_eq!(c.tls_client_auth, crate::tls::ClientAuth::Required);
+    assert!(c.tls_client_cert_user && c.backend_tls_identity.is_some());
+    assert_eq!(c.xferlog_user, crate::xferlog::UserField::Certificate);
+    assert_eq!(c.tls_server_names, ["ftp.example.com", "files.example"]);
+    let printed = c.to_toml();
+    for want in [
+        "tls_client_auth = \"required\"",
+        "tls_client_cert_user = true",
+        "xferlog_user = \"certificate\"",
+        "tls_server_names = [\"ftp.example.com\", \"files.example\"]",
+    ] {
+        assert!(printed.lines().any(|l| l == want), "{want}:\n{printed}");
+    }
+    let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(again.to_toml(), printed);
+    // The defaults print back too.
+    let d = check(&ftp).unwrap().to_toml();
+    for want in [
+        "tls_client_auth = \"off\"",
+        "tls_client_cert_user = false",
+        "xferlog_user = \"login\"",
+        "tls_server_names = []",
+        "# tls_client_ca is not set",
+        "# backend_tls_client_cert is not set",
+    ] {
+        assert!(d.lines().any(|l| l == want), "{want}:\n{d}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let other_key = dir.path().join("other.key");
+    std::fs::write(
+        &other_key,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let backend = "backend_tls = \"explicit\"\nbackend_tls_verify = false\n";
+    let cases = [
+        (
+            format!("{ftp}{CERT}{ca}tls_client_auth = \"sometimes\"\n"),
+            "t.toml:6: tls_client_auth: `sometimes` is not \"off\", \"optional\" or \"required\"",
+        ),
+        (
+            format!("{ftp}{CERT}tls_client_auth = \"required\"\n"),
+            "tls_client_auth: set tls_client_ca",
+        ),
+        (
+            format!("{ftp}{ca}tls_client_auth = \"optional\"\n"),
+            "tls_client_auth: client certificates need TLS toward clients",
+        ),
+        (
+            format!("{ftp}{CERT}{ca}"),
+            "t.toml:5: tls_client_ca: set tls_client_auth",
+        ),
+        (
+            format!("{ftp}{CERT}tls_client_auth = \"required\"\ntls_client_ca = \"/nonexistent/ca.pem\"\n"),
+            "tls_client_ca: /nonexistent/ca.pem: cannot read",
+        ),
+        (
+            format!("{ftp}{CERT}tls_client_cert_user = true\n"),
+            "tls_client_cert_user: needs client certificates",
+        ),
+        (
+            format!("{ftp}{CERT}xferlog_user = \"certificate\"\n"),
+            "xferlog_user: \"certificate\" needs client certificates",
+        ),
+        (
+            format!("{ftp}xferlog_user = \"cn\"\n"),
+            "xferlog_user: `cn` is not \"login\" or \"certificate\"",
+        ),
+        (
+            format!("{ftp}{CERT}tls_server_names = [\"127.0.0.1\"]\n"),
+            "tls_server_names: `127.0.0.1` is an IP address",
+        ),
+        (
+            format!("{ftp}{CERT}tls_server_names = [\"not a name\"]\n"),
+            "tls_server_names: `not a name` is not a DNS name",
+        ),
+        (
+            format!("{ftp}tls_server_names = [\"ftp.example.com\"]\n"),
+            "tls_server_names: SNI names need TLS toward clients",
+        ),
+        (
+            format!("{ftp}{backend}backend_tls_client_cert = \"tests/data/config/tls/cert.pem\"\n"),
+            "backend_tls_client_key: backend_tls_client_cert is set but backend_tls_client_key is not",
+        ),
+        (
+            format!(
+                "{ftp}backend_tls_client_cert = \"tests/data/config/tls/cert.pem\"\n\
+                 backend_tls_client_key = \"tests/data/config/tls/key.pem\"\n"
+            ),
+            "backend_tls_client_cert: a client certificate toward backends needs backend_tls",
+        ),
+        (
+            format!(
+                "{ftp}{backend}backend_tls_client_cert = \"/nonexistent/client.pem\"\n\
+                 backend_tls_client_key = \"tests/data/config/tls/key.pem\"\n"
+            ),
+            "backend_tls_client_cert: /nonexistent/client.pem: cannot read",
+        ),
+        (
+            format!(
+                "{ftp}{backend}backend_tls_client_cert = \"tests/data/config/tls/cert.pem\"\n\
+                 backend_tls_client_key = {:?}\n",
+                other_key.display().to_string()
+            ),
+            "backend_tls_client_key: certificate and key do not fit together",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = check(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} should contain {want:?}\n{text}");
+    }
+}

@@ -1,9 +1,11 @@
 //! TLS settings: the certificate and FTPS policy clients see (per listener
-//! too, and implicit FTPS), TLS toward the backends and how their
-//! certificates are verified, and what health checks do after the greeting
-//! (AUTH TLS, login). Certificates and the health-check password file are
-//! read here, so a missing file stops startup with its key; no connection is
-//! made.
+//! too, and implicit FTPS), client certificates (mutual TLS, the user they
+//! may log in as, the transfer log's user field) and the SNI names clients
+//! may ask for, TLS toward the backends, how their certificates are
+//! verified and ftpgate's own certificate toward them, and what health
+//! checks do after the greeting (AUTH TLS, login). Certificates and the
+//! health-check password file are read here, so a missing file stops
+//! startup with its key; no connection is made.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use super::listeners::Listeners;
 use super::{duration, flag, invalid, relative_to_file, ConfigError};
 use crate::config::file::{Located, Origin, RawConfig};
 use crate::config::{BackendTlsMode, Password, TlsPolicy};
-use crate::tls::BackendVerify;
+use crate::tls::{BackendIdentity, BackendVerify, ClientAuth};
+use crate::xferlog::UserField;
 
 /// The TLS part of [`crate::config::Config`]; its fields have the same names
 /// and meaning there.
@@ -36,6 +39,12 @@ pub(super) struct Tls {
     pub health_check_user: Option<String>,
     pub health_check_password_file: Option<PathBuf>,
     pub health_check_password: Option<Password>,
+    pub tls_client_auth: ClientAuth,
+    pub tls_client_ca: Option<PathBuf>,
+    pub tls_client_cert_user: bool,
+    pub tls_server_names: Vec<String>,
+    pub xferlog_user: UserField,
+    pub backend_tls_identity: Option<BackendIdentity>,
 }
 
 /// The TLS settings of `raw`; `listeners` for the keys that name one.
@@ -48,7 +57,17 @@ pub(super) fn validate(raw: &RawConfig, listeners: &Listeners) -> Result<Tls, Co
     let tls_min_version_13 = min_version_13(raw)?;
     let path_of = |v: &Option<Located<String>>| v.as_ref().map(relative_to_file);
     let (tls_cert, tls_key) = (path_of(&raw.tls_cert), path_of(&raw.tls_key));
-    let client_tls = server_config(raw, &tls_cert, &tls_key, tls_min_version_13)?;
+    let has_cert = tls_cert.is_some() && tls_key.is_some();
+    let (tls_client_auth, tls_client_ca) = client_auth(raw, has_cert)?;
+    let tls_server_names = server_names(raw, has_cert)?;
+    let rules = crate::tls::ClientRules {
+        min_tls13: tls_min_version_13,
+        client_auth: tls_client_auth,
+        client_ca: tls_client_ca.as_deref(),
+        server_names: &tls_server_names,
+    };
+    let client_tls = server_config(raw, &tls_cert, &tls_key, &rules)?;
+    let (tls_client_cert_user, xferlog_user) = certificate_uses(raw, tls_client_auth)?;
     let tls = policy(raw, client_tls.is_some())?;
     let tls_for_listener = policy_for_listener(raw, listeners, client_tls.is_some())?;
     if let (false, true, Some(l)) = (
@@ -65,7 +84,13 @@ pub(super) fn validate(raw: &RawConfig, listeners: &Listeners) -> Result<Tls, Co
     let backend_tls = backend_mode(raw)?;
     let verify_flag = flag(&raw.backend_tls_verify, true);
     let backend_tls_verify = backend_verify(raw, backend_tls, verify_flag)?;
-    let backend_tls_config = backend_client_config(raw, backend_tls, &backend_tls_verify)?;
+    let backend_tls_identity = backend_identity(raw, backend_tls)?;
+    let backend_tls_config = backend_client_config(
+        raw,
+        backend_tls,
+        &backend_tls_verify,
+        backend_tls_identity.as_ref(),
+    )?;
     let (health_check_tls, health_check_user, health_check_password_file, health_check_password) =
         health_login(raw, backend_tls)?;
     let backend_tls_server_name = raw
@@ -91,7 +116,156 @@ pub(super) fn validate(raw: &RawConfig, listeners: &Listeners) -> Result<Tls, Co
         health_check_user,
         health_check_password_file,
         health_check_password,
+        tls_client_auth,
+        tls_client_ca,
+        tls_client_cert_user,
+        tls_server_names,
+        xferlog_user,
+        backend_tls_identity,
     })
+}
+
+/// `tls_client_auth` and `tls_client_ca`: client certificates need a
+/// certificate of ftpgate's own (TLS toward clients) and a CA file; a CA
+/// file without them is a mistake, not a silent no-op.
+fn client_auth(
+    raw: &RawConfig,
+    has_cert: bool,
+) -> Result<(ClientAuth, Option<PathBuf>), ConfigError> {
+    let auth = match &raw.tls_client_auth {
+        None => ClientAuth::Off,
+        Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
+            "off" => ClientAuth::Off,
+            "optional" => ClientAuth::Optional,
+            "required" => ClientAuth::Required,
+            other => {
+                return invalid(
+                    "tls_client_auth",
+                    &l.origin,
+                    format!("`{other}` is not \"off\", \"optional\" or \"required\""),
+                )
+            }
+        },
+    };
+    let ca = raw.tls_client_ca.as_ref();
+    match (auth, ca, &raw.tls_client_auth) {
+        (ClientAuth::Off, Some(l), _) => invalid(
+            "tls_client_ca",
+            &l.origin,
+            "set tls_client_auth = \"optional\" or \"required\" as well (client certificates are off)",
+        ),
+        (ClientAuth::Off, None, _) => Ok((auth, None)),
+        (_, _, Some(l)) if !has_cert => invalid(
+            "tls_client_auth",
+            &l.origin,
+            "client certificates need TLS toward clients: set tls_cert and tls_key",
+        ),
+        (_, None, Some(l)) => invalid(
+            "tls_client_auth",
+            &l.origin,
+            "set tls_client_ca: the CA certificates (PEM) that issue client certificates",
+        ),
+        (_, Some(l), _) => Ok((auth, Some(relative_to_file(l)))),
+        (_, None, None) => Ok((ClientAuth::Off, None)),
+    }
+}
+
+/// `tls_server_names`: DNS names (an IP address is never sent as SNI, RFC
+/// 6066 3), only with a certificate.
+fn server_names(raw: &RawConfig, has_cert: bool) -> Result<Vec<String>, ConfigError> {
+    let Some(l) = &raw.tls_server_names else {
+        return Ok(Vec::new());
+    };
+    if !has_cert && !l.value.is_empty() {
+        return invalid(
+            "tls_server_names",
+            &l.origin,
+            "SNI names need TLS toward clients: set tls_cert and tls_key",
+        );
+    }
+    let mut names = Vec::new();
+    for n in &l.value {
+        let n = n.trim().trim_end_matches('.');
+        if n.parse::<std::net::IpAddr>().is_ok() {
+            return invalid(
+                "tls_server_names",
+                &l.origin,
+                format!("`{n}` is an IP address, which clients never send as SNI (RFC 6066 3); a client connecting to an address sends no SNI and is accepted"),
+            );
+        }
+        if rustls::pki_types::DnsName::try_from(n).is_err() {
+            return invalid(
+                "tls_server_names",
+                &l.origin,
+                format!("`{n}` is not a DNS name"),
+            );
+        }
+        names.push(n.to_ascii_lowercase());
+    }
+    Ok(names)
+}
+
+/// `tls_client_cert_user` and `xferlog_user`: both need client certificates.
+fn certificate_uses(raw: &RawConfig, auth: ClientAuth) -> Result<(bool, UserField), ConfigError> {
+    let off = auth == ClientAuth::Off;
+    if let Some(l) = raw.tls_client_cert_user.as_ref().filter(|l| l.value && off) {
+        return invalid(
+            "tls_client_cert_user",
+            &l.origin,
+            "needs client certificates: set tls_client_auth and tls_client_ca",
+        );
+    }
+    let field = match &raw.xferlog_user {
+        None => UserField::Login,
+        Some(l) => match l.value.trim().to_ascii_lowercase().as_str() {
+            "login" => UserField::Login,
+            "certificate" if off => return invalid(
+                "xferlog_user",
+                &l.origin,
+                "\"certificate\" needs client certificates: set tls_client_auth and tls_client_ca",
+            ),
+            "certificate" => UserField::Certificate,
+            other => {
+                return invalid(
+                    "xferlog_user",
+                    &l.origin,
+                    format!("`{other}` is not \"login\" or \"certificate\""),
+                )
+            }
+        },
+    };
+    Ok((flag(&raw.tls_client_cert_user, false), field))
+}
+
+/// `backend_tls_client_cert` and `backend_tls_client_key`: both or
+/// neither, only with TLS toward backends (the files are read with the
+/// backend TLS configuration).
+fn backend_identity(
+    raw: &RawConfig,
+    backend_tls: BackendTlsMode,
+) -> Result<Option<BackendIdentity>, ConfigError> {
+    match (&raw.backend_tls_client_cert, &raw.backend_tls_client_key) {
+        (None, None) => Ok(None),
+        (Some(c), None) => invalid(
+            "backend_tls_client_key",
+            &c.origin,
+            "backend_tls_client_cert is set but backend_tls_client_key is not: both are needed",
+        ),
+        (None, Some(k)) => invalid(
+            "backend_tls_client_cert",
+            &k.origin,
+            "backend_tls_client_key is set but backend_tls_client_cert is not: both are needed",
+        ),
+        (Some(c), Some(_)) if backend_tls == BackendTlsMode::Off => invalid(
+            "backend_tls_client_cert",
+            &c.origin,
+            "a client certificate toward backends needs backend_tls = \"explicit\" or \"implicit\"",
+        ),
+        (Some(c), Some(k)) => Ok(Some(BackendIdentity {
+            cert: relative_to_file(c),
+            key: relative_to_file(k),
+        })),
+    }
 }
 
 /// `tls_min_version`: whether TLS 1.2 is refused.
@@ -118,21 +292,19 @@ fn server_config(
     raw: &RawConfig,
     tls_cert: &Option<PathBuf>,
     tls_key: &Option<PathBuf>,
-    tls_min_version_13: bool,
+    rules: &crate::tls::ClientRules<'_>,
 ) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
     Ok(match (tls_cert, tls_key) {
-        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, tls_min_version_13).or_else(
-            |e| {
-                let key = tls_key_or_cert(&e);
-                let l = if key == "tls_cert" {
-                    raw.tls_cert.as_ref()
-                } else {
-                    raw.tls_key.as_ref()
-                }
-                .expect("both set");
-                invalid(key, &l.origin, strip_key(&e.to_string()))
-            },
-        )?),
+        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, rules).or_else(|e| {
+            let key = tls_key_or_cert(&e);
+            let l = match key {
+                "tls_cert" => raw.tls_cert.as_ref(),
+                "tls_client_ca" => raw.tls_client_ca.as_ref(),
+                _ => raw.tls_key.as_ref(),
+            }
+            .expect("set when named");
+            invalid(key, &l.origin, strip_key(&e.to_string()))
+        })?),
         (Some(_), None) => {
             return invalid(
                 "tls_key",
@@ -287,22 +459,29 @@ fn backend_client_config(
     raw: &RawConfig,
     backend_tls: BackendTlsMode,
     backend_tls_verify: &BackendVerify,
+    identity: Option<&BackendIdentity>,
 ) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
     if backend_tls == BackendTlsMode::Off {
         return Ok(None);
     }
     Ok(Some(
-        crate::tls::client_config(backend_tls_verify).or_else(|e| {
-            let (key, origin) = match backend_tls_verify {
-                BackendVerify::Ca(_) => (
+        crate::tls::client_config(backend_tls_verify, identity).or_else(|e| {
+            let named = match tls_key_or_cert(&e) {
+                k @ "backend_tls_client_cert" => Some((k, &raw.backend_tls_client_cert)),
+                k @ "backend_tls_client_key" => Some((k, &raw.backend_tls_client_key)),
+                _ => None,
+            };
+            let (key, origin) = match (named, backend_tls_verify) {
+                (Some((k, l)), _) => (k, l.as_ref().map(|l| l.origin.clone())),
+                (None, BackendVerify::Ca(_)) => (
                     "backend_tls_ca",
                     raw.backend_tls_ca.as_ref().map(|l| l.origin.clone()),
                 ),
-                BackendVerify::Pinned(_) => (
+                (None, BackendVerify::Pinned(_)) => (
                     "backend_tls_pin",
                     raw.backend_tls_pin.as_ref().map(|l| l.origin.clone()),
                 ),
-                BackendVerify::None => ("backend_tls", None),
+                (None, BackendVerify::None) => ("backend_tls", None),
             };
             invalid(
                 key,

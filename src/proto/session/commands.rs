@@ -3,8 +3,8 @@
 //! Commands are taken one at a time, in order; one that makes ftpgate talk
 //! to the connections itself (PASV, EPSV, PORT, EPRT, AUTH) waits until
 //! every earlier reply is out. ftpgate answers what it terminates itself
-//! (AUTH, PBSZ, PROT, CCC, and everything before per-user routing picks a
-//! backend); the rest goes to the backend. No I/O here.
+//! (AUTH, PBSZ, PROT, CCC, REIN inside TLS, and everything before per-user
+//! routing picks a backend); the rest goes to the backend. No I/O here.
 
 use std::time::Duration;
 
@@ -87,9 +87,13 @@ impl Control {
             Verb::Pbsz => self.local_error(Error::client(ErrorKind::PbszFirst)),
             Verb::Prot => self.on_prot(&cmd),
             Verb::Ccc => self.local_error(Error::client(ErrorKind::CccRefused)),
+            Verb::Rein if self.client_tls => self.refuse_downgrade(&cmd, ErrorKind::ReinInsideTls),
             Verb::User | Verb::Pass if self.policy.tls_required && !self.client_tls => {
                 self.note(Note::LoginBeforeTls);
                 self.local_error(Error::client(ErrorKind::TlsRequired));
+            }
+            Verb::User if !self.cert_allows(&cmd.arg_str()) => {
+                self.refuse_cert_user(cmd.arg_str(), now)
             }
             Verb::User if self.routed_user.is_some() || self.backend.is_none() => {
                 self.route_user(&cmd)
@@ -129,6 +133,9 @@ impl Control {
         }
         if level != "P" && level != "C" {
             return self.local_error(Error::client(ErrorKind::ProtLevel));
+        }
+        if level == "C" && self.refuses_clear_data() {
+            return self.refuse_downgrade(cmd, ErrorKind::ClearDataRefused);
         }
         self.prot_private = level == "P";
         let text = if self.prot_private {
@@ -225,12 +232,13 @@ impl Control {
         self.steps.push_back(Step::ClientTls);
     }
 
-    pub(super) fn on_client_tls(&mut self, r: Result<(), String>) {
+    pub(super) fn on_client_tls(&mut self, r: Result<Option<super::ClientCert>, String>) {
         self.own = None;
         match r {
-            Ok(()) => {
+            Ok(cert) => {
                 self.client_tls = true;
                 self.prot_private = false;
+                self.client_cert = cert;
             }
             Err(why) => {
                 self.note(Note::TlsFailed {

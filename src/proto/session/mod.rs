@@ -21,6 +21,7 @@
 //! `ExpectPassiveReply`, ...); a transfer's lifecycle is one
 //! [`transfer::Phase`].
 
+mod client_tls;
 mod commands;
 mod data;
 mod order;
@@ -73,6 +74,18 @@ pub enum BackendTls {
     Implicit,
 }
 
+/// A client certificate ftpgate verified (mutual TLS), as plain names: the
+/// core never sees a certificate (`crate::client_cert` reads them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// What the logs and the transfer log show: the subject's CN, else the
+    /// first email SAN, else the first DNS SAN.
+    pub subject: String,
+    /// The names USER may be with `tls_client_cert_user`: the CN and every
+    /// email SAN, whole (never a local part alone).
+    pub user_names: Vec<String>,
+}
+
 /// The configuration values the decisions need, so the core never reads
 /// the configuration itself.
 #[derive(Debug, Clone)]
@@ -111,6 +124,13 @@ pub struct Policy {
     pub idle_timeout: Duration,
     /// `backend_reply_timeout`.
     pub backend_reply_timeout: Duration,
+    /// `tls_client_cert_user`: USER must be one of the names of the
+    /// client's certificate.
+    pub cert_user: bool,
+    /// The certificate an implicit-TLS client showed in the handshake that
+    /// preceded the session (explicit TLS reports it with
+    /// [`Event::ClientTlsDone`]).
+    pub client_cert: Option<ClientCert>,
 }
 
 /// How the session begins.
@@ -148,8 +168,9 @@ pub enum Event {
     RouteFailed(Error),
     /// [`Step::BackendTls`] finished.
     BackendTlsDone(Result<(), String>),
-    /// [`Step::ClientTls`] finished.
-    ClientTlsDone(Result<(), String>),
+    /// [`Step::ClientTls`] finished; `Some`: the client showed a
+    /// certificate ftpgate verified.
+    ClientTlsDone(Result<Option<ClientCert>, String>),
     /// [`Step::ConnectBackendData`] connected.
     BackendDataConnected {
         /// The data setup.
@@ -394,6 +415,20 @@ pub enum Note {
     },
     /// USER or PASS before AUTH TLS where TLS is required.
     LoginBeforeTls,
+    /// USER is not a name of the client's certificate
+    /// (`tls_client_cert_user`); answered 530, a failed login.
+    CertUserMismatch {
+        /// The USER argument.
+        user: String,
+        /// The certificate's subject, if the client showed one.
+        subject: Option<String>,
+    },
+    /// A command that would weaken TLS protection, refused (`PROT C` where
+    /// TLS is required, `REIN` inside TLS).
+    DowngradeRefused {
+        /// The command line.
+        line: String,
+    },
     /// A command line over `max_line_length`.
     LineTooLong,
     /// The backend did not answer earlier commands within
@@ -548,6 +583,8 @@ pub struct Control {
     replay_user: Option<String>,
     /// The client control connection is inside TLS.
     client_tls: bool,
+    /// The certificate the client showed in its TLS handshake (mutual TLS).
+    client_cert: Option<ClientCert>,
     /// PROT P in effect toward the client.
     prot_private: bool,
     /// EPSV ALL was sent: only EPSV may set up data connections (RFC 2428 4).
@@ -598,6 +635,7 @@ impl Control {
             routed_as: None,
             replay_user: None,
             client_tls: policy.implicit_tls,
+            client_cert: policy.client_cert.clone().filter(|_| policy.implicit_tls),
             // An implicit-TLS session starts protected: its clients take
             // data protection for granted (and clear data is refused there).
             prot_private: policy.implicit_tls,
@@ -700,6 +738,12 @@ impl Control {
         self.user.as_deref()
     }
 
+    /// The certificate the client showed in its TLS handshake (logs, the
+    /// transfer log).
+    pub fn client_cert(&self) -> Option<&ClientCert> {
+        self.client_cert.as_ref()
+    }
+
     /// Nothing in flight: no reply owed, no data connection prepared or running.
     pub fn is_idle(&self) -> bool {
         self.order.is_quiet()
@@ -772,6 +816,14 @@ impl Control {
             End::Quit
         } else if self.backend_said_421 {
             End::BackendClosed
+        } else if matches!(&self.own, Some(Own::ExpectGreeting { chat, .. }) if chat.in_tls()) {
+            // Inside TLS before the conversation is done: in TLS 1.3 a
+            // server refuses a client certificate (or its absence) only
+            // after ftpgate's handshake has ended.
+            End::Error(Error::backend(ErrorKind::BackendTls(
+                "the server closed the connection during the TLS setup (a refused client certificate?)"
+                    .into(),
+            )))
         } else {
             End::Error(Error::backend(ErrorKind::BackendClosed))
         };

@@ -143,6 +143,15 @@ struct Sim<'s, S: Source> {
     greeting_seen: bool,
 }
 
+/// A client certificate, or none: its names are every other USER the
+/// simulated client sends (`u0`, `u2`, ...).
+fn sim_cert<S: Source>(src: &mut S) -> Option<super::ClientCert> {
+    (src.pick(3) != 0).then(|| super::ClientCert {
+        subject: "sim".into(),
+        user_names: (0..64).step_by(2).map(|k| format!("u{k}")).collect(),
+    })
+}
+
 fn violation(what: String, trace: &VecDeque<String>) -> Violation {
     Violation {
         what,
@@ -174,11 +183,14 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         login_timeout: Duration::from_secs(600),
         idle_timeout: Duration::from_secs(900),
         backend_reply_timeout: Duration::from_secs(10),
+        cert_user: src.pick(4) == 0,
+        client_cert: None,
     };
     let mut policy = policy;
     if policy.tls_offered && src.pick(3) == 0 {
         policy.tls_required = true;
         policy.implicit_tls = src.pick(2) == 0;
+        policy.client_cert = sim_cert(src);
     }
     let unrouted = src.pick(3) == 0;
     let start = if unrouted {
@@ -408,6 +420,7 @@ impl<S: Source> Sim<'_, S> {
                 20 => b"EPSV ALL".to_vec(),
                 21 => vec![b'X'; 100],
                 22 => b"REIN".to_vec(),
+                23 => b"PROT C".to_vec(),
                 _ => format!("NOOP n{k}").into(),
             };
             let is_auth = line == b"AUTH TLS";
@@ -611,8 +624,9 @@ impl<S: Source> Sim<'_, S> {
                 self.auth_pending = false;
                 self.after_auth.clear();
                 let ok = self.src.pick(8) != 0;
+                let cert = sim_cert(self.src);
                 self.event(Event::ClientTlsDone(if ok {
-                    Ok(())
+                    Ok(cert)
                 } else {
                     Err("sim".into())
                 }));
