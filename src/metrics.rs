@@ -61,6 +61,10 @@ pub struct Metrics {
     /// (`backend_closed`, `relay_error`, `stalled`, `aborted`, `session_end`):
     /// both data connections reset, the client told 425/426, never 2xx.
     pub transfers_cut_total: IntCounterVec,
+    /// Client input discarded unread, by reason (`plaintext_after_auth`:
+    /// bytes sent after `AUTH TLS` before the handshake; `after_quit`:
+    /// bytes sent after `QUIT`).
+    pub client_input_discarded_total: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -205,6 +209,12 @@ impl Metrics {
                 "ftpgate_transfers_cut_total",
                 "Transfers whose data did not reach its peer whole (data connections reset, no 2xx).",
                 &["cause"],
+            ),
+            client_input_discarded_total: counter_vec(
+                &r,
+                "ftpgate_client_input_discarded_total",
+                "Client control input discarded without being acted on, by reason.",
+                &["reason"],
             ),
             registry: r,
             sessions_active,

@@ -18,7 +18,16 @@
 //! 5. replies reach the client in the order of the commands they answer,
 //!    and none that nobody asked for (but a 421) reaches it;
 //! 6. no step after the close, and no deadline that is already due after
-//!    time was reported (a driver would spin).
+//!    time was reported (a driver would spin);
+//! 7. nothing the client sends reaches the backend after its QUIT, nor
+//!    while ftpgate's own data setup (PASV/EPSV/PORT/EPRT toward the
+//!    backend, the connect, the lease) is under way: a pipelined
+//!    `PASV`, `RETR` reaches the backend as `PASV` ... `RETR` only once the
+//!    data connection is prepared;
+//! 8. ftpgate connects for backend data only to the backend's own address
+//!    or one in `backend_data_networks`, whatever a 227 names, and a
+//!    backend reply line over [`super::MAX_REPLY_LINE`] ends the session
+//!    with 421 at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,7 +44,7 @@ pub use source::{FromBytes, Seeded, Source};
 use super::super::reply::ReplyAssembler;
 use super::{BackendData, BackendTls, Control, DataNews, Event, Policy, Start, Step, TransferKind};
 use crate::error::{Error, ErrorKind};
-use crate::net::{BackendAddr, ClientAddr, PublicAddr};
+use crate::net::{BackendAddr, ClientAddr, Networks, PublicAddr};
 
 /// An invariant that did not hold, with the session's trace.
 #[derive(Debug, Clone)]
@@ -77,6 +86,9 @@ pub struct Stats {
 const GATE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 /// The address a misbehaving backend names in a 227 nobody asked for.
 const THIRD_PARTY: &str = "6,6,6,6";
+/// The backend at the start, and the one per-user routing connects.
+const BACKEND_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+const ROUTED_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
 
 /// A client command awaiting its final reply.
 #[derive(Debug, Clone)]
@@ -104,6 +116,9 @@ struct Gen {
     /// Its data task ended (Failed or Finished fed) or the core cancelled it.
     released: bool,
     cancelled: bool,
+    /// Cancelled before its data settled (a download reported whole, or
+    /// both directions ended): the data did not arrive whole.
+    cut: bool,
     down_clean: Option<bool>,
     finished: Option<bool>,
     failed: bool,
@@ -141,6 +156,15 @@ struct Sim<'s, S: Source> {
     after_auth: Vec<usize>,
     auth_pending: bool,
     greeting_seen: bool,
+    /// The backend connected now (its data address is always allowed).
+    backend_ip: IpAddr,
+    /// `backend_data_networks` of this session.
+    networks: Networks,
+    /// The client's QUIT reached the backend.
+    quit_forwarded: bool,
+    /// ftpgate's own data setup is under way (its PASV/EPSV/PORT/EPRT or
+    /// listener, until the lease, the prepared active leg or a cancel).
+    setup_open: bool,
 }
 
 fn violation(what: String, trace: &VecDeque<String>) -> Violation {
@@ -163,6 +187,11 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         login_failures_before_delay: src.pick(3),
         login_failure_delay: Duration::from_millis(u64::from(src.pick(3)) * 500),
         trust_backend_pasv_address: src.pick(2) == 0,
+        backend_data_networks: if src.pick(3) == 0 {
+            Networks(vec!["10.0.0.0/8".parse().expect("network")])
+        } else {
+            Networks::default()
+        },
         backend_data: if src.pick(3) == 0 {
             BackendData::Active
         } else {
@@ -185,10 +214,11 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         Start::Unrouted
     } else {
         Start::Connected {
-            backend: BackendAddr(SocketAddr::from(([10, 0, 0, 5], 21))),
+            backend: BackendAddr(SocketAddr::from((BACKEND_IP, 21))),
             tls: pick_tls(src),
         }
     };
+    let networks = policy.backend_data_networks.clone();
     let mut sim = Sim {
         ctl: Control::new(policy, start),
         src,
@@ -209,6 +239,10 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         after_auth: Vec::new(),
         auth_pending: false,
         greeting_seen: false,
+        backend_ip: IpAddr::V4(BACKEND_IP),
+        networks,
+        quit_forwarded: false,
+        setup_open: false,
     };
     if !unrouted {
         sim.greet();
@@ -314,6 +348,24 @@ impl<S: Source> Sim<'_, S> {
                     // A reply nobody asked for, when nothing is outstanding
                     // (while a command is, no proxy could tell it from the
                     // answer; the 451 for a stray 227 covers that case).
+                    // A reply line that never ends: the session ends at once.
+                    8 if self.backend.connected
+                        && self.ctl.wants_backend()
+                        && self.src.pick(4) == 0 =>
+                    {
+                        self.log("backend: an endless reply line".into());
+                        let mut line = b"215 ".to_vec();
+                        line.resize(super::MAX_REPLY_LINE + 100, b'x');
+                        self.ctl.backend_buffer().extend_from_slice(&line);
+                        self.ctl.on_backend_data(self.now);
+                        self.drain()?;
+                        if !self.closed || !self.stats.end.contains("reply too long") {
+                            return Err(self.fail(format!(
+                                "invariant 8: an endless backend reply line did not end the session (end: {:?})",
+                                self.stats.end
+                            )));
+                        }
+                    }
                     4..=7
                         if self.backend.connected
                             && self.ctl.wants_backend()
@@ -334,17 +386,19 @@ impl<S: Source> Sim<'_, S> {
                 }
                 Ok(())
             }
-            _ => {
+            _ => match self.src.pick(3) {
                 // Bytes in pieces: half a line now, the rest later.
-                if self.src.pick(2) == 0 && self.ctl.wants_client() {
+                0 if self.ctl.wants_client() => {
                     self.ctl.client_buffer().extend_from_slice(b"NO");
                     self.ctl.on_client_data(self.now);
                     self.ctl.client_buffer().extend_from_slice(b"OP split\r\n");
                     self.push_cmd(b"NOOP split".to_vec());
                     self.ctl.on_client_data(self.now);
+                    Ok(())
                 }
-                Ok(())
-            }
+                1 => self.client_pipelines_a_transfer(),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -379,13 +433,11 @@ impl<S: Source> Sim<'_, S> {
         if !self.ctl.wants_client() {
             return Ok(());
         }
-        // What followed an AUTH in an earlier piece was handled by now.
-        self.after_auth.clear();
-        self.auth_pending = false;
         let n = 1 + self.src.pick(3);
-        let mut chunk = Vec::new();
+        let mut lines = Vec::new();
         for _ in 0..n {
-            let k = self.next_cmd;
+            // The index this command will have (lines must differ).
+            let k = self.next_cmd + lines.len();
             let line: Vec<u8> = match self.src.pick(40) {
                 0 => format!("USER u{k}").into(),
                 1 => format!("PASS p{k}").into(),
@@ -410,6 +462,49 @@ impl<S: Source> Sim<'_, S> {
                 22 => b"REIN".to_vec(),
                 _ => format!("NOOP n{k}").into(),
             };
+            lines.push(line);
+        }
+        self.send_piece(lines);
+        Ok(())
+    }
+
+    /// A data setup and a transfer in one piece, before the 227 can
+    /// arrive, now and then with QUIT in the middle or at the end (or a
+    /// NOOP first, so the setup also waits for an earlier reply).
+    fn client_pipelines_a_transfer(&mut self) -> Result<(), Violation> {
+        if !self.ctl.wants_client() {
+            return Ok(());
+        }
+        let k = self.next_cmd;
+        let setup: &[u8] = match self.src.pick(4) {
+            0 => b"PASV",
+            1 => b"EPSV",
+            2 => b"PORT 192,0,2,7,40,1",
+            _ => b"EPRT |1|192.0.2.7|10241|",
+        };
+        let transfer: Vec<u8> = match self.src.pick(3) {
+            0 => format!("RETR p{k}").into(),
+            1 => format!("LIST p{k}").into(),
+            _ => format!("STOR p{k}").into(),
+        };
+        let mut lines = vec![setup.to_vec(), transfer];
+        match self.src.pick(6) {
+            0 => lines.insert(1, b"QUIT".to_vec()),
+            1 => lines.push(b"QUIT".to_vec()),
+            2 => lines.insert(0, format!("NOOP q{k}").into()),
+            _ => {}
+        }
+        self.send_piece(lines);
+        Ok(())
+    }
+
+    /// Sends `lines` in one piece.
+    fn send_piece(&mut self, lines: Vec<Vec<u8>>) {
+        // What followed an AUTH in an earlier piece was handled by now.
+        self.after_auth.clear();
+        self.auth_pending = false;
+        let mut chunk = Vec::new();
+        for line in lines {
             let is_auth = line == b"AUTH TLS";
             let forwarded_line = if line.len() > 64 {
                 Vec::new()
@@ -429,7 +524,6 @@ impl<S: Source> Sim<'_, S> {
         ));
         self.ctl.client_buffer().extend_from_slice(&chunk);
         self.ctl.on_client_data(self.now);
-        Ok(())
     }
 
     /// The backend's next reply reaches ftpgate.
@@ -583,8 +677,9 @@ impl<S: Source> Sim<'_, S> {
                             ..Backend::default()
                         };
                         self.greet();
+                        self.backend_ip = IpAddr::V4(ROUTED_IP);
                         Event::Routed {
-                            backend: BackendAddr(SocketAddr::from(([10, 0, 0, 6], 21))),
+                            backend: BackendAddr(SocketAddr::from((ROUTED_IP, 21))),
                             tls: pick_tls(self.src),
                             user,
                         }
@@ -617,7 +712,13 @@ impl<S: Source> Sim<'_, S> {
                     Err("sim".into())
                 }));
             }
-            Step::ConnectBackendData { gen, .. } => {
+            Step::ConnectBackendData { gen, addr } => {
+                if addr.0.ip() != self.backend_ip && !self.networks.contains(addr.0.ip()) {
+                    return Err(self.fail(format!(
+                        "invariant 8: a backend data connection to {addr}, neither the backend ({}) nor in {:?}",
+                        self.backend_ip, self.networks
+                    )));
+                }
                 let ev = if self.src.pick(6) == 0 {
                     Event::BackendDataFailed {
                         gen,
@@ -626,9 +727,13 @@ impl<S: Source> Sim<'_, S> {
                 } else {
                     Event::BackendDataConnected { gen }
                 };
+                if matches!(ev, Event::BackendDataFailed { .. }) {
+                    self.setup_open = false;
+                }
                 self.event(ev);
             }
             Step::ListenBackendData { gen } => {
+                self.setup_open = true;
                 let addr = SocketAddr::new(IpAddr::V4(GATE_IP), 30000 + gen as u16);
                 self.listen_addrs.push(addr);
                 self.event(Event::BackendDataListening { gen, addr });
@@ -650,6 +755,7 @@ impl<S: Source> Sim<'_, S> {
                         port: 50000 + (gen % 20) as u16,
                     },
                 };
+                self.setup_open = false;
                 if matches!(ev, Event::Leased { .. }) {
                     let g = self.gens.entry(gen).or_default();
                     g.leased = true;
@@ -659,6 +765,7 @@ impl<S: Source> Sim<'_, S> {
                 self.event(ev);
             }
             Step::PrepareActive { gen } => {
+                self.setup_open = false;
                 let g = self.gens.entry(gen).or_default();
                 g.task = true;
                 g.active = true;
@@ -677,7 +784,11 @@ impl<S: Source> Sim<'_, S> {
                 self.event(ev);
             }
             Step::Cancel { gen } => {
+                self.setup_open = false;
                 let g = self.gens.entry(gen).or_default();
+                // A download that reached the client whole stays whole
+                // (its data task closes it cleanly).
+                g.cut |= !g.cancelled && g.finished.is_none() && g.down_clean != Some(true);
                 g.cancelled = true;
                 g.released = true;
                 if self.prepared == Some(gen) {
