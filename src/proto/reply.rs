@@ -448,5 +448,44 @@ mod tests {
             let r = parse_reply_lines(&[line.as_bytes()]).unwrap();
             proptest::prop_assert_eq!(r.to_bytes(), Bytes::from(format!("{line}\r\n")));
         }
+
+        /// A bounded assembler gives the same results however the bytes
+        /// are cut, never a reply over its caps, and never holds more
+        /// than a line's cap and one read besides the reply it keeps.
+        #[test]
+        fn bounded_is_chunking_independent_and_bounded(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[1-5][0-9][0-9][ -][a-z ]{0,30}",
+                    " [a-z]{0,30}",
+                    "[a-z]{0,40}",
+                ],
+                0..40,
+            ),
+            cut in 1usize..17,
+        ) {
+            let stream: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+            let run = |pieces: Vec<&[u8]>| {
+                let mut a = ReplyAssembler::bounded(24, 64);
+                let mut out = Vec::new();
+                for p in pieces {
+                    a.push(p);
+                    while let Some(r) = a.next_reply() {
+                        out.push(r);
+                    }
+                    assert!(a.framer.buffered() <= 24 + 1 + p.len());
+                }
+                out
+            };
+            let whole = run(vec![&stream[..]]);
+            let chunked = run(stream.chunks(cut).collect());
+            proptest::prop_assert_eq!(&whole, &chunked);
+            for r in whole.iter().flatten() {
+                let n = r.lines.len();
+                let body: usize = r.lines[..n - 1].iter().map(|l| l.len()).sum();
+                proptest::prop_assert!(r.lines.iter().all(|l| l.len() <= 24));
+                proptest::prop_assert!(n == 1 || body <= 64);
+            }
+        }
     }
 }
