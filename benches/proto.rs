@@ -141,6 +141,7 @@ fn session_policy() -> Policy {
         login_failures_before_delay: 1,
         login_failure_delay: Duration::from_secs(2),
         trust_backend_pasv_address: false,
+        backend_data_networks: Default::default(),
         backend_data: BackendData::Passive,
         backend_protect_data: true,
         max_line_length: 512,

@@ -60,6 +60,9 @@ pub struct Settings {
     /// Use the address inside a backend's 227 reply. Key: trust_backend_pasv_address.
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub trust_backend_pasv_address: Option<bool>,
+    /// Networks or addresses ftpgate may connect to for a backend's data besides the backend itself (repeatable). Key: backend_data_networks.
+    #[arg(long, global = true, value_name = "NET")]
+    pub backend_data_networks: Vec<String>,
     /// Accept data connections from addresses other than the client's. Key: allow_foreign_data_address.
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub allow_foreign_data_address: Option<bool>,
@@ -374,6 +377,7 @@ impl Settings {
                 "--trust-backend-pasv-address",
                 &self.trust_backend_pasv_address,
             ),
+            backend_data_networks: list("--backend-data-networks", &self.backend_data_networks),
             allow_foreign_data_address: opt(
                 "--allow-foreign-data-address",
                 &self.allow_foreign_data_address,

@@ -68,6 +68,12 @@ pub enum ErrorKind {
     PortRangeExhausted,
     /// The backend's reply to ftpgate's PASV/EPSV/PORT/EPRT was refused or malformed.
     BackendDataSetup(String),
+    /// The backend's 227 named a data address that is neither its own nor
+    /// in `backend_data_networks` (with `trust_backend_pasv_address`).
+    BackendDataAddress(String),
+    /// A backend reply line over the line cap (or one that never ends), or
+    /// a multi-line reply over the byte cap.
+    ReplyTooLong,
     /// A data connection could not be made (to the client or the backend).
     DataConnectFailed(String),
     /// A transfer's data did not reach its peer whole (a reset, a stall,
@@ -180,7 +186,9 @@ impl End {
                     "timeout"
                 }
                 ErrorKind::TooManyLoginFailures => "login_failures",
-                ErrorKind::BackendClosed | ErrorKind::BackendTimeout => "backend_error",
+                ErrorKind::BackendClosed | ErrorKind::BackendTimeout | ErrorKind::ReplyTooLong => {
+                    "backend_error"
+                }
                 _ => "error",
             },
         }
@@ -350,10 +358,20 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             "Can't open data connection: server refused.",
             Continue,
         ),
+        BackendDataAddress(_) => (
+            CantOpenDataConnection,
+            "Can't open data connection: server named an address not allowed.",
+            Continue,
+        ),
         DataConnectFailed(_) => (
             CantOpenDataConnection,
             "Can't open data connection.",
             Continue,
+        ),
+        ReplyTooLong => (
+            ServiceNotAvailable,
+            "Service not available: server reply too long.",
+            Close,
         ),
         TransferCut => (
             TransferAborted,
@@ -534,6 +552,12 @@ mod tests {
                 425,
                 After::Continue,
             ),
+            (
+                Error::backend(ErrorKind::BackendDataAddress("x".into())),
+                425,
+                After::Continue,
+            ),
+            (Error::backend(ErrorKind::ReplyTooLong), 421, After::Close),
             (Error::client(ErrorKind::TransferCut), 426, After::Continue),
             (
                 Error::backend(ErrorKind::UnexpectedBackendReply),

@@ -71,6 +71,10 @@ pub struct Metrics {
     pub user_lookup_cache_hits_total: IntCounter,
     /// Logins that waited for a request another login had started.
     pub user_lookup_shared_total: IntCounter,
+    /// Client input discarded unread, by reason (`plaintext_after_auth`:
+    /// bytes sent after `AUTH TLS` before the handshake; `after_quit`:
+    /// bytes sent after `QUIT`).
+    pub client_input_discarded_total: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -246,6 +250,12 @@ impl Metrics {
                 "ftpgate_user_lookups_total",
                 "Requests to the user lookup service, by outcome.",
                 &["outcome"],
+            ),
+            client_input_discarded_total: counter_vec(
+                &r,
+                "ftpgate_client_input_discarded_total",
+                "Client control input discarded without being acted on, by reason.",
+                &["reason"],
             ),
             registry: r,
             user_lookup_duration_seconds,

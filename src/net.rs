@@ -123,6 +123,19 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// A list of IP networks an address may fall in (`backend_data_networks`):
+/// plain data, so the session core can check an address against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+impl Networks {
+    /// Whether `ip` (IPv4-mapped folded) is in one of the networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +167,24 @@ mod tests {
         ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn networks_contain_addresses_mapped_or_not() {
+        let n = Networks(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::5/128".parse().unwrap(),
+        ]);
+        for (ip, inside) in [
+            ("10.9.8.7", true),
+            ("::ffff:10.1.1.1", true),
+            ("11.0.0.1", false),
+            ("2001:db8::5", true),
+            ("2001:db8::6", false),
+        ] {
+            assert_eq!(n.contains(ip.parse().unwrap()), inside, "{ip}");
+        }
+        assert!(!Networks::default().contains("10.0.0.1".parse().unwrap()));
     }
 
     #[test]

@@ -87,6 +87,15 @@ impl Config {
             self.trust_backend_pasv_address.to_string(),
         );
         kv(
+            "backend_data_networks",
+            list(
+                self.backend_data_networks
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+            ),
+        );
+        kv(
             "allow_foreign_data_address",
             self.allow_foreign_data_address.to_string(),
         );

@@ -133,6 +133,7 @@ settings! {
     passive_ports: String,
     passive_bind_address: String,
     trust_backend_pasv_address: bool,
+    backend_data_networks: Vec<String>,
     allow_foreign_data_address: bool,
     active_mode: bool,
     active_nat_fix: bool,

@@ -199,6 +199,9 @@ pub struct Config {
     pub passive_bind_address: IpAddr,
     /// Use the address inside a backend's 227 instead of its control address.
     pub trust_backend_pasv_address: bool,
+    /// Where ftpgate may connect for a backend's data besides the backend's
+    /// own address (what a trusted 227 may name); empty: nowhere else.
+    pub backend_data_networks: Vec<IpNet>,
     /// Accept client data connections from any address (client NAT pools).
     pub allow_foreign_data_address: bool,
     /// Accept PORT and EPRT from clients.

@@ -153,6 +153,50 @@ mod tests {
         assert_eq!(frames(64, &[b"A\rB\r\n"]), vec![line("A\rB")]);
     }
 
+    /// RFC 2640 3.1: a CR inside a path name travels as CR NUL (the server
+    /// strips the NUL). Such a CR never ends a line, and a NUL never ends
+    /// or splits one: each shape frames to the bytes before its LF (a CR
+    /// right before the LF excluded), whole, and parses with its argument
+    /// intact.
+    #[test]
+    fn rfc2640_cr_nul_and_nul_line_shapes() {
+        use crate::proto::command::{parse_command, Verb};
+        let table: &[(&[u8], &[&[u8]])] = &[
+            (b"RETR a\r\0b\r\n", &[b"RETR a\r\0b"]),
+            // A name ending in CR: CR NUL, then the CRLF.
+            (b"CWD d\r\0\r\n", &[b"CWD d\r\0"]),
+            (b"DELE x\0y\r\n", &[b"DELE x\0y"]),
+            (b"\0NOOP\r\n", &[b"\0NOOP"]),
+            (b"\0\r\n", &[b"\0"]),
+            (b"NOOP\0\r\nSYST\r\n", &[b"NOOP\0", b"SYST"]),
+            // CR NUL right before a bare LF.
+            (b"MKD a\r\0\nPWD\n", &[b"MKD a\r\0", b"PWD"]),
+            (b"STOR \r\0\r\0\r\n", &[b"STOR \r\0\r\0"]),
+        ];
+        for (input, want) in table {
+            let got: Vec<Frame> = frames(64, &[input]);
+            let want: Vec<Frame> = want
+                .iter()
+                .map(|l| Frame::Line(Bytes::copy_from_slice(l)))
+                .collect();
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
+            // Every prefix before the first LF waits; byte by byte gives
+            // the same frames.
+            let lf = input.iter().position(|&b| b == b'\n').unwrap();
+            for cut in 0..=lf {
+                let mut f = LineFramer::new(64);
+                f.push(&input[..cut]);
+                assert_eq!(f.next_frame(), None, "cut {cut} of {input:?}");
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(frames(64, &bytes), want, "byte by byte: {input:?}");
+        }
+        let cmd = parse_command(b"RETR a\r\0b");
+        assert_eq!(cmd.verb, Verb::Retr);
+        assert_eq!(cmd.arg.as_deref(), Some(&b"a\r\0b"[..]));
+        assert_eq!(&cmd.line[..], b"RETR a\r\0b", "forwarded as received");
+    }
+
     #[test]
     fn every_prefix_waits_for_the_terminator() {
         let transcript = b"RETR some file.txt\r\n";

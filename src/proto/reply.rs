@@ -3,7 +3,8 @@
 //! A reply is one line `ddd text` or several lines `ddd-` ... `ddd text`
 //! (RFC 959 4.2). Continuation lines may say anything, including other codes;
 //! only the code of the first line followed by a space (or nothing) ends the
-//! reply. No I/O here.
+//! reply. [`ReplyAssembler::bounded`] refuses a line or a reply over its caps
+//! (the session ends then); [`ReplyAssembler::new`] cuts them. No I/O here.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -144,6 +145,13 @@ impl Reply {
 pub enum ReplyError {
     /// A line outside a multi-line reply that does not start with a code.
     Malformed(Bytes),
+    /// ([`ReplyAssembler::bounded`]) a line longer than the line cap, or
+    /// one that never ends: nothing of it is kept, and the rest of it is
+    /// dropped as it arrives.
+    LineTooLong,
+    /// ([`ReplyAssembler::bounded`]) a multi-line reply over the byte cap:
+    /// what was kept of it is dropped.
+    ReplyTooLong,
 }
 
 /// Parses `ddd` followed by ' ', '-' or end of line; returns code and separator.
@@ -187,6 +195,11 @@ pub struct ReplyAssembler {
     max_bytes: usize,
     /// Continuation lines dropped from the open reply.
     dropped: usize,
+    /// Over a cap is an error ([`ReplyAssembler::bounded`]), not a cut.
+    bounded: bool,
+    /// The code of a refused multi-line reply whose remaining lines are
+    /// dropped up to its closing line.
+    skipping: Option<u16>,
 }
 
 impl ReplyAssembler {
@@ -199,6 +212,21 @@ impl ReplyAssembler {
             open_bytes: 0,
             max_bytes,
             dropped: 0,
+            bounded: false,
+            skipping: None,
+        }
+    }
+
+    /// An assembler for a peer that must not exceed the caps: a line over
+    /// `max_line` (or one that never ends) is [`ReplyError::LineTooLong`]
+    /// once its first `max_line` bytes are in, a multi-line reply over
+    /// `max_bytes` is [`ReplyError::ReplyTooLong`]. Buffering stays within
+    /// the caps whatever the peer sends.
+    pub fn bounded(max_line: usize, max_bytes: usize) -> Self {
+        ReplyAssembler {
+            framer: LineFramer::new(max_line),
+            bounded: true,
+            ..ReplyAssembler::new(max_line, max_bytes)
         }
     }
 
@@ -229,14 +257,29 @@ impl ReplyAssembler {
         loop {
             let line = match self.framer.next_frame()? {
                 Frame::Line(l) => l,
-                // Not produced by a truncating framer.
-                Frame::TooLong => continue,
+                // Only a bounded assembler's framer reports overlong lines.
+                Frame::TooLong => {
+                    if let Some((code, _)) = self.open.take() {
+                        self.skipping = Some(code);
+                    }
+                    return Some(Err(ReplyError::LineTooLong));
+                }
             };
+            if let Some(code) = self.skipping {
+                if matches!(parse_code(&line), Some((c, None | Some(b' '))) if c == code) {
+                    self.skipping = None;
+                }
+                continue;
+            }
             if let Some((code, lines)) = &mut self.open {
                 let ends = matches!(parse_code(&line), Some((c, None | Some(b' '))) if c == *code);
                 if ends || self.open_bytes + line.len() <= self.max_bytes {
                     self.open_bytes += line.len();
                     lines.push(line);
+                } else if self.bounded {
+                    self.skipping = Some(*code);
+                    self.open = None;
+                    return Some(Err(ReplyError::ReplyTooLong));
                 } else {
                     self.dropped += 1;
                 }
@@ -349,6 +392,50 @@ mod tests {
         assert_eq!(a.take_dropped(), 36);
     }
 
+    /// A bounded assembler refuses what the cutting one cuts, and keeps
+    /// its buffer within the caps however much arrives.
+    #[test]
+    fn bounded_refuses_overlong_lines_and_replies() {
+        type Case<'a> = (&'a [u8], &'a [Result<u16, ReplyError>]);
+        let table: &[Case] = &[
+            (b"200 ok\r\n", &[Ok(200)]),
+            (b"215 0123456789abcdef\r\n200 ok\r\n", &[Ok(215), Ok(200)]),
+            (
+                b"215 0123456789abcdefX\r\n200 ok\r\n",
+                &[Err(ReplyError::LineTooLong), Ok(200)],
+            ),
+            // The closing line may take a reply past the cap ...
+            (b"211-abcdefghijklmnop\r\n211 End\r\n", &[Ok(211)]),
+            // ... a continuation line may not; the rest of that reply is
+            // dropped as it arrives.
+            (
+                b"211-abcdefghijklmnop\r\n xy\r\n xy\r\n z\r\n211 End\r\n200 ok\r\n",
+                &[Err(ReplyError::ReplyTooLong), Ok(200)],
+            ),
+        ];
+        for (input, want) in table {
+            let mut a = ReplyAssembler::bounded(20, 24);
+            a.push(input);
+            let got: Vec<Result<u16, ReplyError>> = std::iter::from_fn(|| a.next_reply())
+                .map(|r| r.map(|r| r.code))
+                .collect();
+            assert_eq!(&got, want, "{:?}", String::from_utf8_lossy(input));
+        }
+        // A line that never ends: refused once, then dropped as it comes.
+        let mut a = ReplyAssembler::bounded(16 * 1024, 1 << 20);
+        a.push(b"215 ");
+        let mut refusals = 0;
+        for _ in 0..1000 {
+            a.buffer_mut().extend_from_slice(&[b'x'; 4096]);
+            while let Some(r) = a.next_reply() {
+                assert_eq!(r, Err(ReplyError::LineTooLong));
+                refusals += 1;
+            }
+            assert!(a.buffered() <= 16 * 1024 + 1 + 4096, "{}", a.buffered());
+        }
+        assert_eq!(refusals, 1);
+    }
+
     #[test]
     fn codes_must_be_1_to_5() {
         assert_eq!(parse_code(b"600 x"), None);
@@ -363,6 +450,45 @@ mod tests {
             let line = format!("{code} {text}");
             let r = parse_reply_lines(&[line.as_bytes()]).unwrap();
             proptest::prop_assert_eq!(r.to_bytes(), Bytes::from(format!("{line}\r\n")));
+        }
+
+        /// A bounded assembler gives the same results however the bytes
+        /// are cut, never a reply over its caps, and never holds more
+        /// than a line's cap and one read besides the reply it keeps.
+        #[test]
+        fn bounded_is_chunking_independent_and_bounded(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[1-5][0-9][0-9][ -][a-z ]{0,30}",
+                    " [a-z]{0,30}",
+                    "[a-z]{0,40}",
+                ],
+                0..40,
+            ),
+            cut in 1usize..17,
+        ) {
+            let stream: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+            let run = |pieces: Vec<&[u8]>| {
+                let mut a = ReplyAssembler::bounded(24, 64);
+                let mut out = Vec::new();
+                for p in pieces {
+                    a.push(p);
+                    while let Some(r) = a.next_reply() {
+                        out.push(r);
+                    }
+                    assert!(a.framer.buffered() <= 24 + 1 + p.len());
+                }
+                out
+            };
+            let whole = run(vec![&stream[..]]);
+            let chunked = run(stream.chunks(cut).collect());
+            proptest::prop_assert_eq!(&whole, &chunked);
+            for r in whole.iter().flatten() {
+                let n = r.lines.len();
+                let body: usize = r.lines[..n - 1].iter().map(|l| l.len()).sum();
+                proptest::prop_assert!(r.lines.iter().all(|l| l.len() <= 24));
+                proptest::prop_assert!(n == 1 || body <= 64);
+            }
         }
     }
 }

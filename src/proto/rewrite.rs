@@ -1,6 +1,7 @@
 //! Pure rewriting decisions for the data-connection commands and replies.
 //!
-//! - backend 227/229 -> the backend's data address ([`backend_data_addr`]);
+//! - backend 227/229 -> the backend's data address ([`backend_data_addr`]),
+//!   and whether ftpgate may connect there ([`backend_data_allowed`]);
 //! - ftpgate's public address and port -> the client's 227/229 ([`client_passive_reply`]);
 //! - a client's PORT/EPRT -> the address ftpgate may connect to ([`check_active_target`]);
 //! - a backend FEAT reply -> one that advertises what ftpgate provides ([`rewrite_feat`]).
@@ -13,7 +14,7 @@ use super::hostport::{
     format_227, format_229, format_eprt_arg, format_port_arg, parse_227_text, parse_229_text,
 };
 use super::reply::Reply;
-use crate::net::{canonical, canonical_ip, is_private, BackendAddr, PublicAddr};
+use crate::net::{canonical, canonical_ip, is_private, BackendAddr, Networks, PublicAddr};
 
 /// Which passive command ftpgate sent to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,17 @@ pub fn backend_data_addr(
         (400..=599, _) => Err(PassiveReplyError::Refused),
         _ => Err(PassiveReplyError::Malformed),
     }
+}
+
+/// Whether ftpgate may connect to `addr` for a data connection of the
+/// session whose backend is `backend`: the backend's own address, or one in
+/// `networks` (`backend_data_networks`). A backend trusted for its 227
+/// address (`trust_backend_pasv_address`) must not be a lever to make
+/// ftpgate connect anywhere the operator did not allow (SSRF, FTP bounce
+/// from the server side, RFC 2577).
+pub fn backend_data_allowed(addr: BackendAddr, backend: BackendAddr, networks: &Networks) -> bool {
+    let ip = canonical_ip(addr.0.ip());
+    ip == canonical_ip(backend.0.ip()) || networks.contains(ip)
 }
 
 /// Which passive command the client sent.
@@ -231,6 +243,28 @@ mod tests {
             backend_data_addr(&zero, PassiveCommand::Pasv, backend(), true),
             Ok(BackendAddr("127.0.0.2:62380".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn backend_data_address_must_be_the_backends_or_allowed() {
+        let nets = Networks(vec!["10.20.0.0/16".parse().unwrap()]);
+        for (addr, networks, allowed) in [
+            ("127.0.0.2:5000", &Networks::default(), true),
+            ("[::ffff:127.0.0.2]:5000", &Networks::default(), true),
+            ("127.0.0.3:5000", &Networks::default(), false),
+            ("169.254.169.254:80", &Networks::default(), false),
+            ("10.20.1.1:5000", &Networks::default(), false),
+            ("10.20.1.1:5000", &nets, true),
+            ("10.21.1.1:5000", &nets, false),
+            ("127.0.0.2:5000", &nets, true),
+        ] {
+            let a = BackendAddr(addr.parse().unwrap());
+            assert_eq!(
+                backend_data_allowed(a, backend(), networks),
+                allowed,
+                "{addr} {networks:?}"
+            );
+        }
     }
 
     #[test]

@@ -84,7 +84,28 @@ impl Session {
                 outcome,
             } => self.transfer_done(gen, kind, active, ascii, arg, outcome),
             Note::PlaintextDiscarded { bytes } => {
-                warn!(session = id, client = %client, bytes, "discarded plaintext sent after AUTH TLS")
+                m.client_input_discarded_total
+                    .with_label_values(&["plaintext_after_auth"])
+                    .inc();
+                warn!(session = id, client = %client, bytes, "discarded plaintext sent after AUTH TLS (command injection?); nothing of it is acted on")
+            }
+            Note::AfterQuitDiscarded { bytes } => {
+                m.client_input_discarded_total
+                    .with_label_values(&["after_quit"])
+                    .inc();
+                info!(session = id, client = %client, bytes, "discarded what the client sent after QUIT")
+            }
+            Note::BackendDataRefused { addr } => {
+                m.data_refused_total
+                    .with_label_values(&["backend_data_address"])
+                    .inc();
+                warn!(session = id, backend = %self.backend_addr, named = %addr, "the backend named a data address that is neither its own nor in backend_data_networks; refused")
+            }
+            Note::ReplyTooLong { what, limit } => {
+                m.backend_replies_dropped_total
+                    .with_label_values(&["too_long"])
+                    .inc();
+                error!(session = id, backend = %self.backend_addr, what, limit, "backend reply over the limit; closing the session")
             }
             Note::CertUserMismatch { user, subject } => {
                 warn!(session = id, client = %client, user = %user, client_cert = subject.map(tracing::field::display), "USER is not a name of the client certificate (tls_client_cert_user); refused")

@@ -130,6 +130,7 @@ fn policy(
         login_failures_before_delay: cfg.login_failures_before_delay,
         login_failure_delay: cfg.login_failure_delay,
         trust_backend_pasv_address: cfg.trust_backend_pasv_address,
+        backend_data_networks: crate::net::Networks(cfg.backend_data_networks.clone()),
         backend_data: match cfg.backend_data_mode {
             BackendDataMode::Passive => core::BackendData::Passive,
             BackendDataMode::Active => core::BackendData::Active,

@@ -112,6 +112,7 @@ fn cli_check_full_file_shows_every_value() {
         "passive_ports = \"40000-40099\"",
         "passive_bind_address = \"0.0.0.0\"",
         "trust_backend_pasv_address = true",
+        "backend_data_networks = [\"10.0.2.0/24\", \"192.0.2.9/32\"]",
         "allow_foreign_data_address = true",
         "active_mode = false",
         "active_nat_fix = false",

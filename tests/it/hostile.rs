@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -157,6 +157,10 @@ pub(crate) struct Fake {
     pub(crate) addr: SocketAddr,
     /// Every command line received, on any connection, in arrival order.
     log: Arc<Mutex<Vec<String>>>,
+    /// The same lines byte for byte, terminator included.
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Control connections accepted, and ended.
+    conns: Arc<(AtomicUsize, AtomicUsize)>,
     stop: Arc<AtomicBool>,
 }
 
@@ -166,23 +170,50 @@ pub(crate) fn fake(script: impl Fn(&mut Ctl, &str) -> Then + Send + Sync + 'stat
     let listener = TcpListener::bind("127.0.0.1:0").expect("fake: bind");
     let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
+    let raw = Arc::new(Mutex::new(Vec::new()));
+    let conns = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     let stop = Arc::new(AtomicBool::new(false));
     let script: Arc<Script> = Arc::new(script);
-    let (log2, stop2) = (Arc::clone(&log), Arc::clone(&stop));
+    let (log2, raw2, conns2, stop2) = (
+        Arc::clone(&log),
+        Arc::clone(&raw),
+        Arc::clone(&conns),
+        Arc::clone(&stop),
+    );
     thread::spawn(move || {
         for conn in listener.incoming() {
             if stop2.load(Ordering::SeqCst) {
                 return;
             }
             let Ok(stream) = conn else { continue };
-            let (script, log) = (Arc::clone(&script), Arc::clone(&log2));
-            thread::spawn(move || serve_fake(stream, &*script, &log));
+            conns2.0.fetch_add(1, Ordering::SeqCst);
+            let (script, log, raw, conns) = (
+                Arc::clone(&script),
+                Arc::clone(&log2),
+                Arc::clone(&raw2),
+                Arc::clone(&conns2),
+            );
+            thread::spawn(move || {
+                serve_fake(stream, &*script, &log, &raw);
+                conns.1.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
-    Fake { addr, log, stop }
+    Fake {
+        addr,
+        log,
+        raw,
+        conns,
+        stop,
+    }
 }
 
-fn serve_fake(stream: TcpStream, script: &Script, log: &Mutex<Vec<String>>) {
+fn serve_fake(
+    stream: TcpStream,
+    script: &Script,
+    log: &Mutex<Vec<String>>,
+    raw_log: &Mutex<Vec<Vec<u8>>>,
+) {
     // A forgotten connection ends on its own eventually.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(stream.try_clone().expect("fake: clone"));
@@ -201,6 +232,7 @@ fn serve_fake(stream: TcpStream, script: &Script, log: &Mutex<Vec<String>>) {
         let line = String::from_utf8_lossy(&raw)
             .trim_end_matches(['\r', '\n'])
             .to_owned();
+        raw_log.lock().unwrap().push(raw.clone());
         log.lock().unwrap().push(line.clone());
         match script(&mut ctl, &line) {
             Then::Go => {}
@@ -226,6 +258,32 @@ impl Fake {
     /// The command lines received so far.
     pub(crate) fn commands(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The command lines received so far, byte for byte with their
+    /// terminators.
+    pub(crate) fn raw_commands(&self) -> Vec<Vec<u8>> {
+        self.raw.lock().unwrap().clone()
+    }
+
+    /// Control connections accepted so far.
+    pub(crate) fn connections(&self) -> usize {
+        self.conns.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most `within`) until every accepted control connection
+    /// has ended; true if they did.
+    pub(crate) fn wait_all_closed(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.conns.1.load(Ordering::SeqCst) >= self.conns.0.load(Ordering::SeqCst) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod gateway;
 mod gateway_mode;
 mod health_checks;
 mod hostile;
+mod hostile2;
 mod kubernetes;
 mod more_clients;
 mod mtls;

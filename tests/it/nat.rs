@@ -965,3 +965,176 @@ fn line_after(s: &str, prefix: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// Client-side injection into the transparent gateway (the NAT-slipstreaming
+/// class, issue 15): whatever the client sends, ftpgate opens connections
+/// only to the client and to the server it is really talking to. A raw
+/// client behind the gateway sends `USER name@otherhost` (a transparent
+/// session is never re-routed), PORT/EPRT naming a host on another LAN the
+/// gateway reaches, the gateway's own loopback, its own address with a
+/// port below 1024 (`504`), a third internet host and the server's port 21
+/// (`504`); private addresses are taken for the client's own (NAT fix), so
+/// the listings it asks for arrive at the client. Counters on the
+/// gateway's OUTPUT chain show every SYN it sent went to the client or the
+/// server. Already held (`check_active_target` in the core, the transparent
+/// session's fixed destination); this proves it on the real topology.
+#[test]
+fn nat_lan_transparent_gateway_opens_data_only_to_its_client_and_server() {
+    if !netns::available_or_skip(
+        "nat_lan_transparent_gateway_opens_data_only_to_its_client_and_server",
+    ) {
+        return;
+    }
+    let net = lan();
+    // Another network the gateway routes to, with a host on it.
+    let other = Netns::new("lan2");
+    link(
+        &net.gw,
+        "lan1",
+        "192.168.51.1/24",
+        &other,
+        "eth0",
+        "192.168.51.20/24",
+    );
+    let vsftpd = NsVsftpd::start(&net.server, sa("0.0.0.0", 21), fill(big_file()));
+    let gate = start_gateway(&net, GATEWAY_FTPGATE, true);
+    net.gw.iptables("-A OUTPUT -p tcp --syn -d 192.168.50.10");
+    net.gw.iptables("-A OUTPUT -p tcp --syn -d 198.51.100.2");
+    net.gw
+        .iptables("-A OUTPUT -p tcp --syn -m comment --comment ftpgate-every-syn");
+    let script = r#"
+import socket, sys
+s = socket.create_connection(('198.51.100.2', 21), timeout=10)
+f = s.makefile('rb')
+def reply():
+    line = f.readline().decode('latin-1').rstrip('\r\n')
+    if len(line) > 3 and line[3] == '-':
+        while True:
+            l = f.readline().decode('latin-1').rstrip('\r\n')
+            if l.startswith(line[:3] + ' ') or not l:
+                break
+    return line
+def cmd(c):
+    s.sendall((c + '\r\n').encode('latin-1'))
+    r = reply()
+    print('CMD', c, '->', r, flush=True)
+    return r
+print('GREETING', reply())
+cmd('USER ftp@198.51.100.3')
+cmd('PASS x')
+cmd('USER ' + sys.argv[1])
+cmd('PASS ' + sys.argv[2])
+cmd('TYPE I')
+lst = socket.create_server(('0.0.0.0', 8080))
+lst.settimeout(10)
+def listing(port_cmd):
+    r = cmd(port_cmd)
+    if not r.startswith('200'):
+        return
+    r = cmd('LIST dir')
+    if not r.startswith('150'):
+        return
+    d, peer = lst.accept()
+    data = b''
+    while True:
+        b = d.recv(65536)
+        if not b:
+            break
+        data += b
+    print('DATA', port_cmd, 'from', peer[0], 'has-alpha', b'alpha.txt' in data, flush=True)
+    print('END', port_cmd, reply(), flush=True)
+for c in ['PORT 192,168,51,20,31,144', 'EPRT |1|192.168.51.20|8080|',
+          'PORT 127,0,0,1,31,144', 'EPRT |2|::1|8080|',
+          'PORT 192,168,50,10,0,80', 'EPRT |1|192.168.50.10|23|',
+          'PORT 198,51,100,3,31,144', 'EPRT |1|198.51.100.3|8080|',
+          'PORT 198,51,100,2,0,21', 'EPRT |1|198.51.100.2|2121|',
+          'PORT 192,168,50,1,31,144']:
+    listing(c)
+# A pipelined injection: PORT toward the other LAN and LIST in one segment.
+s.sendall(b'PORT 192,168,51,20,31,144\r\nLIST dir\r\n')
+print('PIPELINED', reply(), reply(), flush=True)
+d, peer = lst.accept()
+while d.recv(65536):
+    pass
+print('PIPELINED-DATA from', peer[0], 'then', reply(), flush=True)
+cmd('QUIT')
+"#;
+    let out = net.client.python(script, &[VSFTPD_USER, VSFTPD_PASS]);
+    let s = out.stdout_str();
+    let diag = || {
+        format!(
+            "{out:?}\n{}\n{}\n{}",
+            net.gw.rules(),
+            gate.log(),
+            vsftpd.log()
+        )
+    };
+    assert!(out.ok, "{}", diag());
+    let reply_to = |c: &str| line_after(&s, &format!("CMD {c} -> "));
+    assert!(
+        !reply_to("USER ftp@198.51.100.3").is_empty() && !reply_to("PASS x").starts_with("230"),
+        "USER name@host on a transparent session: {}",
+        diag()
+    );
+    assert!(
+        reply_to(&format!("PASS {VSFTPD_PASS}")).starts_with("230"),
+        "{}",
+        diag()
+    );
+    // Private addresses are the client behind NAT: its own address is used.
+    for c in [
+        "PORT 192,168,51,20,31,144",
+        "EPRT |1|192.168.51.20|8080|",
+        "PORT 127,0,0,1,31,144",
+        "EPRT |2|::1|8080|",
+        "PORT 192,168,50,1,31,144",
+    ] {
+        assert!(reply_to(c).starts_with("200"), "{c}: {}", diag());
+        assert_eq!(
+            line_after(&s, &format!("DATA {c} from ")),
+            "192.168.50.1 has-alpha True",
+            "{c}: the listing must reach the client itself: {}",
+            diag()
+        );
+        assert!(
+            line_after(&s, &format!("END {c} ")).starts_with("226"),
+            "{c}: {}",
+            diag()
+        );
+    }
+    // Privileged ports, other public hosts, the server itself: 504.
+    for c in [
+        "PORT 192,168,50,10,0,80",
+        "EPRT |1|192.168.50.10|23|",
+        "PORT 198,51,100,3,31,144",
+        "EPRT |1|198.51.100.3|8080|",
+        "PORT 198,51,100,2,0,21",
+        "EPRT |1|198.51.100.2|2121|",
+    ] {
+        assert!(reply_to(c).starts_with("504"), "{c}: {}", diag());
+    }
+    assert!(
+        line_after(&s, "PIPELINED ").starts_with("200")
+            && line_after(&s, "PIPELINED-DATA from ").starts_with("192.168.50.1 then 226"),
+        "{}",
+        diag()
+    );
+    let to_client = net.gw.packets("filter", "OUTPUT", "-d 192.168.50.10/32");
+    let to_server = net.gw.packets("filter", "OUTPUT", "-d 198.51.100.2/32");
+    let every = net.gw.packets("filter", "OUTPUT", "ftpgate-every-syn");
+    println!("{s}SYNs from the gateway: {to_client} to the client, {to_server} to the server, {every} in all");
+    assert_eq!(
+        to_client,
+        6,
+        "one active data connection per accepted PORT/EPRT: {}",
+        diag()
+    );
+    assert!(to_server >= 7, "control and data to the server: {}", diag());
+    assert_eq!(
+        every,
+        to_client + to_server,
+        "the gateway opened a connection to neither the client nor the server: {}",
+        diag()
+    );
+    net.gw.assert_no_ftp_helper();
+}

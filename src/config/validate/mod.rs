@@ -179,6 +179,33 @@ fn flag(v: &Option<Located<bool>>, default: bool) -> bool {
     v.as_ref().map_or(default, |l| l.value)
 }
 
+/// A list of networks (`10.0.0.0/8`) or addresses (`10.0.0.7`), host bits
+/// cleared.
+fn networks(
+    key: &'static str,
+    v: &Option<Located<Vec<String>>>,
+) -> Result<Vec<IpNet>, ConfigError> {
+    let Some(l) = v else {
+        return Ok(Vec::new());
+    };
+    l.value
+        .iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| IpNet::from(ip.to_canonical())))
+                .or_else(|_| {
+                    invalid(
+                        key,
+                        &l.origin,
+                        format!("`{s}` is not a network like 10.0.0.0/8 or an address"),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Parses a public-address value: "auto", an IP address, or a hostname.
 fn public_spec(
     key: &'static str,
@@ -430,6 +457,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         passive_ports: listeners.passive_ports,
         passive_bind_address: listeners.passive_bind_address,
         trust_backend_pasv_address: flag(&raw.trust_backend_pasv_address, false),
+        backend_data_networks: networks("backend_data_networks", &raw.backend_data_networks)?,
         allow_foreign_data_address: flag(&raw.allow_foreign_data_address, false),
         active_mode: flag(&raw.active_mode, true),
         active_nat_fix: flag(&raw.active_nat_fix, true),

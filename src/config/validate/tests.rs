@@ -27,6 +27,32 @@ fn minimal_file_gets_defaults() {
 }
 
 #[test]
+fn backend_data_networks_take_networks_and_addresses() {
+    let base = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+    assert!(check(base).unwrap().backend_data_networks.is_empty());
+    let c = check(&format!(
+        "{base}backend_data_networks = [\"10.0.2.7/24\", \"192.0.2.9\", \"::ffff:192.0.2.10\"]\n"
+    ))
+    .unwrap();
+    let shown: Vec<String> = c
+        .backend_data_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(shown, ["10.0.2.0/24", "192.0.2.9/32", "192.0.2.10/32"]);
+    let e = check(&format!(
+        "{base}backend_data_networks = [\"10.0.0.0/8\", \"nope\"]\n"
+    ))
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("t.toml:3: backend_data_networks") && e.contains("`nope`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn errors_name_key_and_line() {
     let cases = [
         ("listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\npassive_ports = \"9-1\"\n", "t.toml:3: passive_ports"),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::super::reply::{Reply, ReplyCode};
 use super::super::rewrite::{
-    backend_active_command, backend_data_addr, client_passive_reply, PassiveCommand,
-    PassiveReplyError,
+    backend_active_command, backend_data_addr, backend_data_allowed, client_passive_reply,
+    PassiveCommand, PassiveReplyError,
 };
 use super::{
     BackendData, ClientLeg, Control, DataNews, DataWait, Event, Note, Own, Phase, Prepared, Step,
@@ -67,6 +67,19 @@ impl Control {
                     backend,
                     self.policy.trust_backend_pasv_address,
                 ) {
+                    // A trusted 227 may name any address: only the backend's
+                    // own and `backend_data_networks` are reached.
+                    Ok(addr)
+                        if !backend_data_allowed(
+                            addr,
+                            backend,
+                            &self.policy.backend_data_networks,
+                        ) =>
+                    {
+                        self.note(Note::BackendDataRefused { addr: addr.0 });
+                        let e = Error::backend(ErrorKind::BackendDataAddress(addr.to_string()));
+                        self.fail_data(gen, e);
+                    }
                     Ok(addr) => {
                         self.passive_cmd = cmd;
                         self.set_wait(gen, leg, DataWait::ExpectBackendConnect, now);

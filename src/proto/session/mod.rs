@@ -45,11 +45,13 @@ use super::reply::{Reply, ReplyAssembler};
 use super::rewrite::{ClientPassive, PassiveCommand};
 use super::upstream::Chat;
 use crate::error::{reply_for, After, End, Error, ErrorKind};
-use crate::net::{BackendAddr, ClientAddr, PublicAddr};
+use crate::net::{BackendAddr, ClientAddr, Networks, PublicAddr};
 
-/// Longest backend reply line kept; longer lines are cut.
+/// Longest backend reply line; a longer one (or one that never ends) ends
+/// the session with 421.
 pub const MAX_REPLY_LINE: usize = 16 * 1024;
-/// Most bytes kept of one multi-line reply (STAT can list a directory).
+/// Most bytes of one multi-line reply (STAT can list a directory); a longer
+/// one ends the session with 421.
 pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
 /// ftpgate's own greeting, when the backend is picked after USER.
 pub const GREETING: &str = "220 ftpgate ready: log in with USER.";
@@ -110,6 +112,9 @@ pub struct Policy {
     pub login_failure_delay: Duration,
     /// `trust_backend_pasv_address`.
     pub trust_backend_pasv_address: bool,
+    /// `backend_data_networks`: where ftpgate may connect for backend data
+    /// besides the backend's own address.
+    pub backend_data_networks: Networks,
     /// `backend_data_mode`.
     pub backend_data: BackendData,
     /// `backend_tls_protect_data`: PROT P (else C) toward a TLS backend.
@@ -413,6 +418,23 @@ pub enum Note {
         /// How many bytes.
         bytes: usize,
     },
+    /// Client bytes after QUIT, discarded (noted once per session).
+    AfterQuitDiscarded {
+        /// How many bytes (the first piece).
+        bytes: usize,
+    },
+    /// The backend's 227 named a data address ftpgate may not connect to.
+    BackendDataRefused {
+        /// What the backend named.
+        addr: SocketAddr,
+    },
+    /// A backend reply over [`MAX_REPLY_LINE`] or [`MAX_REPLY_BYTES`].
+    ReplyTooLong {
+        /// `line` or `reply`.
+        what: &'static str,
+        /// The cap in bytes.
+        limit: usize,
+    },
     /// USER or PASS before AUTH TLS where TLS is required.
     LoginBeforeTls,
     /// USER is not a name of the client's certificate
@@ -600,6 +622,8 @@ pub struct Control {
     quit_sent: bool,
     /// QUIT was answered: the backend closing is expected, no more commands.
     quitting: bool,
+    /// Client bytes after QUIT were discarded and noted.
+    after_quit_noted: bool,
     /// The backend said 421: it is closing, the client knows.
     backend_said_421: bool,
     /// The backend's control connection ended during a transfer: how the
@@ -619,7 +643,7 @@ impl Control {
     pub fn new(policy: Policy, start: Start) -> Control {
         let mut c = Control {
             commands: LineFramer::new(policy.max_line_length),
-            replies: ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_BYTES),
+            replies: ReplyAssembler::bounded(MAX_REPLY_LINE, MAX_REPLY_BYTES),
             order: ReplyOrder::new(),
             steps: VecDeque::new(),
             own: None,
@@ -647,6 +671,7 @@ impl Control {
             login_failures: 0,
             quit_sent: false,
             quitting: false,
+            after_quit_noted: false,
             backend_said_421: false,
             backend_gone: None,
             draining: false,
@@ -690,13 +715,15 @@ impl Control {
     }
 
     /// Whether to read the client now (commands wait while ftpgate works on
-    /// the connections itself, and after a failed login's delay).
+    /// the connections itself, after a failed login's delay, and while
+    /// QUIT's answer is awaited).
     pub fn wants_client(&self) -> bool {
         !self.closed
             && self.own.is_none()
             && self.deferred.is_none()
             && self.backend_gone.is_none()
             && self.paused_until.is_none()
+            && (!self.quit_sent || self.quitting)
     }
 
     /// Whether to read the backend now.
@@ -802,6 +829,7 @@ impl Control {
                     reason: "malformed",
                     text: String::from_utf8_lossy(&line).into_owned(),
                 }),
+                Err(e) => self.reply_too_long(&e),
             }
         }
         self.advance(now);
@@ -949,7 +977,7 @@ impl Control {
         };
         self.backend = Some(backend);
         self.backend_started = now;
-        self.replies = ReplyAssembler::new(MAX_REPLY_LINE, MAX_REPLY_BYTES);
+        self.replies = ReplyAssembler::bounded(MAX_REPLY_LINE, MAX_REPLY_BYTES);
         let plan = super::upstream::Plan {
             starttls: tls == BackendTls::Explicit,
             protect: (tls != BackendTls::Off).then_some(self.policy.backend_protect_data),
@@ -1012,11 +1040,14 @@ impl Control {
             if self.paused_until.is_some() {
                 break;
             }
-            if self.own.is_none() && self.deferred.is_none() && !self.quitting {
+            if self.own.is_none() && self.deferred.is_none() && !self.quit_sent {
                 if let Some(frame) = self.commands.next_frame() {
                     self.on_frame(frame, now);
                     continue;
                 }
+            }
+            if self.quitting {
+                self.discard_after_quit();
             }
             if self.draining && self.is_idle() {
                 self.note(Note::DrainClosed);
@@ -1034,6 +1065,31 @@ impl Control {
             break;
         }
         self.flush();
+    }
+
+    /// What a client sends after QUIT was answered is never acted on (a
+    /// pipelined `QUIT`, `DELE x` must not delete): discarded as it
+    /// arrives, so the buffer stays empty until the connections close.
+    fn discard_after_quit(&mut self) {
+        let bytes = self.commands.buffered();
+        if bytes == 0 {
+            return;
+        }
+        self.commands.buffer_mut().clear();
+        if !std::mem::replace(&mut self.after_quit_noted, true) {
+            self.note(Note::AfterQuitDiscarded { bytes });
+        }
+    }
+
+    /// A backend reply over the caps: the backend is broken or hostile, and
+    /// what follows cannot be trusted to answer the client's commands.
+    fn reply_too_long(&mut self, e: &super::reply::ReplyError) {
+        let (what, limit) = match e {
+            super::reply::ReplyError::LineTooLong => ("line", MAX_REPLY_LINE),
+            _ => ("reply", MAX_REPLY_BYTES),
+        };
+        self.note(Note::ReplyTooLong { what, limit });
+        self.close(End::Error(Error::backend(ErrorKind::ReplyTooLong)));
     }
 
     /// Ends the session: cuts what runs, sends what is owed (a held reply

@@ -95,7 +95,10 @@ impl Control {
                 return self.login_failed(now);
             }
             (Verb::Rein, 200..=299) => self.logged_in = false,
-            (Verb::Quit, _) => self.quitting = true,
+            (Verb::Quit, 200..=299) => self.quitting = true,
+            // A server may refuse QUIT (RFC 959 5.4 allows 500): the
+            // session goes on, and the commands sent after it are read.
+            (Verb::Quit, _) => self.quit_sent = false,
             _ => {}
         }
         self.order.send(reply.to_bytes());

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use super::script::{self, Seeded};
 use super::*;
 
+mod hostile;
+
 fn policy() -> Policy {
     Policy {
         client: ClientAddr::new(SocketAddr::from(([192, 0, 2, 7], 40000))),
@@ -20,6 +22,7 @@ fn policy() -> Policy {
         login_failures_before_delay: 1,
         login_failure_delay: Duration::from_secs(2),
         trust_backend_pasv_address: false,
+        backend_data_networks: Networks::default(),
         backend_data: BackendData::Passive,
         backend_protect_data: true,
         max_line_length: 512,

@@ -1,4 +1,4 @@
-//! The simulated backend: what reaches it is checked (invariants 2 and 3),
+//! The simulated backend: what reaches it is checked (invariants 2, 3 and 7),
 //! and it answers every line in order, one transfer at a time, tagging each
 //! reply with the client command it answers.
 
@@ -15,6 +15,12 @@ impl<S: Source> Sim<'_, S> {
     pub(super) fn backend_reads(&mut self, b: Bytes) -> Result<(), Violation> {
         let line = b.strip_suffix(b"\r\n").unwrap_or(&b).to_vec();
         let upper = line.to_ascii_uppercase();
+        if self.quit_forwarded {
+            return Err(self.fail(format!(
+                "invariant 7: `{}` reached the backend after the client's QUIT",
+                String::from_utf8_lossy(&line)
+            )));
+        }
         if upper.starts_with(b"PORT ") || upper.starts_with(b"EPRT ") {
             let text = String::from_utf8_lossy(&line).into_owned();
             let named = parse_port_arg(&line[5..])
@@ -38,7 +44,19 @@ impl<S: Source> Sim<'_, S> {
             b"PASV" | b"EPSV" | b"AUTH TLS" | b"PBSZ 0" | b"PROT P" | b"PROT C"
         ) || upper.starts_with(b"PORT ")
             || upper.starts_with(b"EPRT ");
+        let data_setup = matches!(upper.as_slice(), b"PASV" | b"EPSV")
+            || upper.starts_with(b"PORT ")
+            || upper.starts_with(b"EPRT ");
+        if data_setup {
+            self.setup_open = true;
+        }
         if !own {
+            if self.setup_open {
+                return Err(self.fail(format!(
+                    "invariant 7: the client's `{}` reached the backend during ftpgate's own data setup",
+                    String::from_utf8_lossy(&line)
+                )));
+            }
             let prepared = self.prepared;
             let Some(c) = self
                 .fifo
@@ -52,6 +70,7 @@ impl<S: Source> Sim<'_, S> {
             };
             c.forwarded = true;
             let verb = parse_command(&line).verb;
+            self.quit_forwarded |= verb == Verb::Quit;
             if verb.is_transfer() {
                 c.transfer = Some((prepared, TransferKind::of(verb)));
                 if prepared.is_some() {
@@ -91,9 +110,13 @@ impl<S: Source> Sim<'_, S> {
             let tag = k.map(|k| format!(" #{k}")).unwrap_or_default();
             let verb = parse_command(&line).verb;
             let reply: String = match (upper.as_slice(), verb) {
-                (b"PASV", _) => match self.src.pick(5) {
+                (b"PASV", _) => match self.src.pick(7) {
                     0 => "500 No PASV.".into(),
                     1 => "227 garbage".into(),
+                    // Trusted, these name where ftpgate must not go (a
+                    // foreign host), or may with 10.0.0.0/8 allowed.
+                    2 => "227 Entering Passive Mode (203,0,113,66,4,1).".into(),
+                    3 => "227 Entering Passive Mode (10,0,0,77,4,1).".into(),
                     _ => "227 Entering Passive Mode (10,0,0,5,4,1).".into(),
                 },
                 (b"EPSV", _) => match self.src.pick(4) {

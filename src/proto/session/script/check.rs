@@ -105,7 +105,7 @@ impl<S: Source> Sim<'_, S> {
             )));
         }
         if reply.is_success() {
-            let whole = !g.cancelled
+            let whole = !g.cut
                 && !g.failed
                 && match kind {
                     TransferKind::Upload => g.finished == Some(false),

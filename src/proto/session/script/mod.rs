@@ -18,7 +18,16 @@
 //! 5. replies reach the client in the order of the commands they answer,
 //!    and none that nobody asked for (but a 421) reaches it;
 //! 6. no step after the close, and no deadline that is already due after
-//!    time was reported (a driver would spin).
+//!    time was reported (a driver would spin);
+//! 7. nothing the client sends reaches the backend after its QUIT, nor
+//!    while ftpgate's own data setup (PASV/EPSV/PORT/EPRT toward the
+//!    backend, the connect, the lease) is under way: a pipelined
+//!    `PASV`, `RETR` reaches the backend as `PASV` ... `RETR` only once the
+//!    data connection is prepared;
+//! 8. ftpgate connects for backend data only to the backend's own address
+//!    or one in `backend_data_networks`, whatever a 227 names, and a
+//!    backend reply line over [`super::MAX_REPLY_LINE`] ends the session
+//!    with 421 at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,6 +37,7 @@ use bytes::Bytes;
 
 mod backend;
 mod check;
+mod client;
 mod source;
 
 pub use source::{FromBytes, Seeded, Source};
@@ -35,7 +45,7 @@ pub use source::{FromBytes, Seeded, Source};
 use super::super::reply::ReplyAssembler;
 use super::{BackendData, BackendTls, Control, DataNews, Event, Policy, Start, Step, TransferKind};
 use crate::error::{Error, ErrorKind};
-use crate::net::{BackendAddr, ClientAddr, PublicAddr};
+use crate::net::{BackendAddr, ClientAddr, Networks, PublicAddr};
 
 /// An invariant that did not hold, with the session's trace.
 #[derive(Debug, Clone)]
@@ -77,6 +87,9 @@ pub struct Stats {
 const GATE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 /// The address a misbehaving backend names in a 227 nobody asked for.
 const THIRD_PARTY: &str = "6,6,6,6";
+/// The backend at the start, and the one per-user routing connects.
+const BACKEND_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+const ROUTED_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
 
 /// A client command awaiting its final reply.
 #[derive(Debug, Clone)]
@@ -104,6 +117,9 @@ struct Gen {
     /// Its data task ended (Failed or Finished fed) or the core cancelled it.
     released: bool,
     cancelled: bool,
+    /// Cancelled before its data settled (a download reported whole, or
+    /// both directions ended): the data did not arrive whole.
+    cut: bool,
     down_clean: Option<bool>,
     finished: Option<bool>,
     failed: bool,
@@ -141,6 +157,15 @@ struct Sim<'s, S: Source> {
     after_auth: Vec<usize>,
     auth_pending: bool,
     greeting_seen: bool,
+    /// The backend connected now (its data address is always allowed).
+    backend_ip: IpAddr,
+    /// `backend_data_networks` of this session.
+    networks: Networks,
+    /// The client's QUIT reached the backend.
+    quit_forwarded: bool,
+    /// ftpgate's own data setup is under way (its PASV/EPSV/PORT/EPRT or
+    /// listener, until the lease, the prepared active leg or a cancel).
+    setup_open: bool,
 }
 
 /// A client certificate, or none: its names are every other USER the
@@ -172,6 +197,11 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         login_failures_before_delay: src.pick(3),
         login_failure_delay: Duration::from_millis(u64::from(src.pick(3)) * 500),
         trust_backend_pasv_address: src.pick(2) == 0,
+        backend_data_networks: if src.pick(3) == 0 {
+            Networks(vec!["10.0.0.0/8".parse().expect("network")])
+        } else {
+            Networks::default()
+        },
         backend_data: if src.pick(3) == 0 {
             BackendData::Active
         } else {
@@ -197,10 +227,11 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         Start::Unrouted
     } else {
         Start::Connected {
-            backend: BackendAddr(SocketAddr::from(([10, 0, 0, 5], 21))),
+            backend: BackendAddr(SocketAddr::from((BACKEND_IP, 21))),
             tls: pick_tls(src),
         }
     };
+    let networks = policy.backend_data_networks.clone();
     let mut sim = Sim {
         ctl: Control::new(policy, start),
         src,
@@ -221,6 +252,10 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
         after_auth: Vec::new(),
         auth_pending: false,
         greeting_seen: false,
+        backend_ip: IpAddr::V4(BACKEND_IP),
+        networks,
+        quit_forwarded: false,
+        setup_open: false,
     };
     if !unrouted {
         sim.greet();
@@ -326,6 +361,24 @@ impl<S: Source> Sim<'_, S> {
                     // A reply nobody asked for, when nothing is outstanding
                     // (while a command is, no proxy could tell it from the
                     // answer; the 451 for a stray 227 covers that case).
+                    // A reply line that never ends: the session ends at once.
+                    8 if self.backend.connected
+                        && self.ctl.wants_backend()
+                        && self.src.pick(4) == 0 =>
+                    {
+                        self.log("backend: an endless reply line".into());
+                        let mut line = b"215 ".to_vec();
+                        line.resize(super::MAX_REPLY_LINE + 100, b'x');
+                        self.ctl.backend_buffer().extend_from_slice(&line);
+                        self.ctl.on_backend_data(self.now);
+                        self.drain()?;
+                        if !self.closed || !self.stats.end.contains("reply too long") {
+                            return Err(self.fail(format!(
+                                "invariant 8: an endless backend reply line did not end the session (end: {:?})",
+                                self.stats.end
+                            )));
+                        }
+                    }
                     4..=7
                         if self.backend.connected
                             && self.ctl.wants_backend()
@@ -346,17 +399,19 @@ impl<S: Source> Sim<'_, S> {
                 }
                 Ok(())
             }
-            _ => {
+            _ => match self.src.pick(3) {
                 // Bytes in pieces: half a line now, the rest later.
-                if self.src.pick(2) == 0 && self.ctl.wants_client() {
+                0 if self.ctl.wants_client() => {
                     self.ctl.client_buffer().extend_from_slice(b"NO");
                     self.ctl.on_client_data(self.now);
                     self.ctl.client_buffer().extend_from_slice(b"OP split\r\n");
                     self.push_cmd(b"NOOP split".to_vec());
                     self.ctl.on_client_data(self.now);
+                    Ok(())
                 }
-                Ok(())
-            }
+                1 => self.client_pipelines_a_transfer(),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -366,83 +421,6 @@ impl<S: Source> Sim<'_, S> {
             && self.backend.outbox.is_empty()
             && self.backend.busy.is_none()
             && self.fifo.iter().all(|c| !c.forwarded || c.backend_answered)
-    }
-
-    fn push_cmd(&mut self, line: Vec<u8>) -> usize {
-        let idx = self.next_cmd;
-        self.next_cmd += 1;
-        if self.auth_pending {
-            self.after_auth.push(idx);
-        }
-        self.fifo.push_back(Cmd {
-            idx,
-            line,
-            forwarded: false,
-            backend_answered: false,
-            discarded: false,
-            transfer: None,
-        });
-        idx
-    }
-
-    /// The client sends one to three commands in one piece (when the
-    /// driver would read it).
-    fn client_sends(&mut self) -> Result<(), Violation> {
-        if !self.ctl.wants_client() {
-            return Ok(());
-        }
-        // What followed an AUTH in an earlier piece was handled by now.
-        self.after_auth.clear();
-        self.auth_pending = false;
-        let n = 1 + self.src.pick(3);
-        let mut chunk = Vec::new();
-        for _ in 0..n {
-            let k = self.next_cmd;
-            let line: Vec<u8> = match self.src.pick(40) {
-                0 => format!("USER u{k}").into(),
-                1 => format!("PASS p{k}").into(),
-                2 | 3 => b"PASV".to_vec(),
-                4 | 5 => b"EPSV".to_vec(),
-                6 => b"PORT 192,0,2,7,40,1".to_vec(),
-                7 => b"PORT 203,0,113,9,40,1".to_vec(),
-                8 => b"EPRT |1|192.0.2.7|10241|".to_vec(),
-                9 | 10 | 24..=29 => format!("RETR f{k}").into(),
-                11 | 30 | 31 => format!("STOR f{k}").into(),
-                12 | 32 | 33 => format!("LIST d{k}").into(),
-                34..=37 => b"PASV".to_vec(),
-                13 => b"ABOR".to_vec(),
-                14 => b"AUTH TLS".to_vec(),
-                15 => b"PBSZ 0".to_vec(),
-                16 => b"PROT P".to_vec(),
-                17 => format!("TYPE A N{k}").into(),
-                18 if self.src.pick(3) == 0 => b"QUIT".to_vec(),
-                19 => b"FEAT".to_vec(),
-                20 => b"EPSV ALL".to_vec(),
-                21 => vec![b'X'; 100],
-                22 => b"REIN".to_vec(),
-                23 => b"PROT C".to_vec(),
-                _ => format!("NOOP n{k}").into(),
-            };
-            let is_auth = line == b"AUTH TLS";
-            let forwarded_line = if line.len() > 64 {
-                Vec::new()
-            } else {
-                line.clone()
-            };
-            self.push_cmd(forwarded_line);
-            if is_auth {
-                self.auth_pending = true;
-            }
-            chunk.extend_from_slice(&line);
-            chunk.extend_from_slice(b"\r\n");
-        }
-        self.log(format!(
-            "client: {}",
-            String::from_utf8_lossy(&chunk).trim_end()
-        ));
-        self.ctl.client_buffer().extend_from_slice(&chunk);
-        self.ctl.on_client_data(self.now);
-        Ok(())
     }
 
     /// The backend's next reply reaches ftpgate.
@@ -596,8 +574,9 @@ impl<S: Source> Sim<'_, S> {
                             ..Backend::default()
                         };
                         self.greet();
+                        self.backend_ip = IpAddr::V4(ROUTED_IP);
                         Event::Routed {
-                            backend: BackendAddr(SocketAddr::from(([10, 0, 0, 6], 21))),
+                            backend: BackendAddr(SocketAddr::from((ROUTED_IP, 21))),
                             tls: pick_tls(self.src),
                             user,
                         }
@@ -631,7 +610,13 @@ impl<S: Source> Sim<'_, S> {
                     Err("sim".into())
                 }));
             }
-            Step::ConnectBackendData { gen, .. } => {
+            Step::ConnectBackendData { gen, addr } => {
+                if addr.0.ip() != self.backend_ip && !self.networks.contains(addr.0.ip()) {
+                    return Err(self.fail(format!(
+                        "invariant 8: a backend data connection to {addr}, neither the backend ({}) nor in {:?}",
+                        self.backend_ip, self.networks
+                    )));
+                }
                 let ev = if self.src.pick(6) == 0 {
                     Event::BackendDataFailed {
                         gen,
@@ -640,9 +625,13 @@ impl<S: Source> Sim<'_, S> {
                 } else {
                     Event::BackendDataConnected { gen }
                 };
+                if matches!(ev, Event::BackendDataFailed { .. }) {
+                    self.setup_open = false;
+                }
                 self.event(ev);
             }
             Step::ListenBackendData { gen } => {
+                self.setup_open = true;
                 let addr = SocketAddr::new(IpAddr::V4(GATE_IP), 30000 + gen as u16);
                 self.listen_addrs.push(addr);
                 self.event(Event::BackendDataListening { gen, addr });
@@ -664,6 +653,7 @@ impl<S: Source> Sim<'_, S> {
                         port: 50000 + (gen % 20) as u16,
                     },
                 };
+                self.setup_open = false;
                 if matches!(ev, Event::Leased { .. }) {
                     let g = self.gens.entry(gen).or_default();
                     g.leased = true;
@@ -673,6 +663,7 @@ impl<S: Source> Sim<'_, S> {
                 self.event(ev);
             }
             Step::PrepareActive { gen } => {
+                self.setup_open = false;
                 let g = self.gens.entry(gen).or_default();
                 g.task = true;
                 g.active = true;
@@ -691,7 +682,11 @@ impl<S: Source> Sim<'_, S> {
                 self.event(ev);
             }
             Step::Cancel { gen } => {
+                self.setup_open = false;
                 let g = self.gens.entry(gen).or_default();
+                // A download that reached the client whole stays whole
+                // (its data task closes it cleanly).
+                g.cut |= !g.cancelled && g.finished.is_none() && g.down_clean != Some(true);
                 g.cancelled = true;
                 g.released = true;
                 if self.prepared == Some(gen) {
