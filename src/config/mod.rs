@@ -363,29 +363,7 @@ pub struct Config {
     pub user_lookup: Option<LookupSettings>,
 }
 
-/// The `user_lookup_*` settings: which service answers for users
-/// `[user_pool]` does not name, and how far ftpgate trusts it.
-#[derive(Debug, Clone)]
-pub struct LookupSettings {
-    /// `user_lookup_url`, checked.
-    pub url: crate::lookup::UrlTemplate,
-    /// Time one request may take.
-    pub timeout: Duration,
-    /// How long a route is kept (zero: not kept).
-    pub cache_ttl: Duration,
-    /// How long an unknown user (`404`) is kept; at most `cache_ttl`.
-    pub unknown_ttl: Duration,
-    /// Most answers kept.
-    pub cache_size: usize,
-    /// The pool of users whose lookup failed; `None`: they get `421`.
-    pub fallback_pool: Option<String>,
-    /// Answers may name backends outside every pool.
-    pub any_backend: bool,
-    /// CA certificates that verify an `https://` service (else the system's).
-    pub ca: Option<PathBuf>,
-    /// The TLS client configuration, for an `https://` service.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-}
+pub use crate::lookup::LookupSettings;
 
 impl BackendSpec {
     /// Whether it was written as a host name (re-resolved while running).

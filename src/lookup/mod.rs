@@ -20,7 +20,9 @@ pub mod http;
 pub mod url;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -29,8 +31,31 @@ use tracing::debug;
 pub use answer::{BackendRef, Failure, Found, Outcome, Target};
 pub use url::{Login, UrlTemplate};
 
-use crate::config::LookupSettings;
 use crate::metrics::Metrics;
+
+/// The `user_lookup_*` settings: which service answers for users
+/// `[user_pool]` does not name, and how far ftpgate trusts it.
+#[derive(Debug, Clone)]
+pub struct LookupSettings {
+    /// `user_lookup_url`, checked.
+    pub url: UrlTemplate,
+    /// Time one request may take.
+    pub timeout: Duration,
+    /// How long a route is kept (zero: not kept).
+    pub cache_ttl: Duration,
+    /// How long an unknown user (`404`) is kept; at most `cache_ttl`.
+    pub unknown_ttl: Duration,
+    /// Most answers kept.
+    pub cache_size: usize,
+    /// The pool of users whose lookup failed; `None`: they get `421`.
+    pub fallback_pool: Option<String>,
+    /// Answers may name backends outside every pool.
+    pub any_backend: bool,
+    /// CA certificates that verify an `https://` service (else the system's).
+    pub ca: Option<PathBuf>,
+    /// The TLS client configuration, for an `https://` service.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
 
 /// The cache and the requests in flight, under one lock so that an answer
 /// moves from one to the other at once.
