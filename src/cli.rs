@@ -271,6 +271,30 @@ pub struct Settings {
     /// How often backend host names are resolved again (a name with several addresses is one member per address). Key: backend_resolve_interval.
     #[arg(long, global = true, value_name = "DURATION")]
     pub backend_resolve_interval: Option<String>,
+    /// Ask this HTTP service for the route of users [user_pool] does not name; {user}, {client_ip} and {listener} are filled in, encoded (turns on per-user routing). Key: user_lookup_url.
+    #[arg(long, global = true, value_name = "URL")]
+    pub user_lookup_url: Option<String>,
+    /// Time one user lookup may take. Key: user_lookup_timeout.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub user_lookup_timeout: Option<String>,
+    /// How long a user lookup's route is kept (0: not kept). Key: user_lookup_cache_ttl.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub user_lookup_cache_ttl: Option<String>,
+    /// How long an unknown user (404) is kept (0: not kept; at most user_lookup_cache_ttl). Key: user_lookup_unknown_ttl.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub user_lookup_unknown_ttl: Option<String>,
+    /// Most user lookup answers kept. Key: user_lookup_cache_size.
+    #[arg(long, global = true, value_name = "N")]
+    pub user_lookup_cache_size: Option<i64>,
+    /// Pool of users whose lookup failed (unset: they get 421). Key: user_lookup_fallback_pool.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user_lookup_fallback_pool: Option<String>,
+    /// Let the lookup name backends outside every pool. Key: user_lookup_any_backend.
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub user_lookup_any_backend: Option<bool>,
+    /// CA certificates (PEM) that verify an https:// lookup service (default: the system's). Key: user_lookup_ca.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub user_lookup_ca: Option<String>,
     /// Plain TCP listeners in front of a pool, NAME=IP:PORT[,IP:PORT...]@POOL (repeatable; no FTP parsing, e.g. for SFTP). Key: [tcp.NAME].
     #[arg(long = "tcp", global = true, value_name = "NAME=IP:PORT,...@POOL")]
     pub tcp: Vec<String>,
@@ -461,6 +485,23 @@ impl Settings {
                 "--backend-resolve-interval",
                 &self.backend_resolve_interval,
             ),
+            user_lookup_url: opt("--user-lookup-url", &self.user_lookup_url),
+            user_lookup_timeout: opt("--user-lookup-timeout", &self.user_lookup_timeout),
+            user_lookup_cache_ttl: opt("--user-lookup-cache-ttl", &self.user_lookup_cache_ttl),
+            user_lookup_unknown_ttl: opt(
+                "--user-lookup-unknown-ttl",
+                &self.user_lookup_unknown_ttl,
+            ),
+            user_lookup_cache_size: opt("--user-lookup-cache-size", &self.user_lookup_cache_size),
+            user_lookup_fallback_pool: opt(
+                "--user-lookup-fallback-pool",
+                &self.user_lookup_fallback_pool,
+            ),
+            user_lookup_any_backend: opt(
+                "--user-lookup-any-backend",
+                &self.user_lookup_any_backend,
+            ),
+            user_lookup_ca: opt("--user-lookup-ca", &self.user_lookup_ca),
             tcp: table("--tcp", &self.tcp).map(|t| {
                 t.value
                     .into_iter()

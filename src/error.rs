@@ -98,6 +98,10 @@ pub enum ErrorKind {
     DestinationUnresolvable,
     /// Per-user routing: no pool takes this user.
     UnknownUser,
+    /// Per-user routing: the user lookup service gave no usable answer
+    /// (a status other than 200 or 404, a timeout, a body that does not
+    /// parse, a pool or backend ftpgate does not serve).
+    UserLookupFailed,
     /// A broken invariant.
     Bug(String),
 }
@@ -416,6 +420,11 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             Continue,
         ),
         UnknownUser => (NotLoggedIn, "User not known here.", Continue),
+        UserLookupFailed => (
+            ServiceNotAvailable,
+            "Service not available: user lookup failed, try again later.",
+            Close,
+        ),
         Bug(_) => (
             ServiceNotAvailable,
             "Internal error; closing control connection.",
@@ -547,6 +556,11 @@ mod tests {
             ),
             (Error::client(ErrorKind::GatewayLogin), 530, After::Continue),
             (Error::client(ErrorKind::UnknownUser), 530, After::Continue),
+            (
+                Error::backend(ErrorKind::UserLookupFailed),
+                421,
+                After::Close,
+            ),
             (
                 Error::client(ErrorKind::DestinationUnresolvable),
                 530,

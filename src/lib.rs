@@ -9,6 +9,8 @@
 //! - [`backend`]: backend pools, selection policies, health checks.
 //!   [`advertise`]: the address shown in 227 replies.
 //! - [`gateway`]: gateway mode's pure parts: `USER name@host`, allow and deny lists.
+//! - [`lookup`]: per-user routing by the operator's HTTP service (`user_lookup_url`):
+//!   the URL template, the answer, the cache and its single flight.
 //! - [`config`]: file and flags -> validated [`config::Config`]. [`cli`]: the flags.
 //! - [`server`]: listeners and accept loops; [`Server`] serves, reloads and drains.
 //! - [`tcp`]: plain TCP listeners (`[tcp.NAME]`, e.g. SFTP): the same pools,
@@ -29,6 +31,7 @@ pub mod error;
 pub mod gateway;
 pub mod limits;
 pub mod live;
+pub mod lookup;
 pub mod metrics;
 pub mod net;
 pub mod privileges;

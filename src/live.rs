@@ -16,6 +16,7 @@ use crate::backend::Backends;
 use crate::config::Config;
 use crate::data::PassivePool;
 use crate::limits::Admission;
+use crate::lookup::UserLookup;
 use crate::metrics::Metrics;
 use crate::xferlog::XferLog;
 
@@ -28,6 +29,10 @@ pub struct Live {
     pub pools: BTreeMap<String, Arc<Backends>>,
     /// Advertised addresses.
     pub public: Arc<PublicAddresses>,
+    /// The user lookup service, with its cache (`user_lookup_url`). A
+    /// reload starts a new one (a fresh cache); a change of backend
+    /// addresses keeps it.
+    pub lookup: Option<Arc<UserLookup>>,
 }
 
 /// What every session shares.

@@ -61,6 +61,16 @@ pub struct Metrics {
     /// (`backend_closed`, `relay_error`, `stalled`, `aborted`, `session_end`):
     /// both data connections reset, the client told 425/426, never 2xx.
     pub transfers_cut_total: IntCounterVec,
+    /// Requests to the user lookup service by outcome (`found`, `unknown`,
+    /// `bad_status`, `timeout`, `malformed`, `io`); cached and shared
+    /// answers are not requests.
+    pub user_lookups_total: IntCounterVec,
+    /// Time a request to the user lookup service took, whatever its outcome.
+    pub user_lookup_duration_seconds: Histogram,
+    /// Logins answered from the user lookup cache.
+    pub user_lookup_cache_hits_total: IntCounter,
+    /// Logins that waited for a request another login had started.
+    pub user_lookup_shared_total: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -127,6 +137,31 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(reply_latency_seconds.clone()))
             .expect("unique metric");
+        let user_lookup_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ftpgate_user_lookup_duration_seconds",
+                "Time a request to the user lookup service took (timeouts included).",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(user_lookup_duration_seconds.clone()))
+            .expect("unique metric");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let user_lookup_cache_hits_total = counter(
+            "ftpgate_user_lookup_cache_hits_total",
+            "Logins routed by a cached user lookup answer.",
+        );
+        let user_lookup_shared_total = counter(
+            "ftpgate_user_lookup_shared_total",
+            "Logins that shared a user lookup request already in flight.",
+        );
         Metrics {
             sessions_total: counter_vec(
                 &r,
@@ -206,7 +241,16 @@ impl Metrics {
                 "Transfers whose data did not reach its peer whole (data connections reset, no 2xx).",
                 &["cause"],
             ),
+            user_lookups_total: counter_vec(
+                &r,
+                "ftpgate_user_lookups_total",
+                "Requests to the user lookup service, by outcome.",
+                &["outcome"],
+            ),
             registry: r,
+            user_lookup_duration_seconds,
+            user_lookup_cache_hits_total,
+            user_lookup_shared_total,
             sessions_active,
             passive_ports_in_use,
             passive_exhausted_total,

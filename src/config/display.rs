@@ -299,6 +299,33 @@ impl Config {
             rules(&self.gateway.deny),
             fmt_duration(self.gateway_resolve_timeout)
         ));
+        match &self.user_lookup {
+            None => s.push_str("# user_lookup_url is not set\n"),
+            Some(l) => {
+                s.push_str(&format!("user_lookup_url = {:?}\n", l.url.as_str()));
+                for (k, d) in [
+                    ("user_lookup_timeout", l.timeout),
+                    ("user_lookup_cache_ttl", l.cache_ttl),
+                    ("user_lookup_unknown_ttl", l.unknown_ttl),
+                ] {
+                    s.push_str(&format!("{k} = {:?}\n", fmt_duration(d)));
+                }
+                s.push_str(&format!(
+                    "user_lookup_cache_size = {}\nuser_lookup_any_backend = {}\n",
+                    l.cache_size, l.any_backend
+                ));
+                match &l.fallback_pool {
+                    Some(p) => s.push_str(&format!("user_lookup_fallback_pool = {p:?}\n")),
+                    None => s.push_str("# user_lookup_fallback_pool is not set\n"),
+                }
+                match &l.ca {
+                    Some(p) => {
+                        s.push_str(&format!("user_lookup_ca = {:?}\n", p.display().to_string()))
+                    }
+                    None => s.push_str("# user_lookup_ca is not set\n"),
+                }
+            }
+        }
         let resolved: Vec<String> = self
             .backends
             .iter()

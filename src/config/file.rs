@@ -201,6 +201,14 @@ settings! {
     gateway_resolve_timeout: String,
     backend_active_ports: String,
     backend_resolve_interval: String,
+    user_lookup_url: String,
+    user_lookup_timeout: String,
+    user_lookup_cache_ttl: String,
+    user_lookup_unknown_ttl: String,
+    user_lookup_cache_size: i64,
+    user_lookup_fallback_pool: String,
+    user_lookup_any_backend: bool,
+    user_lookup_ca: String,
 }
 
 /// One `[pool.NAME]` table: a named set of backends with its own policy.

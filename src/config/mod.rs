@@ -327,7 +327,8 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// The pool of a listener (others use `default`).
     pub pool_for_listener: Vec<(SocketAddr, String)>,
-    /// Per-user routing: the pool of each user named (byte for byte).
+    /// Per-user routing: the pool of each user named (byte for byte),
+    /// consulted before `user_lookup`.
     pub user_pool: std::collections::BTreeMap<String, String>,
     /// The pool of users `user_pool` does not name; `None` refuses them.
     pub user_pool_default: Option<String>,
@@ -343,6 +344,32 @@ pub struct Config {
     pub backend_resolve_interval: Duration,
     /// Plain TCP listeners, by table name.
     pub tcp: Vec<TcpService>,
+    /// Per-user routing by the operator's HTTP service (`user_lookup_*`).
+    pub user_lookup: Option<LookupSettings>,
+}
+
+/// The `user_lookup_*` settings: which service answers for users
+/// `[user_pool]` does not name, and how far ftpgate trusts it.
+#[derive(Debug, Clone)]
+pub struct LookupSettings {
+    /// `user_lookup_url`, checked.
+    pub url: crate::lookup::UrlTemplate,
+    /// Time one request may take.
+    pub timeout: Duration,
+    /// How long a route is kept (zero: not kept).
+    pub cache_ttl: Duration,
+    /// How long an unknown user (`404`) is kept; at most `cache_ttl`.
+    pub unknown_ttl: Duration,
+    /// Most answers kept.
+    pub cache_size: usize,
+    /// The pool of users whose lookup failed; `None`: they get `421`.
+    pub fallback_pool: Option<String>,
+    /// Answers may name backends outside every pool.
+    pub any_backend: bool,
+    /// CA certificates that verify an `https://` service (else the system's).
+    pub ca: Option<PathBuf>,
+    /// The TLS client configuration, for an `https://` service.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl BackendSpec {
@@ -439,6 +466,7 @@ impl Config {
     /// per-user routing is on, or the listener's pool hashes user names.
     pub fn routes_by_user(&self, listener: SocketAddr) -> bool {
         !self.user_pool.is_empty()
+            || self.user_lookup.is_some()
             || self
                 .listener_pool(listener)
                 .and_then(|p| self.policy_of(p))
@@ -459,7 +487,8 @@ impl Config {
         self.tcp.iter().any(|t| t.pool == pool)
     }
 
-    /// The pool for `user` on `listener`; `None`: the user is refused.
+    /// The pool for `user` on `listener` without asking `user_lookup`;
+    /// `None`: the user is refused.
     pub fn pool_for_user(&self, listener: SocketAddr, user: &str) -> Option<&str> {
         if self.user_pool.is_empty() {
             return self.listener_pool(listener);

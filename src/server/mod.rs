@@ -39,6 +39,14 @@ use listeners::listening;
 pub use listeners::{BindError, Listeners};
 use restart::{keep_restart_only, restart_only_changes};
 
+/// The user lookup service `config` asks for, counted in `metrics`.
+fn user_lookup(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<crate::lookup::UserLookup>> {
+    config
+        .user_lookup
+        .clone()
+        .map(|l| crate::lookup::UserLookup::new(l, Arc::clone(metrics)))
+}
+
 /// Pools built from members.
 fn build_pools(
     members: BTreeMap<String, (Vec<Member>, Policy)>,
@@ -118,6 +126,7 @@ impl Server {
                     config: Arc::clone(&config),
                     pools: BTreeMap::new(),
                     public: Arc::clone(&public),
+                    lookup: None,
                 },
                 Arc::clone(&pool),
                 Arc::clone(&metrics),
@@ -138,6 +147,7 @@ impl Server {
             config: Arc::clone(&config),
             pools: build_pools(members),
             public: Arc::clone(&public),
+            lookup: user_lookup(&config, &metrics),
         });
         server.tasks.spawn(
             public.refresh_loop(
@@ -399,6 +409,7 @@ impl Server {
         };
         self.shared.set_live(Live {
             pools: build_pools(members),
+            lookup: user_lookup(&new, &self.shared.metrics),
             config: new,
             public,
         });
@@ -500,6 +511,7 @@ impl Server {
                 pools: build_pools(members),
                 config: Arc::new(new),
                 public: Arc::clone(&old.public),
+                lookup: old.lookup.clone(),
             });
         }
     }

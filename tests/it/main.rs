@@ -30,4 +30,5 @@ mod scripts;
 mod sftp;
 mod tls_rig;
 mod unprivileged;
+mod user_lookup;
 mod user_routing;

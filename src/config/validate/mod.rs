@@ -4,8 +4,9 @@
 //!
 //! [`validate`] checks the parts in turn and assembles `Config`: `listeners`
 //! (listener addresses, the passive ports and their bind address), `tls`
-//! (certificates, FTPS policies, backend TLS, health-check login) and
-//! `pools` (backends, named pools, routing to them, `[tcp.NAME]` listeners).
+//! (certificates, FTPS policies, backend TLS, health-check login),
+//! `pools` (backends, named pools, routing to them, `[tcp.NAME]` listeners)
+//! and `lookup` (`user_lookup_url` and its settings).
 //! Settings of one key each are checked here, with the helpers the parts
 //! share. The first mistake found is the one reported. Files the settings
 //! name are read and host names resolved; nothing is bound or connected.
@@ -20,6 +21,7 @@ use super::{BackendDataMode, Config, LogFormat, ProxyVersion, PublicAddressSpec}
 use crate::proto::hostport::parse_port_range;
 
 mod listeners;
+mod lookup;
 mod pools;
 mod tls;
 
@@ -224,8 +226,8 @@ fn public_spec(
 /// Validates raw settings into a [`Config`]. The first mistake found is
 /// returned; the order: listener addresses (the other parts refer to them),
 /// the members of `backends`, the settings of one key each, TLS, pools and
-/// routing, gateway rules, `[tcp.NAME]` listeners, then the remaining
-/// durations and counts.
+/// routing, gateway rules, `[tcp.NAME]` listeners, the user lookup, then
+/// the remaining durations and counts.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let listeners = listeners::validate(raw)?;
     let backends = pools::backends(raw, &listeners)?;
@@ -414,6 +416,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         },
     };
     let tcp = pools::validate_tcp(raw, &listeners, &pools)?;
+    let user_lookup = lookup::validate(raw, &pools, &tcp)?;
     Ok(Config {
         listen: listeners.listen,
         backends: pools.backends,
@@ -564,6 +567,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             Duration::from_secs(5),
         )?,
         tcp,
+        user_lookup,
     })
 }
 

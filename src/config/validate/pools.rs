@@ -109,6 +109,13 @@ pub(super) fn validate(
         Some(l) if !pool_exists(l.value.trim()) => {
             return invalid("user_pool_default", &l.origin, unknown_pool(&l.value))
         }
+        Some(l) if raw.user_lookup_url.is_some() => return invalid(
+            "user_pool_default",
+            &l.origin,
+            "with user_lookup_url the lookup answers for every user [user_pool] does not name, \
+                 so this pool would never be used: drop it (user_lookup_fallback_pool is the pool \
+                 for users whose lookup fails)",
+        ),
         Some(l) if user_pool.is_empty() => {
             return invalid(
                 "user_pool_default",
@@ -118,7 +125,7 @@ pub(super) fn validate(
         }
         Some(l) => Some(l.value.trim().to_owned()),
     };
-    if user_pool.is_empty() {
+    if user_pool.is_empty() && raw.user_lookup_url.is_none() {
         // Without per-user routing every listener needs a pool of its own.
         for a in ftp() {
             if backends.is_empty() && !pool_for_listener.iter().any(|(l, _)| l == a) {

@@ -350,3 +350,122 @@ fn host_names_expand_and_follow_new_addresses() {
         .to_toml()
         .contains("backends = [\"localhost:2100\", \"127.0.0.1:2200\"]"));
 }
+
+const LOOKUP_BASE: &str = "listen = [\"127.0.0.1:2121\"]\nbackends = [\"127.0.0.1:21\"]\n";
+
+#[test]
+fn user_lookup_defaults_and_prints_back() {
+    let c = check(&format!(
+        "{LOOKUP_BASE}user_lookup_url = \"http://127.0.0.1:8080/ftp-route?user={{user}}\"\n"
+    ))
+    .unwrap();
+    let l = c.user_lookup.as_ref().unwrap();
+    assert_eq!(l.timeout, Duration::from_secs(2));
+    assert_eq!(l.cache_ttl, Duration::from_secs(30));
+    assert_eq!(l.unknown_ttl, Duration::from_secs(5));
+    assert_eq!(l.cache_size, 10_000);
+    assert!(l.fallback_pool.is_none() && !l.any_backend && l.tls.is_none());
+    let listener = "127.0.0.1:2121".parse().unwrap();
+    assert!(
+        c.routes_by_user(listener),
+        "the lookup turns on per-user routing"
+    );
+    let printed = c.to_toml();
+    assert!(
+        printed.contains("user_lookup_unknown_ttl = \"5s\"\n"),
+        "{printed}"
+    );
+    let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(again.to_toml(), printed);
+    // Every key set; a zero TTL keeps nothing, and caps the unknown TTL.
+    let c = check(&format!(
+        "{LOOKUP_BASE}user_lookup_url = \"http://idp.internal/u/{{user}}?ip={{client_ip}}&on={{listener}}\"\n\
+         user_lookup_timeout = \"750ms\"\nuser_lookup_cache_ttl = \"0s\"\nuser_lookup_cache_size = 50\n\
+         user_lookup_fallback_pool = \"p\"\nuser_lookup_any_backend = true\n\
+         [pool.p]\nbackends = [\"127.0.0.1:2021\"]\n[user_pool]\nalice = \"p\"\n"
+    ))
+    .unwrap();
+    let l = c.user_lookup.as_ref().unwrap();
+    assert_eq!(l.timeout, Duration::from_millis(750));
+    assert_eq!(
+        (l.cache_ttl, l.unknown_ttl),
+        (Duration::ZERO, Duration::ZERO)
+    );
+    assert_eq!(l.cache_size, 50);
+    assert_eq!(l.fallback_pool.as_deref(), Some("p"));
+    assert!(l.any_backend);
+    let printed = c.to_toml();
+    let again = check(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(again.to_toml(), printed);
+}
+
+/// Named pools and no `backends`: with the lookup no listener needs a pool.
+#[test]
+fn user_lookup_needs_no_listener_pool() {
+    let c = check(
+        "listen = [\"127.0.0.1:2121\"]\nuser_lookup_url = \"http://idp/r?u={user}\"\n\
+         [pool.a]\nbackends = [\"127.0.0.1:2021\"]\n",
+    )
+    .unwrap();
+    assert!(c.user_lookup.is_some() && c.backends.is_empty());
+}
+
+#[test]
+fn user_lookup_mistakes_name_the_key() {
+    let url = "user_lookup_url = \"http://idp/r?u={user}\"\n";
+    let cases = [
+        (
+            "user_lookup_timeout = \"1s\"\n".to_owned(),
+            "t.toml:3: user_lookup_timeout: it only applies with user_lookup_url",
+        ),
+        (
+            "user_lookup_url = \"http://{user}.idp/r\"\n".to_owned(),
+            "t.toml:3: user_lookup_url: `http://{user}.idp/r`: placeholders may stand in the path and query only",
+        ),
+        (
+            "user_lookup_url = \"http://idp/r?u={name}\"\n".to_owned(),
+            "unknown placeholder `{name}`",
+        ),
+        (
+            format!("{url}user_lookup_timeout = \"0s\"\n"),
+            "user_lookup_timeout: `0s` is not a duration above zero",
+        ),
+        (
+            format!("{url}user_lookup_cache_ttl = \"soon\"\n"),
+            "user_lookup_cache_ttl: `soon` is not a duration",
+        ),
+        (
+            format!("{url}user_lookup_cache_ttl = \"10s\"\nuser_lookup_unknown_ttl = \"1m\"\n"),
+            "user_lookup_unknown_ttl: 60s is longer than user_lookup_cache_ttl (10s)",
+        ),
+        (
+            format!("{url}user_lookup_cache_size = 0\n"),
+            "user_lookup_cache_size: 0 is out of range",
+        ),
+        (
+            format!("{url}user_lookup_fallback_pool = \"nope\"\n"),
+            "user_lookup_fallback_pool: no pool is named `nope`",
+        ),
+        (
+            format!("{url}user_lookup_fallback_pool = \"ssh\"\n{SSH_POOL}[tcp.s]\nlisten = [\"127.0.0.1:2222\"]\npool = \"ssh\"\n"),
+            "pool `ssh` serves the plain TCP listeners of [tcp.s], not FTP",
+        ),
+        (
+            format!("{url}user_lookup_ca = \"/etc/ssl/ca.pem\"\n"),
+            "user_lookup_ca: user_lookup_url is http://",
+        ),
+        (
+            "user_lookup_url = \"https://idp/r?u={user}\"\nuser_lookup_ca = \"/nonexistent/ca.pem\"\n".to_owned(),
+            "t.toml:4: user_lookup_ca: /nonexistent/ca.pem: cannot read",
+        ),
+        (
+            format!("{url}user_pool_default = \"default\"\n[user_pool]\na = \"default\"\n"),
+            "user_pool_default: with user_lookup_url the lookup answers",
+        ),
+    ];
+    for (tail, want) in cases {
+        let text = format!("{LOOKUP_BASE}{tail}");
+        let e = check(&text).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} should contain {want:?}\n{text}");
+    }
+}

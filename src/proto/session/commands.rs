@@ -167,7 +167,15 @@ impl Control {
         let user = cmd.arg_str();
         if self.backend.is_some() {
             if self.routed_user.as_deref() == Some(user.as_str()) {
-                return self.forward(cmd, Awaiting::Command(Verb::User));
+                // The same USER again: the name routing chose to send (the
+                // gateway strips `@host`; a user lookup may rename).
+                return match self.routed_as.clone().filter(|sent| *sent != user) {
+                    Some(sent) => {
+                        let line = parse_command(format!("USER {sent}").as_bytes());
+                        self.forward(&line, Awaiting::Command(Verb::User))
+                    }
+                    None => self.forward(cmd, Awaiting::Command(Verb::User)),
+                };
             }
             if self.logged_in || !self.is_idle() {
                 return self.local(Reply::new(
@@ -179,6 +187,7 @@ impl Control {
             self.steps.push_back(Step::Disconnect);
             self.backend = None;
             self.routed_user = None;
+            self.routed_as = None;
         }
         self.user = Some(user.clone());
         self.own = Some(Own::ExpectRoute { user: user.clone() });

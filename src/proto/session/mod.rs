@@ -540,6 +540,9 @@ pub struct Control {
     backend_started: Duration,
     /// Per-user routing: the user the backend was picked for.
     routed_user: Option<String>,
+    /// Per-user routing: the name sent for it (the same but for the
+    /// gateway's `@host` or a user lookup's `"user"`).
+    routed_as: Option<String>,
     /// Per-user routing: the USER to send once the backend's greeting (and
     /// TLS) are done.
     replay_user: Option<String>,
@@ -592,6 +595,7 @@ impl Control {
             passive_cmd: PassiveCommand::Pasv,
             backend_started: Duration::ZERO,
             routed_user: None,
+            routed_as: None,
             replay_user: None,
             client_tls: policy.implicit_tls,
             // An implicit-TLS session starts protected: its clients take

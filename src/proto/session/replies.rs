@@ -313,6 +313,7 @@ impl Control {
         self.install(backend, tls, now, false);
         // The backend's greeting is for ftpgate: the client had its own.
         self.routed_user = Some(asked);
+        self.routed_as = Some(user.clone());
         self.user = Some(user.clone());
         // Replayed once the conversation is done (see chat_next).
         self.replay_user = Some(user);

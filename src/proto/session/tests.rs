@@ -612,6 +612,36 @@ fn per_user_routing() {
     assert_eq!(steps(&mut c), vec!["reply 530 User not known here."]);
 }
 
+/// Routing may send another name than the client's (a user lookup's
+/// `"user"`, the gateway's `name@host`): the replayed USER carries it, and
+/// so does the same USER sent again in the session.
+#[test]
+fn per_user_routing_sends_the_routed_name() {
+    let mut c = Control::new(policy(), Start::Unrouted);
+    steps(&mut c);
+    client(&mut c, "USER alice@acme");
+    assert_eq!(steps(&mut c), vec!["route alice@acme"]);
+    c.on_event(
+        Event::Routed {
+            backend: backend(),
+            tls: BackendTls::Off,
+            user: "alice".into(),
+        },
+        T0,
+    );
+    backend_says(&mut c, "220 backend");
+    assert_eq!(steps(&mut c), vec!["send USER alice"]);
+    backend_says(&mut c, "331 password");
+    client(&mut c, "PASS wrong");
+    backend_says(&mut c, "530 no");
+    assert_eq!(
+        steps(&mut c),
+        vec!["reply 331 password", "send PASS wrong", "reply 530 no"]
+    );
+    client(&mut c, "USER alice@acme");
+    assert_eq!(steps(&mut c), vec!["send USER alice"], "not routed again");
+}
+
 #[test]
 fn the_feature_list_is_one() {
     let mut c = Control::new(policy(), Start::Unrouted);
