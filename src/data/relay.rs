@@ -240,10 +240,13 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; initial.min(max)];
+    // Reads go into spare capacity, never zeroed first: a short transfer
+    // (a listing) touches one page of a large buffer, not all of them.
+    let mut buf: Vec<u8> = Vec::with_capacity(initial.min(max));
     let mut total = 0u64;
     loop {
-        let n = match from.read(&mut buf).await {
+        buf.clear();
+        let n = match from.read_buf(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
             // A TLS peer that closed TCP without close_notify: take it as
@@ -264,8 +267,9 @@ where
                 Err(e) => return (total, Some((e, to_leg))),
             }
         }
-        if n == buf.len() && buf.len() < max {
-            buf.resize((buf.len() * 2).min(max), 0);
+        if n == buf.capacity() && buf.capacity() < max {
+            let more = (buf.capacity() * 2).min(max) - buf.len();
+            buf.reserve_exact(more);
         }
     }
     let flushed = async {

@@ -32,9 +32,11 @@ pub struct LineFramer {
 
 impl LineFramer {
     /// A framer accepting lines of at most `max` bytes (terminator excluded).
+    /// Its buffer is allocated by the first read, not up front: an idle
+    /// session holds none (see [`LineFramer::release_if_empty`]).
     pub fn new(max: usize) -> Self {
         LineFramer {
-            buf: BytesMut::with_capacity(max.min(4096)),
+            buf: BytesMut::new(),
             max: max.max(1),
             discarding: false,
             truncate: false,
@@ -57,6 +59,15 @@ impl LineFramer {
     /// [`LineFramer::next_frame`] until it returns `None`.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
+    }
+
+    /// Gives the buffer's memory back when nothing is buffered: a quiet
+    /// connection then holds no buffer until its next read (HAProxy does
+    /// the same). Lines already returned keep their own bytes.
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Bytes currently buffered (complete or partial lines).

@@ -240,6 +240,14 @@ impl ReplyAssembler {
         self.framer.push(data)
     }
 
+    /// Gives the buffer's memory back when no byte is waiting (see
+    /// [`LineFramer::release_if_empty`]).
+    pub fn release_if_empty(&mut self) {
+        if self.open.is_none() {
+            self.framer.release_if_empty();
+        }
+    }
+
     /// Bytes received and not yet returned as a reply (a partial line, or
     /// the lines of an open multi-line reply).
     pub fn buffered(&self) -> usize {

@@ -801,6 +801,7 @@ impl Control {
     /// Client bytes were appended to [`Control::client_buffer`].
     pub fn on_client_data(&mut self, now: Duration) {
         self.advance(now);
+        self.commands.release_if_empty();
     }
 
     /// The client's control connection ended (`error`: a read error).
@@ -833,6 +834,7 @@ impl Control {
             }
         }
         self.advance(now);
+        self.replies.release_if_empty();
     }
 
     /// The backend's control connection ended.
