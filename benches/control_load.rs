@@ -26,6 +26,11 @@
 //!   LIST (5 entries) and QUIT, 502 to the rest; exits after
 //!   `--max-seconds`.
 //!
+//! Client options: `--user`, `--pass` (default anonymous login),
+//! `--data-host reply|control` (connect data to the 227's address, or to
+//! the control connection's with the 227's port), `--quickack yes`
+//! (TCP_QUICKACK before each read: acknowledge at once).
+//!
 //! Without a subcommand (as `cargo test --benches` and `cargo bench` run
 //! it) it runs each subcommand briefly against its own light backend, about
 //! a second, and exits 0 when nothing failed.
