@@ -15,7 +15,9 @@
 #   - proxy CPU per session (connect, login, PASV, LIST, QUIT) at each of
 #     BENCH_CLIENTS concurrent clients: utime + stime of the proxy process
 #     (/proc/PID/stat) over a BENCH_SESSION_SECONDS window, divided by the
-#     sessions completed in it (after 0.5 s of warm-up).
+#     sessions completed in it. The window is cut into BENCH_SESSION_SLICES
+#     slices (each after 0.5 s of warm-up), and the targets' slices run in
+#     turn, so changing load from other work falls on all of them alike.
 #   - sessions per second in the same window, as a ratio to direct in the
 #     same repetition; every failed session counts as an error.
 #   - memory per idle logged-in session: VmRSS of a fresh proxy process with
@@ -32,6 +34,8 @@
 #   BENCH_LIST_COUNT       PASV+LIST rounds per target and repetition (default 300)
 #   BENCH_CLIENTS          concurrency levels (default "1 16 64")
 #   BENCH_SESSION_SECONDS  measured window per level and target (default 3)
+#   BENCH_SESSION_SLICES   the window is cut into this many slices, the three
+#                          targets' slices run in turn (default 3)
 #   BENCH_IDLE_LEVELS      idle sessions held, comma-separated (default 1000,9000)
 #   BENCH_IDLE_WAIT        before each repetition, wait up to this many seconds
 #                          for the machine to be idle (< 15% busy over 3 s);
@@ -95,6 +99,7 @@ NOOP_COUNT=${BENCH_NOOP_COUNT:-2000}
 LIST_COUNT=${BENCH_LIST_COUNT:-300}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
 SESSION_SECONDS=${BENCH_SESSION_SECONDS:-3}
+SLICES=${BENCH_SESSION_SLICES:-3}
 IDLE_LEVELS=${BENCH_IDLE_LEVELS:-1000,9000}
 IDLE_WAIT=${BENCH_IDLE_WAIT:-20}
 DEADLINE=${BENCH_DEADLINE:-1200}
@@ -111,6 +116,8 @@ posint BENCH_RUNS "$RUNS"
 posint BENCH_NOOP_COUNT "$NOOP_COUNT"
 posint BENCH_LIST_COUNT "$LIST_COUNT"
 posint BENCH_SESSION_SECONDS "$SESSION_SECONDS"
+posint BENCH_SESSION_SLICES "$SLICES"
+SLICE_SECONDS=$(awk -v a="$SESSION_SECONDS" -v b="$SLICES" 'BEGIN { printf "%.3f", a / b }')
 posint BENCH_DEADLINE "$DEADLINE"
 [[ "$IDLE_WAIT" =~ ^[0-9]+$ ]] || die "BENCH_IDLE_WAIT must be a non-negative integer"
 [[ "$NETNS" =~ ^[01]$ ]] || die "BENCH_NETNS must be 0 or 1"
@@ -418,7 +425,7 @@ load() {   # rep name seconds-limit subcommand args...
         FAILED_RUNS=$(( FAILED_RUNS + 1 ))
         log "rep $rep $name: '$1' failed (exit $st); see the errors below"
         tail -5 "$WORK/load-errors.log" >&2 || true
-        printf 'rep=%s name=%s %s failed=1 errors=1\n' "$rep" "$name" "$1" >>"$RESULTS"
+        printf 'rep=%s name=%s %s %s failed=1 errors=1\n' "$rep" "$name" "$1" "${TAG:-}" >>"$RESULTS"
         return 0
     fi
     while IFS= read -r line; do
@@ -497,12 +504,16 @@ for (( r = 1; r <= RUNS; r++ )); do
         load "$r" "$t" 300 list --target "${ADDR[$t]}" --count "$LIST_COUNT" --warmup 30 \
             --data-host "${DATA_HOST[$t]}"
     done
+    # Sessions: each target's window is cut into slices run in turn, so
+    # load from other work that comes and goes falls on all three alike.
     for c in $CLIENTS; do
-        for t in "${order[@]}"; do
-            load "$r" "$t" $(( SESSION_SECONDS + 150 )) sessions --target "${ADDR[$t]}" \
-                --clients "$c" --warmup 0.5 --seconds "$SESSION_SECONDS" \
-                --pid "${PID_OF[$t]}" --pid-children "${CHILDREN[$t]}" --clk-tck "$CLK_TCK" \
-                --data-host "${DATA_HOST[$t]}"
+        for (( s = 1; s <= SLICES; s++ )); do
+            for t in "${order[@]}"; do
+                TAG="clients=$c slice=$s" load "$r" "$t" $(( SESSION_SECONDS + 150 )) sessions \
+                    --target "${ADDR[$t]}" --clients "$c" --warmup 0.5 --seconds "$SLICE_SECONDS" \
+                    --pid "${PID_OF[$t]}" --pid-children "${CHILDREN[$t]}" --clk-tck "$CLK_TCK" \
+                    --data-host "${DATA_HOST[$t]}"
+            done
         done
     done
     if (( r % 2 )); then idle_order=(ftpgate haproxy); else idle_order=(haproxy ftpgate); fi
@@ -513,6 +524,27 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(( SECONDS - T_START ))
 
 # --- report ------------------------------------------------------------------------------
+# The slices of a sessions window add up: sessions, seconds, CPU and errors
+# are summed per repetition, target and client count.
+mv "$RESULTS" "$RESULTS.slices"
+awk '
+    { delete f; for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[2] != "") f[kv[1]] = kv[2] } }
+    $3 != "sessions" { print; next }
+    {
+        k = f["rep"] " " f["name"] " " f["clients"]
+        if (!(k in n)) order[++keys] = k
+        n[k] += f["sessions"]; secs[k] += f["seconds"]; cpu[k] += f["pid_cpu_s"]
+        err[k] += f["errors"]; failed[k] += f["failed"]
+    }
+    END {
+        for (i = 1; i <= keys; i++) {
+            k = order[i]; split(k, p, " ")
+            per = (secs[k] > 0) ? sprintf("%.1f", n[k] / secs[k]) : "nan"
+            ms = (n[k] > 0) ? sprintf("%.4f", cpu[k] * 1000 / n[k]) : "nan"
+            printf "rep=%s name=%s sessions clients=%s sessions=%d seconds=%.3f per_sec=%s errors=%d pid_cpu_s=%.2f cpu_ms_per_session=%s failed_runs=%d\n", \
+                p[1], p[2], p[3], n[k], secs[k], per, err[k], cpu[k], ms, failed[k]
+        }
+    }' "$RESULTS.slices" >"$RESULTS"
 # field kind name key [clients|level] -> that field of every repetition, one per line
 field() {
     awk -v kind="$1" -v name="$2" -v key="$3" -v sel="${4:-}" '
@@ -557,7 +589,7 @@ echo "ftpgate:  $branch @ $commit$dirty, $BIN"
 echo "host:     $(nproc) CPUs, $cpu, $mem, Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end"
 echo "peers:    vsftpd $("$VSFTPD" -v 0>&1 2>&1 | grep -o '[0-9.]*' | head -1 || true) (isolate=NO isolate_network=NO seccomp_sandbox=NO), $("$HAPROXY" -v | head -1 | cut -d' ' -f1-3) (mode tcp, nbthread default)"
 echo "network:  $NETWORK"
-echo "runs:     $DONE repetitions of: $NOOP_COUNT NOOPs, $LIST_COUNT PASV+LIST, sessions for ${SESSION_SECONDS}s at clients $CLIENTS, idle levels $IDLE_LEVELS; ${ELAPSED}s"
+echo "runs:     $DONE repetitions of: $NOOP_COUNT NOOPs, $LIST_COUNT PASV+LIST, sessions for ${SESSION_SECONDS}s ($SLICES slices) at clients $CLIENTS, idle levels $IDLE_LEVELS; ${ELAPSED}s"
 echo
 
 d_noop=$(med noop direct median_us)
@@ -647,7 +679,7 @@ fi
 if (( DONE < RUNS )); then
     echo "WARNING: only $DONE of $RUNS repetitions ran (BENCH_DEADLINE=${DEADLINE}s)"
 fi
-echo "command:  BENCH_NETNS=$NETNS BENCH_QUICKACK=$QUICKACK BENCH_RUNS=$RUNS BENCH_NOOP_COUNT=$NOOP_COUNT BENCH_LIST_COUNT=$LIST_COUNT BENCH_CLIENTS=\"$CLIENTS\" BENCH_SESSION_SECONDS=$SESSION_SECONDS BENCH_IDLE_LEVELS=$IDLE_LEVELS scripts/bench-control.sh"
+echo "command:  BENCH_NETNS=$NETNS BENCH_QUICKACK=$QUICKACK BENCH_RUNS=$RUNS BENCH_NOOP_COUNT=$NOOP_COUNT BENCH_LIST_COUNT=$LIST_COUNT BENCH_CLIENTS=\"$CLIENTS\" BENCH_SESSION_SECONDS=$SESSION_SECONDS BENCH_SESSION_SLICES=$SLICES BENCH_IDLE_LEVELS=$IDLE_LEVELS scripts/bench-control.sh"
 if [[ "${BENCH_KEEP:-0}" == 1 ]]; then cp "$RESULTS" "$WORK/results.kept"; fi
 if (( total_errors > 0 || FAILED_RUNS > 0 )); then
     echo "ERRORS: $total_errors failed sessions or runs; first messages:"
