@@ -9,10 +9,12 @@
 //! subcommand prints one line of `key=value` fields per result on stdout;
 //! errors go to stderr and are counted, never hidden.
 //!
-//! - `noop`: one logged-in session, `--count` NOOP round trips after
-//!   `--warmup`; median and percentiles (blocking socket, TCP_NODELAY).
-//! - `list`: one logged-in session; each round is PASV, data connect, LIST,
-//!   150, the listing to EOF, 226, timed from PASV sent to 226 read.
+//! - `noop`: one logged-in session per `--target` (a comma-separated list),
+//!   `--count` NOOP round trips each after `--warmup`, in blocks of
+//!   `--block` back-to-back rounds per target, the targets taking turns;
+//!   median and percentiles per target (blocking socket, TCP_NODELAY).
+//! - `list`: the same with rounds of PASV, data connect, LIST, 150, the
+//!   listing to EOF, 226, timed from PASV sent to 226 read.
 //! - `sessions`: `--clients` tasks each looping whole sessions (connect,
 //!   220, USER, PASS, PASV, data connect, LIST, 226, QUIT, 221, EOF) for
 //!   `--warmup` then `--seconds`; the sessions completed inside that window,
@@ -140,6 +142,16 @@ impl Args {
             .opt(key)
             .ok_or_else(|| format!("--{key} is required"))?;
         v.parse().map_err(|_| format!("--{key}: bad address {v:?}"))
+    }
+
+    /// A comma-separated list of addresses.
+    fn addrs(&self, key: &str) -> Res<Vec<SocketAddr>> {
+        let v = self
+            .opt(key)
+            .ok_or_else(|| format!("--{key} is required"))?;
+        v.split(',')
+            .map(|s| s.parse().map_err(|_| format!("--{key}: bad address {s:?}")))
+            .collect()
     }
 
     /// Fails on keys nobody asked for.
@@ -345,28 +357,65 @@ fn summary(mut ns: Vec<u64>) -> String {
 }
 
 fn cmd_noop(a: &Args) -> Res<u64> {
-    let target = a.addr("target")?;
+    let targets = a.addrs("target")?;
     let count: usize = a.num("count", 2000)?;
     let warmup: usize = a.num("warmup", 200)?;
+    let block: usize = a.num("block", 100)?;
     let login = Login::from(a);
     a.done()?;
-    let mut c = SyncCtl::login(target, &login)?;
-    let mut ns = Vec::with_capacity(count);
-    for i in 0..warmup + count {
-        let t = Instant::now();
+    let mut conns = targets
+        .iter()
+        .map(|&t| SyncCtl::login(t, &login))
+        .collect::<Res<Vec<_>>>()?;
+    let ns = in_blocks(&mut conns, count, warmup, block, |c, _| {
         let (code, text) = c.cmd("NOOP\r\n")?;
-        let d = t.elapsed();
-        expect("NOOP", code, &text, &[200])?;
-        if i >= warmup {
-            ns.push(d.as_nanos() as u64);
+        expect("NOOP", code, &text, &[200])
+    })?;
+    for (c, samples) in conns.iter_mut().zip(ns) {
+        let _ = c.cmd("QUIT\r\n");
+        println!(
+            "noop target={} count={count} {} errors=0",
+            c.peer,
+            summary(samples)
+        );
+    }
+    Ok(0)
+}
+
+/// Times `op` on every connection: `warmup` untimed rounds each, then
+/// blocks of `block` rounds on one connection after the other until each
+/// has `count` samples. Within a block a connection is exercised back to
+/// back, as a client does (its first round is not timed: that peer had
+/// been idle during the other blocks); the blocks take turns so that load
+/// from other work that comes and goes falls on every target alike.
+fn in_blocks(
+    conns: &mut [SyncCtl],
+    count: usize,
+    warmup: usize,
+    block: usize,
+    mut op: impl FnMut(&mut SyncCtl, usize) -> Res<()>,
+) -> Res<Vec<Vec<u64>>> {
+    let block = block.max(2);
+    for (j, c) in conns.iter_mut().enumerate() {
+        for _ in 0..warmup {
+            op(c, j)?;
         }
     }
-    let _ = c.cmd("QUIT\r\n");
-    println!(
-        "noop target={target} count={count} {} errors=0",
-        summary(ns)
-    );
-    Ok(0)
+    let mut ns = vec![Vec::with_capacity(count); conns.len()];
+    while ns.iter().any(|v| v.len() < count) {
+        for (j, (c, samples)) in conns.iter_mut().zip(ns.iter_mut()).enumerate() {
+            op(c, j)?;
+            for _ in 1..block {
+                if samples.len() >= count {
+                    break;
+                }
+                let t = Instant::now();
+                op(c, j)?;
+                samples.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+    }
+    Ok(ns)
 }
 
 /// One PASV + LIST round on a logged-in session; the listing's line count.
@@ -389,31 +438,41 @@ fn sync_list(c: &mut SyncCtl, host: DataHost) -> Res<usize> {
 }
 
 fn cmd_list(a: &Args) -> Res<u64> {
-    let target = a.addr("target")?;
+    let targets = a.addrs("target")?;
     let count: usize = a.num("count", 300)?;
     let warmup: usize = a.num("warmup", 30)?;
+    let block: usize = a.num("block", 20)?;
     let want: usize = a.num("expect-entries", LIST_ENTRIES)?;
-    let host = DataHost::parse(&a.str_or("data-host", "reply"))?;
+    let hosts = a
+        .str_or("data-host", "reply")
+        .split(',')
+        .map(DataHost::parse)
+        .collect::<Res<Vec<_>>>()?;
+    if hosts.len() != 1 && hosts.len() != targets.len() {
+        return Err("--data-host: one value, or one per --target".into());
+    }
     let login = Login::from(a);
     a.done()?;
-    let mut c = SyncCtl::login(target, &login)?;
-    let mut ns = Vec::with_capacity(count);
-    for i in 0..warmup + count {
-        let t = Instant::now();
-        let lines = sync_list(&mut c, host)?;
-        let d = t.elapsed();
-        if lines != want {
-            return Err(format!("LIST gave {lines} entries, expected {want}"));
+    let mut conns = targets
+        .iter()
+        .map(|&t| SyncCtl::login(t, &login))
+        .collect::<Res<Vec<_>>>()?;
+    let ns = in_blocks(&mut conns, count, warmup, block, |c, j| {
+        let lines = sync_list(c, hosts[j.min(hosts.len() - 1)])?;
+        if lines == want {
+            Ok(())
+        } else {
+            Err(format!("LIST gave {lines} entries, expected {want}"))
         }
-        if i >= warmup {
-            ns.push(d.as_nanos() as u64);
-        }
+    })?;
+    for (c, samples) in conns.iter_mut().zip(ns) {
+        let _ = c.cmd("QUIT\r\n");
+        println!(
+            "list target={} count={count} entries={want} {} errors=0",
+            c.peer,
+            summary(samples)
+        );
     }
-    let _ = c.cmd("QUIT\r\n");
-    println!(
-        "list target={target} count={count} entries={want} {} errors=0",
-        summary(ns)
-    );
     Ok(0)
 }
 
@@ -974,11 +1033,24 @@ fn self_check() -> Res<u64> {
     eprintln!("control_load: self-check against a light backend on {t} (scripts/bench-control.sh runs the benchmark)");
     check_parsers()?;
     let mut errors = 0;
+    let two = format!("{t},{t}");
     errors += run(
         cmd_noop,
-        &["--target", t, "--count", "100", "--warmup", "10"],
+        &["--target", &two, "--count", "100", "--warmup", "10"],
     )?;
-    errors += run(cmd_list, &["--target", t, "--count", "20", "--warmup", "2"])?;
+    errors += run(
+        cmd_list,
+        &[
+            "--target",
+            &two,
+            "--count",
+            "20",
+            "--warmup",
+            "2",
+            "--data-host",
+            "reply,control",
+        ],
+    )?;
     errors += run(
         cmd_sessions,
         &[

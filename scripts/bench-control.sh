@@ -7,11 +7,13 @@
 #   BENCH_RUNS=3 BENCH_IDLE_LEVELS=1000,4000 scripts/bench-control.sh
 #
 # Figures (each the median over BENCH_RUNS repetitions; in each repetition
-# the three targets run back to back, in an order rotated every repetition):
+# the three targets take turns, in an order rotated every repetition):
 #   - NOOP round trip added over direct: median of BENCH_NOOP_COUNT round
-#     trips on one logged-in session (after 200 warm-up).
+#     trips on one logged-in session per target (after 200 warm-up), one
+#     NOOP to each target in turn.
 #   - PASV + data connect + LIST of 5 entries + 226, added over direct:
-#     median of BENCH_LIST_COUNT rounds on one logged-in session.
+#     median of BENCH_LIST_COUNT rounds on one logged-in session per
+#     target, one round to each target in turn.
 #   - proxy CPU per session (connect, login, PASV, LIST, QUIT) at each of
 #     BENCH_CLIENTS concurrent clients: utime + stime of the proxy process
 #     (/proc/PID/stat) over a BENCH_SESSION_SECONDS window, divided by the
@@ -424,7 +426,7 @@ load() {   # rep name seconds-limit subcommand args...
     if [[ -z "$out" ]]; then
         FAILED_RUNS=$(( FAILED_RUNS + 1 ))
         log "rep $rep $name: '$1' failed (exit $st); see the errors below"
-        tail -5 "$WORK/load-errors.log" >&2 || true
+        tail -n 5 "$WORK/load-errors.log" >&2 || true
         printf 'rep=%s name=%s %s %s failed=1 errors=1\n' "$rep" "$name" "$1" "${TAG:-}" >>"$RESULTS"
         return 0
     fi
@@ -432,6 +434,29 @@ load() {   # rep name seconds-limit subcommand args...
         printf 'rep=%s name=%s %s\n' "$rep" "$name" "$line" >>"$RESULTS"
     done <<<"$out"
     (( st == 0 )) || log "rep $rep $name: '$1' reported errors (exit $st)"
+}
+
+# The same for a run over all three targets at once: each line names its
+# target, which gives the name.
+declare -A NAME_OF=(["$V_IP:$VPORT"]=direct ["$G_IP:$GPORT"]=ftpgate ["$H_IP:$HPORT"]=haproxy)
+load_all() {   # rep seconds-limit subcommand args...
+    local rep=$1 limit=$2 out st=0 line addr t
+    shift 2
+    out=$(timeout "$limit" "$LOAD" "$@" 2>>"$WORK/load-errors.log") || st=$?
+    if [[ -z "$out" ]]; then
+        FAILED_RUNS=$(( FAILED_RUNS + 1 ))
+        log "rep $rep: '$1' failed (exit $st); see the errors below"
+        tail -n 5 "$WORK/load-errors.log" >&2 || true
+        for t in direct ftpgate haproxy; do
+            printf 'rep=%s name=%s %s failed=1 errors=1\n' "$rep" "$t" "$1" >>"$RESULTS"
+        done
+        return 0
+    fi
+    while IFS= read -r line; do
+        addr=$(grep -o 'target=[^ ]*' <<<"$line" | cut -d= -f2)
+        printf 'rep=%s name=%s %s\n' "$rep" "${NAME_OF[$addr]:-unknown}" "$line" >>"$RESULTS"
+    done <<<"$out"
+    (( st == 0 )) || log "rep $rep: '$1' reported errors (exit $st)"
 }
 
 busy_pct() {   # CPU busy % of the whole machine over 3 s
@@ -497,13 +522,12 @@ for (( r = 1; r <= RUNS; r++ )); do
         *) order=(haproxy direct ftpgate) ;;
     esac
     log "rep $r/$RUNS (order: ${order[*]}; load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    for t in "${order[@]}"; do
-        load "$r" "$t" 120 noop --target "${ADDR[$t]}" --count "$NOOP_COUNT" --warmup 200
-    done
-    for t in "${order[@]}"; do
-        load "$r" "$t" 300 list --target "${ADDR[$t]}" --count "$LIST_COUNT" --warmup 30 \
-            --data-host "${DATA_HOST[$t]}"
-    done
+    # NOOP and LIST: one session per target, the targets in turn round by
+    # round (in the load generator), so other work hits all of them alike.
+    targets=""; hosts=""
+    for t in "${order[@]}"; do targets+="${targets:+,}${ADDR[$t]}"; hosts+="${hosts:+,}${DATA_HOST[$t]}"; done
+    load_all "$r" 300 noop --target "$targets" --count "$NOOP_COUNT" --warmup 200
+    load_all "$r" 600 list --target "$targets" --count "$LIST_COUNT" --warmup 30 --data-host "$hosts"
     # Sessions: each target's window is cut into slices run in turn, so
     # load from other work that comes and goes falls on all three alike.
     for c in $CLIENTS; do
