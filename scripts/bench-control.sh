@@ -49,6 +49,10 @@
 #   BENCH_QUICKACK         1 (default, needs BENCH_NETNS=1): the namespace's
 #                          loopback acknowledges at once (see "delayed ACKs"
 #                          below); 0: the kernel's delayed ACKs
+#   BENCH_CLIENT_QUICKACK  1: the load generator alone acknowledges at once
+#                          (TCP_QUICKACK before each read); with
+#                          BENCH_QUICKACK=0 this shows whether a proxy's
+#                          backend leg makes vsftpd's 226 wait (default 0)
 #   BENCH_FTPGATE_EXTRA    TOML lines appended to both ftpgate configs
 #   BENCH_KEEP=1           keep the temp dir (configs, logs, raw results)
 #   CARGO_TARGET_DIR       where the release build goes (default: target/)
@@ -107,6 +111,7 @@ IDLE_WAIT=${BENCH_IDLE_WAIT:-20}
 DEADLINE=${BENCH_DEADLINE:-1200}
 NETNS=${BENCH_NETNS:-1}
 QUICKACK=${BENCH_QUICKACK:-1}
+CLIENT_QUICKACK=${BENCH_CLIENT_QUICKACK:-0}
 MAX_RUNS=50
 
 log() { printf '[bench-control] %s\n' "$*" >&2; }
@@ -124,6 +129,8 @@ posint BENCH_DEADLINE "$DEADLINE"
 [[ "$IDLE_WAIT" =~ ^[0-9]+$ ]] || die "BENCH_IDLE_WAIT must be a non-negative integer"
 [[ "$NETNS" =~ ^[01]$ ]] || die "BENCH_NETNS must be 0 or 1"
 [[ "$QUICKACK" =~ ^[01]$ ]] || die "BENCH_QUICKACK must be 0 or 1"
+[[ "$CLIENT_QUICKACK" =~ ^[01]$ ]] || die "BENCH_CLIENT_QUICKACK must be 0 or 1"
+CLIENT_ACK=no; (( CLIENT_QUICKACK == 0 )) || CLIENT_ACK=yes
 (( NETNS == 1 || QUICKACK == 0 )) || die "BENCH_QUICKACK=1 needs BENCH_NETNS=1 (the machine's own routes are left alone); set BENCH_QUICKACK=0"
 for c in $CLIENTS; do posint "BENCH_CLIENTS entry" "$c"; done
 IFS=, read -r -a LEVELS <<<"$IDLE_LEVELS"
@@ -232,6 +239,9 @@ if [[ "${BENCH_IN_NETNS:-0}" == 1 ]]; then
     else
         NETWORK+=", kernel-default delayed ACKs"
     fi
+fi
+if (( CLIENT_QUICKACK )); then
+    NETWORK+="; the load generator acknowledges at once (TCP_QUICKACK)"
 fi
 
 # --- temp dir, vsftpd root --------------------------------------------------------
@@ -526,8 +536,9 @@ for (( r = 1; r <= RUNS; r++ )); do
     # round (in the load generator), so other work hits all of them alike.
     targets=""; hosts=""
     for t in "${order[@]}"; do targets+="${targets:+,}${ADDR[$t]}"; hosts+="${hosts:+,}${DATA_HOST[$t]}"; done
-    load_all "$r" 300 noop --target "$targets" --count "$NOOP_COUNT" --warmup 200
-    load_all "$r" 600 list --target "$targets" --count "$LIST_COUNT" --warmup 30 --data-host "$hosts"
+    load_all "$r" 300 noop --target "$targets" --count "$NOOP_COUNT" --warmup 200 --quickack "$CLIENT_ACK"
+    load_all "$r" 600 list --target "$targets" --count "$LIST_COUNT" --warmup 30 --data-host "$hosts" \
+        --quickack "$CLIENT_ACK"
     # Sessions: each target's window is cut into slices run in turn, so
     # load from other work that comes and goes falls on all three alike.
     for c in $CLIENTS; do
@@ -536,7 +547,7 @@ for (( r = 1; r <= RUNS; r++ )); do
                 TAG="clients=$c slice=$s" load "$r" "$t" $(( SESSION_SECONDS + 150 )) sessions \
                     --target "${ADDR[$t]}" --clients "$c" --warmup 0.5 --seconds "$SLICE_SECONDS" \
                     --pid "${PID_OF[$t]}" --pid-children "${CHILDREN[$t]}" --clk-tck "$CLK_TCK" \
-                    --data-host "${DATA_HOST[$t]}"
+                    --data-host "${DATA_HOST[$t]}" --quickack "$CLIENT_ACK"
             done
         done
     done
@@ -703,7 +714,7 @@ fi
 if (( DONE < RUNS )); then
     echo "WARNING: only $DONE of $RUNS repetitions ran (BENCH_DEADLINE=${DEADLINE}s)"
 fi
-echo "command:  BENCH_NETNS=$NETNS BENCH_QUICKACK=$QUICKACK BENCH_RUNS=$RUNS BENCH_NOOP_COUNT=$NOOP_COUNT BENCH_LIST_COUNT=$LIST_COUNT BENCH_CLIENTS=\"$CLIENTS\" BENCH_SESSION_SECONDS=$SESSION_SECONDS BENCH_SESSION_SLICES=$SLICES BENCH_IDLE_LEVELS=$IDLE_LEVELS scripts/bench-control.sh"
+echo "command:  BENCH_NETNS=$NETNS BENCH_QUICKACK=$QUICKACK BENCH_CLIENT_QUICKACK=$CLIENT_QUICKACK BENCH_RUNS=$RUNS BENCH_NOOP_COUNT=$NOOP_COUNT BENCH_LIST_COUNT=$LIST_COUNT BENCH_CLIENTS=\"$CLIENTS\" BENCH_SESSION_SECONDS=$SESSION_SECONDS BENCH_SESSION_SLICES=$SLICES BENCH_IDLE_LEVELS=$IDLE_LEVELS scripts/bench-control.sh"
 if [[ "${BENCH_KEEP:-0}" == 1 ]]; then cp "$RESULTS" "$WORK/results.kept"; fi
 if (( total_errors > 0 || FAILED_RUNS > 0 )); then
     echo "ERRORS: $total_errors failed sessions or runs; first messages:"
