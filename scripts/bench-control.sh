@@ -210,15 +210,16 @@ fi
 # with other work on the machine, and the namespace goes away with the last
 # process of the run. BENCH_NETNS=0 uses the machine's loopback instead.
 #
-# Delayed ACKs: vsftpd writes "150", then after the listing "226", on a
-# control connection without TCP_NODELAY, so the 226 waits (Nagle) for the
-# peer to acknowledge the 150; a peer that delays its ACK (Linux does, 40 ms
-# at least, on a connection it also writes to) stalls every LIST by up to
-# 40 ms. That hits direct clients and proxies alike and buries everything
-# else. So by default the namespace's loopback acknowledges at once, for
-# every process (route attribute quickack 1): the figures are what each
-# path costs, not how its ACK timing meets vsftpd's Nagle.
-# BENCH_QUICKACK=0 keeps the kernel's delayed ACKs.
+# Delayed ACKs: vsftpd closes a data connection with SO_LINGER on (seen
+# with strace: l_linger=600), so its close() returns, and the 226 goes out,
+# only once the peer has acknowledged the listing; a peer whose kernel
+# delays that ACK (Linux: 40 ms at least) makes every LIST of a logged-in
+# session take ~44 ms, direct and through either proxy alike, which buries
+# everything else (docs/PERFORMANCE.md). So by default the namespace's
+# loopback acknowledges at once, for every process (route attribute
+# quickack 1): the figures are what each path costs, not how its ACK timing
+# meets vsftpd's lingering close. BENCH_QUICKACK=0 keeps the kernel's
+# delayed ACKs.
 if [[ "$NETNS" == 1 && "${BENCH_IN_NETNS:-0}" != 1 ]]; then
     command -v unshare >/dev/null || die "unshare not found (util-linux); or run with BENCH_NETNS=0"
     command -v ip >/dev/null || die "ip not found (iproute2); or run with BENCH_NETNS=0"
