@@ -3,7 +3,7 @@
 # TCP mode add to FTP control sessions over a direct connection to vsftpd,
 # measured in one run on loopback.
 #
-#   scripts/bench-control.sh                       # 5 repetitions, ~6 min after the build
+#   scripts/bench-control.sh                       # 5 repetitions, ~7 min after the build
 #   BENCH_RUNS=3 BENCH_IDLE_LEVELS=1000,4000 scripts/bench-control.sh
 #
 # Figures (each the median over BENCH_RUNS repetitions; in each repetition
