@@ -201,6 +201,8 @@ settings! {
     gateway_resolve_timeout: String,
     backend_active_ports: String,
     backend_resolve_interval: String,
+    sftp_known_hosts: String,
+    sftp_user_key: BTreeMap<String, String>,
 }
 
 /// One `[pool.NAME]` table: a named set of backends with its own policy.

@@ -23,6 +23,7 @@ pub(super) fn destination(addr: SocketAddr, name: String) -> Vec<Choice> {
     vec![Choice {
         addr: BackendAddr(addr),
         name,
+        protocol: crate::config::BackendProtocol::Ftp,
         active: Default::default(),
     }]
 }
