@@ -503,7 +503,7 @@ impl Adapter {
                 })
                 .await;
                 match key {
-                    Ok(Ok(key)) => Some(Credential::Key(key)),
+                    Ok(Ok(key)) => Some(Credential::Key(Box::new(key))),
                     _ => None,
                 }
             }

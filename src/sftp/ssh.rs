@@ -161,7 +161,7 @@ pub enum Credential<'a> {
     /// The client's password (password, then keyboard-interactive).
     Password(&'a str),
     /// A private key (already decrypted with the client's password).
-    Key(russh::keys::PrivateKey),
+    Key(Box<russh::keys::PrivateKey>),
 }
 
 /// Logs `user` in. `Ok(false)`: refused.
@@ -178,7 +178,7 @@ pub async fn login(
                 .await
                 .map_err(proto)?
                 .flatten();
-            let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+            let key = PrivateKeyWithHashAlg::new(Arc::new(*key), hash);
             Ok(ssh
                 .authenticate_publickey(user, key)
                 .await
@@ -231,8 +231,13 @@ pub async fn open_sftp(ssh: &Ssh, request_timeout: Duration) -> Result<SftpSessi
         .request_subsystem(true, "sftp")
         .await
         .map_err(proto)?;
+    // Writes as OpenSSH's sftp sends them: 64 requests of 32 KiB in
+    // flight (2 MiB); reads: 16 of up to the server's read limit (about
+    // 256 KiB with OpenSSH, 4 MiB). Both bound a transfer's memory.
     let cfg = russh_sftp::client::Config {
         request_timeout_secs: request_timeout.as_secs().max(1),
+        max_concurrent_writes: 64,
+        max_concurrent_reads: 16,
         ..Default::default()
     };
     SftpSession::new_with_config(channel.into_stream(), cfg)

@@ -822,6 +822,66 @@ fn sftp_backend_unknown_or_changed_host_key_is_421() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // The binary's log names the host and the key's SHA-256 fingerprint.
+    let kh = known_hosts(work.path(), &[other.known_hosts_line()]);
+    let port = peers::free_port();
+    let pasv = peers::free_port();
+    let cfg = work.path().join("ftpgate.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nbackends = [\"sftp://{}\"]\nsftp_known_hosts = {:?}\npassive_ports = \"{pasv}-{pasv}\"\nhealth_check = false\n",
+            srv.addr,
+            kh.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = work.path().join("ftpgate.log");
+    let mut gate = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut greeting = String::new();
+    while Instant::now() < deadline {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = (&s).read_to_string(&mut greeting);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = gate.kill();
+    let _ = gate.wait();
+    assert!(greeting.starts_with("421 "), "{greeting:?}");
+    let fp = {
+        let o = Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(srv._dir.path().join("host_ed25519.pub"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let text = fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("host key"))
+        .unwrap_or_else(|| panic!("no host key line in:\n{text}"));
+    assert!(line.contains(&fp), "{fp} not in {line}");
+    assert!(
+        line.contains(&format!("[127.0.0.1]:{}", srv.addr.port())),
+        "{line}"
+    );
 }
 
 #[test]

@@ -423,6 +423,25 @@ fn sftp_backends_pools_and_keys() {
     assert_eq!(c.backends[0].label(), "sftp://127.0.0.1:2222");
     assert!(!c.backends[0].is_hostname());
     assert_eq!(c.sftp_known_hosts.as_ref().unwrap().len(), 1);
+    // A host name: one member per address, re-resolved under its name
+    // (the lookup strips `sftp://`; see `split_backend_name`).
+    let h = check(&format!(
+        "{base}{known}backends = [\"sftp://localhost:2222\"]\nbackend_weights = {{ \"sftp://localhost:2222\" = 3 }}\n"
+    ))
+    .unwrap();
+    assert!(h.backends[0].is_hostname());
+    assert_eq!(h.backends[0].host(), "localhost");
+    assert_eq!(h.backends[0].weight, 3);
+    assert!(h.backends[0].label().starts_with("sftp://localhost:2222@"));
+    let mut resolved = std::collections::BTreeMap::new();
+    resolved.insert(
+        "sftp://localhost:2222".to_owned(),
+        vec!["127.0.0.7:2222".parse::<SocketAddr>().unwrap()],
+    );
+    let moved = h.with_resolved(&resolved).unwrap();
+    assert_eq!(moved.backends[0].addr.to_string(), "127.0.0.7:2222");
+    assert_eq!(moved.backends[0].protocol, BackendProtocol::Sftp);
+    assert_eq!(moved.backends[0].weight, 3);
     let printed = c.to_toml();
     assert!(printed.contains("sftp_known_hosts = "), "{printed}");
     assert!(
