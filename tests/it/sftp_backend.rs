@@ -411,7 +411,12 @@ fn sftp_backend_download_and_upload_by_sha256_in_every_mode() {
     let srv = SftpServer::start("a", None);
     let big = peers::random_bytes(6 * 1024 * 1024 + 77, 0x5f7);
     srv.put("big.bin", &big);
-    let rig = Rig::start(&[&srv], "");
+    let logs = tempfile::tempdir().unwrap();
+    let xferlog = logs.path().join("xferlog");
+    let rig = Rig::start(
+        &[&srv],
+        &format!("xferlog = {:?}\n", xferlog.display().to_string()),
+    );
     let t = rig.target();
     let up = rig.local("up.bin");
     fs::write(&up, &big).unwrap();
@@ -440,6 +445,43 @@ fn sftp_backend_download_and_upload_by_sha256_in_every_mode() {
         assert!(s.contains(&format!("GOT {}", sha(&big))), "{s}");
         assert!(s.contains(&format!("BACK {}", sha(&big))), "{s}");
     }
+    // ftpgate's own metrics and transfer log, as for FTP backends.
+    let m = rig.gw.metrics();
+    for (dir, mode) in [
+        ("download", "passive"),
+        ("download", "active"),
+        ("upload", "passive"),
+        ("upload", "active"),
+    ] {
+        let line = format!(
+            "ftpgate_transfers_total{{direction=\"{dir}\",mode=\"{mode}\",outcome=\"complete\"}} "
+        );
+        assert!(
+            m.lines().any(|l| l.starts_with(&line)),
+            "{line} missing in\n{m}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = fs::read_to_string(&xferlog).unwrap_or_default();
+        if log.lines().count() >= 8 || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let size = big.len().to_string();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains(&format!(" {size} big.bin b _ o r {USER} ftp 0 * c")))
+            .count()
+            >= 4,
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!(" {size} up-PORT.bin b _ i r {USER} "))),
+        "{log}"
+    );
     // suppaftp (Rust) through the same gateway.
     let mut f = suppaftp::FtpStream::connect(rig.gw.addr).unwrap();
     f.login(USER, PASSWORD).unwrap();
