@@ -199,6 +199,7 @@ timed direct get >/dev/null
 timed gcm get >/dev/null
 timed ftpgate get >/dev/null
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A R
 for dir in get put; do
     for path in direct gcm ftpgate; do R[$path-$dir]=""; done
@@ -219,6 +220,7 @@ echo "SFTP backend throughput, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "commit:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "machine:  $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "sshd:     $(/usr/sbin/sshd -V 2>&1 | head -1); file ${SIZE_MIB} MiB; $RUNS runs per cell"
+echo "load:     $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after (1/5/15 min; 2 cores: other work skews loopback figures)"
 printf '%-10s %-8s %-8s %-8s %-9s %-9s %s\n' direction direct gcm ftpgate ftpgate/d ftpgate/g runs
 for dir in get put; do
     d=$(median "${R[direct-$dir]}")
