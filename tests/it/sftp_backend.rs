@@ -864,6 +864,34 @@ fn sftp_backend_unknown_or_changed_host_key_is_421() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // SIGHUP (a reload) reads sftp_known_hosts again: with the right key
+    // the same ftpgate lets sessions in.
+    let kh = known_hosts(work.path(), &[other.known_hosts_line()]);
+    let gw = gateway::start(
+        &[],
+        &format!(
+            "sftp_known_hosts = {:?}\nbackends = [\"sftp://{}\"]\n",
+            kh.display().to_string(),
+            srv.addr
+        ),
+    );
+    let t = Target::new("127.0.0.1", gw.addr.port(), USER, PASSWORD);
+    assert!(!clients::curl_get(&t, "who.txt", Mode::Epsv).ok);
+    let fixed = work.path().join("known_hosts_fixed");
+    fs::write(&fixed, srv.known_hosts_line()).unwrap();
+    gw.reload(&format!(
+        "listen = [\"{}\"]\npassive_ports = \"{}-{}\"\npublic_address = \"127.0.0.1\"\nhealth_check = false\nsftp_known_hosts = {:?}\nbackends = [\"sftp://{}\"]\n",
+        gw.addr,
+        gw.passive_ports.0,
+        gw.passive_ports.1,
+        fixed.display().to_string(),
+        srv.addr
+    ))
+    .unwrap();
+    let out = clients::curl_get(&t, "who.txt", Mode::Epsv);
+    out.assert_ok("after reloading sftp_known_hosts");
+    assert_eq!(out.stdout, b"a");
+    drop(gw);
     // The binary's log names the host and the key's SHA-256 fingerprint.
     let kh = known_hosts(work.path(), &[other.known_hosts_line()]);
     let port = peers::free_port();
