@@ -1141,3 +1141,38 @@ fn sftp_backend_per_user_key_decrypted_with_the_password() {
         "{out:?}"
     );
 }
+
+#[test]
+fn sftp_backend_pool_round_robin_and_drain_by_reload() {
+    if !ready_or_skip("sftp_backend_pool_round_robin_and_drain_by_reload") {
+        return;
+    }
+    let (a, b) = (SftpServer::start("a", None), SftpServer::start("b", None));
+    let rig = Rig::start(&[&a, &b], "");
+    let t = rig.target();
+    let who = || {
+        let out = clients::curl_get(&t, "who.txt", Mode::Epsv);
+        out.assert_ok("curl who.txt");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let seen: Vec<String> = (0..4).map(|_| who()).collect();
+    assert_eq!(seen.iter().filter(|w| *w == "a").count(), 2, "{seen:?}");
+    assert_eq!(seen.iter().filter(|w| *w == "b").count(), 2, "{seen:?}");
+    // Drain b: new sessions go to a only.
+    let kh = rig.work.path().join("known_hosts");
+    rig.gw
+        .reload(&format!(
+            "listen = [\"{}\"]\npassive_ports = \"{}-{}\"\npublic_address = \"127.0.0.1\"\nhealth_check = false\nsftp_known_hosts = {:?}\nbackends = [\"sftp://{}\", \"sftp://{}\"]\nbackend_drain = [\"sftp://{}\"]\n",
+            rig.gw.addr,
+            rig.gw.passive_ports.0,
+            rig.gw.passive_ports.1,
+            kh.display().to_string(),
+            a.addr,
+            b.addr,
+            b.addr
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(who(), "a");
+    }
+}
