@@ -13,14 +13,19 @@
 # - openssl (the command) for the TLS rig's checks of what a server negotiates.
 # - openssh-server and openssh-client for the plain TCP listener tests
 #   (tests/it/sftp.rs): each test runs its own sshd on 127.0.0.1:<free port>
-#   and drives it with sftp.
+#   and drives it with sftp; and for the SFTP backend tests
+#   (tests/it/sftp_backend.rs), whose sshd serves internal-sftp to two
+#   chrooted password users made here (below).
 # - gcc, g++, libc6-dev and make: cargo builds C code (ring, a dependency
 #   of rustls) and C++ code (libFuzzer, for scripts/fuzz-smoke.sh).
 #
 # The tests never use port 21 and never talk to a system-wide FTP daemon: each
 # test starts its own server on 127.0.0.1:<free port> with a generated config.
-# The server runs its sessions as "nobody" (uid/gid 65534 "nogroup"), which
-# every Debian system has, so this script creates no user.
+# The FTP servers run their sessions as "nobody" (uid/gid 65534 "nogroup"),
+# which every Debian system has. The SFTP backend tests need password users:
+# ftpgate-sftp and ftpgate-sftp2 (system accounts, no home, nologin shell,
+# password "sftp-Test-pw1"), created if missing and given that password on
+# every run; the tests do the same when run as root without this script.
 set -euo pipefail
 
 PEERS_DIR="${FTPGATE_PEERS_DIR:-/opt/ftpgate-peers}"
@@ -136,6 +141,15 @@ echo "tnftp:     $(dpkg-query -W -f='${Version}' tnftp)"
 echo "curl:      $(curl --version | head -n1)"
 echo "python3:   $(/usr/bin/python3 --version 2>&1)"
 echo "openssh:   $(dpkg-query -W -f='${Version}' openssh-server)"
+
+# ---- SFTP backend test users (tests/it/sftp_backend.rs) ---------------------
+for u in ftpgate-sftp ftpgate-sftp2; do
+    if ! id "$u" >/dev/null 2>&1; then
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
+    fi
+    echo "$u:sftp-Test-pw1" | chpasswd
+done
+echo "sftp users: ftpgate-sftp, ftpgate-sftp2"
 
 # ---- More real clients (issue 16; tests/it/more_clients.rs) ----------------
 # Node's basic-ftp, Python's aioftp and Java's Apache Commons Net, the client

@@ -319,6 +319,12 @@ pub struct Settings {
     /// CA certificates (PEM) that verify an https:// lookup service (default: the system's). Key: user_lookup_ca.
     #[arg(long, global = true, value_name = "FILE")]
     pub user_lookup_ca: Option<String>,
+    /// OpenSSH known_hosts file with the host keys of the sftp:// backends (required with them). Key: sftp_known_hosts.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub sftp_known_hosts: Option<String>,
+    /// A user's private key for sftp:// backends, USER=FILE (repeatable; an encrypted OpenSSH key whose passphrase is the user's FTP password). Key: [sftp_user_key].
+    #[arg(long = "sftp-user-key", global = true, value_name = "USER=FILE")]
+    pub sftp_user_key: Vec<String>,
     /// Plain TCP listeners in front of a pool, NAME=IP:PORT[,IP:PORT...]@POOL (repeatable; no FTP parsing, e.g. for SFTP). Key: [tcp.NAME].
     #[arg(long = "tcp", global = true, value_name = "NAME=IP:PORT,...@POOL")]
     pub tcp: Vec<String>,
@@ -537,6 +543,8 @@ impl Settings {
                 &self.user_lookup_any_backend,
             ),
             user_lookup_ca: opt("--user-lookup-ca", &self.user_lookup_ca),
+            sftp_known_hosts: opt("--sftp-known-hosts", &self.sftp_known_hosts),
+            sftp_user_key: table("--sftp-user-key", &self.sftp_user_key),
             tcp: table("--tcp", &self.tcp).map(|t| {
                 t.value
                     .into_iter()

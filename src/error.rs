@@ -60,6 +60,9 @@ pub enum ErrorKind {
     TlsHandshake(String),
     /// TLS to the backend failed (refused AUTH TLS, certificate, handshake).
     BackendTls(String),
+    /// An SFTP backend's SSH host key is not one `sftp_known_hosts`
+    /// trusts (unknown, changed or revoked).
+    BackendHostKey(String),
     /// LPSV/LPRT and other data commands ftpgate does not implement.
     NotImplemented,
     /// PASV when the advertised address for this client is not IPv4.
@@ -338,6 +341,11 @@ pub fn reply_for(e: &Error) -> (Reply, After) {
             "Service not available: TLS to the server failed.",
             Close,
         ),
+        BackendHostKey(_) => (
+            ServiceNotAvailable,
+            "Service not available: the server's host key is not trusted.",
+            Close,
+        ),
         ErrorKind::NotImplemented => (
             ReplyCode::NotImplemented,
             "Command not implemented.",
@@ -570,6 +578,11 @@ mod tests {
                 After::Close,
             ),
             (Error::backend(ErrorKind::BackendClosed), 421, After::Close),
+            (
+                Error::backend(ErrorKind::BackendHostKey("changed".into())),
+                421,
+                After::Close,
+            ),
             (Error::internal(ErrorKind::IdleTimeout), 421, After::Close),
             (Error::internal(ErrorKind::LoginTimeout), 421, After::Close),
             (Error::internal(ErrorKind::Shutdown), 421, After::Close),

@@ -13,6 +13,8 @@
 //!   the URL template, the answer, the cache and its single flight.
 //! - [`config`]: file and flags -> validated [`config::Config`]. [`cli`]: the flags.
 //! - [`server`]: listeners and accept loops; [`Server`] serves, reloads and drains.
+//! - [`sftp`]: SFTP backends: an in-process FTP server (the adapter) that
+//!   serves a session from an SFTP server over SSH.
 //! - [`tcp`]: plain TCP listeners (`[tcp.NAME]`, e.g. SFTP): the same pools,
 //!   policies, limits and health checks (by TCP connect), bytes relayed as they are.
 //! - [`error`]: session errors and the single error-to-reply mapping.
@@ -42,6 +44,7 @@ pub mod proto;
 pub mod rlimit;
 pub mod server;
 pub mod session;
+pub mod sftp;
 pub mod tcp;
 pub mod tls;
 pub mod xferlog;

@@ -3,7 +3,9 @@
 //! with rise and fall counts. A failed check's reason (the backend's reply
 //! text, the user name, never the password) goes to the log. Members of
 //! pools behind plain TCP listeners ([`CheckKind::Connect`]) are checked by
-//! the TCP connect alone: nothing is known of their protocol.
+//! the TCP connect alone: nothing is known of their protocol. SFTP members
+//! ([`CheckKind::Ssh`]) by the SSH version exchange and key exchange, their
+//! host key checked against `sftp_known_hosts`, without a login.
 //!
 //! A backend starts `Unknown` (usable, but not counted as up for `/readyz`)
 //! until its first check, which decides at once. Until it has been up once,
@@ -165,6 +167,10 @@ pub enum CheckError {
     /// plaintext that would otherwise be read as if protected).
     #[error("bytes after the 234 reply, before the TLS handshake")]
     BytesBeforeHandshake,
+    /// The SSH handshake of an SFTP member failed (or its host key is
+    /// not trusted).
+    #[error("{0}")]
+    Ssh(crate::sftp::ssh::SshError),
     /// `USER` or `PASS` answered with something other than 331 or 230.
     #[error("login as `{user}` refused: {reply}")]
     LoginRefused {
@@ -186,6 +192,7 @@ impl CheckError {
             CheckError::AuthTlsRefused(_) => "auth_tls",
             CheckError::Tls(_) | CheckError::BytesBeforeHandshake => "tls",
             CheckError::LoginRefused { .. } => "login",
+            CheckError::Ssh(e) => e.reason(),
         }
     }
 }
@@ -215,6 +222,9 @@ pub enum CheckKind {
     FtpGreeting,
     /// A TCP connection, closed at once (plain TCP pools).
     Connect,
+    /// An SSH version exchange and key exchange with a trusted host key,
+    /// no login (SFTP members).
+    Ssh,
 }
 
 /// The password sent to a server that asks for one (331) when no password
@@ -251,6 +261,8 @@ pub struct CheckHow {
     /// A PROXY header to send first (v1 UNKNOWN or v2 LOCAL), for backends
     /// that expect one on every connection.
     pub proxy: Option<Vec<u8>>,
+    /// The trusted host keys ([`CheckKind::Ssh`]).
+    pub known_hosts: Option<Arc<crate::sftp::KnownHosts>>,
 }
 
 /// A check's control connection: commands out, whole replies in.
@@ -448,6 +460,29 @@ pub async fn connect_once(spec: &BackendSpec, timeout: Duration) -> Result<Durat
     }
 }
 
+/// One check of an SFTP member: TCP connect, SSH version exchange and key
+/// exchange with its host key trusted, then disconnect; within `timeout`.
+pub async fn ssh_once(spec: &BackendSpec, how: &CheckHow) -> Result<Duration, CheckError> {
+    use crate::sftp::ssh::{disconnect, handshake, SshError};
+    let started = Instant::now();
+    let known = how.known_hosts.clone().unwrap_or_default();
+    let attempt = async {
+        let tcp = TcpStream::connect(spec.addr).await?;
+        let ssh = handshake(tcp, &spec.host(), spec.addr.port(), known, how.timeout)
+            .await
+            .map_err(|e| match e {
+                SshError::Io(e) => CheckError::Io(e),
+                e => CheckError::Ssh(e),
+            })?;
+        disconnect(&ssh).await;
+        Ok::<_, CheckError>(())
+    };
+    tokio::time::timeout(how.timeout, attempt)
+        .await
+        .map_err(|_| CheckError::Timeout(how.timeout))??;
+    Ok(started.elapsed())
+}
+
 /// Checks `spec` every `interval` (every `fast_interval` until it has been
 /// up once) until `cancel`.
 pub async fn check_loop(
@@ -466,6 +501,7 @@ pub async fn check_loop(
                 match how.kind {
                     CheckKind::FtpGreeting => check_once(&spec, &how).await,
                     CheckKind::Connect => connect_once(&spec, how.timeout).await,
+                    CheckKind::Ssh => ssh_once(&spec, &how).await,
                 }
             } => r,
         };
@@ -513,6 +549,7 @@ pub async fn check_loop(
 /// (`health_check_user`), a PROXY header (`backend_proxy_protocol`); plain
 /// TCP pools (`kind` [`CheckKind::Connect`]) get the connect alone.
 pub fn how(config: &Config, spec: &BackendSpec, kind: CheckKind) -> CheckHow {
+    // TLS, logins and PROXY headers are FTP's; SSH checks need the host keys.
     let ftp = kind == CheckKind::FtpGreeting;
     let check_tls = || {
         let c = config.backend_tls_config.as_ref()?;
@@ -563,6 +600,10 @@ pub fn how(config: &Config, spec: &BackendSpec, kind: CheckKind) -> CheckHow {
             ProxyVersion::V1 => Some(crate::proto::proxy::encode_local(false)),
             ProxyVersion::V2 => Some(crate::proto::proxy::encode_local(true)),
         },
+        known_hosts: config
+            .sftp_known_hosts
+            .clone()
+            .filter(|_| kind == CheckKind::Ssh),
     }
 }
 
@@ -599,6 +640,7 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let spec = |addr| BackendSpec {
             name: "t".into(),
+            protocol: crate::config::BackendProtocol::Ftp,
             addr,
             weight: 1,
             drain: false,
@@ -617,6 +659,7 @@ mod tests {
                     starttls: None,
                     login: None,
                     proxy: None,
+                    known_hosts: None,
                 }
             )
             .await
@@ -849,6 +892,7 @@ mod tests {
         drop(l);
         let spec = BackendSpec {
             name: addr.to_string(),
+            protocol: crate::config::BackendProtocol::Ftp,
             addr,
             weight: 1,
             drain: false,
@@ -864,6 +908,7 @@ mod tests {
             starttls: None,
             login: None,
             proxy: None,
+            known_hosts: None,
         };
         let metrics = Arc::new(Metrics::new());
         let label = spec.label();

@@ -52,6 +52,8 @@ pub struct Choice {
     pub addr: BackendAddr,
     /// Its name as configured.
     pub name: String,
+    /// What it speaks (an SFTP member is served through the adapter).
+    pub protocol: crate::config::BackendProtocol,
     /// Its open-session count.
     pub active: Arc<AtomicU64>,
 }
@@ -141,6 +143,7 @@ impl Backends {
                 Choice {
                     addr: BackendAddr(m.spec.addr),
                     name: m.spec.name.clone(),
+                    protocol: m.spec.protocol,
                     active: Arc::clone(&m.active),
                 }
             })
@@ -164,6 +167,7 @@ mod tests {
         Member {
             spec: BackendSpec {
                 name: format!("127.0.0.1:{p}"),
+                protocol: crate::config::BackendProtocol::Ftp,
                 addr: format!("127.0.0.1:{p}").parse().unwrap(),
                 weight,
                 drain,

@@ -315,6 +315,7 @@ impl Config {
             self.backend_tls_server_name.clone(),
         );
         opt("user_pool_default", self.user_pool_default.clone());
+        opt("sftp_known_hosts", path(&self.sftp_known_hosts_file));
         opt(
             "backend_active_ports",
             self.backend_active_ports.map(|(a, b)| format!("{a}-{b}")),
@@ -428,6 +429,13 @@ impl Config {
             s.push_str("\n[user_pool]\n");
             for (u, p) in &self.user_pool {
                 s.push_str(&format!("{u:?} = {p:?}\n"));
+            }
+        }
+        if !self.sftp_user_key.is_empty() {
+            // The files, never the keys.
+            s.push_str("\n[sftp_user_key]\n");
+            for (u, k) in &self.sftp_user_key {
+                s.push_str(&format!("{u:?} = {:?}\n", k.path.display().to_string()));
             }
         }
         if !self.public_address_for.is_empty() {

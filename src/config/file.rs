@@ -217,6 +217,8 @@ settings! {
     user_lookup_fallback_pool: String,
     user_lookup_any_backend: bool,
     user_lookup_ca: String,
+    sftp_known_hosts: String,
+    sftp_user_key: BTreeMap<String, String>,
 }
 
 /// One `[pool.NAME]` table: a named set of backends with its own policy.

@@ -110,11 +110,70 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// An FTP server (`host:port`).
+    Ftp,
+    /// An SFTP server (`sftp://host[:port]`), served through ftpgate's
+    /// in-process adapter ([`crate::sftp`]).
+    Sftp,
+}
+
+/// The SSH port an `sftp://` name without a port means.
+pub const SFTP_PORT: u16 = 22;
+
+/// Splits a backend name as written into its protocol and `host:port`
+/// part (`sftp://` stripped; an `sftp://` name without a port gets 22).
+pub fn split_backend_name(name: &str) -> (BackendProtocol, String) {
+    let name = name.trim();
+    let Some(rest) = name
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("sftp://"))
+        .map(|_| &name[7..])
+    else {
+        return (BackendProtocol::Ftp, name.to_owned());
+    };
+    let rest = rest.trim_end_matches('/');
+    let has_port = match rest.rsplit_once(':') {
+        // `[v6]` alone has colons but no port.
+        Some((h, p)) => {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        (BackendProtocol::Sftp, rest.to_owned())
+    } else {
+        (BackendProtocol::Sftp, format!("{rest}:{SFTP_PORT}"))
+    }
+}
+
+/// A per-user private key for SFTP backends (`[sftp_user_key]`): an
+/// encrypted OpenSSH key whose passphrase is the user's FTP password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserKey {
+    /// The file it was read from (printed instead of the key).
+    pub path: PathBuf,
+    /// The key file's text (encrypted).
+    pub text: Arc<String>,
+}
+
+impl std::fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UserKey({})", self.path.display())
+    }
+}
+
 /// A backend server as configured: the name written and its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
-    /// As written (`host:port`).
+    /// As written (`host:port`, or `sftp://host:port`).
     pub name: String,
+    /// What it speaks (from the name: `sftp://` or not).
+    pub protocol: BackendProtocol,
     /// Resolved at start.
     pub addr: SocketAddr,
     /// Share of new sessions (`backend_weights`; 0: standby).
@@ -361,6 +420,12 @@ pub struct Config {
     pub tcp: Vec<TcpService>,
     /// Per-user routing by the operator's HTTP service (`user_lookup_*`).
     pub user_lookup: Option<LookupSettings>,
+    /// The file `sftp_known_hosts` names (required with `sftp://` backends).
+    pub sftp_known_hosts_file: Option<PathBuf>,
+    /// The host keys it trusts, read when the configuration was validated.
+    pub sftp_known_hosts: Option<Arc<crate::sftp::KnownHosts>>,
+    /// Per-user keys for SFTP backends, by user name.
+    pub sftp_user_key: std::collections::BTreeMap<String, UserKey>,
 }
 
 pub use crate::lookup::LookupSettings;
@@ -368,7 +433,16 @@ pub use crate::lookup::LookupSettings;
 impl BackendSpec {
     /// Whether it was written as a host name (re-resolved while running).
     pub fn is_hostname(&self) -> bool {
-        self.name.parse::<SocketAddr>().is_err()
+        split_backend_name(&self.name)
+            .1
+            .parse::<SocketAddr>()
+            .is_err()
+    }
+
+    /// The host as written (without scheme, port or brackets): the name
+    /// `sftp_known_hosts` files its keys under.
+    pub fn host(&self) -> String {
+        backend_host(&self.name)
     }
 
     /// Its metrics and log label: the name, plus the address for a host
@@ -378,9 +452,19 @@ impl BackendSpec {
     }
 }
 
+/// The host part of a backend name as written, without scheme, port or
+/// brackets (see [`BackendSpec::host`]).
+pub fn backend_host(name: &str) -> String {
+    let hp = split_backend_name(name).1;
+    let host = hp.rsplit_once(':').map_or(hp.as_str(), |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 /// See [`BackendSpec::label`].
 pub fn member_label(name: &str, addr: SocketAddr) -> String {
-    if name.parse::<SocketAddr>().is_err() {
+    if split_backend_name(name).1.parse::<SocketAddr>().is_err() {
         format!("{name}@{}", addr.ip())
     } else {
         name.to_owned()
@@ -472,6 +556,15 @@ impl Config {
             && self.implicit_tls_listen.is_empty()
             && self.proxy_protocol_listen.is_empty()
             && self.gateway_listen.is_empty())
+    }
+
+    /// Whether some pool has `sftp://` members.
+    pub fn has_sftp(&self) -> bool {
+        self.all_pools().iter().any(|p| {
+            p.backends
+                .iter()
+                .any(|b| b.protocol == BackendProtocol::Sftp)
+        })
     }
 
     /// Whether `pool` serves plain TCP listeners (its health checks are a

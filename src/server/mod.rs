@@ -264,6 +264,8 @@ impl Server {
                 &config.health_check_user,
                 &config.health_check_password,
             )
+                // SSH checks hold the host keys they started with.
+                && o.sftp_known_hosts == config.sftp_known_hosts
                 // Checkers hold the TLS settings they started with.
                 && (
                     o.backend_tls,
@@ -283,6 +285,12 @@ impl Server {
         for pool in config.all_pools() {
             let kind = if config.is_tcp_pool(&pool.name) {
                 health::CheckKind::Connect
+            } else if pool
+                .backends
+                .iter()
+                .any(|b| b.protocol == crate::config::BackendProtocol::Sftp)
+            {
+                health::CheckKind::Ssh
             } else {
                 health::CheckKind::FtpGreeting
             };
@@ -468,7 +476,8 @@ impl Server {
             let timeout = live.config.backend_connect_timeout;
             let mut resolved = BTreeMap::new();
             for name in names {
-                let lookup = tokio::net::lookup_host(name.clone());
+                // `sftp://host` names resolve as `host:22`.
+                let lookup = tokio::net::lookup_host(crate::config::split_backend_name(&name).1);
                 match tokio::time::timeout(timeout, lookup).await {
                     Ok(Ok(addrs)) => {
                         let mut v: Vec<SocketAddr> = addrs.map(crate::net::canonical).collect();

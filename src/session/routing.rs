@@ -27,6 +27,7 @@ pub(super) fn destination(addr: SocketAddr, name: String) -> Vec<Choice> {
     vec![Choice {
         addr: BackendAddr(addr),
         name,
+        protocol: crate::config::BackendProtocol::Ftp,
         active: Default::default(),
     }]
 }
@@ -205,6 +206,7 @@ impl Session {
                 .map(|m| Choice {
                     addr: BackendAddr(m.spec.addr),
                     name: m.spec.name.clone(),
+                    protocol: m.spec.protocol,
                     active: Arc::clone(&m.active),
                 })
                 .collect();

@@ -13,7 +13,7 @@ use tracing::{error, info};
 use super::stream::{self, BackendTls, Reader, Writer};
 use super::{tune_control, Session, UNROUTED};
 use crate::backend::{ActiveGuard, Choice};
-use crate::config::{BackendTlsMode, Config, ProxyVersion};
+use crate::config::{BackendProtocol, BackendTlsMode, Config, ProxyVersion};
 use crate::data::BackendDataTls;
 use crate::error::{Error, ErrorKind};
 use crate::live::Shared;
@@ -79,13 +79,17 @@ async fn send_proxy_header(
 /// session outcome label and the error.
 pub(super) async fn connect_backend(
     shared: &Shared,
-    cfg: &Config,
+    cfg: &Arc<Config>,
     id: u64,
     choices: Vec<Choice>,
     client: SocketAddr,
     seen_local: SocketAddr,
     toward: Toward,
 ) -> Result<Connected, (&'static str, Error)> {
+    // A pool is all FTP or all SFTP (config validation).
+    if choices.first().map(|c| c.protocol) == Some(BackendProtocol::Sftp) {
+        return connect_sftp(cfg, id, choices, client).await;
+    }
     let Some((choice, mut backend, active)) =
         crate::backend::connect_first(choices, cfg.backend_connect_timeout, id).await
     else {
@@ -152,6 +156,83 @@ pub(super) async fn connect_backend(
             BackendTlsMode::Implicit => CoreTls::Implicit,
         },
     })
+}
+
+/// SFTP members: the first of `choices` that accepts a TCP connection
+/// and completes the SSH key exchange, with its host key trusted, gets an
+/// adapter ([`crate::sftp::adapter`]); the session connects to the
+/// adapter's loopback port as to any FTP backend (no PROXY header, no
+/// TLS: the adapter is ftpgate itself). A host key that is not trusted
+/// refuses the session (`421`) with a log line naming the host and the
+/// key's fingerprint.
+async fn connect_sftp(
+    cfg: &Arc<Config>,
+    id: u64,
+    choices: Vec<Choice>,
+    client: SocketAddr,
+) -> Result<Connected, (&'static str, Error)> {
+    use crate::sftp::{adapter, ssh::SshError};
+    for choice in choices {
+        let connect = TcpStream::connect(choice.addr.0);
+        let tcp = match tokio::time::timeout(cfg.backend_connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(session = id, backend = %choice.name, error = %e, "SFTP backend unreachable; trying the next");
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(session = id, backend = %choice.name, "SFTP backend connect timed out; trying the next");
+                continue;
+            }
+        };
+        tune_control(&tcp, cfg.tcp_keepalive, false);
+        let active = ActiveGuard::new(&choice.active);
+        let target = adapter::Target {
+            host: crate::config::backend_host(&choice.name),
+            port: choice.addr.0.port(),
+            addr: choice.addr.0,
+            name: choice.name.clone(),
+        };
+        let ssh = match adapter::connect(cfg, &target, tcp).await {
+            Ok(s) => s,
+            Err(SshError::HostKey {
+                host,
+                what,
+                fingerprint,
+            }) => {
+                error!(session = id, client = %client, backend = %choice.name, host = %host, fingerprint = %fingerprint, "SFTP backend's host key {what}; refusing the session");
+                let e = Error::backend(ErrorKind::BackendHostKey(format!("{host} {fingerprint}")));
+                return Err(("backend_error", e));
+            }
+            Err(e) => {
+                tracing::warn!(session = id, backend = %choice.name, error = %e, "SSH handshake with the SFTP backend failed; trying the next");
+                continue;
+            }
+        };
+        let stream = match adapter::start(Arc::clone(cfg), target, ssh, id).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(session = id, backend = %choice.name, error = %e, "cannot start the SFTP adapter");
+                return Err(("error", Error::internal(ErrorKind::Bug(e.to_string()))));
+            }
+        };
+        let (Ok(addr), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+            return Err(("backend_error", Error::backend(ErrorKind::BackendClosed)));
+        };
+        let (rd, wr) = stream::split_plain(stream);
+        return Ok(Connected {
+            addr: BackendAddr(addr),
+            name: choice.name,
+            active,
+            local,
+            rd,
+            wr,
+            tls: None,
+            tls_mode: CoreTls::Off,
+        });
+    }
+    error!(session = id, client = %client, "no SFTP backend reachable; refusing client");
+    Err(("no_backend", Error::backend(ErrorKind::BackendUnreachable)))
 }
 
 impl Session {

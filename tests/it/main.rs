@@ -30,6 +30,7 @@ mod real_peers;
 mod scaleout;
 mod scripts;
 mod sftp;
+mod sftp_backend;
 mod tls_rig;
 mod unprivileged;
 mod user_lookup;

@@ -966,7 +966,7 @@ pub fn kill_tree(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn children_of(pid: u32) -> Vec<u32> {
+pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     // Linux with CONFIG_PROC_CHILDREN has /proc/PID/task/TID/children.
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {

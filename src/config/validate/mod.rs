@@ -23,6 +23,7 @@ use crate::proto::hostport::parse_port_range;
 mod listeners;
 mod lookup;
 mod pools;
+mod sftp;
 mod tls;
 
 pub use listeners::default_passive_bind;
@@ -253,8 +254,9 @@ fn public_spec(
 /// Validates raw settings into a [`Config`]. The first mistake found is
 /// returned; the order: listener addresses (the other parts refer to them),
 /// the members of `backends`, the settings of one key each, TLS, pools and
-/// routing, gateway rules, `[tcp.NAME]` listeners, the user lookup, then
-/// the remaining durations and counts.
+/// routing, gateway rules, `[tcp.NAME]` listeners, the user lookup, the
+/// SFTP keys (`sftp_known_hosts`, `[sftp_user_key]`), then the remaining
+/// durations and counts.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let listeners = listeners::validate(raw)?;
     let backends = pools::backends(raw, &listeners)?;
@@ -444,6 +446,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     };
     let tcp = pools::validate_tcp(raw, &listeners, &pools)?;
     let user_lookup = lookup::validate(raw, &pools, &tcp)?;
+    let has_sftp = pools
+        .backends
+        .iter()
+        .chain(pools.pools.iter().flat_map(|p| &p.backends))
+        .any(|b| b.protocol == super::BackendProtocol::Sftp);
+    let sftp = sftp::validate(raw, has_sftp)?;
     Ok(Config {
         listen: listeners.listen,
         backends: pools.backends,
@@ -602,6 +610,9 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         )?,
         tcp,
         user_lookup,
+        sftp_known_hosts_file: sftp.sftp_known_hosts_file,
+        sftp_known_hosts: sftp.sftp_known_hosts,
+        sftp_user_key: sftp.sftp_user_key,
     })
 }
 

@@ -12,7 +12,9 @@ use super::listeners::{listen_overlap, Listeners};
 use super::{invalid, ConfigError};
 use crate::backend::policy::Policy;
 use crate::config::file::{Origin, PoolToml, RawConfig, TcpToml};
-use crate::config::{BackendSpec, Pool, TcpService, DEFAULT_POOL};
+use crate::config::{
+    split_backend_name, BackendProtocol, BackendSpec, Pool, TcpService, DEFAULT_POOL,
+};
 
 /// The pool part of [`crate::config::Config`] (`[tcp.NAME]` aside: see
 /// [`validate_tcp`]); its fields have the same names and meaning there.
@@ -300,6 +302,20 @@ fn check_tcp(
     let Some(pool) = pools.iter().find(|p| p.name == t.pool) else {
         return invalid("tcp", origin, format!("{in_tcp}{}", unknown_pool(&t.pool)));
     };
+    if let Some(b) = pool
+        .backends
+        .iter()
+        .find(|b| b.protocol == BackendProtocol::Sftp)
+    {
+        return invalid(
+            "tcp",
+            origin,
+            format!(
+                "{in_tcp}pool `{}` has `{}`: plain TCP listeners relay bytes to host:port members; sftp:// members are for FTP clients",
+                t.pool, b.name
+            ),
+        );
+    }
     if pool.policy.needs_user() {
         return invalid(
             "tcp",
@@ -394,12 +410,29 @@ fn members(
             format!("{in_pool}at least one backend is needed, e.g. \"127.0.0.1:21\""),
         );
     }
-    let mut specs = Vec::new();
+    let mut specs: Vec<BackendSpec> = Vec::new();
     for s in names {
         let name = s.trim();
+        let (protocol, dial) = split_backend_name(name);
+        // A pool is served one way: by FTP or through the SFTP adapter.
+        if let Some(other) = specs.iter().find(|b| b.protocol != protocol) {
+            let (ftp, sftp) = if protocol == BackendProtocol::Sftp {
+                (&other.name[..], name)
+            } else {
+                (name, &other.name[..])
+            };
+            return invalid(
+                key,
+                origin,
+                format!(
+                    "{in_pool}`{sftp}` is an SFTP server and `{ftp}` an FTP server: a pool is all FTP or all SFTP (give each its own [pool.NAME])"
+                ),
+            );
+        }
         // A host name that resolves to several addresses: one member each
         // (re-resolved every `backend_resolve_interval` while running).
-        let mut addrs: Vec<SocketAddr> = name
+        let mut addrs: Vec<SocketAddr> = dial
+            .as_str()
             .to_socket_addrs()
             .map(|a| a.map(crate::net::canonical).collect())
             .unwrap_or_default();
@@ -409,11 +442,12 @@ fn members(
             return invalid(
                 key,
                 origin,
-                format!("{in_pool}`{name}` is not host:port or does not resolve"),
+                format!("{in_pool}`{name}` is not host:port (or sftp://host[:port]) or does not resolve"),
             );
         }
         specs.extend(addrs.into_iter().map(|addr| BackendSpec {
             name: name.to_owned(),
+            protocol,
             addr,
             weight: 1,
             drain: false,

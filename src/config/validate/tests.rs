@@ -624,3 +624,117 @@ fn client_certificates_sni_and_backend_identity() {
         assert!(e.contains(want), "{e:?} should contain {want:?}\n{text}");
     }
 }
+
+#[test]
+fn sftp_backends_pools_and_keys() {
+    use crate::config::{split_backend_name, BackendProtocol};
+    assert_eq!(
+        split_backend_name("sftp://h.example"),
+        (BackendProtocol::Sftp, "h.example:22".into())
+    );
+    assert_eq!(
+        split_backend_name("SFTP://10.0.0.5:2222"),
+        (BackendProtocol::Sftp, "10.0.0.5:2222".into())
+    );
+    assert_eq!(
+        split_backend_name("sftp://[::1]"),
+        (BackendProtocol::Sftp, "[::1]:22".into())
+    );
+    assert_eq!(
+        split_backend_name("10.0.0.5:21"),
+        (BackendProtocol::Ftp, "10.0.0.5:21".into())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(
+        &kh,
+        "127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6LE9cMXnylSZOc07ujNOGR8hPhMrYOi8EHtQjfSh4Q\n",
+    )
+    .unwrap();
+    let base = "listen = [\"127.0.0.1:2121\"]\n";
+    let known = format!("sftp_known_hosts = {:?}\n", kh.display().to_string());
+    // Without sftp_known_hosts: an error naming the key.
+    let e = check(&format!("{base}backends = [\"sftp://127.0.0.1:2222\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sftp_known_hosts") && e.contains("--sftp-known-hosts"),
+        "{e}"
+    );
+    // A mixed pool: an error naming the key.
+    let e = check(&format!(
+        "{base}{known}backends = [\"127.0.0.1:21\", \"sftp://127.0.0.1:2222\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("t.toml:3: backends:"), "{e}");
+    assert!(e.contains("a pool is all FTP or all SFTP"), "{e}");
+    let e = check(&format!(
+        "{base}{known}backends = [\"127.0.0.1:21\"]\n[pool.s]\nbackends = [\"sftp://127.0.0.1:22\", \"127.0.0.1:2021\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("pool: [pool.s]: `sftp://127.0.0.1:22` is an SFTP server"),
+        "{e}"
+    );
+    // A plain TCP pool cannot hold sftp:// members.
+    let e = check(&format!(
+        "{known}[pool.ssh]\nbackends = [\"sftp://127.0.0.1:22\"]\n[tcp.x]\nlisten = [\"127.0.0.1:2222\"]\npool = \"ssh\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("sftp:// members are for FTP clients"), "{e}");
+    // Valid: the pool, its keys, and `check` prints it back.
+    let c = check(&format!(
+        "{base}{known}backends = [\"sftp://127.0.0.1:2222\", \"sftp://127.0.0.1\"]\n"
+    ))
+    .unwrap();
+    assert!(c.has_sftp());
+    assert_eq!(c.backends[0].protocol, BackendProtocol::Sftp);
+    assert_eq!(c.backends[1].addr.port(), 22);
+    assert_eq!(c.backends[0].host(), "127.0.0.1");
+    assert_eq!(c.backends[0].label(), "sftp://127.0.0.1:2222");
+    assert!(!c.backends[0].is_hostname());
+    assert_eq!(c.sftp_known_hosts.as_ref().unwrap().len(), 1);
+    // A host name: one member per address, re-resolved under its name
+    // (the lookup strips `sftp://`; see `split_backend_name`).
+    let h = check(&format!(
+        "{base}{known}backends = [\"sftp://localhost:2222\"]\nbackend_weights = {{ \"sftp://localhost:2222\" = 3 }}\n"
+    ))
+    .unwrap();
+    assert!(h.backends[0].is_hostname());
+    assert_eq!(h.backends[0].host(), "localhost");
+    assert_eq!(h.backends[0].weight, 3);
+    assert!(h.backends[0].label().starts_with("sftp://localhost:2222@"));
+    let mut resolved = std::collections::BTreeMap::new();
+    resolved.insert(
+        "sftp://localhost:2222".to_owned(),
+        vec!["127.0.0.7:2222".parse::<SocketAddr>().unwrap()],
+    );
+    let moved = h.with_resolved(&resolved).unwrap();
+    assert_eq!(moved.backends[0].addr.to_string(), "127.0.0.7:2222");
+    assert_eq!(moved.backends[0].protocol, BackendProtocol::Sftp);
+    assert_eq!(moved.backends[0].weight, 3);
+    let printed = c.to_toml();
+    assert!(printed.contains("sftp_known_hosts = "), "{printed}");
+    assert!(
+        printed.contains("backends = [\"sftp://127.0.0.1:2222\", \"sftp://127.0.0.1\"]"),
+        "{printed}"
+    );
+    // A per-user key must be encrypted.
+    let key = dir.path().join("id");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output();
+    if out.is_ok_and(|o| o.status.success()) {
+        let e = check(&format!(
+            "{base}{known}backends = [\"sftp://127.0.0.1:2222\"]\n[sftp_user_key]\nalice = {:?}\n",
+            key.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not encrypted"), "{e}");
+    }
+}

@@ -1,0 +1,1262 @@
+//! The adapter: an FTP server on a loopback port, serving one ftpgate
+//! session from one SFTP server.
+//!
+//! [`start`] binds `127.0.0.1:0`, accepts the session's own control
+//! connection there (and no other) and runs [`Adapter::serve`] on it. The
+//! session core talks to it as to any FTP backend: it reads the greeting,
+//! forwards the client's commands, and makes the data connections the
+//! adapter names in its 227/229 (or accepts the one the adapter opens for
+//! `PORT`/`EPRT`), so the core's data path, limits and logs stay as they
+//! are. Data connections are accepted from the control connection's
+//! address only.
+//!
+//! Login: `USER`, then `PASS` authenticates over SSH (a per-user key from
+//! `[sftp_user_key]`, decrypted with the password; else the password, then
+//! keyboard-interactive) and opens the `sftp` subsystem. A refusal is `530`;
+//! the core counts it like any failed login. Every command of RFC 959,
+//! 2389, 2428 and 3659 a real client sends is answered from SFTP
+//! operations; what FTP cannot express faithfully (`REST` in `TYPE A`,
+//! `REIN`, `SMNT`) is refused with `502`. When the SSH connection dies, a
+//! running transfer gets `426`, then `421`, and the adapter closes.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::listing::{self, Attrs, Entry, FactSet, Kind};
+use super::path::{self, PathError};
+use super::ssh::{self, Credential, Ssh, SshError};
+use super::transfer::{self, Done};
+use crate::config::Config;
+use crate::proto::command::{parse_command, Command};
+use crate::proto::hostport::{format_227, format_229, parse_eprt_arg, parse_port_arg};
+use crate::proto::line::{Frame, LineFramer};
+
+/// The SFTP server a session reaches, for the login and a reconnect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The member's name as configured (logs).
+    pub name: String,
+    /// The host as written, for `sftp_known_hosts`.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The address connected to.
+    pub addr: SocketAddr,
+}
+
+/// Connects to `target` and completes the SSH key exchange within the
+/// configuration's timeouts (TCP: `backend_connect_timeout`; SSH:
+/// `greeting_timeout`).
+pub async fn connect(cfg: &Config, target: &Target, tcp: TcpStream) -> Result<Ssh, SshError> {
+    let known = cfg
+        .sftp_known_hosts
+        .clone()
+        .ok_or_else(|| SshError::Protocol("sftp_known_hosts is not set".into()))?;
+    ssh::handshake(tcp, &target.host, target.port, known, cfg.greeting_timeout).await
+}
+
+/// Starts the adapter for one session over `ssh` (key exchange done, not
+/// logged in) and returns the session's end of the control connection.
+pub async fn start(
+    cfg: Arc<Config>,
+    target: Target,
+    ssh: Ssh,
+    session: u64,
+) -> std::io::Result<TcpStream> {
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let ours = TcpStream::connect(listener.local_addr()?).await?;
+    let our_addr = ours.local_addr()?;
+    // Only the session's own connection: a local process that raced it in
+    // is dropped.
+    let theirs = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let (s, peer) = listener.accept().await?;
+            if peer == our_addr {
+                return Ok::<_, std::io::Error>(s);
+            }
+            warn!(session, peer = %peer, "SFTP adapter: a foreign connection to its control port; closed");
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::other("the adapter's control connection did not arrive"))??;
+    drop(listener);
+    let _ = theirs.set_nodelay(true);
+    let _ = ours.set_nodelay(true);
+    let peer_ip = our_addr.ip();
+    let local_ip = theirs.local_addr()?.ip();
+    let (rd, wr) = theirs.into_split();
+    let adapter = Adapter {
+        cfg,
+        target,
+        session,
+        rd,
+        wr,
+        lines: LineFramer::new(64 * 1024),
+        ssh: Some(ssh),
+        sftp: None,
+        user: None,
+        logged_in: false,
+        cwd: "/".into(),
+        ascii: false,
+        rest: 0,
+        rename_from: None,
+        data: None,
+        facts: FactSet::default(),
+        peer_ip,
+        local_ip,
+        queued: std::collections::VecDeque::new(),
+        closing: false,
+    };
+    tokio::spawn(adapter.serve());
+    Ok(ours)
+}
+
+/// A prepared data connection.
+enum DataSetup {
+    /// PASV/EPSV: the adapter listens.
+    Passive(TcpListener),
+    /// PORT/EPRT: the adapter connects at the transfer.
+    Active(SocketAddr),
+}
+
+/// What a transfer command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Xfer {
+    Retr,
+    Stor,
+    Appe,
+    Stou,
+}
+
+/// One session's adapter state.
+struct Adapter {
+    cfg: Arc<Config>,
+    target: Target,
+    session: u64,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    lines: LineFramer,
+    /// The SSH connection (`None` once closed).
+    ssh: Option<Ssh>,
+    /// The SFTP subsystem, after login.
+    sftp: Option<Arc<SftpSession>>,
+    user: Option<String>,
+    logged_in: bool,
+    /// Working directory: absolute, normalised, line-safe.
+    cwd: String,
+    ascii: bool,
+    /// REST offset for the next transfer.
+    rest: u64,
+    rename_from: Option<String>,
+    data: Option<DataSetup>,
+    facts: FactSet,
+    /// The session's address (data connections must come from it).
+    peer_ip: IpAddr,
+    /// The adapter's own address (passive listeners bind it).
+    local_ip: IpAddr,
+    /// Commands read while a transfer ran, answered after it.
+    queued: std::collections::VecDeque<Command>,
+    /// The adapter closes after the current reply.
+    closing: bool,
+}
+
+/// Why a command failed on the SFTP side.
+enum Fail {
+    /// The SSH connection is gone: 421 and close.
+    Gone,
+    /// The operation failed: the command's own error reply.
+    Refused(String),
+}
+
+impl Adapter {
+    /// Runs the session until QUIT, the session's end (its connection
+    /// closes) or the SSH connection's.
+    async fn serve(mut self) {
+        if self
+            .reply(220, "ftpgate SFTP gateway ready.")
+            .await
+            .is_err()
+        {
+            return self.finish().await;
+        }
+        while !self.closing {
+            let cmd = match self.queued.pop_front() {
+                Some(c) => c,
+                None => match self.next_command().await {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            if self.on_command(cmd).await.is_err() {
+                break;
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn finish(mut self) {
+        if let Some(s) = self.sftp.take() {
+            let _ = s.close().await;
+        }
+        if let Some(ssh) = self.ssh.take() {
+            ssh::disconnect(&ssh).await;
+        }
+        let _ = self.wr.shutdown().await;
+        debug!(session = self.session, backend = %self.target.name, "SFTP adapter closed");
+    }
+
+    /// The next command line from the session (`None`: it closed).
+    /// Cancel-safe: bytes read stay in the framer.
+    async fn next_command(&mut self) -> Option<Command> {
+        loop {
+            match self.lines.next_frame() {
+                Some(Frame::Line(l)) => return Some(parse_command(&l)),
+                Some(Frame::TooLong) => {
+                    return Some(parse_command(b"\x00TOOLONG"));
+                }
+                None => {}
+            }
+            match self.rd.read_buf(self.lines.buffer_mut()).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Sends one reply line; CR, LF and NUL in `text` become `?`.
+    async fn reply(&mut self, code: u16, text: &str) -> std::io::Result<()> {
+        let text: String = text
+            .chars()
+            .map(|c| {
+                if matches!(c, '\r' | '\n' | '\0') {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        self.wr
+            .write_all(format!("{code} {text}\r\n").as_bytes())
+            .await
+    }
+
+    /// Sends a multi-line reply: `code-first`, the body lines (each must
+    /// be line-safe; a leading space keeps them from looking like a
+    /// reply's end), `code last`.
+    async fn reply_multi(
+        &mut self,
+        code: u16,
+        first: &str,
+        body: &[String],
+        last: &str,
+    ) -> std::io::Result<()> {
+        let mut s = format!("{code}-{first}\r\n");
+        for l in body {
+            if listing::is_line_safe(l) {
+                s.push_str(l);
+                s.push_str("\r\n");
+            }
+        }
+        s.push_str(&format!("{code} {last}\r\n"));
+        self.wr.write_all(s.as_bytes()).await
+    }
+
+    fn sftp(&self) -> Result<Arc<SftpSession>, Fail> {
+        self.sftp.clone().ok_or(Fail::Gone)
+    }
+
+    /// Classifies an SFTP error: the connection's end, or a refusal.
+    fn fail(&self, e: impl std::fmt::Display) -> Fail {
+        if self.ssh.as_ref().is_none_or(|s| s.is_closed()) {
+            Fail::Gone
+        } else {
+            Fail::Refused(e.to_string())
+        }
+    }
+
+    /// The SSH connection is gone: 421, and the adapter closes.
+    async fn gone(&mut self) -> std::io::Result<()> {
+        warn!(session = self.session, backend = %self.target.name, "the SFTP server closed the SSH connection");
+        self.closing = true;
+        self.reply(
+            421,
+            "Service not available, remote server has closed connection.",
+        )
+        .await
+    }
+
+    /// Answers `fail` with `code text` (refused) or 421 (gone).
+    async fn refused(
+        &mut self,
+        fail: Fail,
+        code: u16,
+        text: &str,
+        what: &str,
+    ) -> std::io::Result<()> {
+        match fail {
+            Fail::Gone => self.gone().await,
+            Fail::Refused(why) => {
+                debug!(session = self.session, backend = %self.target.name, operation = what, error = %why, "SFTP operation refused");
+                self.reply(code, text).await
+            }
+        }
+    }
+
+    /// Resolves a path argument; `Err`: already answered (553).
+    async fn path_arg(&mut self, cmd: &Command) -> std::io::Result<Option<String>> {
+        let arg = cmd.arg.as_deref().unwrap_or_default();
+        match path::resolve(&self.cwd, arg) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                self.note_bad_name(e);
+                self.reply(553, "Requested action not taken. File name not allowed.")
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn note_bad_name(&self, e: PathError) {
+        warn!(session = self.session, error = %e, "SFTP adapter: path refused before reaching the server");
+    }
+
+    async fn on_command(&mut self, cmd: Command) -> std::io::Result<()> {
+        let verb = String::from_utf8_lossy(&cmd.verb_text).to_ascii_uppercase();
+        let arg = cmd.arg_str();
+        // Commands that need no login.
+        match verb.as_str() {
+            "USER" => return self.on_user(arg).await,
+            "PASS" => return self.on_pass(arg).await,
+            "QUIT" => {
+                self.closing = true;
+                return self.reply(221, "Goodbye.").await;
+            }
+            "NOOP" => return self.reply(200, "NOOP ok.").await,
+            "SYST" => return self.reply(215, "UNIX Type: L8").await,
+            "FEAT" => return self.on_feat().await,
+            "HELP" => {
+                return self
+                    .reply_multi(
+                        214,
+                        "The following commands are recognized.",
+                        &[" ABOR ACCT ALLO APPE CDUP CWD DELE EPRT EPSV FEAT HELP LIST MDTM MKD MLSD MLST MODE NLST NOOP OPTS PASS PASV PORT PWD QUIT REST RETR RMD RNFR RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD".into()],
+                        "Help OK.",
+                    )
+                    .await
+            }
+            "OPTS" => return self.on_opts(&arg).await,
+            "ABOR" => return self.reply(225, "No transfer to ABOR.").await,
+            "REIN" | "SMNT" => {
+                return self
+                    .reply(502, "Command not implemented for SFTP servers.")
+                    .await
+            }
+            "\u{0}TOOLONG" => return self.reply(500, "Command line too long.").await,
+            _ => {}
+        }
+        if !self.logged_in {
+            return self.reply(530, "Please login with USER and PASS.").await;
+        }
+        match verb.as_str() {
+            "PWD" | "XPWD" => {
+                let q = path::quote_257(&self.cwd);
+                self.reply(257, &format!("\"{q}\" is the current directory"))
+                    .await
+            }
+            "CWD" | "XCWD" => self.on_cwd(&cmd).await,
+            "CDUP" | "XCUP" => {
+                let up = Command {
+                    arg: Some(bytes::Bytes::from_static(b"..")),
+                    ..cmd
+                };
+                self.on_cwd(&up).await
+            }
+            "TYPE" => self.on_type(&arg).await,
+            "MODE" => match arg.trim().to_ascii_uppercase().as_str() {
+                "S" => self.reply(200, "Mode set to S.").await,
+                _ => self.reply(504, "Bad MODE command.").await,
+            },
+            "STRU" => match arg.trim().to_ascii_uppercase().as_str() {
+                "F" => self.reply(200, "Structure set to F.").await,
+                _ => self.reply(504, "Bad STRU command.").await,
+            },
+            "ALLO" | "ACCT" => self.reply(202, "Command not needed; ignored.").await,
+            "PASV" => self.on_pasv(false).await,
+            "EPSV" => match arg.trim().to_ascii_uppercase().as_str() {
+                "ALL" => self.reply(200, "EPSV ALL ok.").await,
+                "" | "1" => self.on_pasv(true).await,
+                _ => {
+                    self.reply(522, "Network protocol not supported, use (1)")
+                        .await
+                }
+            },
+            "PORT" | "EPRT" => self.on_port(&verb, &cmd).await,
+            "REST" => match arg.trim().parse::<u64>() {
+                Ok(n) => {
+                    self.rest = n;
+                    self.reply(350, &format!("Restart position accepted ({n})."))
+                        .await
+                }
+                Err(_) => self.reply(501, "REST needs a byte offset.").await,
+            },
+            "RETR" => self.on_transfer(Xfer::Retr, &cmd).await,
+            "STOR" => self.on_transfer(Xfer::Stor, &cmd).await,
+            "APPE" => self.on_transfer(Xfer::Appe, &cmd).await,
+            "STOU" => self.on_transfer(Xfer::Stou, &cmd).await,
+            "LIST" | "NLST" | "MLSD" => self.on_listing(&verb, &cmd).await,
+            "MLST" => self.on_mlst(&cmd).await,
+            "STAT" => self.on_stat(&cmd).await,
+            "SIZE" => self.on_size(&cmd).await,
+            "MDTM" => self.on_mdtm(&cmd).await,
+            "DELE" => self.simple(&cmd, Simple::Dele).await,
+            "MKD" | "XMKD" => self.simple(&cmd, Simple::Mkd).await,
+            "RMD" | "XRMD" => self.simple(&cmd, Simple::Rmd).await,
+            "RNFR" => self.on_rnfr(&cmd).await,
+            "RNTO" => self.on_rnto(&cmd).await,
+            "SITE" => self.on_site(&arg).await,
+            _ => self.reply(500, "Unknown command.").await,
+        }
+    }
+
+    async fn on_feat(&mut self) -> std::io::Result<()> {
+        let body: Vec<String> = [
+            "EPRT".to_owned(),
+            "EPSV".into(),
+            "MDTM".into(),
+            self.facts.feat_line(),
+            "PASV".into(),
+            "REST STREAM".into(),
+            "SIZE".into(),
+            "TVFS".into(),
+            "UTF8".into(),
+        ]
+        .into_iter()
+        .map(|f| format!(" {f}"))
+        .collect();
+        self.reply_multi(211, "Features:", &body, "End").await
+    }
+
+    async fn on_opts(&mut self, arg: &str) -> std::io::Result<()> {
+        let (opt, rest) = arg.trim().split_once(' ').unwrap_or((arg.trim(), ""));
+        match opt.to_ascii_uppercase().as_str() {
+            "UTF8" | "UTF-8" => self.reply(200, "Always in UTF8 mode.").await,
+            "MLST" => {
+                self.facts = FactSet::parse(rest);
+                let names = self.facts.names();
+                self.reply(200, &format!("MLST OPTS {names}")).await
+            }
+            _ => self.reply(501, "Option not understood.").await,
+        }
+    }
+
+    async fn on_user(&mut self, name: String) -> std::io::Result<()> {
+        if self.logged_in {
+            return self.reply(530, "Can't change to another user.").await;
+        }
+        if name.is_empty() || !listing::is_line_safe(&name) {
+            return self.reply(501, "USER needs a name.").await;
+        }
+        self.user = Some(name);
+        self.reply(331, "Please specify the password.").await
+    }
+
+    async fn on_pass(&mut self, password: String) -> std::io::Result<()> {
+        if self.logged_in {
+            return self.reply(230, "Already logged in.").await;
+        }
+        let Some(user) = self.user.clone() else {
+            return self.reply(503, "Login with USER first.").await;
+        };
+        // sshd may have closed the unauthenticated connection meanwhile
+        // (LoginGraceTime, MaxAuthTries): connect again once.
+        if self.ssh.as_ref().is_none_or(|s| s.is_closed()) {
+            match self.reconnect().await {
+                Ok(s) => self.ssh = Some(s),
+                Err(e) => {
+                    warn!(session = self.session, backend = %self.target.name, error = %e, "SFTP server unreachable at login");
+                    self.closing = true;
+                    return self
+                        .reply(
+                            421,
+                            "Service not available, remote server has closed connection.",
+                        )
+                        .await;
+                }
+            }
+        }
+        let credential = match self.cfg.sftp_user_key.get(&user) {
+            Some(k) => {
+                let text = Arc::clone(&k.text);
+                let pw = password.clone();
+                // bcrypt-pbkdf is slow on purpose: off the runtime's threads.
+                let key = tokio::task::spawn_blocking(move || {
+                    russh::keys::decode_secret_key(&text, Some(&pw))
+                })
+                .await;
+                match key {
+                    Ok(Ok(key)) => Some(Credential::Key(Box::new(key))),
+                    _ => None,
+                }
+            }
+            None => Some(Credential::Password(&password)),
+        };
+        let ssh = self.ssh.as_mut().expect("connected above");
+        let ok = match credential {
+            // Wrong passphrase for the user's key: a wrong password.
+            None => Ok(false),
+            Some(c) => ssh::login(ssh, &user, c).await,
+        };
+        match ok {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(session = self.session, backend = %self.target.name, user = %user, "SFTP server refused the login");
+                self.user = None;
+                return self.reply(530, "Login incorrect.").await;
+            }
+            Err(e) => {
+                warn!(session = self.session, backend = %self.target.name, user = %user, error = %e, "SSH login failed");
+                self.closing = true;
+                return self
+                    .reply(
+                        421,
+                        "Service not available, remote server has closed connection.",
+                    )
+                    .await;
+            }
+        }
+        let opened = ssh::open_sftp(ssh, self.cfg.backend_reply_timeout).await;
+        let sftp = match opened {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                warn!(session = self.session, backend = %self.target.name, user = %user, error = %e, "cannot open the sftp subsystem");
+                self.closing = true;
+                return self
+                    .reply(421, "Service not available: the server offers no SFTP.")
+                    .await;
+            }
+        };
+        let home = sftp.canonicalize(".").await.unwrap_or_else(|_| "/".into());
+        self.cwd = path::resolve("/", home.as_bytes()).unwrap_or_else(|_| "/".into());
+        self.sftp = Some(sftp);
+        self.logged_in = true;
+        info!(session = self.session, backend = %self.target.name, user = %user, home = %self.cwd, "SFTP login");
+        self.reply(230, "Login successful.").await
+    }
+
+    async fn reconnect(&self) -> Result<Ssh, SshError> {
+        let tcp = tokio::time::timeout(
+            self.cfg.backend_connect_timeout,
+            TcpStream::connect(self.target.addr),
+        )
+        .await
+        .map_err(|_| SshError::Timeout(self.cfg.backend_connect_timeout))??;
+        connect(&self.cfg, &self.target, tcp).await
+    }
+
+    async fn on_cwd(&mut self, cmd: &Command) -> std::io::Result<()> {
+        let Some(p) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "cwd").await,
+        };
+        match sftp.metadata(p.clone()).await {
+            Ok(a) if a.is_dir() => {
+                self.cwd = p;
+                self.reply(250, "Directory successfully changed.").await
+            }
+            Ok(_) => self.reply(550, "Failed to change directory.").await,
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "Failed to change directory.", "cwd")
+                    .await
+            }
+        }
+    }
+
+    async fn on_type(&mut self, arg: &str) -> std::io::Result<()> {
+        let words: Vec<String> = arg
+            .split_whitespace()
+            .map(|w| w.to_ascii_uppercase())
+            .collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["A"] | ["A", "N"] => {
+                self.ascii = true;
+                self.reply(200, "Switching to ASCII mode.").await
+            }
+            ["I"] | ["L", "8"] => {
+                self.ascii = false;
+                self.reply(200, "Switching to Binary mode.").await
+            }
+            _ => self.reply(504, "Bad TYPE command.").await,
+        }
+    }
+
+    async fn on_pasv(&mut self, epsv: bool) -> std::io::Result<()> {
+        self.data = None;
+        let l = match TcpListener::bind(SocketAddr::new(self.local_ip, 0)).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(session = self.session, error = %e, "SFTP adapter cannot listen for data");
+                return self.reply(425, "Cannot open a data connection.").await;
+            }
+        };
+        let addr = l.local_addr()?;
+        self.data = Some(DataSetup::Passive(l));
+        match (epsv, addr) {
+            (false, SocketAddr::V4(a)) => {
+                self.wr
+                    .write_all(format!("{}\r\n", format_227(a)).as_bytes())
+                    .await
+            }
+            (false, SocketAddr::V6(a)) => {
+                let v4 = SocketAddrV4::new(
+                    a.ip()
+                        .to_ipv4_mapped()
+                        .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+                    a.port(),
+                );
+                self.wr
+                    .write_all(format!("{}\r\n", format_227(v4)).as_bytes())
+                    .await
+            }
+            (true, a) => {
+                self.wr
+                    .write_all(format!("{}\r\n", format_229(a.port())).as_bytes())
+                    .await
+            }
+        }
+    }
+
+    async fn on_port(&mut self, verb: &str, cmd: &Command) -> std::io::Result<()> {
+        let arg = cmd.arg.as_deref().unwrap_or_default();
+        let parsed = if verb == "PORT" {
+            parse_port_arg(arg).map(SocketAddr::V4)
+        } else {
+            parse_eprt_arg(arg)
+        };
+        match parsed {
+            // Only the session's own listener (RFC 2577: no bounce).
+            Ok(a) if a.ip() == self.peer_ip && a.port() != 0 => {
+                self.data = Some(DataSetup::Active(a));
+                self.reply(200, "PORT command successful.").await
+            }
+            Ok(_) => self.reply(500, "Illegal PORT command.").await,
+            Err(_) => self.reply(501, "Bad PORT argument.").await,
+        }
+    }
+
+    /// The prepared data connection, made now.
+    async fn open_data(&mut self) -> Result<TcpStream, String> {
+        let timeout = self.cfg.data_connect_timeout;
+        match self.data.take() {
+            None => Err("no PASV or PORT".into()),
+            Some(DataSetup::Active(addr)) => {
+                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("connect timed out".into()),
+                }
+            }
+            Some(DataSetup::Passive(l)) => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    match tokio::time::timeout_at(deadline, l.accept()).await {
+                        Ok(Ok((s, peer))) if peer.ip() == self.peer_ip => return Ok(s),
+                        Ok(Ok((_, peer))) => {
+                            warn!(session = self.session, peer = %peer, "SFTP adapter: data connection from a foreign address; closed")
+                        }
+                        Ok(Err(e)) => return Err(e.to_string()),
+                        Err(_) => return Err("nobody connected".into()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_transfer(&mut self, kind: Xfer, cmd: &Command) -> std::io::Result<()> {
+        let rest = std::mem::take(&mut self.rest);
+        if self.data.is_none() {
+            return self.reply(425, "Use PORT or PASV first.").await;
+        }
+        if self.ascii && rest > 0 {
+            self.data = None;
+            return self
+                .reply(502, "REST in ASCII mode is not supported: use TYPE I.")
+                .await;
+        }
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 451, "", "open").await,
+        };
+        let (path, opened) = if kind == Xfer::Stou {
+            let mut last = None;
+            let mut made = None;
+            for _ in 0..8 {
+                let name = format!(
+                    "{}/ftpgate.{:08x}",
+                    self.cwd.trim_end_matches('/'),
+                    rand::random::<u32>()
+                );
+                let flags = OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE;
+                match sftp
+                    .open_with_flags_and_attributes(name.clone(), flags, FileAttributes::empty())
+                    .await
+                {
+                    Ok(f) => {
+                        made = Some((name, f));
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            match made {
+                Some((n, f)) => (n, Ok(f)),
+                None => (
+                    String::new(),
+                    Err(last.map_or_else(|| "no name".into(), |e| e.to_string())),
+                ),
+            }
+        } else {
+            let Some(p) = self.path_arg(cmd).await? else {
+                self.data = None;
+                return Ok(());
+            };
+            let opened = match kind {
+                Xfer::Retr => match sftp.metadata(p.clone()).await {
+                    Ok(a) if a.is_dir() => Err("is a directory".into()),
+                    Ok(_) => sftp.open(p.clone()).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Xfer::Stor if rest > 0 => sftp
+                    .open_with_flags(p.clone(), OpenFlags::CREATE | OpenFlags::WRITE)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Xfer::Stor => sftp.create(p.clone()).await.map_err(|e| e.to_string()),
+                _ => sftp
+                    .open_with_flags(
+                        p.clone(),
+                        OpenFlags::CREATE | OpenFlags::WRITE | OpenFlags::APPEND,
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            (p, opened)
+        };
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                self.data = None;
+                let f = self.fail(e);
+                let text = if kind == Xfer::Retr {
+                    "Failed to open file."
+                } else {
+                    "Could not create file."
+                };
+                return self.refused(f, 550, text, "open").await;
+            }
+        };
+        // Where the data starts: REST, or the end for APPE.
+        let start = match kind {
+            Xfer::Appe => file.metadata().await.ok().and_then(|a| a.size).unwrap_or(0),
+            _ => rest,
+        };
+        if start > 0 {
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+                self.data = None;
+                let f = self.fail(e);
+                return self.refused(f, 550, "Cannot restart there.", "seek").await;
+            }
+        }
+        let data = match self.open_data().await {
+            Ok(d) => d,
+            Err(why) => {
+                debug!(session = self.session, error = %why, "SFTP adapter: no data connection");
+                return self.reply(425, "Failed to establish connection.").await;
+            }
+        };
+        let mode = if self.ascii { "ASCII" } else { "BINARY" };
+        let opening = match kind {
+            Xfer::Stou => format!("FILE: {}", path::file_name(&path)),
+            Xfer::Retr => format!(
+                "Opening {mode} mode data connection for {}.",
+                path::file_name(&path)
+            ),
+            _ => "Ok to send data.".into(),
+        };
+        self.reply(150, &opening).await?;
+        let cancel = CancellationToken::new();
+        let ascii = self.ascii;
+        let task = match kind {
+            Xfer::Retr => tokio::spawn(transfer::download(file, data, ascii, cancel.clone())),
+            _ => tokio::spawn(transfer::upload(file, data, ascii, cancel.clone())),
+        };
+        let done = self.run_transfer(task, cancel).await;
+        self.finish_transfer(done, &path).await
+    }
+
+    /// Waits for a transfer, reading the control connection meanwhile: ABOR
+    /// stops it; other commands wait their turn.
+    async fn run_transfer(
+        &mut self,
+        mut task: tokio::task::JoinHandle<Done>,
+        cancel: CancellationToken,
+    ) -> Option<Done> {
+        let mut session_gone = false;
+        loop {
+            tokio::select! {
+                r = &mut task => return Some(r.unwrap_or(Done::Sftp("transfer task failed".into()))),
+                c = self.next_command(), if !session_gone => match c {
+                    Some(c) if c.verb_text.eq_ignore_ascii_case(b"ABOR") => {
+                        cancel.cancel();
+                        let _ = (&mut task).await;
+                        return None;
+                    }
+                    Some(c) => self.queued.push_back(c),
+                    None => {
+                        // The session is gone: stop at once.
+                        session_gone = true;
+                        self.closing = true;
+                        cancel.cancel();
+                    }
+                },
+            }
+        }
+    }
+
+    /// The transfer's final reply (`None`: ABOR).
+    async fn finish_transfer(&mut self, done: Option<Done>, path: &str) -> std::io::Result<()> {
+        let gone = self.ssh.as_ref().is_none_or(|s| s.is_closed());
+        match done {
+            None => {
+                self.reply(426, "Connection closed; transfer aborted.")
+                    .await?;
+                self.reply(226, "ABOR successful.").await
+            }
+            Some(Done::Complete { bytes }) => {
+                debug!(session = self.session, path = %path, bytes, "SFTP transfer complete");
+                self.reply(226, "Transfer complete.").await
+            }
+            Some(Done::Aborted) => {
+                self.reply(426, "Connection closed; transfer aborted.")
+                    .await
+            }
+            Some(Done::DataBroken(why)) => {
+                debug!(session = self.session, error = %why, "SFTP adapter: data connection broken");
+                self.reply(426, "Connection closed; transfer aborted.")
+                    .await
+            }
+            Some(Done::Sftp(why)) if gone => {
+                warn!(session = self.session, backend = %self.target.name, path = %path, error = %why, "SSH connection lost mid-transfer");
+                self.reply(426, "Connection closed; transfer aborted.")
+                    .await?;
+                self.gone().await
+            }
+            Some(Done::Sftp(why)) => {
+                warn!(session = self.session, backend = %self.target.name, path = %path, error = %why, "SFTP server failed the transfer");
+                self.reply(
+                    451,
+                    "Requested action aborted: the server failed the transfer.",
+                )
+                .await
+            }
+        }
+    }
+
+    /// Entries of directory `dir` (links' targets read), sorted by name.
+    async fn read_dir(&self, sftp: &SftpSession, dir: &str) -> Result<Vec<Entry>, String> {
+        let rd = sftp
+            .read_dir(dir.to_owned())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut entries: Vec<Entry> = rd
+            .map(|e| Entry {
+                name: e.file_name(),
+                attrs: attrs(&e.metadata()),
+                link_target: None,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        for e in entries.iter_mut().filter(|e| e.attrs.kind() == Kind::Link) {
+            let full = format!("{}/{}", dir.trim_end_matches('/'), e.name);
+            e.link_target = sftp.read_link(full).await.ok();
+        }
+        Ok(entries)
+    }
+
+    async fn on_listing(&mut self, verb: &str, cmd: &Command) -> std::io::Result<()> {
+        if self.data.is_none() {
+            return self.reply(425, "Use PORT or PASV first.").await;
+        }
+        self.rest = 0;
+        let raw = cmd.arg.as_deref().unwrap_or_default();
+        let arg: &[u8] = if verb == "LIST" {
+            match std::str::from_utf8(raw) {
+                Ok(s) => listing::split_list_arg(s).as_bytes(),
+                Err(_) => raw,
+            }
+        } else {
+            raw
+        };
+        let dir = match path::resolve(&self.cwd, arg) {
+            Ok(p) => p,
+            Err(e) => {
+                self.data = None;
+                self.note_bad_name(e);
+                return self
+                    .reply(553, "Requested action not taken. File name not allowed.")
+                    .await;
+            }
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 450, "", "list").await,
+        };
+        let entries = match sftp.metadata(dir.clone()).await {
+            Ok(a) if a.is_dir() => self.read_dir(&sftp, &dir).await,
+            Ok(_) if verb == "MLSD" => {
+                self.data = None;
+                return self.reply(501, "MLSD needs a directory.").await;
+            }
+            Ok(a) => Ok(vec![Entry {
+                name: path::file_name(&dir).to_owned(),
+                attrs: attrs(&a),
+                link_target: None,
+            }]),
+            Err(e) => Err(e.to_string()),
+        };
+        let entries = match entries {
+            Ok(e) => e,
+            Err(e) => {
+                self.data = None;
+                let f = self.fail(e);
+                return self
+                    .refused(f, 550, "No such file or directory.", "list")
+                    .await;
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut text = String::new();
+        let mut hidden = 0;
+        for e in &entries {
+            let line = match verb {
+                "LIST" => listing::format_list_line(e, now),
+                "NLST" => listing::format_nlst_line(e),
+                _ => listing::format_mlsd_line(e, self.facts),
+            };
+            match line {
+                Some(l) => text.push_str(&l),
+                None => hidden += 1,
+            }
+        }
+        if hidden > 0 {
+            warn!(session = self.session, dir = %dir, hidden, "names with CR, LF or NUL left out of a listing (FTP cannot carry them)");
+        }
+        let mut data = match self.open_data().await {
+            Ok(d) => d,
+            Err(why) => {
+                debug!(session = self.session, error = %why, "SFTP adapter: no data connection");
+                return self.reply(425, "Failed to establish connection.").await;
+            }
+        };
+        self.reply(150, "Here comes the directory listing.").await?;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let sent = tokio::select! {
+                _ = stop.cancelled() => return Done::Aborted,
+                r = async {
+                    data.write_all(text.as_bytes()).await?;
+                    data.shutdown().await
+                } => r,
+            };
+            match sent {
+                Ok(()) => Done::Complete {
+                    bytes: text.len() as u64,
+                },
+                Err(e) => {
+                    transfer::reset(data);
+                    Done::DataBroken(e.to_string())
+                }
+            }
+        });
+        let done = self.run_transfer(task, cancel).await;
+        if let Some(Done::Complete { .. }) = done {
+            return self.reply(226, "Directory send OK.").await;
+        }
+        self.finish_transfer(done, &dir).await
+    }
+
+    async fn on_mlst(&mut self, cmd: &Command) -> std::io::Result<()> {
+        let Some(p) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "mlst").await,
+        };
+        match sftp.metadata(p.clone()).await {
+            Ok(a) => match listing::format_mlst_fact_line(&p, &attrs(&a), self.facts) {
+                Some(line) => {
+                    self.reply_multi(250, &format!("Listing {}", p), &[line], "End")
+                        .await
+                }
+                None => self.reply(550, "No such file or directory.").await,
+            },
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "No such file or directory.", "mlst")
+                    .await
+            }
+        }
+    }
+
+    async fn on_stat(&mut self, cmd: &Command) -> std::io::Result<()> {
+        if cmd.arg.as_deref().is_none_or(|a| a.is_empty()) {
+            let body = vec![
+                format!(" Connected to the SFTP server {}", self.target.name),
+                format!(" Logged in as {}", self.user.clone().unwrap_or_default()),
+                format!(" TYPE: {}", if self.ascii { "ASCII" } else { "BINARY" }),
+            ];
+            return self
+                .reply_multi(211, "FTP server status:", &body, "End of status")
+                .await;
+        }
+        let Some(p) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 450, "", "stat").await,
+        };
+        let entries = match sftp.metadata(p.clone()).await {
+            Ok(a) if a.is_dir() => self.read_dir(&sftp, &p).await,
+            Ok(a) => Ok(vec![Entry {
+                name: path::file_name(&p).to_owned(),
+                attrs: attrs(&a),
+                link_target: None,
+            }]),
+            Err(e) => Err(e.to_string()),
+        };
+        match entries {
+            Ok(entries) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let body: Vec<String> = entries
+                    .iter()
+                    .filter_map(|e| listing::format_list_line(e, now))
+                    .map(|l| format!(" {}", l.trim_end()))
+                    .collect();
+                self.reply_multi(213, "Status follows:", &body, "End of status")
+                    .await
+            }
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "No such file or directory.", "stat")
+                    .await
+            }
+        }
+    }
+
+    async fn on_size(&mut self, cmd: &Command) -> std::io::Result<()> {
+        if self.ascii {
+            // The size of the ASCII form is only known by reading it all.
+            return self.reply(550, "SIZE not allowed in ASCII mode.").await;
+        }
+        let Some(p) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "size").await,
+        };
+        match sftp.metadata(p).await {
+            Ok(a) if !a.is_dir() && a.size.is_some() => {
+                self.reply(213, &a.size.unwrap_or(0).to_string()).await
+            }
+            Ok(_) => self.reply(550, "Could not get file size.").await,
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "Could not get file size.", "size")
+                    .await
+            }
+        }
+    }
+
+    async fn on_mdtm(&mut self, cmd: &Command) -> std::io::Result<()> {
+        let Some(p) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "mdtm").await,
+        };
+        match sftp.metadata(p).await {
+            Ok(a) => match a.mtime {
+                Some(t) => self.reply(213, &listing::format_time_val(t)).await,
+                None => {
+                    self.reply(550, "Could not get file modification time.")
+                        .await
+                }
+            },
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "Could not get file modification time.", "mdtm")
+                    .await
+            }
+        }
+    }
+
+    async fn simple(&mut self, cmd: &Command, op: Simple) -> std::io::Result<()> {
+        let Some(p) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        if cmd.arg.as_deref().is_none_or(|a| a.is_empty()) {
+            return self.reply(501, "A path is needed.").await;
+        }
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "op").await,
+        };
+        let (r, ok, fail) = match op {
+            Simple::Dele => (
+                sftp.remove_file(p.clone()).await,
+                (250, "Delete operation successful.".to_owned()),
+                "Delete operation failed.",
+            ),
+            Simple::Mkd => (
+                sftp.create_dir(p.clone()).await,
+                (257, format!("\"{}\" created", path::quote_257(&p))),
+                "Create directory operation failed.",
+            ),
+            Simple::Rmd => (
+                sftp.remove_dir(p.clone()).await,
+                (250, "Remove directory operation successful.".to_owned()),
+                "Remove directory operation failed.",
+            ),
+        };
+        match r {
+            Ok(()) => self.reply(ok.0, &ok.1).await,
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, fail, "op").await
+            }
+        }
+    }
+
+    async fn on_rnfr(&mut self, cmd: &Command) -> std::io::Result<()> {
+        self.rename_from = None;
+        let Some(p) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "rnfr").await,
+        };
+        match sftp.symlink_metadata(p.clone()).await {
+            Ok(_) => {
+                self.rename_from = Some(p);
+                self.reply(350, "Ready for RNTO.").await
+            }
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "RNFR command failed.", "rnfr").await
+            }
+        }
+    }
+
+    async fn on_rnto(&mut self, cmd: &Command) -> std::io::Result<()> {
+        let Some(from) = self.rename_from.take() else {
+            return self.reply(503, "RNFR required first.").await;
+        };
+        let Some(to) = self.path_arg(cmd).await? else {
+            return Ok(());
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "rnto").await,
+        };
+        match sftp.rename(from, to).await {
+            Ok(()) => self.reply(250, "Rename successful.").await,
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "Rename failed.", "rnto").await
+            }
+        }
+    }
+
+    async fn on_site(&mut self, arg: &str) -> std::io::Result<()> {
+        let mut words = arg.trim_start().splitn(3, ' ');
+        let sub = words.next().unwrap_or_default().to_ascii_uppercase();
+        if sub != "CHMOD" {
+            return self.reply(500, "Unknown SITE command.").await;
+        }
+        let (Some(mode), Some(target)) = (words.next(), words.next()) else {
+            return self.reply(501, "SITE CHMOD needs a mode and a path.").await;
+        };
+        let Ok(mode) = u32::from_str_radix(mode, 8) else {
+            return self.reply(501, "Bad mode.").await;
+        };
+        if mode > 0o7777 {
+            return self.reply(501, "Bad mode.").await;
+        }
+        let p = match path::resolve(&self.cwd, target.as_bytes()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.note_bad_name(e);
+                return self
+                    .reply(553, "Requested action not taken. File name not allowed.")
+                    .await;
+            }
+        };
+        let sftp = match self.sftp() {
+            Ok(s) => s,
+            Err(f) => return self.refused(f, 550, "", "chmod").await,
+        };
+        let attrs = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
+        match sftp.set_metadata(p, attrs).await {
+            Ok(()) => self.reply(200, "SITE CHMOD command ok.").await,
+            Err(e) => {
+                let f = self.fail(e);
+                self.refused(f, 550, "SITE CHMOD command failed.", "chmod")
+                    .await
+            }
+        }
+    }
+}
+
+/// Commands that are one SFTP request on one path.
+#[derive(Debug, Clone, Copy)]
+enum Simple {
+    Dele,
+    Mkd,
+    Rmd,
+}
+
+/// The listing's view of SFTP attributes.
+fn attrs(a: &FileAttributes) -> Attrs {
+    Attrs {
+        size: a.size,
+        uid: a.uid,
+        gid: a.gid,
+        mode: a.permissions,
+        mtime: a.mtime,
+    }
+}
