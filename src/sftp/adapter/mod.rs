@@ -19,39 +19,29 @@
 //! `REIN`, `SMNT`) is refused with `502`. When the SSH connection dies, a
 //! running transfer gets `426`, then `421`, and the adapter closes.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+mod state;
+
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::listing::{self, Attrs, Entry, FactSet, Kind};
-use super::path::{self, PathError};
+use super::path;
 use super::ssh::{self, Credential, Ssh, SshError};
 use super::transfer::{self, Done};
 use crate::config::Config;
-use crate::proto::command::{parse_command, Command};
+use crate::proto::command::Command;
 use crate::proto::hostport::{format_227, format_229, parse_eprt_arg, parse_port_arg};
-use crate::proto::line::{Frame, LineFramer};
-
-/// The SFTP server a session reaches, for the login and a reconnect.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The member's name as configured (logs).
-    pub name: String,
-    /// The host as written, for `sftp_known_hosts`.
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-    /// The address connected to.
-    pub addr: SocketAddr,
-}
+use crate::proto::line::LineFramer;
+pub use state::Target;
+use state::{Adapter, DataSetup};
 
 /// Connects to `target` and completes the SSH key exchange within the
 /// configuration's timeouts (TCP: `backend_connect_timeout`; SSH:
@@ -120,14 +110,6 @@ pub async fn start(
     Ok(ours)
 }
 
-/// A prepared data connection.
-enum DataSetup {
-    /// PASV/EPSV: the adapter listens.
-    Passive(TcpListener),
-    /// PORT/EPRT: the adapter connects at the transfer.
-    Active(SocketAddr),
-}
-
 /// What a transfer command does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Xfer {
@@ -135,46 +117,6 @@ enum Xfer {
     Stor,
     Appe,
     Stou,
-}
-
-/// One session's adapter state.
-struct Adapter {
-    cfg: Arc<Config>,
-    target: Target,
-    session: u64,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    lines: LineFramer,
-    /// The SSH connection (`None` once closed).
-    ssh: Option<Ssh>,
-    /// The SFTP subsystem, after login.
-    sftp: Option<Arc<SftpSession>>,
-    user: Option<String>,
-    logged_in: bool,
-    /// Working directory: absolute, normalised, line-safe.
-    cwd: String,
-    ascii: bool,
-    /// REST offset for the next transfer.
-    rest: u64,
-    rename_from: Option<String>,
-    data: Option<DataSetup>,
-    facts: FactSet,
-    /// The session's address (data connections must come from it).
-    peer_ip: IpAddr,
-    /// The adapter's own address (passive listeners bind it).
-    local_ip: IpAddr,
-    /// Commands read while a transfer ran, answered after it.
-    queued: std::collections::VecDeque<Command>,
-    /// The adapter closes after the current reply.
-    closing: bool,
-}
-
-/// Why a command failed on the SFTP side.
-enum Fail {
-    /// The SSH connection is gone: 421 and close.
-    Gone,
-    /// The operation failed: the command's own error reply.
-    Refused(String),
 }
 
 impl Adapter {
@@ -212,121 +154,6 @@ impl Adapter {
         }
         let _ = self.wr.shutdown().await;
         debug!(session = self.session, backend = %self.target.name, "SFTP adapter closed");
-    }
-
-    /// The next command line from the session (`None`: it closed).
-    /// Cancel-safe: bytes read stay in the framer.
-    async fn next_command(&mut self) -> Option<Command> {
-        loop {
-            match self.lines.next_frame() {
-                Some(Frame::Line(l)) => return Some(parse_command(&l)),
-                Some(Frame::TooLong) => {
-                    return Some(parse_command(b"\x00TOOLONG"));
-                }
-                None => {}
-            }
-            match self.rd.read_buf(self.lines.buffer_mut()).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Sends one reply line; CR, LF and NUL in `text` become `?`.
-    async fn reply(&mut self, code: u16, text: &str) -> std::io::Result<()> {
-        let text: String = text
-            .chars()
-            .map(|c| {
-                if matches!(c, '\r' | '\n' | '\0') {
-                    '?'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        self.wr
-            .write_all(format!("{code} {text}\r\n").as_bytes())
-            .await
-    }
-
-    /// Sends a multi-line reply: `code-first`, the body lines (each must
-    /// be line-safe; a leading space keeps them from looking like a
-    /// reply's end), `code last`.
-    async fn reply_multi(
-        &mut self,
-        code: u16,
-        first: &str,
-        body: &[String],
-        last: &str,
-    ) -> std::io::Result<()> {
-        let mut s = format!("{code}-{first}\r\n");
-        for l in body {
-            if listing::is_line_safe(l) {
-                s.push_str(l);
-                s.push_str("\r\n");
-            }
-        }
-        s.push_str(&format!("{code} {last}\r\n"));
-        self.wr.write_all(s.as_bytes()).await
-    }
-
-    fn sftp(&self) -> Result<Arc<SftpSession>, Fail> {
-        self.sftp.clone().ok_or(Fail::Gone)
-    }
-
-    /// Classifies an SFTP error: the connection's end, or a refusal.
-    fn fail(&self, e: impl std::fmt::Display) -> Fail {
-        if self.ssh.as_ref().is_none_or(|s| s.is_closed()) {
-            Fail::Gone
-        } else {
-            Fail::Refused(e.to_string())
-        }
-    }
-
-    /// The SSH connection is gone: 421, and the adapter closes.
-    async fn gone(&mut self) -> std::io::Result<()> {
-        warn!(session = self.session, backend = %self.target.name, "the SFTP server closed the SSH connection");
-        self.closing = true;
-        self.reply(
-            421,
-            "Service not available, remote server has closed connection.",
-        )
-        .await
-    }
-
-    /// Answers `fail` with `code text` (refused) or 421 (gone).
-    async fn refused(
-        &mut self,
-        fail: Fail,
-        code: u16,
-        text: &str,
-        what: &str,
-    ) -> std::io::Result<()> {
-        match fail {
-            Fail::Gone => self.gone().await,
-            Fail::Refused(why) => {
-                debug!(session = self.session, backend = %self.target.name, operation = what, error = %why, "SFTP operation refused");
-                self.reply(code, text).await
-            }
-        }
-    }
-
-    /// Resolves a path argument; `Err`: already answered (553).
-    async fn path_arg(&mut self, cmd: &Command) -> std::io::Result<Option<String>> {
-        let arg = cmd.arg.as_deref().unwrap_or_default();
-        match path::resolve(&self.cwd, arg) {
-            Ok(p) => Ok(Some(p)),
-            Err(e) => {
-                self.note_bad_name(e);
-                self.reply(553, "Requested action not taken. File name not allowed.")
-                    .await?;
-                Ok(None)
-            }
-        }
-    }
-
-    fn note_bad_name(&self, e: PathError) {
-        warn!(session = self.session, error = %e, "SFTP adapter: path refused before reaching the server");
     }
 
     async fn on_command(&mut self, cmd: Command) -> std::io::Result<()> {
