@@ -18,6 +18,13 @@
 //! operations; what FTP cannot express faithfully (`REST` in `TYPE A`,
 //! `REIN`, `SMNT`) is refused with `502`. When the SSH connection dies, a
 //! running transfer gets `426`, then `421`, and the adapter closes.
+//!
+//! This file starts the adapter and runs its command loop: the greeting,
+//! the dispatch of each command, and the commands about the session itself
+//! (`FEAT`, `OPTS`, `TYPE`, `HELP`, ...). The commands are answered in
+//! `login` (`USER`, `PASS`), `data` (data connections and transfers),
+//! `directory` (listings) and `files` (commands on one path), all on the
+//! state and reply helpers of `state`.
 
 mod data;
 mod directory;
