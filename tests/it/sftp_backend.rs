@@ -817,6 +817,7 @@ fn sftp_backend_unknown_or_changed_host_key_is_421() {
     let srv = SftpServer::start("a", None);
     let other = SftpServer::start("b", None);
     let work = tempfile::tempdir().unwrap();
+    let label = format!("sftp://{}", srv.addr);
     // Another server's key filed under this server's name: changed.
     let changed = other.known_hosts_line().replace(
         &format!(":{} ", other.addr.port()),
@@ -828,10 +829,14 @@ fn sftp_backend_unknown_or_changed_host_key_is_421() {
         ("unknown", vec![other.known_hosts_line()]),
     ] {
         let kh = known_hosts(work.path(), &lines);
+        // The session's own host-key check refuses it. Health checks off:
+        // with them on, the first failed check (the same key refused) can
+        // take the backend down before the client comes, and the 421 is
+        // then "no server is up", which says nothing about the key.
         let gw = gateway::start(
             &[],
             &format!(
-                "sftp_known_hosts = {:?}\nbackends = [\"sftp://{}\"]\nhealth_check = true\nhealth_check_interval = \"300ms\"\n",
+                "sftp_known_hosts = {:?}\nbackends = [\"sftp://{}\"]\nhealth_check = false\n",
                 kh.display().to_string(),
                 srv.addr
             ),
@@ -847,22 +852,45 @@ fn sftp_backend_unknown_or_changed_host_key_is_421() {
         );
         // No login was tried.
         assert!(!srv.log().contains(USER), "{case}: {}", srv.log());
-        // The health check says so too.
+        drop(gw);
+        // The health check says so too, and takes the backend down: once
+        // its first check is recorded (the gauge is set after the state
+        // changes; every later check fails the same way, so it stays
+        // down), a client gets "no server is up" and no session is tried.
+        let gw = gateway::start(
+            &[],
+            &format!(
+                "sftp_known_hosts = {:?}\nbackends = [\"sftp://{}\"]\nhealth_check = true\nhealth_check_interval = \"300ms\"\n",
+                kh.display().to_string(),
+                srv.addr
+            ),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
-        let label = format!("sftp://{}", srv.addr);
         loop {
             let m = gw.metrics();
             if m.contains(&format!(
                 "ftpgate_health_check_failures_total{{backend=\"{label}\",reason=\"host_key\"}}"
-            )) {
+            )) && m.contains(&format!("ftpgate_backend_up{{backend=\"{label}\"}} 0"))
+            {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "{case}: no host_key failure in\n{m}"
+                "{case}: no host_key failure taking the backend down in\n{m}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let t = Target::new("127.0.0.1", gw.addr.port(), USER, PASSWORD);
+        let out = clients::curl_get(&t, "who.txt", Mode::Epsv);
+        assert!(!out.ok, "{case}: {out:?}");
+        let r = replies(&out.stderr);
+        assert!(
+            r.iter()
+                .any(|l| l
+                    .starts_with("421 Service not available: no server is up, try again later.")),
+            "{case}: {out:?}"
+        );
+        assert!(!srv.log().contains(USER), "{case}: {}", srv.log());
     }
     // SIGHUP (a reload) reads sftp_known_hosts again: with the right key
     // the same ftpgate lets sessions in.
