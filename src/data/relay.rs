@@ -24,6 +24,7 @@
 //! pipe gained nothing over a large buffer (docs/PERFORMANCE.md).
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,13 @@ pub struct RelayLimits {
     /// other may go on (FTP data: [`LINGER_AFTER_BACKEND_DONE`]; plain TCP:
     /// no limit, a half-closed connection is legitimate).
     pub linger: Option<Duration>,
+    /// Acknowledge the backend's data at once (`TCP_QUICKACK` after each
+    /// read) instead of after the kernel's delayed-ACK timer. vsftpd
+    /// closes a data connection with `SO_LINGER` on and sends its 226 only
+    /// when the peer has acknowledged the last byte, so on a session that
+    /// has been going for a while a delayed ACK costs 40 ms or more on
+    /// every transfer (docs/PERFORMANCE.md, "Delayed ACKs").
+    pub quickack: bool,
 }
 
 impl RelayLimits {
@@ -73,6 +81,7 @@ impl RelayLimits {
             buffer_max,
             stall: Some(stall),
             linger: Some(LINGER_AFTER_BACKEND_DONE),
+            quickack: true,
         }
     }
 
@@ -84,6 +93,7 @@ impl RelayLimits {
             buffer_max,
             stall: None,
             linger: None,
+            quickack: false,
         }
     }
 }
@@ -227,7 +237,9 @@ pub fn arm_reset(tcp: &TcpStream) {
 /// buffer doubles each time a read fills it, up to `max`. Every write moves
 /// `counter` (metrics) and `progress` (this transfer), partial writes
 /// included, so a slow reader that still reads is never taken for a stall.
-/// An error names the leg it came from (`legs`: from, to).
+/// An error names the leg it came from (`legs`: from, to). `ack_now`: the
+/// socket `from` reads, to acknowledge at once after each read
+/// ([`RelayLimits::quickack`]).
 async fn copy_half<R, W>(
     mut from: R,
     mut to: W,
@@ -235,6 +247,7 @@ async fn copy_half<R, W>(
     (initial, max): (usize, usize),
     counter: IntCounter,
     progress: &AtomicU64,
+    ack_now: Option<&OwnedFd>,
 ) -> (u64, Option<(io::Error, Leg)>)
 where
     R: AsyncRead + Unpin,
@@ -254,6 +267,11 @@ where
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => return (total, Some((e, from_leg))),
         };
+        if let Some(fd) = ack_now {
+            // Linux leaves quick-ACK mode by itself; setting it again sends
+            // the ACK now. Best effort: a failure only costs time.
+            let _ = socket2::SockRef::from(fd).set_quickack(true);
+        }
         let mut at = 0;
         while at < n {
             match to.write(&buf[at..n]).await {
@@ -315,6 +333,12 @@ pub async fn relay(
     counters: ByteCounters,
     progress: Arc<Progress>,
 ) -> RelayOutcome {
+    // A second descriptor of the backend's socket, for TCP_QUICKACK while
+    // the stream itself is split; if it cannot be had, ACKs are the kernel's.
+    let ack_now = limits
+        .quickack
+        .then(|| backend.tcp().as_fd().try_clone_to_owned().ok())
+        .flatten();
     let (client_rd, client_wr) = client.halves();
     let (backend_rd, backend_wr) = backend.halves();
     let up = copy_half(
@@ -324,6 +348,7 @@ pub async fn relay(
         (limits.initial, limits.buffer_max),
         counters.up,
         &progress.up,
+        None,
     );
     let down = async {
         let (n, err) = copy_half(
@@ -333,6 +358,7 @@ pub async fn relay(
             (limits.initial, limits.buffer_max),
             counters.down,
             &progress.down,
+            ack_now.as_ref(),
         )
         .await;
         if let Some(tx) = down_done {
@@ -424,6 +450,7 @@ mod tests {
         buffer_max: DEFAULT_BUFFER_MAX,
         stall: Some(DEFAULT_STALL_TIMEOUT),
         linger: Some(LINGER_AFTER_BACKEND_DONE),
+        quickack: true,
     };
 
     async fn pair() -> (TcpStream, TcpStream) {
@@ -458,6 +485,7 @@ mod tests {
                 (INITIAL_BUFFER, 16 * 1024 * 1024),
                 c2,
                 &p1.up,
+                None,
             )
             .await
         });
@@ -469,6 +497,7 @@ mod tests {
                 (INITIAL_BUFFER, 4096),
                 IntCounter::new("d", "d").unwrap(),
                 &p2.down,
+                None,
             )
             .await
         });
@@ -551,6 +580,7 @@ mod tests {
             buffer_max: 64 * 1024,
             stall: Some(Duration::from_millis(300)),
             linger: None,
+            quickack: false,
         };
         let task = tokio::spawn(async move {
             let (mut c, mut b) = (
