@@ -108,6 +108,7 @@ impl Session {
     ) -> Option<()> {
         let protected = self.ctl.protects_data();
         let client_tls = self.client_data_tls(protected);
+        let events = self.events_sender();
         let legs = self.legs.get_mut(&gen)?;
         let backend = legs.backend.take()?;
         let cancel = self.cancel.child_token();
@@ -122,7 +123,7 @@ impl Session {
             lease,
             client_deadline,
             backend,
-            events: self.events_tx.clone(),
+            events,
             cancel,
             limits: RelayLimits::data(self.cfg.relay_buffer_max, self.cfg.data_stall_timeout),
             counters: self.counters.clone(),

@@ -45,7 +45,7 @@ impl Session {
         loop {
             while let Some(step) = self.ctl.next_step() {
                 if let Step::Close { end, farewell } = step {
-                    return self.close(end, farewell).await;
+                    return Box::pin(self.close(end, farewell)).await;
                 }
                 if let Some(ev) = self.execute(step).await {
                     let now = self.now();
@@ -53,6 +53,10 @@ impl Session {
                 }
             }
             self.observe_relayed();
+            self.ctl.release_idle();
+            if self.legs.is_empty() && self.legs.capacity() > 0 {
+                self.legs = Default::default();
+            }
             let deadline = self.ctl.deadline().map(|d| self.started + d);
             let far = Instant::now() + Duration::from_secs(86_400 * 365);
             let (wants_client, wants_backend) = (self.ctl.wants_client(), self.ctl.wants_backend());
@@ -67,7 +71,7 @@ impl Session {
                     let now = self.now();
                     self.ctl.on_event(Event::Draining, now);
                 }
-                Some(ev) = self.events_rx.recv() => {
+                Some(ev) = super::next_data_event(&mut self.events) => {
                     if let DataEventKind::Finished(out) = &ev.kind {
                         debug!(session = self.id, gen = ev.gen, bytes_up = out.up, bytes_down = out.down, error = ?out.error.as_ref().map(|e| e.to_string()), "transfer finished");
                     }
@@ -160,23 +164,28 @@ impl Session {
                 }
                 None
             }
-            Step::Route { user } => Some(self.route(user).await),
+            // The futures of rarer or larger steps are boxed: the session's
+            // own future (held for its whole life, idle or not) is then
+            // only as large as its select loop.
+            Step::Route { user } => Some(Box::pin(self.route(user)).await),
             Step::Disconnect => {
-                self.disconnect_backend().await;
+                Box::pin(self.disconnect_backend()).await;
                 None
             }
-            Step::BackendTls => Some(self.backend_starttls().await),
-            Step::ClientTls => Some(self.client_starttls().await),
+            Step::BackendTls => Some(Box::pin(self.backend_starttls()).await),
+            Step::ClientTls => Some(Box::pin(self.client_starttls()).await),
             Step::ConnectBackendData { gen, addr } => {
-                Some(self.connect_backend_data(gen, addr).await)
+                Some(Box::pin(self.connect_backend_data(gen, addr)).await)
             }
-            Step::ListenBackendData { gen } => Some(self.listen_backend_data(gen).await),
+            Step::ListenBackendData { gen } => Some(Box::pin(self.listen_backend_data(gen)).await),
             Step::LeasePassive { gen, pasv } => Some(self.lease_passive(gen, pasv)),
             Step::PrepareActive { gen } => {
                 self.prepare_active(gen);
                 None
             }
-            Step::ConnectClient { gen, target } => Some(self.connect_client(gen, target).await),
+            Step::ConnectClient { gen, target } => {
+                Some(Box::pin(self.connect_client(gen, target)).await)
+            }
             Step::Cancel { gen } => {
                 self.cancel_data(gen);
                 None

@@ -154,6 +154,26 @@ pub async fn run_session(
     arrival: Arrival,
     cancel: CancellationToken,
 ) {
+    // The start is boxed and over before the loop begins: the session's
+    // future, held for its whole life, is then only the session and its
+    // loop, not also the locals of TLS handshakes and backend connects.
+    // (`let else`, not `if let`: the temporaries of an `if let` would live
+    // on beside the session.)
+    let Some(mut s) = Box::pin(start_session(shared, live, arrival, cancel)).await else {
+        return;
+    };
+    s.run().await;
+}
+
+/// Accepts implicit TLS, picks and connects the backend (unless routing
+/// waits for USER) and builds the session; `None` when the client was
+/// refused or went away.
+async fn start_session(
+    shared: Arc<Shared>,
+    live: Arc<Live>,
+    arrival: Arrival,
+    cancel: CancellationToken,
+) -> Option<Session> {
     let Arrival {
         client,
         id,
@@ -166,7 +186,7 @@ pub async fn run_session(
     } = arrival;
     let started = Instant::now();
     let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
-        return;
+        return None;
     };
     let client_addr = ClientAddr::new(real_client.unwrap_or(peer));
     let seen_local = seen_local.unwrap_or(local);
@@ -178,9 +198,10 @@ pub async fn run_session(
     let mut shown = None;
     let (client_rd, client_wr): (Reader<ClientTls>, Writer<ClientTls>) = if implicit_tls {
         // Implicit FTPS: TLS from the first byte, before any backend is contacted.
-        let Some(server_cfg) = cfg.client_tls.as_ref().map(crate::tls::per_client_session) else {
-            return;
-        };
+        let server_cfg = cfg
+            .client_tls
+            .as_ref()
+            .map(crate::tls::per_client_session)?;
         session_tls = Some((Arc::clone(&server_cfg), crate::tls::for_data(&server_cfg)));
         match crate::tls::accept(
             server_cfg,
@@ -203,7 +224,7 @@ pub async fn run_session(
                     .sessions_total
                     .with_label_values(&[&listener.label(), "-", "tls_failed"])
                     .inc();
-                return;
+                return None;
             }
         }
     } else {
@@ -217,7 +238,8 @@ pub async fn run_session(
         if let Err(why) = cfg.gateway.check(None, dst) {
             warn!(session = id, client = %client_addr, destination = %dst, reason = %why, "gateway destination refused");
             let e = Error::client(ErrorKind::DestinationRefused);
-            return refuse_counted(&shared, &listener, "gateway_refused", client_wr, &e).await;
+            refuse_counted(&shared, &listener, "gateway_refused", client_wr, &e).await;
+            return None;
         }
         info!(session = id, client = %client_addr, destination = %dst, "gateway: transparent session");
         Some((routing::destination(dst, dst.to_string()), Toward::GATEWAY))
@@ -232,7 +254,8 @@ pub async fn run_session(
         if rotation.is_empty() {
             error!(session = id, client = %client_addr, "every backend is down; refusing client");
             let e = Error::backend(ErrorKind::NoBackendUp);
-            return refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
+            refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
+            return None;
         }
         Some((rotation, Toward::pool(&cfg)))
     };
@@ -243,7 +266,8 @@ pub async fn run_session(
             match connect_backend(&shared, &cfg, id, choices, client, seen_local, toward).await {
                 Ok(c) => Some(c),
                 Err((outcome, e)) => {
-                    return refuse_counted(&shared, &listener, outcome, client_wr, &e).await
+                    refuse_counted(&shared, &listener, outcome, client_wr, &e).await;
+                    return None;
                 }
             }
         }
@@ -258,7 +282,6 @@ pub async fn run_session(
     let (client_cert, client_cert_der) = shown.unzip();
     let policy = policy(&cfg, listener, client_addr, implicit_tls, client_cert);
     let ctl = Control::new(policy, start);
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
     shared
         .metrics
         .sessions_active
@@ -293,8 +316,7 @@ pub async fn run_session(
         backend_rd: Reader::Gone,
         backend_wr: Writer::Gone,
         legs: HashMap::new(),
-        events_tx,
-        events_rx,
+        events: None,
         drain_seen: false,
         started,
         relayed_since: None,
@@ -308,7 +330,22 @@ pub async fn run_session(
         s.install(c);
         debug!(session = id, client = %s.client_addr, backend = %s.backend_addr, "session started");
     }
-    s.run().await;
+    Some(s)
+}
+
+/// The channel data tasks report on.
+type DataEvents = (
+    mpsc::UnboundedSender<DataEvent>,
+    mpsc::UnboundedReceiver<DataEvent>,
+);
+
+/// The next data task report from `events`; never, while no data task was
+/// started.
+async fn next_data_event(events: &mut Option<DataEvents>) -> Option<DataEvent> {
+    match events {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The sockets and handles of one data setup or transfer, by generation.
@@ -372,8 +409,10 @@ struct Session {
     backend_wr: Writer<BackendTls>,
     /// Data setups and transfers by generation.
     legs: HashMap<u64, Legs>,
-    events_tx: mpsc::UnboundedSender<DataEvent>,
-    events_rx: mpsc::UnboundedReceiver<DataEvent>,
+    /// Reports of data tasks: made by the first transfer, not up front
+    /// (a channel's first block of slots is a few KiB, and an idle session
+    /// never uses it).
+    events: Option<DataEvents>,
     /// The graceful shutdown was reported to the core.
     drain_seen: bool,
     started: Instant,
@@ -391,6 +430,14 @@ impl Session {
     /// Time since the session started: the core's clock.
     fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The sender data tasks report on (the channel is made on first use).
+    fn events_sender(&mut self) -> mpsc::UnboundedSender<DataEvent> {
+        self.events
+            .get_or_insert_with(mpsc::unbounded_channel)
+            .0
+            .clone()
     }
 
     /// Moves this session's count in `sessions_active` to backend `name`.

@@ -714,6 +714,16 @@ impl Control {
         self.replies.buffer_mut()
     }
 
+    /// Gives back the memory of empty queues before the driver waits: an
+    /// idle session holds no buffer (its read buffers are released as they
+    /// empty, see [`crate::proto::line::LineFramer::release_if_empty`]).
+    pub fn release_idle(&mut self) {
+        if self.steps.is_empty() && self.steps.capacity() > 0 {
+            self.steps = VecDeque::new();
+        }
+        self.order.release_if_empty();
+    }
+
     /// Whether to read the client now (commands wait while ftpgate works on
     /// the connections itself, after a failed login's delay, and while
     /// QUIT's answer is awaited).

@@ -88,6 +88,19 @@ impl ReplyOrder {
         self.settle();
     }
 
+    /// Gives the queues' memory back when they are empty (an idle session
+    /// then holds none; the next reply allocates again).
+    pub fn release_if_empty(&mut self) {
+        fn release<T>(q: &mut VecDeque<T>) {
+            if q.is_empty() && q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
+        }
+        release(&mut self.queue);
+        release(&mut self.behind_hold);
+        release(&mut self.ready);
+    }
+
     /// Backend replies still awaited.
     pub fn awaited(&self) -> usize {
         self.queue.len()
@@ -239,6 +252,31 @@ mod tests {
         );
         assert_eq!(out(&mut o), vec!["200 NOOP ok.", "200 EPSV ALL ok."]);
         assert!(o.is_quiet());
+    }
+
+    /// An idle session holds no queue memory, and the order works as
+    /// before once it allocates again.
+    #[test]
+    fn empty_queues_give_their_memory_back_and_work_again() {
+        let mut o = ReplyOrder::new();
+        o.expect(Awaiting::Command(Verb::Other));
+        o.local(&r("200 Local."));
+        o.release_if_empty(); // not empty: kept
+        assert!(o.queue.capacity() > 0);
+        backend(&mut o, "200 NOOP ok.");
+        assert_eq!(out(&mut o), vec!["200 NOOP ok.", "200 Local."]);
+        o.release_if_empty();
+        assert_eq!(
+            (
+                o.queue.capacity(),
+                o.behind_hold.capacity(),
+                o.ready.capacity()
+            ),
+            (0, 0, 0)
+        );
+        o.expect(Awaiting::Command(Verb::Other));
+        backend(&mut o, "200 Again.");
+        assert_eq!(out(&mut o), vec!["200 Again."]);
     }
 
     #[test]
