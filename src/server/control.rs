@@ -137,6 +137,7 @@ impl Arrived {
                     live,
                     Arrival {
                         client: self.stream,
+                        peer: self.peer,
                         id: self.id,
                         listener: self.listener,
                         implicit_tls: self.kind == ListenerKind::ImplicitTls,

@@ -124,7 +124,16 @@ impl Session {
     /// read as "drained" and waits for the next readiness edge, which never
     /// comes for bytes already queued (its `try_read` trusts the same cached
     /// readiness). So read the socket directly until it would block.
+    ///
+    /// Only when the bytes read end inside a line: a read that stopped at
+    /// the mark ends before the urgent byte (the last of what was sent
+    /// urgently, or an IAC sequence), never with a line's LF; after a whole
+    /// line, bytes still to come raise a new readiness edge. This saves a
+    /// system call (a read that would block) per command.
     fn drain_client_socket(&mut self) -> std::io::Result<()> {
+        if self.ctl.client_buffer().last() == Some(&b'\n') {
+            return Ok(());
+        }
         for _ in 0..16 {
             if self.ctl.client_buffered() > self.cfg.max_line_length * 2 {
                 break;

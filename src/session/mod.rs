@@ -56,6 +56,8 @@ const UNROUTED: &str = "-";
 pub struct Arrival {
     /// The connection.
     pub client: TcpStream,
+    /// Its TCP peer, as accepted.
+    pub peer: SocketAddr,
     /// Session number (logs).
     pub id: u64,
     /// The listener it came in on.
@@ -176,6 +178,7 @@ async fn start_session(
 ) -> Option<Session> {
     let Arrival {
         client,
+        peer,
         id,
         listener,
         implicit_tls,
@@ -185,7 +188,7 @@ async fn start_session(
         gateway,
     } = arrival;
     let started = Instant::now();
-    let (Ok(peer), Ok(local)) = (client.peer_addr(), client.local_addr()) else {
+    let Ok(local) = client.local_addr() else {
         return None;
     };
     let client_addr = ClientAddr::new(real_client.unwrap_or(peer));
