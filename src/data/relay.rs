@@ -40,6 +40,10 @@ pub const INITIAL_BUFFER: usize = 128 * 1024;
 /// Default cap of each direction's buffer (`relay_buffer_max`).
 pub const DEFAULT_BUFFER_MAX: usize = 4 * 1024 * 1024;
 
+/// With [`RelayLimits::quickack`], the first bytes of a transfer that are
+/// acknowledged at once read by read (a listing, a small file).
+pub const QUICKACK_BYTES: u64 = 64 * 1024;
+
 /// Default of `data_stall_timeout`: a transfer that moves no byte in either
 /// direction for this long is cut (vsftpd's `data_connection_timeout`).
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -64,12 +68,15 @@ pub struct RelayLimits {
     /// other may go on (FTP data: [`LINGER_AFTER_BACKEND_DONE`]; plain TCP:
     /// no limit, a half-closed connection is legitimate).
     pub linger: Option<Duration>,
-    /// Acknowledge the backend's data at once (`TCP_QUICKACK` after each
-    /// read) instead of after the kernel's delayed-ACK timer. vsftpd
+    /// Acknowledge the backend's data at once (`TCP_QUICKACK`) instead of
+    /// after the kernel's delayed-ACK timer: after each read of a
+    /// transfer's first [`QUICKACK_BYTES`], and at its end (the FIN). vsftpd
     /// closes a data connection with `SO_LINGER` on and sends its 226 only
-    /// when the peer has acknowledged the last byte, so on a session that
-    /// has been going for a while a delayed ACK costs 40 ms or more on
-    /// every transfer (docs/PERFORMANCE.md, "Delayed ACKs").
+    /// when the peer has acknowledged the last byte and the FIN, so on a
+    /// session that has been going for a while a delayed ACK costs 40 ms or
+    /// more on every transfer (docs/PERFORMANCE.md, "Delayed ACKs"). Not
+    /// after every read of a bulk transfer: an ACK per segment costs the
+    /// sender throughput.
     pub quickack: bool,
 }
 
@@ -238,8 +245,7 @@ pub fn arm_reset(tcp: &TcpStream) {
 /// `counter` (metrics) and `progress` (this transfer), partial writes
 /// included, so a slow reader that still reads is never taken for a stall.
 /// An error names the leg it came from (`legs`: from, to). `ack_now`: the
-/// socket `from` reads, to acknowledge at once after each read
-/// ([`RelayLimits::quickack`]).
+/// socket `from` reads, to acknowledge at once ([`RelayLimits::quickack`]).
 async fn copy_half<R, W>(
     mut from: R,
     mut to: W,
@@ -259,7 +265,17 @@ where
     let mut total = 0u64;
     loop {
         buf.clear();
-        let n = match from.read_buf(&mut buf).await {
+        let read = from.read_buf(&mut buf).await;
+        if let Some(fd) = ack_now {
+            let ended = matches!(read, Ok(0)) || read.is_err();
+            if ended || total < QUICKACK_BYTES {
+                // Linux leaves quick-ACK mode by itself; setting it again
+                // sends a pending ACK now. Best effort: a failure only
+                // costs time.
+                let _ = socket2::SockRef::from(fd).set_quickack(true);
+            }
+        }
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
             // A TLS peer that closed TCP without close_notify: take it as
@@ -267,11 +283,6 @@ where
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => return (total, Some((e, from_leg))),
         };
-        if let Some(fd) = ack_now {
-            // Linux leaves quick-ACK mode by itself; setting it again sends
-            // the ACK now. Best effort: a failure only costs time.
-            let _ = socket2::SockRef::from(fd).set_quickack(true);
-        }
         let mut at = 0;
         while at < n {
             match to.write(&buf[at..n]).await {
