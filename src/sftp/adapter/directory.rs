@@ -61,15 +61,9 @@ impl Adapter {
         } else {
             raw
         };
-        let dir = match path::resolve(&self.cwd, arg) {
-            Ok(p) => p,
-            Err(e) => {
-                self.data = None;
-                self.note_bad_name(e);
-                return self
-                    .reply(553, "Requested action not taken. File name not allowed.")
-                    .await;
-            }
+        let Some(dir) = self.resolve_or_refuse(arg).await? else {
+            self.data = None;
+            return Ok(());
         };
         let sftp = match self.sftp() {
             Ok(s) => s,

@@ -181,14 +181,8 @@ impl Adapter {
         if mode > 0o7777 {
             return self.reply(501, "Bad mode.").await;
         }
-        let p = match path::resolve(&self.cwd, target.as_bytes()) {
-            Ok(p) => p,
-            Err(e) => {
-                self.note_bad_name(e);
-                return self
-                    .reply(553, "Requested action not taken. File name not allowed.")
-                    .await;
-            }
+        let Some(p) = self.resolve_or_refuse(target.as_bytes()).await? else {
+            return Ok(());
         };
         let sftp = match self.sftp() {
             Ok(s) => s,

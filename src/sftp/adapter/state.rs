@@ -180,7 +180,16 @@ impl Adapter {
 
     /// Resolves a path argument; `Err`: already answered (553).
     pub(super) async fn path_arg(&mut self, cmd: &Command) -> std::io::Result<Option<String>> {
-        let arg = cmd.arg.as_deref().unwrap_or_default();
+        self.resolve_or_refuse(cmd.arg.as_deref().unwrap_or_default())
+            .await
+    }
+
+    /// `arg` resolved against the working directory, or `None` after a
+    /// `553` (a name the adapter does not pass to the server).
+    pub(super) async fn resolve_or_refuse(
+        &mut self,
+        arg: &[u8],
+    ) -> std::io::Result<Option<String>> {
         match path::resolve(&self.cwd, arg) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
