@@ -794,6 +794,12 @@ def run(args, rig, stats, stop_all):
     with open(os.path.join(args.work, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
 
+    if interrupted:
+        end_line = "INTERRUPTED: no SIGTERM sent, the run did not finish"
+    else:
+        end_line = (f"SIGTERM with {in_flight} transfers in flight: during the drain "
+                    f"{report['during_drain_ok']} ok, {report['during_drain_failed']} failed; "
+                    f"ftpgate exit {gate_rc} after {report['ftpgate_stop_seconds']} s")
     print(f"""
 soak: {args.seconds}s, {args.clients} clients, passive range of {args.passive_ports}, seed {args.seed}
   transfers attempted                      {report['attempted']}
@@ -805,7 +811,7 @@ soak: {args.seconds}s, {args.clients} clients, passive range of {args.passive_po
   sessions {report['sessions']}, session-level errors {report['session_errors']}
   faults: {report['backend_kills']} backend kills, {report['pasv_bursts']} PASV bursts ({report['burst_pasv_227']} x 227, {report['burst_pasv_425']} x 425), {report['reloads_sent']} SIGHUP ({report['metrics_reloads_success']} ok, {report['metrics_reloads_failure']} failed by the metrics)
   passive range exhausted (metric)         {report['metrics_passive_pool_exhausted']}
-  SIGTERM with {in_flight} transfers in flight: during the drain {report['during_drain_ok']} ok, {report['during_drain_failed']} failed; ftpgate exit {gate_rc} after {report['ftpgate_stop_seconds']} s
+  {end_line}
   ftpgate panics (must be 0)               {panics}; ERROR lines {errors}
   report: {os.path.join(args.work, 'report.json')}""", flush=True)
 
