@@ -27,9 +27,11 @@ FUZZ_MINUTES=${FUZZ_MINUTES:-10}
 [[ "$FUZZ_MINUTES" =~ ^[0-9]+$ ]] && (( FUZZ_MINUTES > 0 )) || die "FUZZ_MINUTES must be a positive integer"
 
 started=$(date -u +%FT%TZ)
+# The commit at the start: HEAD may move while the run goes on.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 fuzz_setup
 log "${#TARGETS[@]} targets x ${FUZZ_MINUTES} min: done about $(date -u -d "+$(( ${#TARGETS[@]} * FUZZ_MINUTES )) min" +%H:%MZ)"
 fuzz_run_targets $(( FUZZ_MINUTES * 60 ))
-log "started $started, ended $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+log "started $started, ended $(date -u +%FT%TZ), commit at the start $commit"
 fuzz_print_table
 fuzz_finish "${FUZZ_MINUTES} min"
