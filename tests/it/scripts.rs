@@ -116,20 +116,22 @@ fn scripts_readme_lists_what_the_test_command_installs() {
         assert!(para.contains(unpacked), "README omits {unpacked}:\n{para}");
     }
     assert!(
-        read("scripts/fuzz-smoke.sh").contains("cargo install cargo-fuzz"),
-        "fuzz-smoke.sh no longer installs cargo-fuzz"
+        read("scripts/fuzz-smoke.sh").contains(". scripts/lib/fuzz-common.sh")
+            && read("scripts/lib/fuzz-common.sh").contains("cargo install cargo-fuzz"),
+        "fuzz-smoke.sh (through scripts/lib/fuzz-common.sh) no longer installs cargo-fuzz"
     );
 }
 
-/// fuzz/Cargo.lock is used as committed: the smoke script checks it with
-/// `--locked` before building, and the lock fits the manifests today.
+/// fuzz/Cargo.lock is used as committed: the fuzz scripts' shared setup
+/// checks it with `--locked` before building, and the lock fits the
+/// manifests today.
 #[test]
 fn scripts_fuzz_lock_is_current_and_used() {
-    let smoke = read("scripts/fuzz-smoke.sh");
+    let smoke = read("scripts/lib/fuzz-common.sh");
     let check = smoke
         .find("metadata --locked")
-        .expect("fuzz-smoke.sh checks fuzz/Cargo.lock with --locked");
-    let build = smoke.find("fuzz build -s").expect("fuzz-smoke.sh builds");
+        .expect("fuzz-common.sh checks fuzz/Cargo.lock with --locked");
+    let build = smoke.find("fuzz build -s").expect("fuzz-common.sh builds");
     assert!(check < build, "the lock is checked after the build");
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["metadata", "--locked", "--format-version", "1"])
