@@ -184,15 +184,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build ---------------------------------------------------------------------
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-if [[ -n "${FTPGATE_BIN:-}" ]]; then
-    BIN=$FTPGATE_BIN
-else
-    log "building ftpgate (release)"
-    timeout 1800 cargo build --release --bin ftpgate >&2 || die "cargo build failed"
-    BIN="$TARGET_DIR/release/ftpgate"
-fi
-[[ -x "$BIN" ]] || die "no ftpgate binary at $BIN"
+# shellcheck source=lib/ftpgate-bin.sh
+source "$ROOT/scripts/lib/ftpgate-bin.sh"
+ftpgate_binary
 if [[ -n "${CONTROL_LOAD_BIN:-}" ]]; then
     LOAD=$CONTROL_LOAD_BIN
 else

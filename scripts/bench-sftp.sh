@@ -76,14 +76,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -n "${FTPGATE_BIN:-}" ]]; then
-    BIN=$FTPGATE_BIN
-else
-    log "building ftpgate (release)"
-    timeout 1800 cargo build --release --bin ftpgate >&2 || die "cargo build failed"
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/ftpgate
-fi
-[[ -x "$BIN" ]] || die "no ftpgate binary at $BIN"
+# shellcheck source=lib/ftpgate-bin.sh
+source "$ROOT/scripts/lib/ftpgate-bin.sh"
+ftpgate_binary
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

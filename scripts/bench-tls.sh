@@ -113,14 +113,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build (as bench-throughput.sh) ----------------------------------------------
-if [[ -n "${FTPGATE_BIN:-}" ]]; then
-    BIN=$FTPGATE_BIN
-else
-    log "building ftpgate (release)"
-    timeout 1800 cargo build --release --bin ftpgate >&2 || die "cargo build failed"
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ftpgate"
-fi
-[[ -x "$BIN" ]] || die "no ftpgate binary at $BIN"
+# shellcheck source=lib/ftpgate-bin.sh
+source "$ROOT/scripts/lib/ftpgate-bin.sh"
+ftpgate_binary
 
 # --- temp dir and test file ------------------------------------------------------
 need_kib=$(( SIZE_MIB * 1024 * 3 ))   # source + upload + slack

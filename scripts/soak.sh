@@ -81,14 +81,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build -------------------------------------------------------------------
-if [[ -n "${FTPGATE_BIN:-}" ]]; then
-    BIN=$FTPGATE_BIN
-else
-    log "building ftpgate (release)"
-    timeout 1800 cargo build --release --bin ftpgate >&2 || die "cargo build failed"
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ftpgate"
-fi
-[[ -x "$BIN" ]] || die "no ftpgate binary at $BIN"
+# shellcheck source=lib/ftpgate-bin.sh
+source "$ROOT/scripts/lib/ftpgate-bin.sh"
+ftpgate_binary
 
 # tmpfs if it has room for the files and uploads in flight (~ 200 MiB)
 if [[ -d /dev/shm ]] && (( $(df -Pk /dev/shm | awk 'NR==2 {print $4}') > 400000 )); then
