@@ -8,8 +8,10 @@
 use crate::config::Config;
 
 /// Descriptors one session may hold at once: the client's and the backend's
-/// control connections, and a data connection's two legs.
-pub const PER_SESSION: u64 = 4;
+/// control connections, a data connection's two legs, and while a transfer
+/// relays a second descriptor of its backend leg (for quick ACKs, see
+/// [`crate::data::relay::RelayLimits::quickack`]).
+pub const PER_SESSION: u64 = 5;
 
 /// Descriptors kept for everything else: stdio, the runtime's epoll and
 /// wake-up descriptors, the transfer log, health checks, name lookups and
@@ -118,10 +120,10 @@ mod tests {
     #[test]
     fn sessions_fit_after_listeners_and_headroom() {
         // 1024 files, a 100-port range and two listeners.
-        assert_eq!(sessions_that_fit(1024, 102), (1024 - 102 - HEADROOM) / 4);
-        assert_eq!(sessions_that_fit(1024, 102), 214);
-        assert_eq!(sessions_that_fit(4096, 102), 982);
-        assert_eq!(sessions_that_fit(1_048_576, 10_005), 259_626);
+        assert_eq!(sessions_that_fit(1024, 102), (1024 - 102 - HEADROOM) / 5);
+        assert_eq!(sessions_that_fit(1024, 102), 171);
+        assert_eq!(sessions_that_fit(4096, 102), 786);
+        assert_eq!(sessions_that_fit(1_048_576, 10_005), 207_701);
         // Not even the listeners fit: none, not a wrap-around.
         assert_eq!(sessions_that_fit(100, 10_000), 0);
         assert_eq!(sessions_that_fit(u64::MAX, u64::MAX), 0);

@@ -267,8 +267,7 @@ where
         buf.clear();
         let read = from.read_buf(&mut buf).await;
         if let Some(fd) = ack_now {
-            let ended = matches!(read, Ok(0)) || read.is_err();
-            if ended || total < QUICKACK_BYTES {
+            if matches!(read, Ok(0) | Err(_)) || total < QUICKACK_BYTES {
                 // Linux leaves quick-ACK mode by itself; setting it again
                 // sends a pending ACK now. Best effort: a failure only
                 // costs time.

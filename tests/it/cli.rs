@@ -1137,8 +1137,8 @@ fn cli_raises_the_open_files_limit_and_says_how_many_sessions_fit() {
     );
     let log = strip_ansi(&gw.log());
     // 4096 files, 11 for the listener and the 10-port range, 64 kept back:
-    // (4096 - 11 - 64) / 4 sessions.
-    let fit = (4096 - 11 - 64) / 4;
+    // (4096 - 11 - 64) / 5 sessions.
+    let fit = (4096 - 11 - 64) / 5;
     assert!(
         log.contains(&format!("open-files limit: {fit} sessions fit"))
             && log.contains("open_files=4096")
