@@ -55,7 +55,9 @@ pub struct Metrics {
     /// Backend replies not passed to the client, by reason (`unsolicited`:
     /// no command awaited it; `passive_reply`: a 227/229 that did not answer
     /// ftpgate's own PASV/EPSV; `transfer_without_data`: a success for a
-    /// transfer that had no data connection through ftpgate).
+    /// transfer that had no data connection through ftpgate;
+    /// `preliminary_as_final`: a second 1yz that ends a transfer, as
+    /// pure-ftpd sends after a failed data write).
     pub backend_replies_dropped_total: IntCounterVec,
     /// Transfers whose data did not reach its peer whole, by cause
     /// (`backend_closed`, `relay_error`, `stalled`, `aborted`, `session_end`):

@@ -32,12 +32,22 @@ fn sha(b: &[u8]) -> [u8; 32] {
 /// client logged in with TYPE I. `None` when vsftpd is missing (and peers
 /// are not required).
 fn setup(test: &str, len: usize, extra: &str) -> Option<(FtpServer, Gateway, Client, Vec<u8>)> {
-    if !peers::available_or_skip(ServerKind::Vsftpd, test) {
+    setup_on(ServerKind::Vsftpd, test, len, extra)
+}
+
+/// As [`setup`], with `kind` as the backend.
+fn setup_on(
+    kind: ServerKind,
+    test: &str,
+    len: usize,
+    extra: &str,
+) -> Option<(FtpServer, Gateway, Client, Vec<u8>)> {
+    if !peers::available_or_skip(kind, test) {
         return None;
     }
     let data = file_bytes(len, len as u64 ^ 0x5eed);
     let body = data.clone();
-    let srv = FtpServer::start_with(ServerKind::Vsftpd, move |root| {
+    let srv = FtpServer::start_with(kind, move |root| {
         peers::put_file(root, "big.bin", &body);
     });
     let gw = gateway::start(&[srv.addr], extra);
@@ -272,23 +282,56 @@ fn cut_backend_dies_mid_download_never_2xx() {
 }
 
 /// The client resets its data connection mid-download: it is told 426,
-/// never 226, and the session goes on.
-#[test]
-fn cut_client_resets_data_connection_gets_426() {
-    let Some((_srv, gw, mut c, _data)) = setup("cut_client_resets_data", 64 * MIB, "") else {
+/// never 226, and the session goes on with every later reply answering
+/// its own command. pure-ftpd answers the failed data write with a final
+/// reply coded 150 (`150 0.001 seconds (measured here), ...`): passed on
+/// as a preliminary, it left the client waiting and the next NOOP read
+/// the RETR's 426. Three rounds per server, since the server's reply
+/// depends on how far its writes got.
+fn client_resets_data_connection(kind: ServerKind, test: &str) {
+    let Some((_srv, gw, mut c, _data)) = setup_on(kind, test, 64 * MIB, "") else {
         return;
     };
-    let d = start_retr(&mut c, &gw, Mode::Passive);
-    let mut buf = vec![0u8; MIB];
-    let mut d2 = d.try_clone().unwrap();
-    d2.read_exact(&mut buf).unwrap();
-    socket2::SockRef::from(&d)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop((d, d2));
-    let r = c.reply();
-    assert_eq!(r.code, 426, "a reset download: {:?}", r.text);
-    c.cmd("NOOP", 200);
+    for round in 0..3 {
+        let d = start_retr(&mut c, &gw, Mode::Passive);
+        let mut buf = vec![0u8; MIB];
+        let mut d2 = d.try_clone().unwrap();
+        d2.read_exact(&mut buf).unwrap();
+        socket2::SockRef::from(&d)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop((d, d2));
+        let r = c.reply();
+        assert_eq!(
+            r.code, 426,
+            "{test} round {round}: a reset download: {:?}",
+            r.text
+        );
+        let noop = c.cmd("NOOP", 200);
+        assert_eq!(noop.code, 200, "{test} round {round}: {:?}", noop.text);
+    }
+    let m = gw.metrics();
+    if kind == ServerKind::PureFtpd {
+        assert!(
+            m.contains("ftpgate_backend_replies_dropped_total{reason=\"preliminary_as_final\"}"),
+            "pure-ftpd's 150-coded final reply must be counted: {m}"
+        );
+    }
+}
+
+#[test]
+fn cut_client_resets_data_connection_gets_426() {
+    client_resets_data_connection(ServerKind::Vsftpd, "cut_client_resets_data");
+}
+
+#[test]
+fn cut_client_resets_data_connection_gets_426_proftpd() {
+    client_resets_data_connection(ServerKind::Proftpd, "cut_client_resets_data_proftpd");
+}
+
+#[test]
+fn cut_client_resets_data_connection_gets_426_pureftpd() {
+    client_resets_data_connection(ServerKind::PureFtpd, "cut_client_resets_data_pureftpd");
 }
 
 /// The client stops reading (its data connection stays open): after
@@ -320,26 +363,46 @@ fn cut_stalled_client_is_reset_after_data_stall_timeout() {
 
 /// ABOR in the middle of a download: the transfer's reply is 426 (never
 /// a 2xx), then ABOR's own 225/226, and the data connection is reset.
-#[test]
-fn cut_abor_mid_download_is_426_then_abor_reply() {
-    let Some((_srv, gw, mut c, _data)) = setup("cut_abor_mid_download", 64 * MIB, "") else {
+fn abor_mid_download(kind: ServerKind, test: &str) {
+    let Some((_srv, gw, mut c, _data)) = setup_on(kind, test, 64 * MIB, "") else {
         return;
     };
-    let d = start_retr(&mut c, &gw, Mode::Passive);
-    let reader = SlowReader::start(d, 64 * 1024, Duration::ZERO, Some(MIB as u64));
-    reader.wait_held();
-    c.send("ABOR");
-    let first = c.reply();
-    assert_eq!(first.code, 426, "the aborted RETR: {:?}", first.text);
-    let second = c.reply();
-    assert!(
-        [225, 226].contains(&second.code),
-        "ABOR's own reply: {:?}",
-        second.text
-    );
-    let (_, end) = reader.finish();
-    assert_eq!(end, DataEnd::Reset);
-    c.cmd("NOOP", 200);
+    for round in 0..3 {
+        let d = start_retr(&mut c, &gw, Mode::Passive);
+        let reader = SlowReader::start(d, 64 * 1024, Duration::ZERO, Some(MIB as u64));
+        reader.wait_held();
+        c.send("ABOR");
+        let first = c.reply();
+        assert_eq!(
+            first.code, 426,
+            "{test} round {round}: the aborted RETR: {:?}",
+            first.text
+        );
+        let second = c.reply();
+        assert!(
+            [225, 226].contains(&second.code),
+            "{test} round {round}: ABOR's own reply: {:?}",
+            second.text
+        );
+        let (_, end) = reader.finish();
+        assert_eq!(end, DataEnd::Reset, "{test} round {round}");
+        c.cmd("NOOP", 200);
+    }
+}
+
+#[test]
+fn cut_abor_mid_download_is_426_then_abor_reply() {
+    abor_mid_download(ServerKind::Vsftpd, "cut_abor_mid_download");
+}
+
+#[test]
+fn cut_abor_mid_download_is_426_then_abor_reply_proftpd() {
+    abor_mid_download(ServerKind::Proftpd, "cut_abor_mid_download_proftpd");
+}
+
+#[test]
+fn cut_abor_mid_download_is_426_then_abor_reply_pureftpd() {
+    abor_mid_download(ServerKind::PureFtpd, "cut_abor_mid_download_pureftpd");
 }
 
 /// Shutdown whose drain ends before a slow download does: 421 (a held

@@ -372,7 +372,8 @@ pub enum Note {
     },
     /// A backend reply not passed on (`reason` is the metric label).
     ReplyDropped {
-        /// `unsolicited`, `passive_reply`, `transfer_without_data`.
+        /// `unsolicited`, `passive_reply`, `transfer_without_data`,
+        /// `preliminary_as_final`.
         reason: &'static str,
         /// The reply.
         text: String,

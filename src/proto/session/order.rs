@@ -121,7 +121,16 @@ impl ReplyOrder {
         else {
             return Completion::Unsolicited;
         };
-        if reply.is_preliminary() {
+        // A transfer gets one preliminary reply (restart markers, 110,
+        // aside). A second one cannot announce more data: pure-ftpd writes
+        // its final reply for a transfer whose data write failed with the
+        // code of its 150 (`150 0.001 seconds (measured here), ...`). It
+        // is that command's final reply; passed on as a preliminary, it
+        // would leave the client waiting and shift every later reply onto
+        // the wrong command.
+        let second_preliminary =
+            *preliminary && matches!(awaiting, Awaiting::Transfer { .. }) && reply.code != 110;
+        if reply.is_preliminary() && !second_preliminary {
             *preliminary = true;
             return Completion::Preliminary;
         }
@@ -317,6 +326,32 @@ mod tests {
                 "200 local"
             ]
         );
+    }
+
+    /// A second 1yz on a transfer (pure-ftpd's 150-coded final reply after
+    /// a failed data write) completes it; on an ordinary command, or as a
+    /// restart marker (110), a 1yz stays preliminary.
+    #[test]
+    fn a_second_preliminary_completes_a_transfer_only() {
+        let mut o = ReplyOrder::new();
+        o.expect(Awaiting::Transfer { gen: Some(4) });
+        o.expect(Awaiting::Command(Verb::Other));
+        assert_eq!(backend(&mut o, "150 Opening"), Completion::Preliminary);
+        assert_eq!(backend(&mut o, "110 MARK 0 = 9"), Completion::Preliminary);
+        assert_eq!(
+            o.on_reply(&r("150 0.001 seconds (measured here)")),
+            Completion::Transfer {
+                gen: Some(4),
+                after_preliminary: true
+            }
+        );
+        assert_eq!(backend(&mut o, "150 more"), Completion::Preliminary);
+        assert_eq!(backend(&mut o, "150 and more"), Completion::Preliminary);
+        assert_eq!(
+            backend(&mut o, "200 done"),
+            Completion::Command(Verb::Other)
+        );
+        assert!(o.is_quiet());
     }
 
     #[test]

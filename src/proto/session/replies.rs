@@ -37,7 +37,18 @@ impl Control {
             _ => {}
         }
         self.greeted = true;
-        match self.order.on_reply(&reply) {
+        let completion = self.order.on_reply(&reply);
+        // A second 1yz that ends a transfer (see ReplyOrder::on_reply): its
+        // code says nothing the client can act on, so it gets the 426 a
+        // failed transfer gets.
+        let reply = match completion {
+            Completion::Transfer { .. } if reply.is_preliminary() => {
+                self.drop_reply("preliminary_as_final", &reply);
+                reply_for(&Error::backend(ErrorKind::TransferCut)).0
+            }
+            _ => reply,
+        };
+        match completion {
             Completion::Preliminary => self.order.send(reply.to_bytes()),
             // A server closing says 421 unasked (RFC 959 5.4): the client
             // must hear it. Anything else nobody asked for would answer the

@@ -377,6 +377,69 @@ fn abor_at_every_point() {
     }
 }
 
+/// pure-ftpd answers a transfer whose data write failed with a final
+/// reply coded 150 (`150 0.001 seconds (measured here), ...`). A second
+/// 1yz on a transfer is its final reply: the client reads 426, and every
+/// later reply still answers its own command. A restart marker (110) stays
+/// preliminary.
+#[test]
+fn a_second_preliminary_ends_its_transfer() {
+    let stats = "150 0.001 seconds (measured here), 341.00 Mbytes per second";
+    // The client reset its data connection.
+    let mut c = ready();
+    prepare_passive(&mut c);
+    client(&mut c, "RETR f");
+    backend_says(&mut c, "150 here");
+    data(&mut c, 1, DataNews::Relaying);
+    data(&mut c, 1, DataNews::DownDone { clean: false });
+    steps(&mut c);
+    backend_says(&mut c, stats);
+    client(&mut c, "NOOP");
+    backend_says(&mut c, "200 noop");
+    assert_eq!(
+        steps(&mut c),
+        vec![
+            "reply 426 Connection closed; transfer aborted.",
+            "send NOOP",
+            "reply 200 noop"
+        ]
+    );
+    // ABOR: the transfer's 426, then ABOR's own reply.
+    let mut c = ready();
+    prepare_passive(&mut c);
+    client(&mut c, "RETR f");
+    backend_says(&mut c, "150 here");
+    steps(&mut c);
+    client(&mut c, "ABOR");
+    backend_says(&mut c, stats);
+    backend_says(&mut c, "226 Since you see this ABOR must've succeeded");
+    assert_eq!(
+        steps(&mut c),
+        vec![
+            "cancel 1",
+            "send ABOR",
+            "reply 426 Connection closed; transfer aborted.",
+            "reply 226 Since you see this ABOR must've succeeded"
+        ]
+    );
+    // Restart markers are preliminary, however many.
+    let mut c = ready();
+    prepare_passive(&mut c);
+    client(&mut c, "RETR f");
+    backend_says(&mut c, "150 here");
+    backend_says(&mut c, "110 MARK 0 = 100");
+    backend_says(&mut c, "110 MARK 100 = 200");
+    assert_eq!(
+        steps(&mut c),
+        vec![
+            "send RETR f",
+            "reply 150 here",
+            "reply 110 MARK 0 = 100",
+            "reply 110 MARK 100 = 200"
+        ]
+    );
+}
+
 #[test]
 fn backend_replies_nobody_asked_for() {
     let mut c = ready();

@@ -448,10 +448,16 @@ impl<S: Source> Sim<'_, S> {
     /// The backend ends the transfer it serves.
     fn backend_finishes_transfer(&mut self) -> Result<(), Violation> {
         if let Some(k) = self.backend.busy.take() {
-            let code = if self.src.pick(4) == 0 { 426 } else { 226 };
+            // pure-ftpd ends a transfer whose data write failed with a
+            // final reply coded 150.
+            let reply = match self.src.pick(8) {
+                0 => format!("426 done #{k}"),
+                1 => format!("150 0.001 seconds (measured here) #{k}"),
+                _ => format!("226 done #{k}"),
+            };
             self.backend
                 .outbox
-                .push_back(Bytes::from(format!("{code} done #{k}\r\n")));
+                .push_back(Bytes::from(format!("{reply}\r\n")));
             self.serve_inbox();
         }
         Ok(())
