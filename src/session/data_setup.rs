@@ -49,7 +49,15 @@ impl Session {
         let from = SocketAddr::new(self.backend_local.ip(), 0);
         match connect_from(from, addr.0, self.cfg.data_connect_timeout).await {
             Ok(s) => {
-                self.legs.entry(gen).or_default().backend = Some(BackendLeg::Connected(s));
+                let legs = self.legs.entry(gen).or_default();
+                legs.backend = Some(BackendLeg::Connected(s));
+                // The client already has its 227/229: the task starts now.
+                if let Some((lease, rx)) = legs.lease.take() {
+                    if self.spawn_task(gen, rx, Some(lease)).is_none() {
+                        let error = Error::internal(ErrorKind::Bug("data leg missing".into()));
+                        return Event::BackendDataFailed { gen, error };
+                    }
+                }
                 Event::BackendDataConnected { gen }
             }
             Err(e) => {
@@ -165,7 +173,11 @@ impl Session {
             return Event::LeaseFailed { gen, error };
         };
         let port = lease.port();
-        if self.spawn_task(gen, rx, Some(lease)).is_none() {
+        let legs = self.legs.entry(gen).or_default();
+        if legs.backend.is_none() {
+            // Its backend leg is connected next (after the client's reply).
+            legs.lease = Some((lease, rx));
+        } else if self.spawn_task(gen, rx, Some(lease)).is_none() {
             let error = Error::internal(ErrorKind::Bug("data leg missing".into()));
             return Event::LeaseFailed { gen, error };
         }
@@ -218,6 +230,7 @@ impl Session {
             }
             l.backend = None;
             l.client_tx = None;
+            l.lease = None;
         }
         if self.ctl.transfer_gen() != Some(gen) {
             self.legs.remove(&gen);

@@ -351,6 +351,9 @@ async fn next_data_event(events: &mut Option<DataEvents>) -> Option<DataEvent> {
     }
 }
 
+/// A leased passive port; the pool hands the client's connection over.
+type PassiveLease = crate::data::port_pool::Lease<tokio::sync::oneshot::Sender<TcpStream>>;
+
 /// The sockets and handles of one data setup or transfer, by generation.
 #[derive(Debug, Default)]
 struct Legs {
@@ -360,6 +363,9 @@ struct Legs {
     cancel: Option<CancellationToken>,
     /// Active mode: hands ftpgate's connection to the client to the task.
     client_tx: Option<tokio::sync::oneshot::Sender<TcpStream>>,
+    /// A passive port leased (the client has its 227/229) while the
+    /// backend leg is still being connected: the data task starts with it.
+    lease: Option<(PassiveLease, tokio::sync::oneshot::Receiver<TcpStream>)>,
     /// Bytes moved, for the transfer log.
     progress: Arc<crate::data::relay::Progress>,
     /// When the data task started.

@@ -1114,7 +1114,17 @@ fn hostile_227_naming_a_closed_port_gets_425() {
     let gw = gateway::start(&[be.addr], "data_connect_timeout = \"1s\"");
     let mut c = Client::connect(gw.addr);
     c.login("u");
-    c.cmd("PASV", 425);
+    // The client has its 227 while ftpgate connects to the backend's data
+    // port: the transfer command waits for that connect and, when it
+    // fails, gets ftpgate's own 425 (the backend never sees it).
+    c.cmd("PASV", 227);
+    let r = c.cmd("RETR f", 425);
+    assert_eq!(
+        r.text, "425 Can't open data connection.",
+        "ftpgate's own 425"
+    );
+    c.cmd("NOOP", 200);
+    c.cmd("PASV", 227);
     c.cmd("NOOP", 200);
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::super::reply::{Reply, ReplyCode};
 use super::super::rewrite::{
     backend_active_command, backend_data_addr, backend_data_allowed, client_passive_reply,
-    PassiveCommand, PassiveReplyError,
+    ClientPassive, PassiveCommand, PassiveReplyError,
 };
 use super::{
     BackendData, ClientLeg, Control, DataNews, DataWait, Event, Note, Own, Phase, Prepared, Step,
@@ -82,8 +82,25 @@ impl Control {
                     }
                     Ok(addr) => {
                         self.passive_cmd = cmd;
-                        self.set_wait(gen, leg, DataWait::ExpectBackendConnect, now);
-                        self.steps.push_back(Step::ConnectBackendData { gen, addr });
+                        match leg {
+                            // The client's reply first, the connect behind
+                            // it: the client reads its 227/229 while
+                            // ftpgate connects (see on_data_setup_event).
+                            ClientLeg::Passive(kind) => {
+                                let wait = DataWait::ExpectLease {
+                                    connect: Some(addr),
+                                };
+                                self.set_wait(gen, leg, wait, now);
+                                self.steps.push_back(Step::LeasePassive {
+                                    gen,
+                                    pasv: kind == ClientPassive::Pasv,
+                                });
+                            }
+                            ClientLeg::Active { .. } => {
+                                self.set_wait(gen, leg, DataWait::ExpectBackendConnect, now);
+                                self.steps.push_back(Step::ConnectBackendData { gen, addr });
+                            }
+                        }
                     }
                     Err(PassiveReplyError::Unsupported) if !retried && backend.0.is_ipv4() => {
                         // The other passive command may work (a server
@@ -146,10 +163,10 @@ impl Control {
     fn backend_leg_ready(&mut self, gen: u64, leg: ClientLeg, now: Duration) {
         match leg {
             ClientLeg::Passive(kind) => {
-                self.set_wait(gen, leg, DataWait::ExpectLease, now);
+                self.set_wait(gen, leg, DataWait::ExpectLease { connect: None }, now);
                 self.steps.push_back(Step::LeasePassive {
                     gen,
-                    pasv: kind == super::super::rewrite::ClientPassive::Pasv,
+                    pasv: kind == ClientPassive::Pasv,
                 });
             }
             ClientLeg::Active { target, eprt } => {
@@ -191,13 +208,31 @@ impl Control {
             self.steps.push_back(Step::Cancel { gen });
             return;
         }
-        let leg = match &self.own {
-            Some(Own::ExpectData { leg, .. }) => Some(*leg),
-            _ => None,
+        let (leg, connect) = match &self.own {
+            Some(Own::ExpectData { leg, wait, .. }) => (
+                Some(*leg),
+                match wait {
+                    DataWait::ExpectLease { connect } => *connect,
+                    _ => None,
+                },
+            ),
+            _ => (None, None),
         };
+        // The client has its 227/229 already: the backend leg completes
+        // (or fails) the prepared connection.
+        let answered = self.prepared.as_ref().is_some_and(|p| p.gen == gen);
         match (ev, leg) {
+            (Event::BackendDataConnected { .. }, Some(_)) if answered => self.own = None,
             (Event::BackendDataConnected { .. }, Some(leg)) => {
                 self.backend_leg_ready(gen, leg, now)
+            }
+            (Event::BackendDataFailed { .. }, _) if answered => {
+                // Unusable: the transfer command that follows gets 425
+                // (the driver has logged why).
+                self.own = None;
+                self.prepared = None;
+                self.prepared_expired = true;
+                self.steps.push_back(Step::Cancel { gen });
             }
             (Event::BackendDataListening { addr, .. }, Some(leg)) => {
                 // PORT/EPRT toward the backend names ftpgate's own listener,
@@ -216,6 +251,12 @@ impl Control {
                             relaying: false,
                         });
                         self.local(reply);
+                        if let (Some(addr), Some(leg)) = (connect, leg) {
+                            // The reply is written before the connect runs.
+                            self.flush();
+                            self.set_wait(gen, leg, DataWait::ExpectBackendConnect, now);
+                            self.steps.push_back(Step::ConnectBackendData { gen, addr });
+                        }
                     }
                     None => self.fail_data(gen, Error::client(ErrorKind::NoIpv4ForPasv)),
                 }

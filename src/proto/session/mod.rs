@@ -520,8 +520,10 @@ enum DataWait {
     ExpectBackendListen,
     /// The reply to ftpgate's PORT/EPRT.
     ExpectPortReply,
-    /// The passive lease and the data task.
-    ExpectLease,
+    /// The passive lease and the data task; `connect`: the backend's data
+    /// port, connected once the client has its 227/229 (the client's next
+    /// command waits for that connect, so it cannot race it).
+    ExpectLease { connect: Option<BackendAddr> },
 }
 
 /// An exchange ftpgate runs itself; client commands wait meanwhile.

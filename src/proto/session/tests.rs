@@ -115,8 +115,8 @@ fn prepare_passive(c: &mut Control) {
     client(c, "PASV");
     assert_eq!(steps(c), vec!["send PASV"]);
     backend_says(c, "227 Entering Passive Mode (10,0,0,5,4,1).");
-    assert_eq!(steps(c), vec!["connect data 1 10.0.0.5:1025"]);
-    c.on_event(Event::BackendDataConnected { gen: 1 }, T0);
+    // The port is leased and the client answered before ftpgate connects
+    // to the backend's data port; commands wait for that connect.
     assert_eq!(steps(c), vec!["lease 1 pasv=true"]);
     let public = PublicAddr::new("198.51.100.1".parse().unwrap());
     c.on_event(
@@ -129,8 +129,13 @@ fn prepare_passive(c: &mut Control) {
     );
     assert_eq!(
         steps(c),
-        vec!["reply 227 Entering Passive Mode (198,51,100,1,195,80)."]
+        vec![
+            "reply 227 Entering Passive Mode (198,51,100,1,195,80).",
+            "connect data 1 10.0.0.5:1025"
+        ]
     );
+    c.on_event(Event::BackendDataConnected { gen: 1 }, T0);
+    assert!(steps(c).is_empty());
 }
 
 fn data(c: &mut Control, gen: u64, news: DataNews) {
@@ -375,6 +380,37 @@ fn abor_at_every_point() {
         client(&mut c, "ABOR");
         assert_eq!(steps(&mut c), *want, "ABOR {what}");
     }
+}
+
+/// The backend's data port cannot be reached after the client has its
+/// 227: nothing unasked is said; the transfer command that follows gets
+/// 425 (never reaching the backend), and the session goes on.
+#[test]
+fn a_backend_data_connect_failing_after_the_227_is_425_for_the_transfer() {
+    let mut c = ready();
+    client(&mut c, "PASV");
+    backend_says(&mut c, "227 Entering Passive Mode (10,0,0,5,4,1).");
+    let public = PublicAddr::new("198.51.100.1".parse().unwrap());
+    c.on_event(
+        Event::Leased {
+            gen: 1,
+            public,
+            port: 50000,
+        },
+        T0,
+    );
+    client(&mut c, "RETR f");
+    steps(&mut c);
+    assert!(!c.wants_client(), "RETR waits for the backend leg");
+    let error = Error::backend(ErrorKind::DataConnectFailed("refused".into()));
+    c.on_event(Event::BackendDataFailed { gen: 1, error }, T0);
+    assert_eq!(
+        steps(&mut c),
+        vec!["cancel 1", "reply 425 Can't open data connection."]
+    );
+    client(&mut c, "NOOP");
+    backend_says(&mut c, "200 ok");
+    assert_eq!(steps(&mut c), vec!["send NOOP", "reply 200 ok"]);
 }
 
 /// pure-ftpd answers a transfer whose data write failed with a final

@@ -49,8 +49,6 @@ fn pipelined_pasv_retr_and_quit() {
     backend_says(&mut c, "200 ok");
     assert_eq!(steps(&mut c), vec!["send PASV", "reply 200 ok"]);
     backend_says(&mut c, "227 Entering Passive Mode (10,0,0,5,4,1).");
-    assert_eq!(steps(&mut c), vec!["connect data 1 10.0.0.5:1025"]);
-    c.on_event(Event::BackendDataConnected { gen: 1 }, T0);
     assert_eq!(steps(&mut c), vec!["lease 1 pasv=true"]);
     let public = PublicAddr::new("198.51.100.1".parse().unwrap());
     c.on_event(
@@ -64,10 +62,16 @@ fn pipelined_pasv_retr_and_quit() {
     assert_eq!(
         steps(&mut c),
         vec![
-            "send RETR f",
-            "send QUIT",
-            "reply 227 Entering Passive Mode (198,51,100,1,195,80)."
+            "reply 227 Entering Passive Mode (198,51,100,1,195,80).",
+            "connect data 1 10.0.0.5:1025"
         ],
+        "the client's 227 before ftpgate's own connect"
+    );
+    assert!(!c.wants_client(), "RETR waits for the backend leg");
+    c.on_event(Event::BackendDataConnected { gen: 1 }, T0);
+    assert_eq!(
+        steps(&mut c),
+        vec!["send RETR f", "send QUIT"],
         "RETR once the data connection is prepared; then QUIT, and nothing after it"
     );
     assert!(!c.wants_client(), "QUIT's answer is awaited");
@@ -121,7 +125,15 @@ fn a_trusted_227_reaches_only_allowed_addresses() {
         ..policy()
     };
     let table: &[(&[&str], &str, &[&str])] = &[
-        (&[], "10,0,0,5", &["connect data 1 10.0.0.5:1025"]),
+        (
+            &[],
+            "10,0,0,5",
+            &[
+                "lease 1 pasv=true",
+                "reply 227 Entering Passive Mode (198,51,100,1,195,80).",
+                "connect data 1 10.0.0.5:1025",
+            ],
+        ),
         (
             &[],
             "169,254,169,254",
@@ -133,7 +145,11 @@ fn a_trusted_227_reaches_only_allowed_addresses() {
         (
             &["10.0.9.0/24"],
             "10,0,9,7",
-            &["connect data 1 10.0.9.7:1025"],
+            &[
+                "lease 1 pasv=true",
+                "reply 227 Entering Passive Mode (198,51,100,1,195,80).",
+                "connect data 1 10.0.9.7:1025",
+            ],
         ),
         (
             &["10.0.9.0/24"],
@@ -149,10 +165,24 @@ fn a_trusted_227_reaches_only_allowed_addresses() {
         client(&mut c, "PASV");
         assert_eq!(steps(&mut c), vec!["send PASV"]);
         backend_says(&mut c, &format!("227 Entering Passive Mode ({named},4,1)."));
-        let all: Vec<Step> = std::iter::from_fn(|| c.next_step()).collect();
+        let mut all: Vec<Step> = std::iter::from_fn(|| c.next_step()).collect();
         let refused = all
             .iter()
             .any(|s| matches!(s, Step::Note(Note::BackendDataRefused { .. })));
+        if !refused {
+            // The client's port, then the connect to the address named.
+            let public = PublicAddr::new("198.51.100.1".parse().unwrap());
+            let port = 50000;
+            c.on_event(
+                Event::Leased {
+                    gen: 1,
+                    public,
+                    port,
+                },
+                T0,
+            );
+            all.extend(std::iter::from_fn(|| c.next_step()));
+        }
         let shown: Vec<String> = all
             .iter()
             .filter(|s| !matches!(s, Step::Note(_)))
