@@ -57,6 +57,17 @@ impl Session {
             if self.legs.is_empty() && self.legs.capacity() > 0 {
                 self.legs = Default::default();
             }
+            // No data task is left to report (none holds a sender) and
+            // every report has been read: the channel's memory goes back
+            // (the next transfer makes a new one). The legs map is no
+            // guide: a task outlives its legs entry and still reports.
+            if self
+                .events
+                .as_ref()
+                .is_some_and(|(tx, rx)| tx.strong_count() == 1 && rx.is_empty())
+            {
+                self.events = None;
+            }
             let deadline = self.ctl.deadline().map(|d| self.started + d);
             let far = Instant::now() + Duration::from_secs(86_400 * 365);
             let (wants_client, wants_backend) = (self.ctl.wants_client(), self.ctl.wants_backend());
