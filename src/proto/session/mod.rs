@@ -874,8 +874,15 @@ impl Control {
             return self.close(end);
         }
         match self.transfer.as_ref().filter(|t| !t.settled()) {
-            // Its data connection never came up: it never will now.
-            Some(t) if t.phase == Phase::Waiting => {
+            // An active backend will not connect now. A passive backend's
+            // data connection is up already, and its bytes may be waiting
+            // for the data task to report that the client's leg is up (a
+            // server can write a small file into socket buffers and close
+            // before then): wait for the task, whose every wait is bounded
+            // (pending_data_timeout, handshakes, data_stall_timeout).
+            Some(t)
+                if t.phase == Phase::Waiting && self.policy.backend_data == BackendData::Active =>
+            {
                 self.cut_transfer("backend_closed");
                 self.close(end);
             }

@@ -97,3 +97,24 @@ fn a_second_preliminary_ends_its_transfer() {
         ]
     );
 }
+
+/// A passive backend writes a small file into the socket buffers and
+/// closes its control connection before the data task has reported that
+/// the client's leg is up: no cut, since the bytes are on their way; the
+/// session waits for the data, then ends with 421 (no final reply came).
+#[test]
+fn backend_gone_before_the_relay_is_reported_waits_for_the_data() {
+    let mut c = ready();
+    prepare_passive(&mut c);
+    client(&mut c, "RETR f");
+    backend_says(&mut c, "150 here");
+    steps(&mut c);
+    c.on_backend_closed(T0);
+    assert!(steps(&mut c).is_empty(), "not cut: the data may be whole");
+    data(&mut c, 1, DataNews::Relaying);
+    data(&mut c, 1, DataNews::DownDone { clean: true });
+    let s = steps(&mut c);
+    assert_eq!(s[0], "cancel 1", "{s:?}");
+    assert!(s[1].starts_with("close backend closed"), "{s:?}");
+    assert!(s[1].contains("421"), "{s:?}");
+}
