@@ -167,6 +167,17 @@ impl Session {
     async fn execute(&mut self, step: Step) -> Option<Event> {
         match step {
             Step::Reply(bytes) => {
+                let bytes = match self.ctl.next_reply() {
+                    None => bytes,
+                    Some(more) => {
+                        let mut all = bytes::BytesMut::from(&bytes[..]);
+                        all.extend_from_slice(&more);
+                        while let Some(more) = self.ctl.next_reply() {
+                            all.extend_from_slice(&more);
+                        }
+                        all.freeze()
+                    }
+                };
                 let w = &mut self.client_wr;
                 if let Err(e) = async { w.write_all(&bytes).await.and(w.flush().await) }.await {
                     self.ctl.on_client_closed(Some(e.to_string()));

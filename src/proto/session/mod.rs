@@ -755,6 +755,19 @@ impl Control {
         self.steps.pop_front()
     }
 
+    /// The next step, only if it is a reply to the client: replies due
+    /// one after another go out in one write (a transfer's 150 and 226
+    /// often arrive together).
+    pub fn next_reply(&mut self) -> Option<Bytes> {
+        match self.steps.front() {
+            Some(Step::Reply(_)) => match self.steps.pop_front() {
+                Some(Step::Reply(b)) => Some(b),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The client's data connections are protected (PROT P inside TLS).
     pub fn protects_data(&self) -> bool {
         self.client_tls && self.prot_private

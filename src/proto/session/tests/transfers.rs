@@ -98,6 +98,38 @@ fn a_second_preliminary_ends_its_transfer() {
     );
 }
 
+/// Replies due one after another are taken together (the driver writes
+/// them at once); anything else between them ends the run.
+#[test]
+fn consecutive_replies_are_taken_together() {
+    let mut c = ready();
+    prepare_passive(&mut c);
+    client(&mut c, "RETR f");
+    assert_eq!(steps(&mut c), vec!["send RETR f"]);
+    data(&mut c, 1, DataNews::Relaying);
+    data(&mut c, 1, DataNews::DownDone { clean: true });
+    c.backend_buffer()
+        .extend_from_slice(b"150 here\r\n226 done\r\n");
+    c.on_backend_data(T0);
+    let mut replies = Vec::new();
+    while let Some(step) = c.next_step() {
+        if let Step::Reply(first) = step {
+            let mut run = vec![first];
+            run.extend(std::iter::from_fn(|| c.next_reply()));
+            replies.push(run);
+        }
+    }
+    assert_eq!(
+        replies,
+        vec![vec![
+            Bytes::from_static(b"150 here\r\n"),
+            Bytes::from_static(b"226 done\r\n")
+        ]]
+    );
+    client(&mut c, "NOOP");
+    assert_eq!(c.next_reply(), None, "a Send is not a reply");
+}
+
 /// A passive backend writes a small file into the socket buffers and
 /// closes its control connection before the data task has reported that
 /// the client's leg is up: no cut, since the bytes are on their way; the
