@@ -50,6 +50,13 @@ pub(super) async fn accept_control(
     };
     let listener = ListenAddr::new(bound);
     let what = listener.label();
+    // Accepted connections inherit the control options from the listener;
+    // a session whose configuration (after a reload) wants other ones sets
+    // its own.
+    let keepalive = shared.live().config.tcp_keepalive;
+    let tuned =
+        crate::session::net::tune_listener(&l, keepalive, kind != ListenerKind::ImplicitTls)
+            .then_some(keepalive);
     crate::accept::accept_loop(l, &what, stop, |stream, peer| {
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let arrived = Arrived {
@@ -59,6 +66,7 @@ pub(super) async fn accept_control(
             id,
             listener,
             kind,
+            tuned,
             sessions: sessions.clone(),
             cancel: shutdown.child_token(),
         };
@@ -79,6 +87,8 @@ struct Arrived {
     id: u64,
     listener: ListenAddr,
     kind: ListenerKind,
+    /// The keepalive the listener's options carry (see `tune_listener`).
+    tuned: Option<std::time::Duration>,
     sessions: TaskTracker,
     cancel: CancellationToken,
 }
@@ -141,6 +151,7 @@ impl Arrived {
                         id: self.id,
                         listener: self.listener,
                         implicit_tls: self.kind == ListenerKind::ImplicitTls,
+                        tuned: self.tuned,
                         admitted,
                         real_client: client,
                         seen_local,

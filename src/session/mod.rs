@@ -64,6 +64,9 @@ pub struct Arrival {
     pub listener: ListenAddr,
     /// It came in on an implicit-TLS listener.
     pub implicit_tls: bool,
+    /// The listener gave it the control options with this keepalive
+    /// ([`net::tune_listener`]); `None`: the session sets them.
+    pub tuned: Option<std::time::Duration>,
     /// Its slots in the connection limits.
     pub admitted: Admitted,
     /// The client named by a PROXY protocol header (else the TCP peer).
@@ -182,6 +185,7 @@ async fn start_session(
         id,
         listener,
         implicit_tls,
+        tuned,
         admitted,
         real_client,
         seen_local,
@@ -194,7 +198,9 @@ async fn start_session(
     let client_addr = ClientAddr::new(real_client.unwrap_or(peer));
     let seen_local = seen_local.unwrap_or(local);
     let cfg = Arc::clone(&live.config);
-    tune_control(&client, cfg.tcp_keepalive, !implicit_tls);
+    if tuned != Some(cfg.tcp_keepalive) {
+        tune_control(&client, cfg.tcp_keepalive, !implicit_tls);
+    }
     // This session's own TLS server configuration, once it speaks TLS.
     let mut session_tls = None;
     // The certificate an implicit-TLS client showed.
