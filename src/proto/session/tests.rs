@@ -119,15 +119,7 @@ fn prepare_passive(c: &mut Control) {
     // The port is leased and the client answered before ftpgate connects
     // to the backend's data port; commands wait for that connect.
     assert_eq!(steps(c), vec!["lease 1 pasv=true"]);
-    let public = PublicAddr::new("198.51.100.1".parse().unwrap());
-    c.on_event(
-        Event::Leased {
-            gen: 1,
-            public,
-            port: 50000,
-        },
-        T0,
-    );
+    leased(c);
     assert_eq!(
         steps(c),
         vec![
@@ -137,6 +129,20 @@ fn prepare_passive(c: &mut Control) {
     );
     c.on_event(Event::BackendDataConnected { gen: 1 }, T0);
     assert!(steps(c).is_empty());
+}
+
+/// The driver leased passive port 50000 for generation 1, shown as
+/// 198.51.100.1.
+fn leased(c: &mut Control) {
+    let public = PublicAddr::new("198.51.100.1".parse().unwrap());
+    c.on_event(
+        Event::Leased {
+            gen: 1,
+            public,
+            port: 50000,
+        },
+        T0,
+    );
 }
 
 fn data(c: &mut Control, gen: u64, news: DataNews) {

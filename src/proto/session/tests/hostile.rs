@@ -50,15 +50,7 @@ fn pipelined_pasv_retr_and_quit() {
     assert_eq!(steps(&mut c), vec!["send PASV", "reply 200 ok"]);
     backend_says(&mut c, "227 Entering Passive Mode (10,0,0,5,4,1).");
     assert_eq!(steps(&mut c), vec!["lease 1 pasv=true"]);
-    let public = PublicAddr::new("198.51.100.1".parse().unwrap());
-    c.on_event(
-        Event::Leased {
-            gen: 1,
-            public,
-            port: 50000,
-        },
-        T0,
-    );
+    leased(&mut c);
     assert_eq!(
         steps(&mut c),
         vec![
@@ -171,16 +163,7 @@ fn a_trusted_227_reaches_only_allowed_addresses() {
             .any(|s| matches!(s, Step::Note(Note::BackendDataRefused { .. })));
         if !refused {
             // The client's port, then the connect to the address named.
-            let public = PublicAddr::new("198.51.100.1".parse().unwrap());
-            let port = 50000;
-            c.on_event(
-                Event::Leased {
-                    gen: 1,
-                    public,
-                    port,
-                },
-                T0,
-            );
+            leased(&mut c);
             all.extend(std::iter::from_fn(|| c.next_step()));
         }
         let shown: Vec<String> = all

@@ -12,15 +12,7 @@ fn a_backend_data_connect_failing_after_the_227_is_425_for_the_transfer() {
     let mut c = ready();
     client(&mut c, "PASV");
     backend_says(&mut c, "227 Entering Passive Mode (10,0,0,5,4,1).");
-    let public = PublicAddr::new("198.51.100.1".parse().unwrap());
-    c.on_event(
-        Event::Leased {
-            gen: 1,
-            public,
-            port: 50000,
-        },
-        T0,
-    );
+    leased(&mut c);
     client(&mut c, "RETR f");
     steps(&mut c);
     assert!(!c.wants_client(), "RETR waits for the backend leg");
