@@ -25,18 +25,21 @@ pub fn tune_listener(l: &tokio::net::TcpListener, keepalive: Duration, oob_inlin
     tune(SockRef::from(l), keepalive, oob_inline).is_ok()
 }
 
+/// Sets every option even when one fails; the first error is returned.
 fn tune(sock: SockRef<'_>, keepalive: Duration, oob_inline: bool) -> io::Result<()> {
-    sock.set_nodelay(true)?;
+    let nodelay = sock.set_nodelay(true);
     let ka = TcpKeepalive::new()
         .with_time(keepalive)
         .with_interval((keepalive / 4).max(Duration::from_secs(1)));
-    sock.set_tcp_keepalive(&ka)?;
+    let keepalive = sock.set_tcp_keepalive(&ka);
     // The ABOR synch arrives as urgent data; keep it in the stream so no byte
     // of the command line is pulled out of band (RFC 959 4.1.3).
-    if oob_inline {
-        sock.set_out_of_band_inline(true)?;
-    }
-    Ok(())
+    let oob = if oob_inline {
+        sock.set_out_of_band_inline(true)
+    } else {
+        Ok(())
+    };
+    nodelay.and(keepalive).and(oob)
 }
 
 /// Connects to `to` from `from_ip` (port `from_port`, 0 for any), within `timeout`.
