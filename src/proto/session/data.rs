@@ -5,8 +5,12 @@
 //! talks to the backend itself: the backend leg first (ftpgate's own
 //! PASV/EPSV and a connect, or ftpgate's listener and its own PORT/EPRT,
 //! which names only ftpgate's address), then the client leg (a leased
-//! passive port shown in the 227/229, or the checked PORT target). The
-//! driver does the I/O of each step and reports back. No I/O here.
+//! passive port shown in the 227/229, or the checked PORT target). One
+//! overlap: with a passive backend and a passive client, the port is
+//! leased and the 227/229 sent as soon as the backend's 227/229 is
+//! checked, and ftpgate connects to the backend's data port behind that
+//! reply; the client's next command waits for the connect. The driver
+//! does the I/O of each step and reports back. No I/O here.
 
 use std::time::Duration;
 
