@@ -293,13 +293,11 @@ pub fn client_config_trusting(ca_der: &[u8]) -> Arc<rustls::ClientConfig> {
         .add(CertificateDer::from(ca_der.to_vec()))
         .expect("add test CA to root store");
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(ftpgate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
     )
 }
 
@@ -310,7 +308,7 @@ pub fn client_config_with(
     client: Option<&ClientCertFiles>,
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ftpgate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
@@ -333,7 +331,7 @@ pub fn client_config_with(
 /// are still checked). Only for the rig's readiness probes, which must work
 /// whatever certificate a test gave the server.
 pub fn accept_any_server_config() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ftpgate::tls::provider();
     Arc::new(
         rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
