@@ -11,7 +11,7 @@ pub mod port_pool;
 pub mod relay;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -120,8 +120,6 @@ async fn backend_side(
 /// What a data task reports to its session.
 #[derive(Debug)]
 pub enum DataEventKind {
-    /// The client's data connection was accepted or made.
-    ClientConnected(SocketAddr),
     /// Both legs are up (handshakes done): the relay starts.
     Relaying,
     /// The backend closed its side and every byte it sent reached the client.
@@ -188,6 +186,30 @@ async fn accept_backend(listener: TcpListener, backend_ip: IpAddr) -> io::Result
     }
 }
 
+/// The two legs of a relaying transfer. A leg whose `reset_*` is set when
+/// they are dropped is closed with a TCP reset ([`DataStream::arm_reset`])
+/// instead of FIN and close_notify: set from the first byte relayed until
+/// the transfer is known complete, so a cancel, a cut relay, a task
+/// dropped at shutdown or a panic all reset. The socket option is set only
+/// then, at the drop: a transfer that completes costs none.
+struct RelayLegs {
+    client: DataStream,
+    backend: DataStream,
+    reset_client: bool,
+    reset_backend: bool,
+}
+
+impl Drop for RelayLegs {
+    fn drop(&mut self) {
+        if self.reset_client {
+            self.client.arm_reset();
+        }
+        if self.reset_backend {
+            self.backend.arm_reset();
+        }
+    }
+}
+
 /// Spawns the task that waits for both legs and relays between them.
 pub fn spawn_data_task(t: DataTask) {
     tokio::spawn(async move {
@@ -227,9 +249,6 @@ pub fn spawn_data_task(t: DataTask) {
             Ok(c) => c,
             Err(f) => return report(DataEventKind::Failed(f)),
         };
-        if let Ok(peer) = client.peer_addr() {
-            report(DataEventKind::ClientConnected(peer));
-        }
         let backend = match backend {
             BackendLeg::Connected(s) => s,
             BackendLeg::Listening {
@@ -261,14 +280,18 @@ pub fn spawn_data_task(t: DataTask) {
             (Ok(c), Ok(b)) => (c, b),
             (Err(f), _) | (_, Err(f)) => return report(DataEventKind::Failed(f)),
         };
-        let (mut client, mut backend) = (client, backend);
         report(DataEventKind::Relaying);
         // From the first byte relayed until the transfer is known to be
-        // complete, closing either leg resets it (a cancel, a cut relay, a
-        // dropped task). Before that no byte has moved, and a refused data
-        // connection closes as before (clients then read the 425 calmly).
-        client.arm_reset();
-        backend.arm_reset();
+        // complete, dropping the legs resets them (a cancel, a cut relay,
+        // a dropped task). Before that no byte has moved, and a refused
+        // data connection closes as before (clients then read the 425
+        // calmly).
+        let mut legs = RelayLegs {
+            client,
+            backend,
+            reset_client: true,
+            reset_backend: true,
+        };
         let (down_tx, down_rx) = oneshot::channel();
         // The download reached the client whole: a later cancel (the
         // session ending while the client keeps its data socket open) must
@@ -276,8 +299,8 @@ pub fn spawn_data_task(t: DataTask) {
         let mut down_clean = false;
         let ended = {
             let relay = relay::relay(
-                &mut client,
-                &mut backend,
+                &mut legs.client,
+                &mut legs.backend,
                 limits,
                 Some(down_tx),
                 counters,
@@ -305,17 +328,13 @@ pub fn spawn_data_task(t: DataTask) {
                 }
             }
         };
-        // A transfer that did not complete ends with a reset on both legs
-        // (armed above), never with a FIN a peer could take for the end of
-        // the file; a download that reached the client whole closes cleanly.
+        // A transfer that did not complete ends with a reset on both legs,
+        // never with a FIN a peer could take for the end of the file; a
+        // download that reached the client whole closes cleanly.
         let cut = ended.as_ref().is_none_or(|out| out.error.is_some());
-        if !cut {
-            backend.disarm_reset();
-        }
-        if !cut || down_clean {
-            client.disarm_reset();
-        }
-        drop((client, backend));
+        legs.reset_backend = cut;
+        legs.reset_client = cut && !down_clean;
+        drop(legs);
         if let Some(out) = ended {
             report(DataEventKind::Finished(out));
         }

@@ -225,17 +225,11 @@ impl DataStream {
     pub fn arm_reset(&self) {
         arm_reset(self.tcp());
     }
-
-    /// Undoes [`arm_reset`]: closing sends FIN again.
-    pub fn disarm_reset(&self) {
-        let _ = socket2::SockRef::from(self.tcp()).set_linger(None);
-    }
 }
 
-/// Makes closing `tcp` send a reset instead of FIN (SO_LINGER 0). Set on
-/// both legs of a data connection until the transfer is known complete,
-/// so that every early end (a cancel, a failure, a dropped task) is a
-/// reset; shutting down the write side still sends FIN.
+/// Makes closing `tcp` send a reset instead of FIN (SO_LINGER 0): how a
+/// data connection whose transfer did not complete is closed (the data
+/// task's `RelayLegs`); shutting down the write side still sends FIN.
 pub fn arm_reset(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
 }

@@ -21,7 +21,6 @@ fn eof_as_zero(r: std::io::Result<usize>) -> std::io::Result<usize> {
 /// What a data task's report means to the core.
 fn news(ev: DataEvent) -> (u64, DataNews) {
     let n = match ev.kind {
-        DataEventKind::ClientConnected(_) => DataNews::ClientConnected,
         DataEventKind::Relaying => DataNews::Relaying,
         DataEventKind::DownDone { clean, .. } => DataNews::DownDone { clean },
         DataEventKind::Finished(out) => DataNews::Finished {

@@ -310,7 +310,6 @@ impl Control {
         };
         let mut cut = None;
         match news {
-            DataNews::ClientConnected => {}
             DataNews::Relaying => {
                 if t.phase == Phase::Waiting {
                     t.phase = Phase::Running;

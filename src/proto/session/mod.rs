@@ -239,8 +239,6 @@ pub enum Event {
 /// What a data task reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataNews {
-    /// The client's data connection is up.
-    ClientConnected,
     /// Both legs are up: the relay runs.
     Relaying,
     /// The backend-to-client direction ended.
@@ -945,7 +943,7 @@ impl Control {
                 // The idle clock restarts when a transfer ends, as a
                 // server's does after its 226: a transfer longer than
                 // idle_timeout must not be followed by an instant 421.
-                if !matches!(news, DataNews::ClientConnected | DataNews::Relaying) {
+                if news != DataNews::Relaying {
                     self.last_command = self.last_command.max(now);
                 }
                 self.on_data(gen, news)

@@ -480,17 +480,13 @@ impl<S: Source> Sim<'_, S> {
         }
         let gen = live[self.src.pick(live.len() as u32) as usize];
         let g = self.gens.get(&gen).cloned().unwrap_or_default();
-        let news = if !g.client_connected {
-            match self.src.pick(4) {
-                0 => DataNews::Failed {
+        let news = if !g.relaying {
+            // A passive task still waits for its client, who may never come.
+            if !g.client_connected && self.src.pick(4) == 0 {
+                DataNews::Failed {
                     client_timeout: true,
                     why: "sim".into(),
-                },
-                _ => DataNews::ClientConnected,
-            }
-        } else if !g.relaying {
-            if g.active && self.src.pick(2) == 0 {
-                DataNews::ClientConnected
+                }
             } else {
                 DataNews::Relaying
             }
@@ -507,8 +503,12 @@ impl<S: Source> Sim<'_, S> {
         };
         let e = self.gens.entry(gen).or_default();
         match &news {
-            DataNews::ClientConnected => e.client_connected = true,
-            DataNews::Relaying => e.relaying = true,
+            DataNews::Relaying => {
+                // Both legs are up: a passive lease ended when the client came.
+                e.relaying = true;
+                e.released = e.released || e.leased;
+                e.client_connected = true;
+            }
             DataNews::DownDone { clean } => e.down_clean = Some(*clean),
             DataNews::Finished { error, .. } => {
                 e.finished = Some(error.is_some());
@@ -518,10 +518,6 @@ impl<S: Source> Sim<'_, S> {
                 e.failed = true;
                 e.released = true;
             }
-        }
-        if matches!(news, DataNews::ClientConnected) {
-            // The lease ends when the client connects.
-            e.released = e.released || e.leased;
         }
         self.log(format!("data {gen}: {news:?}"));
         self.ctl.on_event(Event::Data { gen, news }, self.now);
