@@ -51,9 +51,18 @@ pub fn parse_port_arg(arg: &[u8]) -> Result<SocketAddrV4, HostPortError> {
 
 /// Formats a PORT argument.
 pub fn format_port_arg(addr: SocketAddrV4) -> String {
+    let mut s = String::with_capacity(24);
+    push_port_arg(&mut s, addr);
+    s
+}
+
+/// Appends a PORT argument (`h1,h2,h3,h4,p1,p2`) to `s`.
+fn push_port_arg(s: &mut String, addr: SocketAddrV4) {
+    use std::fmt::Write as _;
     let [a, b, c, d] = addr.ip().octets();
     let p = addr.port();
-    format!("{a},{b},{c},{d},{},{}", p >> 8, p & 0xff)
+    // Writing to a String cannot fail.
+    let _ = write!(s, "{a},{b},{c},{d},{},{}", p >> 8, p & 0xff);
 }
 
 /// Parses an EPRT argument: `<d>proto<d>addr<d>port<d>` (RFC 2428 section 2).
@@ -117,7 +126,13 @@ pub fn parse_227_text(text: &[u8]) -> Option<SocketAddrV4> {
 
 /// Formats a 227 reply line (without CRLF) for an IPv4 address and port.
 pub fn format_227(addr: SocketAddrV4) -> String {
-    format!("227 Entering Passive Mode ({}).", format_port_arg(addr))
+    // One allocation, sized for the longest reply (a String grown by
+    // format! reallocates a few times on the way).
+    let mut s = String::with_capacity(56);
+    s.push_str("227 Entering Passive Mode (");
+    push_port_arg(&mut s, addr);
+    s.push_str(").");
+    s
 }
 
 fn epsv_body(input: &[u8]) -> IResult<&[u8], u16> {

@@ -2,7 +2,7 @@
 //! happened, carry out the steps it returns, sleep until its deadline.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{net, Session};
@@ -41,6 +41,16 @@ fn news(ev: DataEvent) -> (u64, DataNews) {
 impl Session {
     /// Runs the session until the core closes it.
     pub(super) async fn run(&mut self) {
+        // Waiting on a token or a timer registers a waiter, under a lock,
+        // and dropping the wait takes it out again: the three waits are
+        // made once per session, not on every turn of the loop (about
+        // twenty per session), and the timer moves only when the core's
+        // deadline does.
+        let shutdown = self.cancel.clone().cancelled_owned();
+        let draining = self.shared.draining.clone().cancelled_owned();
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(shutdown, draining, timer);
+        let mut timer_at = None;
         loop {
             while let Some(step) = self.ctl.next_step() {
                 if let Step::Close { end, farewell } = step {
@@ -68,15 +78,18 @@ impl Session {
                 self.events = None;
             }
             let deadline = self.ctl.deadline().map(|d| self.started + d);
-            let far = Instant::now() + Duration::from_secs(86_400 * 365);
+            if let Some(at) = deadline.filter(|&at| timer_at != Some(at)) {
+                timer.as_mut().reset(at);
+                timer_at = Some(at);
+            }
             let (wants_client, wants_backend) = (self.ctl.wants_client(), self.ctl.wants_backend());
             let (client_buf, backend_buf) = self.ctl.buffers();
             tokio::select! {
-                _ = self.cancel.cancelled() => {
+                () = &mut shutdown => {
                     let now = self.now();
                     self.ctl.on_event(Event::Shutdown, now);
                 }
-                _ = self.shared.draining.cancelled(), if !self.drain_seen => {
+                () = &mut draining, if !self.drain_seen => {
                     self.drain_seen = true;
                     let now = self.now();
                     self.ctl.on_event(Event::Draining, now);
@@ -119,7 +132,7 @@ impl Session {
                         Err(e) => self.ctl.on_client_closed(Some(e.to_string())),
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                () = &mut timer, if deadline.is_some() => {
                     let now = self.now();
                     self.ctl.on_time(now);
                 }
