@@ -49,7 +49,8 @@ pub(super) async fn accept_control(
         return;
     };
     let listener = ListenAddr::new(bound);
-    let what = listener.label();
+    // The metrics label, made once per listener, not per session.
+    let what: Arc<str> = listener.label().into();
     // Accepted connections inherit the control options from the listener;
     // a session whose configuration (after a reload) wants other ones sets
     // its own.
@@ -65,6 +66,7 @@ pub(super) async fn accept_control(
             peer,
             id,
             listener,
+            label: Arc::clone(&what),
             kind,
             tuned,
             sessions: sessions.clone(),
@@ -86,6 +88,8 @@ struct Arrived {
     peer: SocketAddr,
     id: u64,
     listener: ListenAddr,
+    /// The listener's metrics label.
+    label: Arc<str>,
     kind: ListenerKind,
     /// The keepalive the listener's options carry (see `tune_listener`).
     tuned: Option<std::time::Duration>,
@@ -102,7 +106,7 @@ impl Arrived {
             s.shared
                 .metrics
                 .sessions_total
-                .with_label_values(&[&s.listener.label(), "-", "proxy_refused"])
+                .with_label_values(&[&s.label, "-", "proxy_refused"])
                 .inc();
             warn!(session = s.id, peer = %s.peer, reason = why, "connection closed on the PROXY protocol listener");
         };
@@ -139,8 +143,7 @@ impl Arrived {
             }
         });
         let real = client.unwrap_or(self.peer);
-        let label = self.listener.label();
-        match crate::accept::admit(&self.shared, &live, real, &label, self.id) {
+        match crate::accept::admit(&self.shared, &live, real, &self.label, self.id) {
             Ok(admitted) => {
                 self.sessions.spawn(run_session(
                     Arc::clone(&self.shared),
@@ -150,6 +153,7 @@ impl Arrived {
                         peer: self.peer,
                         id: self.id,
                         listener: self.listener,
+                        label: self.label,
                         implicit_tls: self.kind == ListenerKind::ImplicitTls,
                         tuned: self.tuned,
                         admitted,

@@ -216,12 +216,12 @@ impl Session {
         let _ = self.client_wr.shutdown().await;
         let _ = self.backend_wr.shutdown().await;
         let m = &self.shared.metrics;
-        let l = self.listener.label();
+        let l: &str = &self.listener_label;
         m.sessions_active
-            .with_label_values(&[&l, &self.backend_name])
+            .with_label_values(&[l, &self.backend_name])
             .dec();
         m.sessions_total
-            .with_label_values(&[&l, &self.backend_name, end.outcome()])
+            .with_label_values(&[l, &self.backend_name, end.outcome()])
             .inc();
         info!(
             session = self.id,

@@ -62,6 +62,8 @@ pub struct Arrival {
     pub id: u64,
     /// The listener it came in on.
     pub listener: ListenAddr,
+    /// That listener's metrics label (its address), made once per listener.
+    pub label: Arc<str>,
     /// It came in on an implicit-TLS listener.
     pub implicit_tls: bool,
     /// The listener gave it the control options with this keepalive
@@ -101,7 +103,7 @@ pub(crate) async fn refuse<W: tokio::io::AsyncWrite + Unpin>(mut w: W, e: &Error
 /// Counts a session that ended before it began (`outcome`) and refuses it.
 async fn refuse_counted(
     shared: &Shared,
-    listener: &ListenAddr,
+    listener: &str,
     outcome: &str,
     w: Writer<ClientTls>,
     e: &Error,
@@ -109,7 +111,7 @@ async fn refuse_counted(
     shared
         .metrics
         .sessions_total
-        .with_label_values(&[&listener.label(), "-", outcome])
+        .with_label_values(&[listener, "-", outcome])
         .inc();
     refuse(w, e).await;
 }
@@ -184,6 +186,7 @@ async fn start_session(
         peer,
         id,
         listener,
+        label,
         implicit_tls,
         tuned,
         admitted,
@@ -231,7 +234,7 @@ async fn start_session(
                 shared
                     .metrics
                     .sessions_total
-                    .with_label_values(&[&listener.label(), "-", "tls_failed"])
+                    .with_label_values(&[&label, "-", "tls_failed"])
                     .inc();
                 return None;
             }
@@ -247,7 +250,7 @@ async fn start_session(
         if let Err(why) = cfg.gateway.check(None, dst) {
             warn!(session = id, client = %client_addr, destination = %dst, reason = %why, "gateway destination refused");
             let e = Error::client(ErrorKind::DestinationRefused);
-            refuse_counted(&shared, &listener, "gateway_refused", client_wr, &e).await;
+            refuse_counted(&shared, &label, "gateway_refused", client_wr, &e).await;
             return None;
         }
         info!(session = id, client = %client_addr, destination = %dst, "gateway: transparent session");
@@ -263,7 +266,7 @@ async fn start_session(
         if rotation.is_empty() {
             error!(session = id, client = %client_addr, "every backend is down; refusing client");
             let e = Error::backend(ErrorKind::NoBackendUp);
-            refuse_counted(&shared, &listener, "no_backend", client_wr, &e).await;
+            refuse_counted(&shared, &label, "no_backend", client_wr, &e).await;
             return None;
         }
         Some((rotation, Toward::pool(&cfg)))
@@ -275,7 +278,7 @@ async fn start_session(
             match connect_backend(&shared, &cfg, id, choices, client, seen_local, toward).await {
                 Ok(c) => Some(c),
                 Err((outcome, e)) => {
-                    refuse_counted(&shared, &listener, outcome, client_wr, &e).await;
+                    refuse_counted(&shared, &label, outcome, client_wr, &e).await;
                     return None;
                 }
             }
@@ -294,7 +297,7 @@ async fn start_session(
     shared
         .metrics
         .sessions_active
-        .with_label_values(&[&listener.label(), UNROUTED])
+        .with_label_values(&[&label, UNROUTED])
         .inc();
     let counters = ByteCounters {
         up: shared.metrics.bytes_total.with_label_values(&["upload"]),
@@ -309,6 +312,7 @@ async fn start_session(
         client_cert_der,
         backend_tls: None,
         listener,
+        listener_label: label,
         backend_name: UNROUTED.to_owned(),
         gateway,
         _admitted: admitted,
@@ -396,6 +400,8 @@ struct Session {
     /// TLS toward the backend's data connections, when the backend speaks TLS.
     backend_tls: Option<BackendDataTls>,
     listener: ListenAddr,
+    /// The listener's metrics label.
+    listener_label: Arc<str>,
     /// The backend as configured (metrics label); [`UNROUTED`] until
     /// per-user routing has picked one.
     backend_name: String,
@@ -458,11 +464,11 @@ impl Session {
     /// Moves this session's count in `sessions_active` to backend `name`.
     fn relabel(&mut self, name: String) {
         let m = &self.shared.metrics;
-        let l = self.listener.label();
+        let l: &str = &self.listener_label;
         m.sessions_active
-            .with_label_values(&[&l, &self.backend_name])
+            .with_label_values(&[l, &self.backend_name])
             .dec();
-        m.sessions_active.with_label_values(&[&l, &name]).inc();
+        m.sessions_active.with_label_values(&[l, &name]).inc();
         self.backend_name = name;
     }
 
