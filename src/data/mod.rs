@@ -265,20 +265,27 @@ pub fn spawn_data_task(t: DataTask) {
                 }
             }
         };
-        // Both handshakes at once: a server starts its side only after the
-        // transfer command, a client whenever it likes.
-        let wrapped = tokio::select! {
-            _ = cancel.cancelled() => return,
-            w = async {
+        let (client, backend) = if client_tls.is_none() && backend_tls.is_none() {
+            (DataStream::Tcp(client), DataStream::Tcp(backend))
+        } else {
+            // Both handshakes at once: a server starts its side only after
+            // the transfer command, a client whenever it likes. Boxed: the
+            // handshakes' state is a few KiB that a plain transfer's task
+            // would otherwise carry (and copy when spawned) too.
+            let handshaking = Box::pin(async {
                 tokio::join!(
                     client_side(client, client_tls.as_ref(), &handshakes),
                     backend_side(backend, backend_tls.as_ref(), &handshakes),
                 )
-            } => w,
-        };
-        let (client, backend) = match wrapped {
-            (Ok(c), Ok(b)) => (c, b),
-            (Err(f), _) | (_, Err(f)) => return report(DataEventKind::Failed(f)),
+            });
+            let wrapped = tokio::select! {
+                _ = cancel.cancelled() => return,
+                w = handshaking => w,
+            };
+            match wrapped {
+                (Ok(c), Ok(b)) => (c, b),
+                (Err(f), _) | (_, Err(f)) => return report(DataEventKind::Failed(f)),
+            }
         };
         report(DataEventKind::Relaying);
         // From the first byte relayed until the transfer is known to be
