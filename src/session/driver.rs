@@ -41,15 +41,12 @@ fn news(ev: DataEvent) -> (u64, DataNews) {
 impl Session {
     /// Runs the session until the core closes it.
     pub(super) async fn run(&mut self) {
-        // Waiting on a token or a timer registers a waiter, under a lock,
-        // and dropping the wait takes it out again: the three waits are
-        // made once per session, not on every turn of the loop (about
-        // twenty per session), and the timer moves only when the core's
-        // deadline does.
-        let shutdown = self.cancel.clone().cancelled_owned();
-        let draining = self.shared.draining.clone().cancelled_owned();
+        // A timer enters tokio's timer wheel (under a lock) when first
+        // polled and leaves it when dropped: made once per session, not
+        // on every turn of the loop (about twenty per session), it moves
+        // only when the core's deadline does.
         let timer = tokio::time::sleep_until(Instant::now());
-        tokio::pin!(shutdown, draining, timer);
+        tokio::pin!(timer);
         let mut timer_at = None;
         loop {
             while let Some(step) = self.ctl.next_step() {
@@ -85,11 +82,11 @@ impl Session {
             let (wants_client, wants_backend) = (self.ctl.wants_client(), self.ctl.wants_backend());
             let (client_buf, backend_buf) = self.ctl.buffers();
             tokio::select! {
-                () = &mut shutdown => {
+                _ = self.cancel.cancelled() => {
                     let now = self.now();
                     self.ctl.on_event(Event::Shutdown, now);
                 }
-                () = &mut draining, if !self.drain_seen => {
+                _ = self.shared.draining.cancelled(), if !self.drain_seen => {
                     self.drain_seen = true;
                     let now = self.now();
                     self.ctl.on_event(Event::Draining, now);
