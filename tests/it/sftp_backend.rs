@@ -718,7 +718,12 @@ print('WHO', get_bytes('who.txt'))
     let s = out.stdout_str();
     assert!(s.contains("GOT True"), "{s}");
     assert!(s.contains("ABORT 426"), "{s}");
-    assert!(s.contains("AFTER 226"), "{s}");
+    // ABOR's own reply: 226 when the adapter reads ABOR while its transfer
+    // runs, 225 ("no transfer") when the reset of the data connection
+    // ended the transfer first (its 426 is the one above). RFC 959 allows
+    // both; which one comes is a race between ftpgate's reset and its
+    // forwarded ABOR (seen under the load of a full test run).
+    assert!(s.contains("AFTER 226") || s.contains("AFTER 225"), "{s}");
     assert!(s.contains("AFTER 200"), "{s}");
     assert!(s.contains("WHO b'a'"), "{s}");
 }
