@@ -176,7 +176,22 @@ fn verb_and_arg(input: &[u8]) -> IResult<&[u8], VerbParts<'_>> {
 /// [`Verb::Other`] with the whole line as its verb text.
 pub fn parse_command(raw: &[u8]) -> Command {
     let (clean, telnet_interrupt) = strip_telnet(raw);
-    let line = Bytes::from(clean);
+    parse_clean(Bytes::from(clean), telnet_interrupt)
+}
+
+/// [`parse_command`] of a framed line held as [`Bytes`]: a line without
+/// Telnet bytes (nearly every line) is used as it is, its verb and
+/// argument slices of it, instead of being copied first.
+pub fn parse_command_bytes(raw: &Bytes) -> Command {
+    if raw.contains(&IAC) || raw.first() == Some(&DM) {
+        parse_command(raw)
+    } else {
+        parse_clean(raw.clone(), false)
+    }
+}
+
+/// Parses a line whose Telnet bytes are gone.
+fn parse_clean(line: Bytes, telnet_interrupt: bool) -> Command {
     // Leading spaces are tolerated (some clients send them after IAC bytes).
     let start = line.iter().position(|&c| c != b' ').unwrap_or(line.len());
     let body = line.slice(start..);
@@ -274,6 +289,18 @@ pub fn parse_epsv_arg(arg: Option<&[u8]>) -> EpsvArg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The no-copy path parses every line as the copying one does,
+        /// Telnet bytes or not.
+        #[test]
+        fn parse_command_bytes_is_parse_command(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            proptest::prop_assert_eq!(parse_command_bytes(&Bytes::copy_from_slice(&raw)), parse_command(&raw));
+            let mut with_verb = b"RETR ".to_vec();
+            with_verb.extend_from_slice(&raw);
+            proptest::prop_assert_eq!(parse_command_bytes(&Bytes::from(with_verb.clone())), parse_command(&with_verb));
+        }
+    }
 
     fn p(s: &[u8]) -> Command {
         parse_command(s)

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::super::command::{parse_command, parse_epsv_arg, Command, EpsvArg, Verb};
+use super::super::command::{
+    parse_command, parse_command_bytes, parse_epsv_arg, Command, EpsvArg, Verb,
+};
 use super::super::hostport::{parse_eprt_arg, parse_port_arg, HostPortError};
 use super::super::line::Frame;
 use super::super::reply::{Reply, ReplyCode};
@@ -29,7 +31,7 @@ impl Control {
                 self.note(Note::LineTooLong);
                 self.local_error(Error::client(ErrorKind::LineTooLong));
             }
-            Frame::Line(line) => self.on_command(parse_command(&line), now),
+            Frame::Line(line) => self.on_command(parse_command_bytes(&line), now),
         }
     }
 
