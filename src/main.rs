@@ -25,6 +25,7 @@ fn init_tracing(config: &Config) {
     });
     // Colours only on a terminal: log files and journald get plain text.
     let builder = tracing_subscriber::fmt()
+        .with_timer(ftpgate::logtime::UtcMicros)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
