@@ -204,7 +204,13 @@ mod tests {
 
     #[test]
     fn address_edges_format_as_std_does() {
-        for a in ["0.0.0.0:0", "255.255.255.255:65535", "10.0.0.1:21", "127.0.0.1:100", "[::1]:21"] {
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.0.1:21",
+            "127.0.0.1:100",
+            "[::1]:21",
+        ] {
             let a: SocketAddr = a.parse().unwrap();
             assert_eq!(ClientAddr(a).to_string(), a.to_string());
         }
