@@ -163,25 +163,9 @@ fi
 ulimit -n "$HARD" || die "cannot raise the open-files soft limit to $HARD"
 
 # --- cleanup: only what this script started ---------------------------------
-PIDS=()
-WORK=""
-stop_pid() {   # pid: TERM, up to 5 s, then KILL
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ -n "$WORK" && -d "$WORK" ]]; then
-        if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/bench-cleanup.sh
+source "$ROOT/scripts/lib/bench-cleanup.sh"
+bench_cleanup_traps
 
 # --- build ---------------------------------------------------------------------
 # shellcheck source=lib/ftpgate-bin.sh

@@ -89,22 +89,9 @@ for dst in 127.0.0.0/8 127.0.0.1; do
 done
 
 # --- cleanup: only what this script started ---------------------------------------------
-PIDS=()
-WORK=""
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "$WORK" && -d "$WORK" ]]; then
-        if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/bench-cleanup.sh
+source "$ROOT/scripts/lib/bench-cleanup.sh"
+bench_cleanup_traps
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ftpgate-bench-instructions.XXXXXX")
 chmod 755 "$WORK"

@@ -60,21 +60,9 @@ command -v sftp >/dev/null || die "sftp not found"
 command -v curl >/dev/null || die "curl not found"
 id "$USER_NAME" >/dev/null 2>&1 || die "user $USER_NAME missing: run scripts/install-test-deps.sh"
 
-PIDS=()
-WORK=""
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "$WORK" && -d "$WORK" ]]; then
-        if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
-}
-trap cleanup EXIT
+# shellcheck source=lib/bench-cleanup.sh
+source "$ROOT/scripts/lib/bench-cleanup.sh"
+bench_cleanup_traps
 
 # shellcheck source=lib/ftpgate-bin.sh
 source "$ROOT/scripts/lib/ftpgate-bin.sh"

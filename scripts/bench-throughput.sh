@@ -63,24 +63,9 @@ command -v curl >/dev/null || die "curl not found"
 id ftp >/dev/null 2>&1 || die "system user ftp missing (made by the vsftpd package)"
 
 # --- cleanup: only what this script started ---------------------------------
-PIDS=()
-WORK=""
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "$WORK" && -d "$WORK" ]]; then
-        if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/bench-cleanup.sh
+source "$ROOT/scripts/lib/bench-cleanup.sh"
+bench_cleanup_traps
 
 # --- build ---------------------------------------------------------------------
 # shellcheck source=lib/ftpgate-bin.sh

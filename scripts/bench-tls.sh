@@ -91,26 +91,14 @@ curl --version | grep -qi ssl || die "this curl has no TLS support"
 id ftp >/dev/null 2>&1 || die "system user ftp missing (made by the vsftpd package)"
 
 # --- cleanup: only what this script started ---------------------------------
-PIDS=()
-WORK=""
+# shellcheck source=lib/bench-cleanup.sh
+source "$ROOT/scripts/lib/bench-cleanup.sh"
 SAMPLER_PID=""
 cleanup() {
-    local pid
     [[ -z "$SAMPLER_PID" ]] || kill "$SAMPLER_PID" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "$WORK" && -d "$WORK" ]]; then
-        if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-    fi
+    bench_stop_all
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_cleanup_traps
 
 # --- build (as bench-throughput.sh) ----------------------------------------------
 # shellcheck source=lib/ftpgate-bin.sh
