@@ -47,7 +47,6 @@ impl Session {
         // only when the core's deadline does.
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
-        let mut timer_at = None;
         loop {
             while let Some(step) = self.ctl.next_step() {
                 if let Step::Close { end, farewell } = step {
@@ -75,9 +74,8 @@ impl Session {
                 self.events = None;
             }
             let deadline = self.ctl.deadline().map(|d| self.started + d);
-            if let Some(at) = deadline.filter(|&at| timer_at != Some(at)) {
+            if let Some(at) = deadline.filter(|&at| at != timer.deadline()) {
                 timer.as_mut().reset(at);
-                timer_at = Some(at);
             }
             let (wants_client, wants_backend) = (self.ctl.wants_client(), self.ctl.wants_backend());
             let (client_buf, backend_buf) = self.ctl.buffers();
