@@ -31,7 +31,7 @@ fn init_tracing(config: &Config) {
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(ftpgate::logfields::LogFields).init(),
     }
 }
 

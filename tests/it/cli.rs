@@ -808,6 +808,63 @@ fn cli_text_logs_have_no_ansi_escapes_when_not_a_terminal() {
     );
 }
 
+/// A client's user name with a terminal escape, BEL, DEL and a C1 control
+/// (CSI) in it: the text log writes each escaped (`\x1b`, `\u{9b}`), so
+/// `tail -f` of the log cannot be driven by a client.
+#[test]
+fn cli_text_log_escapes_control_characters_a_client_sent() {
+    use std::io::{BufRead, BufReader, Write};
+    if !peers::available_or_skip(
+        ServerKind::Vsftpd,
+        "cli_text_log_escapes_control_characters_a_client_sent",
+    ) {
+        return;
+    }
+    let srv = vsftpd_with("f.bin", b"x");
+    let gw = serve_with_range(&[
+        "--backend".into(),
+        srv.addr.to_string(),
+        "--public-address".into(),
+        "127.0.0.1".into(),
+    ]);
+    let c = std::net::TcpStream::connect(gw.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    let mut reply = || {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        line
+    };
+    assert!(reply().starts_with("220"));
+    w.write_all("USER ev\u{1b}[2Jil\u{7}\u{7f}\u{9b}31m\r\n".as_bytes())
+        .unwrap();
+    let to_user = reply();
+    assert!(
+        to_user.starts_with('3') || to_user.starts_with('5'),
+        "{to_user:?}"
+    );
+    w.write_all(b"QUIT\r\n").unwrap();
+    assert!(reply().starts_with("221"));
+    drop(w);
+    let (status, log) = gw.stop();
+    assert_eq!(status, Some(0), "{log}");
+    let closed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session closed"))
+        .collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    assert!(
+        closed[0].contains(r"user=ev\x1b[2Jil\x07\x7f\u{9b}31m "),
+        "{:?}",
+        closed[0]
+    );
+    assert!(
+        !log.contains(['\u{1b}', '\u{7}', '\u{7f}', '\u{9b}']),
+        "a raw control character in the log:\n{log:?}"
+    );
+}
+
 #[test]
 fn cli_global_flags_before_check_are_applied() {
     let file = fixtures("valid").join("minimal.toml");

@@ -1,0 +1,404 @@
+//! The fields of every text log line (`log_format = "text"`): the same
+//! `message name=value ...` text as tracing-subscriber's default, written
+//! straight into the line, and with every control character escaped.
+//!
+//! Why not the default: it styles each field name and `=` through
+//! nu-ansi-term even when colours are off and formats each field through
+//! nested format calls; the two `info` lines of a session cost about a
+//! tenth of its user-space instructions (`scripts/bench-instructions.sh`,
+//! docs/PERFORMANCE.md). And it escapes terminal sequences in the message
+//! only: a field's value is written as it is, so a client's `USER` with
+//! ESC, CR or LF in it reached the log raw (a forged line, a terminal
+//! escape for whoever `tail`s the log). Here every field value has its
+//! control characters (C0, DEL, C1) written as `\xNN` / `\u{NN}`; the
+//! message keeps its line breaks and tabs (startup errors span lines) and
+//! escapes the rest. The JSON format (serde_json) escaped them already.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::FormatFields;
+
+/// The field formatter of text log lines.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFields;
+
+impl<'w> FormatFields<'w> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut v = FieldWriter {
+            w: writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct FieldWriter<'w> {
+    w: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+/// How a value is escaped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// The message: line breaks and tabs kept.
+    Message,
+    /// A field's value: every control character.
+    Value,
+}
+
+impl FieldWriter<'_> {
+    /// Writes the separator and `name=` for a field (nothing for the
+    /// message); `None` for a field not to write at all (the `log.*`
+    /// metadata of records from the `log` crate, already in the line).
+    fn begin(&mut self, field: &Field) -> Option<Escape> {
+        if self.result.is_err() {
+            return None;
+        }
+        let name = field.name();
+        if name.starts_with("log.") {
+            return None;
+        }
+        let pad = if self.first { "" } else { " " };
+        self.first = false;
+        let r = if name == "message" {
+            self.w.write_str(pad)
+        } else {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.w
+                .write_str(pad)
+                .and_then(|()| self.w.write_str(name))
+                .and_then(|()| self.w.write_char('='))
+        };
+        match r {
+            Ok(()) => Some(if name == "message" {
+                Escape::Message
+            } else {
+                Escape::Value
+            }),
+            Err(e) => {
+                self.result = Err(e);
+                None
+            }
+        }
+    }
+
+    fn value(&mut self, field: &Field, write: impl FnOnce(&mut Escaping<'_, '_>) -> fmt::Result) {
+        if let Some(how) = self.begin(field) {
+            let mut w = Escaping {
+                w: &mut self.w,
+                how,
+            };
+            self.result = write(&mut w);
+        }
+    }
+
+    fn digits(&mut self, field: &Field, negative: bool, v: u64) {
+        if self.begin(field).is_some() {
+            let mut buf = [0u8; 21];
+            let mut i = buf.len();
+            let mut n = v;
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            if negative {
+                i -= 1;
+                buf[i] = b'-';
+            }
+            // Only ASCII digits and '-' were written.
+            self.result = std::str::from_utf8(&buf[i..])
+                .map_err(|_| fmt::Error)
+                .and_then(|s| self.w.write_str(s));
+        }
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.value(field, |w| write!(w, "{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // As the default: the message as it is, another field quoted.
+        if field.name() == "message" {
+            self.value(field, |w| w.write_str(value));
+        } else {
+            self.value(field, |w| write!(w, "{value:?}"));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.digits(field, false, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.digits(field, value < 0, value.unsigned_abs());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.value(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // As the default: the error, then `name.sources=[a, b]` if it has
+        // any.
+        let name = field.name();
+        self.value(field, |w| {
+            write!(w, "{value}")?;
+            let mut source = value.source();
+            if source.is_some() {
+                w.w.write_char(' ')?;
+                w.w.write_str(name.strip_prefix("r#").unwrap_or(name))?;
+                w.w.write_str(".sources=[")?;
+                let mut first = true;
+                while let Some(s) = source {
+                    if !first {
+                        w.w.write_str(", ")?;
+                    }
+                    first = false;
+                    write!(w, "{s}")?;
+                    source = s.source();
+                }
+                w.w.write_char(']')?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Writes through to the line, escaping control characters.
+struct Escaping<'a, 'w> {
+    w: &'a mut Writer<'w>,
+    how: Escape,
+}
+
+impl fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let b = s.as_bytes();
+        let mut plain = 0; // start of the run not yet written
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            // C0 and DEL are one byte; C1 (U+0080..U+009F) is 0xC2 0x80..0x9F.
+            let (len, code) = if c < 0x20 || c == 0x7f {
+                if self.how == Escape::Message && (c == b'\n' || c == b'\t') {
+                    i += 1;
+                    continue;
+                }
+                (1, c)
+            } else if c == 0xc2 && b.get(i + 1).is_some_and(|&n| (0x80..=0x9f).contains(&n)) {
+                (2, b[i + 1])
+            } else {
+                i += 1;
+                continue;
+            };
+            self.w.write_str(&s[plain..i])?;
+            let hex = |d: u8| char::from(b"0123456789abcdef"[usize::from(d & 0xf)]);
+            if len == 1 {
+                self.w.write_str("\\x")?;
+            } else {
+                self.w.write_str("\\u{")?;
+            }
+            self.w.write_char(hex(code >> 4))?;
+            self.w.write_char(hex(code))?;
+            if len == 2 {
+                self.w.write_char('}')?;
+            }
+            i += len;
+            plain = i;
+        }
+        self.w.write_str(&s[plain..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    /// The text of the lines `f` logs, fields formatted by `LogFields`
+    /// (`ours`) or by tracing-subscriber's default; no time, no colours.
+    fn logged(ours: bool, f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let b = tracing_subscriber::fmt()
+            .without_time()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(buf.clone());
+        if ours {
+            tracing::subscriber::with_default(b.fmt_fields(LogFields).finish(), f);
+        } else {
+            tracing::subscriber::with_default(b.finish(), f);
+        }
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[derive(Debug)]
+    struct Outer(Inner);
+    #[derive(Debug)]
+    struct Inner;
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("outer failed")
+        }
+    }
+    impl fmt::Display for Inner {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("inner cause")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    impl std::error::Error for Inner {}
+
+    /// Every kind of field the code base logs, with plain values: the
+    /// same line as the library's default formatter.
+    #[test]
+    fn plain_values_give_the_default_text() {
+        let lines = |ours| {
+            logged(ours, || {
+                let addr: std::net::SocketAddr = "127.0.0.1:2121".parse().unwrap();
+                let names = vec!["a".to_owned(), "b c".to_owned()];
+                let cert: Option<&str> = None;
+                tracing::info!(
+                    session = 7u64,
+                    client = %addr,
+                    user = %"alice",
+                    client_cert = cert.map(tracing::field::display),
+                    delta = -42i64,
+                    big = u64::MAX,
+                    small = i64::MIN,
+                    ok = true,
+                    ratio = 1.0f64,
+                    names = ?names,
+                    quoted = "as str",
+                    r#type = "I",
+                    "session closed"
+                );
+                tracing::warn!(
+                    error = &Outer(Inner) as &dyn std::error::Error,
+                    "failed: {}",
+                    3
+                );
+                tracing::error!(error = &Inner as &dyn std::error::Error);
+                tracing::info!("only a message");
+                tracing::info!(a = 1u64);
+                tracing::debug!(empty = "", "");
+            })
+        };
+        let ours = lines(true);
+        assert_eq!(ours, lines(false));
+        assert!(ours.contains("session closed session=7 client=127.0.0.1:2121 user=alice"));
+        assert!(ours.contains("error=outer failed error.sources=[inner cause]"));
+    }
+
+    /// A hostile user name: the default writes ESC, CR and LF raw; here
+    /// each is escaped, and the line stays one line.
+    #[test]
+    fn control_characters_in_values_are_escaped() {
+        let evil = "ev\u{1b}[31mil\r\nFAKE line\u{7f}\u{9b}\tx\u{0}é";
+        let ours = logged(true, || tracing::info!(user = %evil, "logged in"));
+        assert_eq!(
+            ours,
+            " INFO ftpgate::logfields::tests: logged in \
+             user=ev\\x1b[31mil\\x0d\\x0aFAKE line\\x7f\\u{9b}\\x09x\\x00é\n"
+        );
+        let default = logged(false, || tracing::info!(user = %evil, "logged in"));
+        assert!(default.contains('\u{1b}'), "{default:?}");
+        // Debug values too (an error's text may carry what a peer sent).
+        let ours = logged(
+            true,
+            || tracing::info!(got = ?"a\u{1b}b", reply = %"1\u{85}2"),
+        );
+        assert_eq!(
+            ours,
+            " INFO ftpgate::logfields::tests: got=\"a\\u{1b}b\" reply=1\\u{85}2\n"
+        );
+    }
+
+    /// The message keeps line breaks and tabs and escapes the rest, as
+    /// the default does for terminal sequences.
+    #[test]
+    fn message_keeps_line_breaks() {
+        let ours = logged(true, || {
+            tracing::error!("bad config:\n\tline 3 \u{1b}[2J\u{7}\r")
+        });
+        assert_eq!(
+            ours,
+            "ERROR ftpgate::logfields::tests: bad config:\n\tline 3 \\x1b[2J\\x07\\x0d\n"
+        );
+    }
+
+    proptest::proptest! {
+        /// For any text without a backslash (which would make the unescaping
+        /// below ambiguous), the escaped value has no control character left
+        /// and unescaping it gives the text back.
+        #[test]
+        fn escaping_round_trips(s in "[^\\\\]{0,60}|[\\x00-\\x5b\\x5d-\\x{a0}]{0,40}") {
+            let mut line = String::new();
+            let mut w = Writer::new(&mut line);
+            Escaping { w: &mut w, how: Escape::Value }.write_str(&s).unwrap();
+            proptest::prop_assert!(!line.chars().any(|c| c.is_control()), "{:?}", line);
+            proptest::prop_assert_eq!(unescape(&line), s);
+        }
+    }
+
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('\\') {
+            out.push_str(&rest[..i]);
+            let t = &rest[i..];
+            if let Some(h) = t.strip_prefix("\\x") {
+                let code = u32::from_str_radix(&h[..2], 16).unwrap();
+                out.push(char::from_u32(code).unwrap());
+                rest = &h[2..];
+            } else if let Some(h) = t.strip_prefix("\\u{") {
+                let code = u32::from_str_radix(&h[..2], 16).unwrap();
+                out.push(char::from_u32(code).unwrap());
+                rest = &h[3..];
+            } else {
+                out.push('\\');
+                rest = &t[1..];
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
