@@ -202,7 +202,7 @@ impl Session {
                 self.account(n);
             }
         }
-        for gen in self.legs.keys().copied().collect::<Vec<_>>() {
+        for gen in self.legs.gens() {
             self.cancel_data(gen);
         }
         let w = &mut self.client_wr;

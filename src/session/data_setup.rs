@@ -49,7 +49,7 @@ impl Session {
         let from = SocketAddr::new(self.backend_local.ip(), 0);
         match connect_from(from, addr.0, self.cfg.data_connect_timeout).await {
             Ok(s) => {
-                let legs = self.legs.entry(gen).or_default();
+                let legs = self.legs.entry(gen);
                 legs.backend = Some(BackendLeg::Connected(s));
                 // The client already has its 227/229: the task starts now.
                 if let Some((lease, rx)) = legs.lease.take() {
@@ -84,7 +84,7 @@ impl Session {
                 return Event::BackendDataFailed { gen, error };
             }
         };
-        self.legs.entry(gen).or_default().backend = Some(BackendLeg::Listening {
+        self.legs.entry(gen).backend = Some(BackendLeg::Listening {
             listener,
             backend_ip: self.backend_addr.0.ip(),
         });
@@ -117,7 +117,7 @@ impl Session {
         let protected = self.ctl.protects_data();
         let client_tls = self.client_data_tls(protected);
         let events = self.events_sender();
-        let legs = self.legs.get_mut(&gen)?;
+        let legs = self.legs.get_mut(gen)?;
         let backend = legs.backend.take()?;
         let cancel = self.cancel.child_token();
         legs.cancel = Some(cancel.clone());
@@ -173,7 +173,7 @@ impl Session {
             return Event::LeaseFailed { gen, error };
         };
         let port = lease.port();
-        let legs = self.legs.entry(gen).or_default();
+        let legs = self.legs.entry(gen);
         if legs.backend.is_none() {
             // Its backend leg is connected next (after the client's reply).
             legs.lease = Some((lease, rx));
@@ -190,7 +190,7 @@ impl Session {
     pub(super) fn prepare_active(&mut self, gen: u64) {
         let (tx, rx) = oneshot::channel();
         if self.spawn_task(gen, rx, None).is_some() {
-            if let Some(l) = self.legs.get_mut(&gen) {
+            if let Some(l) = self.legs.get_mut(gen) {
                 l.client_tx = Some(tx);
             }
             debug!(session = self.id, gen, "active data connection prepared");
@@ -207,7 +207,7 @@ impl Session {
         let from = SocketAddr::new(self.local.ip(), port);
         match connect_from(from, target, self.cfg.data_connect_timeout).await {
             Ok(s) => {
-                if let Some(tx) = self.legs.get_mut(&gen).and_then(|l| l.client_tx.take()) {
+                if let Some(tx) = self.legs.get_mut(gen).and_then(|l| l.client_tx.take()) {
                     let _ = tx.send(s);
                 }
                 Event::ClientDataConnected { gen }
@@ -224,7 +224,7 @@ impl Session {
     /// handed to a task are dropped. The byte counts of a transfer whose
     /// transfer-log line is still due stay until it is written.
     pub(super) fn cancel_data(&mut self, gen: u64) {
-        if let Some(l) = self.legs.get_mut(&gen) {
+        if let Some(l) = self.legs.get_mut(gen) {
             if let Some(c) = l.cancel.take() {
                 c.cancel();
             }
@@ -233,12 +233,12 @@ impl Session {
             l.lease = None;
         }
         if self.ctl.transfer_gen() != Some(gen) {
-            self.legs.remove(&gen);
+            self.legs.remove(gen);
         }
     }
 
     /// The byte counts and start of `gen`, forgotten.
     pub(super) fn take_progress(&mut self, gen: u64) -> Option<Legs> {
-        self.legs.remove(&gen)
+        self.legs.remove(gen)
     }
 }

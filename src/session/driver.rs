@@ -47,6 +47,15 @@ impl Session {
         // only when the core's deadline does.
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
+        // The shutdown and drain waits too: each registers a waiter with
+        // its token (under the token's lock, shared by every session) when
+        // first polled and takes it out when dropped. Boxed, not pinned
+        // here: pinned in the session's future they would sit beside every
+        // other await's state instead of sharing its room (0.25 KiB more
+        // per idle session); on the heap they take their own size only,
+        // and the select's state shrinks by as much.
+        let mut shutdown = Box::pin(self.cancel.clone().cancelled_owned());
+        let mut draining = Box::pin(self.shared.draining.clone().cancelled_owned());
         loop {
             while let Some(step) = self.ctl.next_step() {
                 if let Step::Close { end, farewell } = step {
@@ -59,9 +68,7 @@ impl Session {
             }
             self.observe_relayed();
             self.ctl.release_idle();
-            if self.legs.is_empty() && self.legs.capacity() > 0 {
-                self.legs = Default::default();
-            }
+            self.legs.release_if_empty();
             // No data task is left to report (none holds a sender) and
             // every report has been read: the channel's memory goes back
             // (the next transfer makes a new one). The legs map is no
@@ -80,11 +87,11 @@ impl Session {
             let (wants_client, wants_backend) = (self.ctl.wants_client(), self.ctl.wants_backend());
             let (client_buf, backend_buf) = self.ctl.buffers();
             tokio::select! {
-                _ = self.cancel.cancelled() => {
+                () = shutdown.as_mut() => {
                     let now = self.now();
                     self.ctl.on_event(Event::Shutdown, now);
                 }
-                _ = self.shared.draining.cancelled(), if !self.drain_seen => {
+                () = draining.as_mut(), if !self.drain_seen => {
                     self.drain_seen = true;
                     let now = self.now();
                     self.ctl.on_event(Event::Draining, now);

@@ -43,7 +43,7 @@ impl Control {
         }
         match cmd.verb {
             v if v.is_data_setup() => match self.check_data_setup(&cmd) {
-                Ok(Some(leg)) => self.deferred = Some((Deferred::Data(leg), now)),
+                Ok(Some(leg)) => self.deferred = Some(Box::new((Deferred::Data(leg), now))),
                 Ok(None) => {}
                 Err(e) => {
                     if matches!(e.kind, ErrorKind::ActiveRefused(_)) {
@@ -80,7 +80,7 @@ impl Control {
             // ftpgate terminates TLS itself: AUTH, PBSZ, PROT and CCC are
             // answered here and never reach the backend.
             Verb::Auth => match self.check_auth(&cmd) {
-                Ok(()) => self.deferred = Some((Deferred::Auth, now)),
+                Ok(()) => self.deferred = Some(Box::new((Deferred::Auth, now))),
                 Err(e) => self.local_error(e),
             },
             Verb::Pbsz if self.client_tls => {
@@ -199,7 +199,7 @@ impl Control {
             self.routed_as = None;
         }
         self.user = Some(user.clone());
-        self.own = Some(Own::ExpectRoute { user: user.clone() });
+        self.own = Some(Box::new(Own::ExpectRoute { user: user.clone() }));
         self.steps.push_back(Step::Route { user });
     }
 
@@ -230,7 +230,7 @@ impl Control {
             self.note(Note::PlaintextDiscarded { bytes: injected });
             self.commands.buffer_mut().clear();
         }
-        self.own = Some(Own::ExpectClientTls);
+        self.own = Some(Box::new(Own::ExpectClientTls));
         self.steps.push_back(Step::ClientTls);
     }
 
@@ -240,7 +240,7 @@ impl Control {
             Ok(cert) => {
                 self.client_tls = true;
                 self.prot_private = false;
-                self.client_cert = cert;
+                self.client_cert = cert.map(Box::new);
             }
             Err(why) => {
                 self.note(Note::TlsFailed {
@@ -323,12 +323,12 @@ impl Control {
         let kind = TransferKind::of(cmd.verb);
         match p.active {
             Some(target) => {
-                self.own = Some(Own::ExpectClientConnect {
+                self.own = Some(Box::new(Own::ExpectClientConnect {
                     gen: p.gen,
                     line: cmd.line.clone(),
                     arg: cmd.arg_str(),
                     kind,
-                });
+                }));
                 self.steps
                     .push_back(Step::ConnectClient { gen: p.gen, target });
             }

@@ -47,17 +47,17 @@ impl Control {
                 DataWait::ExpectBackendListen
             }
         };
-        self.own = Some(Own::ExpectData {
+        self.own = Some(Box::new(Own::ExpectData {
             gen,
             leg,
             wait,
             since: now,
-        });
+        }));
     }
 
     /// The backend answered ftpgate's own PASV/EPSV or PORT/EPRT.
     pub(super) fn on_data_setup_reply(&mut self, reply: Reply, now: Duration) {
-        let Some(Own::ExpectData { gen, leg, wait, .. }) = self.own.clone() else {
+        let Some(Own::ExpectData { gen, leg, wait, .. }) = self.own.as_deref().cloned() else {
             return;
         };
         let Some(backend) = self.backend else {
@@ -148,12 +148,12 @@ impl Control {
     }
 
     fn set_wait(&mut self, gen: u64, leg: ClientLeg, wait: DataWait, since: Duration) {
-        self.own = Some(Own::ExpectData {
+        self.own = Some(Box::new(Own::ExpectData {
             gen,
             leg,
             wait,
             since,
-        });
+        }));
     }
 
     /// The data setup failed: its legs are dropped and the client told why.
@@ -193,7 +193,7 @@ impl Control {
 
     /// The driver reports on a data-setup or transfer-start step.
     pub(super) fn on_data_setup_event(&mut self, ev: Event, now: Duration) {
-        let own_gen = match &self.own {
+        let own_gen = match self.own.as_deref() {
             Some(Own::ExpectData { gen, .. } | Own::ExpectClientConnect { gen, .. }) => Some(*gen),
             _ => None,
         };
@@ -212,7 +212,7 @@ impl Control {
             self.steps.push_back(Step::Cancel { gen });
             return;
         }
-        let (leg, connect) = match &self.own {
+        let (leg, connect) = match self.own.as_deref() {
             Some(Own::ExpectData { leg, wait, .. }) => (
                 Some(*leg),
                 match wait {
@@ -272,7 +272,7 @@ impl Control {
                     line,
                     arg,
                     kind,
-                }) = self.own.take()
+                }) = self.own.take().map(|o| *o)
                 {
                     self.begin_transfer(gen, true, kind, arg, &line, false);
                 }

@@ -135,7 +135,7 @@ pub struct Policy {
     /// The certificate an implicit-TLS client showed in the handshake that
     /// preceded the session (explicit TLS reports it with
     /// [`Event::ClientTlsDone`]).
-    pub client_cert: Option<ClientCert>,
+    pub client_cert: Option<Box<ClientCert>>,
 }
 
 /// How the session begins.
@@ -582,9 +582,9 @@ pub struct Control {
     /// Replies awaited from the backend, ftpgate's own in their turn, the held one.
     order: ReplyOrder,
     steps: VecDeque<Step>,
-    own: Option<Own>,
+    own: Option<Box<Own>>,
     /// A validated command waiting for `order` to be quiet, and since when.
-    deferred: Option<(Deferred, Duration)>,
+    deferred: Option<Box<(Deferred, Duration)>>,
     prepared: Option<Prepared>,
     /// The last prepared data connection expired unused.
     prepared_expired: bool,
@@ -607,7 +607,7 @@ pub struct Control {
     /// The client control connection is inside TLS.
     client_tls: bool,
     /// The certificate the client showed in its TLS handshake (mutual TLS).
-    client_cert: Option<ClientCert>,
+    client_cert: Option<Box<ClientCert>>,
     /// PROT P in effect toward the client.
     prot_private: bool,
     /// EPSV ALL was sent: only EPSV may set up data connections (RFC 2428 4).
@@ -629,7 +629,7 @@ pub struct Control {
     backend_said_421: bool,
     /// The backend's control connection ended during a transfer: how the
     /// session ends once the transfer's data has settled.
-    backend_gone: Option<End>,
+    backend_gone: Option<Box<End>>,
     /// A graceful shutdown started.
     draining: bool,
     /// After a failed login: output and input wait until then.
@@ -743,7 +743,7 @@ impl Control {
             && self.backend.is_some()
             && self.backend_gone.is_none()
             && !matches!(
-                self.own,
+                self.own.as_deref(),
                 Some(Own::ExpectBackendTls { .. } | Own::ExpectRoute { .. })
             )
     }
@@ -792,7 +792,7 @@ impl Control {
     /// The certificate the client showed in its TLS handshake (logs, the
     /// transfer log).
     pub fn client_cert(&self) -> Option<&ClientCert> {
-        self.client_cert.as_ref()
+        self.client_cert.as_deref()
     }
 
     /// Nothing in flight: no reply owed, no data connection prepared or running.
@@ -842,7 +842,7 @@ impl Control {
     pub fn on_backend_data(&mut self, now: Duration) {
         while !self.closed && self.backend_gone.is_none() {
             // After 234, the handshake runs before anything else is read.
-            if matches!(self.own, Some(Own::ExpectBackendTls { .. })) {
+            if matches!(self.own.as_deref(), Some(Own::ExpectBackendTls { .. })) {
                 break;
             }
             let Some(r) = self.replies.next_reply() else {
@@ -870,7 +870,8 @@ impl Control {
             End::Quit
         } else if self.backend_said_421 {
             End::BackendClosed
-        } else if matches!(&self.own, Some(Own::ExpectGreeting { chat, .. }) if chat.in_tls()) {
+        } else if matches!(self.own.as_deref(), Some(Own::ExpectGreeting { chat, .. }) if chat.in_tls())
+        {
             // Inside TLS before the conversation is done: in TLS 1.3 a
             // server refuses a client certificate (or its absence) only
             // after ftpgate's handshake has ended.
@@ -900,7 +901,7 @@ impl Control {
             // Bytes the backend sent must reach the client first.
             Some(_) => {
                 self.note(Note::BackendGoneDuringTransfer);
-                self.backend_gone = Some(end);
+                self.backend_gone = Some(Box::new(end));
                 self.advance(now);
             }
             None => self.close(end),
@@ -961,7 +962,7 @@ impl Control {
         if let Some(t) = self.paused_until {
             return Some(t);
         }
-        match &self.own {
+        match self.own.as_deref() {
             Some(Own::ExpectGreeting { since, .. } | Own::ExpectBackendTls { since, .. }) => {
                 return Some(*since + self.policy.greeting_timeout)
             }
@@ -983,7 +984,7 @@ impl Control {
         }
         let busy =
             self.order.held_gen().is_some() || self.transfer.as_ref().is_some_and(|t| !t.over());
-        if let Some((_, since)) = self.deferred {
+        if let Some(&(_, since)) = self.deferred.as_deref() {
             // A transfer still running legitimately holds replies back.
             return (!busy).then_some(since + self.policy.backend_reply_timeout);
         }
@@ -1016,11 +1017,11 @@ impl Control {
             protect: (tls != BackendTls::Off).then_some(self.policy.backend_protect_data),
             login: None,
         };
-        self.own = Some(Own::ExpectGreeting {
+        self.own = Some(Box::new(Own::ExpectGreeting {
             chat: Box::new(Chat::new(plan, tls == BackendTls::Implicit)),
             show,
             since: now,
-        });
+        }));
     }
 
     /// Moves ready replies to the steps (not while a failed login's delay runs).
@@ -1065,7 +1066,7 @@ impl Control {
             }
             if self.backend_gone.is_some() {
                 if self.transfer.as_ref().is_none_or(Transfer::settled) {
-                    let end = self.backend_gone.take().expect("checked above");
+                    let end = *self.backend_gone.take().expect("checked above");
                     return self.close(end);
                 }
                 break;
@@ -1087,7 +1088,7 @@ impl Control {
                 return self.close(End::Error(Error::internal(ErrorKind::Shutdown)));
             }
             if self.own.is_none() && self.order.is_quiet() {
-                if let Some((what, _)) = self.deferred.take() {
+                if let Some(&(what, _)) = self.deferred.take().as_deref() {
                     match what {
                         Deferred::Data(leg) => self.start_data(leg, now),
                         Deferred::Auth => self.start_client_tls(),
@@ -1141,7 +1142,8 @@ impl Control {
         if let Some(p) = self.prepared.take() {
             self.steps.push_back(Step::Cancel { gen: p.gen });
         }
-        if let Some(Own::ExpectData { gen, .. } | Own::ExpectClientConnect { gen, .. }) = &self.own
+        if let Some(Own::ExpectData { gen, .. } | Own::ExpectClientConnect { gen, .. }) =
+            self.own.as_deref()
         {
             let gen = *gen;
             self.steps.push_back(Step::Cancel { gen });

@@ -21,7 +21,7 @@ impl Control {
     pub(super) fn on_reply(&mut self, reply: Reply, now: Duration) {
         // The server is closing and said so; no second 421 from ftpgate.
         self.backend_said_421 |= reply.code == 421;
-        match &self.own {
+        match self.own.as_deref() {
             Some(Own::ExpectGreeting { .. }) => return self.on_chat_reply(reply, now),
             Some(Own::ExpectData {
                 wait: DataWait::ExpectPassiveReply { .. } | DataWait::ExpectPortReply,
@@ -232,7 +232,7 @@ impl Control {
 
     fn on_chat_reply(&mut self, reply: Reply, now: Duration) {
         let buffered = self.replies.buffered();
-        let Some(Own::ExpectGreeting { chat, .. }) = self.own.as_mut() else {
+        let Some(Own::ExpectGreeting { chat, .. }) = self.own.as_deref_mut() else {
             return;
         };
         match chat.on_reply(&reply, buffered) {
@@ -256,13 +256,17 @@ impl Control {
         match next {
             Next::Send(line) => self.send_own(line),
             Next::StartTls => {
-                if let Some(Own::ExpectGreeting { chat, show, since }) = self.own.take() {
-                    self.own = Some(Own::ExpectBackendTls { chat, show, since });
+                if let Some(Own::ExpectGreeting { chat, show, since }) = self.own.take().map(|o| *o)
+                {
+                    self.own = Some(Box::new(Own::ExpectBackendTls { chat, show, since }));
                 }
                 self.steps.push_back(Step::BackendTls);
             }
             Next::Done(greeting) => {
-                let show = matches!(self.own, Some(Own::ExpectGreeting { show: true, .. }));
+                let show = matches!(
+                    self.own.as_deref(),
+                    Some(Own::ExpectGreeting { show: true, .. })
+                );
                 self.own = None;
                 self.greeted = true;
                 if show {
@@ -284,14 +288,14 @@ impl Control {
             mut chat,
             show,
             since,
-        }) = self.own.take()
+        }) = self.own.take().map(|o| *o)
         else {
             return;
         };
         match r {
             Ok(()) => {
                 let next = chat.on_tls();
-                self.own = Some(Own::ExpectGreeting { chat, show, since });
+                self.own = Some(Box::new(Own::ExpectGreeting { chat, show, since }));
                 self.chat_next(next, now);
             }
             Err(why) => {
@@ -318,7 +322,7 @@ impl Control {
         user: String,
         now: Duration,
     ) {
-        let Some(Own::ExpectRoute { user: asked }) = self.own.take() else {
+        let Some(Own::ExpectRoute { user: asked }) = self.own.take().map(|o| *o) else {
             return;
         };
         self.note(Note::Routed {
@@ -343,7 +347,7 @@ impl Control {
         if now < due {
             return;
         }
-        match &self.own {
+        match self.own.as_deref() {
             Some(Own::ExpectGreeting { .. } | Own::ExpectBackendTls { .. }) => {
                 self.note(Note::Limit {
                     limit: "greeting_timeout",

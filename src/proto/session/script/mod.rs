@@ -220,7 +220,7 @@ pub fn run<S: Source>(src: &mut S, max_actions: usize) -> Result<Stats, Violatio
     if policy.tls_offered && src.pick(3) == 0 {
         policy.tls_required = true;
         policy.implicit_tls = src.pick(2) == 0;
-        policy.client_cert = sim_cert(src);
+        policy.client_cert = sim_cert(src).map(Box::new);
     }
     let unrouted = src.pick(3) == 0;
     let start = if unrouted {

@@ -215,7 +215,7 @@ fn user_must_match_the_client_certificate() {
     let implicit = Policy {
         tls_required: true,
         implicit_tls: true,
-        client_cert: Some(alice()),
+        client_cert: Some(Box::new(alice())),
         ..p.clone()
     };
     let mut c = Control::new(
