@@ -101,6 +101,12 @@ impl ReplyOrder {
         release(&mut self.ready);
     }
 
+    /// Whether no queue holds memory (tests).
+    #[cfg(test)]
+    pub fn is_released(&self) -> bool {
+        self.queue.capacity() == 0 && self.behind_hold.capacity() == 0 && self.ready.capacity() == 0
+    }
+
     /// Backend replies still awaited.
     pub fn awaited(&self) -> usize {
         self.queue.len()
