@@ -36,7 +36,7 @@ pub mod error;
 pub mod gateway;
 pub mod limits;
 pub mod live;
-pub mod logfields;
+pub mod logline;
 pub mod logtime;
 pub mod lookup;
 pub mod metrics;

@@ -31,7 +31,10 @@ fn init_tracing(config: &Config) {
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.fmt_fields(ftpgate::logfields::LogFields).init(),
+        LogFormat::Text => builder
+            .event_format(ftpgate::logline::LogLine(ftpgate::logtime::UtcMicros))
+            .fmt_fields(ftpgate::logline::LogFields)
+            .init(),
     }
 }
 

@@ -1,25 +1,121 @@
-//! The fields of every text log line (`log_format = "text"`): the same
-//! `message name=value ...` text as tracing-subscriber's default, written
-//! straight into the line, and with every control character escaped.
+//! The text log line (`log_format = "text"`): the same text as
+//! tracing-subscriber's default (`Full`) format,
+//! `2026-12-07T01:44:59.864521Z  INFO target: message name=value ...`,
+//! written straight into the line, and with every control character in
+//! a field escaped.
 //!
-//! Why not the default: it styles each field name and `=` through
-//! nu-ansi-term even when colours are off and formats each field through
-//! nested format calls; the two `info` lines of a session cost about a
-//! tenth of its user-space instructions (`scripts/bench-instructions.sh`,
-//! docs/PERFORMANCE.md). And it escapes terminal sequences in the message
-//! only: a field's value is written as it is, so a client's `USER` with
-//! ESC, CR or LF in it reached the log raw (a forged line, a terminal
-//! escape for whoever `tail`s the log). Here every field value has its
-//! control characters (C0, DEL, C1) written as `\xNN` / `\u{NN}`; the
-//! message keeps its line breaks and tabs (startup errors span lines) and
-//! escapes the rest. The JSON format (serde_json) escaped them already.
+//! Why not the default: it styles the target, each field name and `=`
+//! through nu-ansi-term even when colours are off and formats each part
+//! through nested format calls; the two `info` lines of a session cost
+//! about a tenth of its user-space instructions
+//! (`scripts/bench-instructions.sh`, docs/PERFORMANCE.md). And it escapes
+//! terminal sequences in the message only: a field's value is written as
+//! it is, so a client's `USER` with ESC, CR or LF in it reached the log
+//! raw (a forged line, a terminal escape for whoever `tail`s the log).
+//! Here every field value has its control characters (C0, DEL, C1)
+//! written as `\xNN` / `\u{NN}`; the message keeps its line breaks and
+//! tabs (startup errors span lines) and escapes the rest. The JSON format
+//! (serde_json) escaped them already.
+//!
+//! [`LogLine`] writes the line around the fields (timestamp, level, spans,
+//! target), [`LogFields`] the fields.
 
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::logtime::UtcMicros;
+
+/// The event formatter of text log lines: tracing-subscriber's `Full`
+/// format (timestamp, level, spans, target, fields; colours on a
+/// terminal), character for character, without its per-part styling
+/// and format calls. `T`: the clock ([`UtcMicros`]; tests fix it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogLine<T = UtcMicros>(pub T);
+
+// ANSI styles, as nu-ansi-term writes them.
+const DIM: &str = "\x1b[2m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+impl<S, N, T> FormatEvent<S, N> for LogLine<T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    T: FormatTime,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // A record of the `log` crate (rustls) carries its real target in
+        // fields; the library's formatter shows that one too.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let ansi = w.has_ansi_escapes();
+        let style = |w: &mut Writer<'_>, code: &str, text: &str| {
+            if ansi {
+                w.write_str(code)?;
+                w.write_str(text)?;
+                w.write_str(RESET)
+            } else {
+                w.write_str(text)
+            }
+        };
+        if ansi {
+            w.write_str(DIM)?;
+        }
+        if self.0.format_time(&mut w).is_err() {
+            w.write_str("<unknown time>")?;
+        }
+        if ansi {
+            w.write_str(RESET)?;
+        }
+        w.write_char(' ')?;
+        let (level, colour) = match *meta.level() {
+            Level::TRACE => ("TRACE", "\x1b[35m"),
+            Level::DEBUG => ("DEBUG", "\x1b[34m"),
+            Level::INFO => (" INFO", "\x1b[32m"),
+            Level::WARN => (" WARN", "\x1b[33m"),
+            Level::ERROR => ("ERROR", "\x1b[31m"),
+        };
+        style(&mut w, colour, level)?;
+        w.write_char(' ')?;
+        if let Some(scope) = ctx.event_scope() {
+            let mut seen = false;
+            for span in scope.from_root() {
+                style(&mut w, BOLD, span.metadata().name())?;
+                seen = true;
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<FormattedFields<N>>() {
+                    if !fields.is_empty() {
+                        style(&mut w, BOLD, "{")?;
+                        w.write_str(fields)?;
+                        style(&mut w, BOLD, "}")?;
+                    }
+                }
+                style(&mut w, DIM, ":")?;
+            }
+            if seen {
+                w.write_char(' ')?;
+            }
+        }
+        style(&mut w, DIM, meta.target())?;
+        style(&mut w, DIM, ":")?;
+        w.write_char(' ')?;
+        ctx.format_fields(w.by_ref(), event)?;
+        w.write_char('\n')
+    }
+}
 
 /// The field formatter of text log lines.
 #[derive(Debug, Clone, Copy, Default)]
@@ -336,7 +432,7 @@ mod tests {
         let ours = logged(true, || tracing::info!(user = %evil, "logged in"));
         assert_eq!(
             ours,
-            " INFO ftpgate::logfields::tests: logged in \
+            " INFO ftpgate::logline::tests: logged in \
              user=ev\\x1b[31mil\\x0d\\x0aFAKE line\\x7f\\u{9b}\\x09x\\x00é\n"
         );
         let default = logged(false, || tracing::info!(user = %evil, "logged in"));
@@ -348,7 +444,7 @@ mod tests {
         );
         assert_eq!(
             ours,
-            " INFO ftpgate::logfields::tests: got=\"a\\u{1b}b\" reply=1\\u{85}2\n"
+            " INFO ftpgate::logline::tests: got=\"a\\u{1b}b\" reply=1\\u{85}2\n"
         );
     }
 
@@ -361,8 +457,86 @@ mod tests {
         });
         assert_eq!(
             ours,
-            "ERROR ftpgate::logfields::tests: bad config:\n\tline 3 \\x1b[2J\\x07\\x0d\n"
+            "ERROR ftpgate::logline::tests: bad config:\n\tline 3 \\x1b[2J\\x07\\x0d\n"
         );
+    }
+
+    struct Fixed;
+    impl FormatTime for Fixed {
+        fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+            w.write_str("2026-12-07T01:44:59.864521Z")
+        }
+    }
+
+    /// The lines of `f`: `LogLine` around the fields (`ours`) or the
+    /// library's `Full` format, with the same fixed clock and fields.
+    fn lines(ours: bool, ansi: bool, f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let b = tracing_subscriber::fmt()
+            .with_timer(Fixed)
+            .with_ansi(ansi)
+            .with_max_level(tracing::Level::TRACE)
+            .fmt_fields(LogFields)
+            .with_writer(buf.clone());
+        if ours {
+            tracing::subscriber::with_default(b.event_format(LogLine(Fixed)).finish(), f);
+        } else {
+            tracing::subscriber::with_default(b.finish(), f);
+        }
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Every level, a span, a record of the `log` crate (rustls logs
+    /// that way), with and without colours: the library's line, byte for
+    /// byte.
+    #[test]
+    fn the_line_is_the_default_full_format() {
+        for ansi in [false, true] {
+            let run = |ours| {
+                lines(ours, ansi, || {
+                    tracing::trace!(a = 1u64, "t");
+                    tracing::debug!("d");
+                    tracing::info!(session = 2u64, user = %"bob", "logged in");
+                    tracing::warn!(target: "ftpgate::other", "w {}", 5);
+                    tracing::error!(e = "x");
+                    let span = tracing::info_span!("conn", id = 3u64);
+                    let _in = span.enter();
+                    let inner = tracing::debug_span!("tls");
+                    let _in2 = inner.enter();
+                    tracing::info!("in spans");
+                    tracing_log::format_trace(
+                        &tracing_log::log::Record::builder()
+                            .target("rustls::conn")
+                            .level(tracing_log::log::Level::Warn)
+                            .args(format_args!("peer sent {}", "x"))
+                            .module_path(Some("rustls::conn"))
+                            .file(Some("conn.rs"))
+                            .line(Some(7))
+                            .build(),
+                    )
+                    .unwrap();
+                })
+            };
+            let ours = run(true);
+            assert_eq!(ours, run(false), "ansi={ansi}");
+            assert_eq!(ours.lines().count(), 7, "{ours}");
+            if !ansi {
+                assert!(ours.contains(
+                    "2026-12-07T01:44:59.864521Z  INFO ftpgate::logline::tests: logged in session=2 user=bob\n"
+                ));
+                assert!(
+                    ours.contains(" WARN conn{id=3}:tls: rustls::conn: peer sent x\n"),
+                    "{ours}"
+                );
+                assert!(
+                    ours.contains(" INFO conn{id=3}:tls: ftpgate::logline::tests: in spans\n"),
+                    "{ours}"
+                );
+            } else {
+                assert!(ours.contains('\u{1b}'));
+            }
+        }
     }
 
     proptest::proptest! {
