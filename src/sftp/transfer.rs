@@ -39,7 +39,7 @@ pub enum Done {
 /// Resets `data` instead of closing it: a cut transfer must not end with
 /// a FIN.
 pub fn reset(data: TcpStream) {
-    let _ = socket2::SockRef::from(&data).set_linger(Some(std::time::Duration::ZERO));
+    crate::data::relay::arm_reset(&data);
     drop(data);
 }
 
