@@ -22,7 +22,8 @@
 //!   `/proc/PID/stat`), per session, and every failed session as an error.
 //! - `idle`: opens logged-in sessions (220, USER, PASS, 230) up to each of
 //!   `--levels` and holds them; RSS of `--pid` (`VmRSS`) before and at each
-//!   level, per session.
+//!   level, per session. `--list-first yes`: each session runs a PASV +
+//!   LIST before it is held (idle after a transfer).
 //! - `backend`: the light backend for `idle` (thousands of vsftpd processes
 //!   would measure vsftpd): greets, answers USER, PASS, NOOP, TYPE, PASV,
 //!   LIST (5 entries) and QUIT, 502 to the rest; exits after
@@ -626,6 +627,12 @@ impl AsyncCtl {
 /// One whole session: connect, login, PASV, data connect, LIST, 226, QUIT.
 async fn whole_session(target: SocketAddr, login: &Login, host: DataHost, want: usize) -> Res<()> {
     let mut c = AsyncCtl::login(target, login).await?;
+    pasv_list(&mut c, host, want).await?;
+    c.quit().await
+}
+
+/// PASV, data connect, LIST (`want` entries), 226.
+async fn pasv_list(c: &mut AsyncCtl, host: DataHost, want: usize) -> Res<()> {
     let (code, text) = c.cmd("PASV\r\n").await?;
     expect("PASV", code, &text, &[227])?;
     let addr = data_addr(&text, c.peer, host)?;
@@ -652,7 +659,7 @@ async fn whole_session(target: SocketAddr, login: &Login, host: DataHost, want: 
     if lines != want {
         return Err(format!("LIST gave {lines} entries, expected {want}"));
     }
-    c.quit().await
+    Ok(())
 }
 
 fn runtime(threads: usize) -> Res<tokio::runtime::Runtime> {
@@ -796,6 +803,7 @@ fn cmd_idle(a: &Args) -> Res<u64> {
     let parallel: usize = a.num("open-concurrency", 64)?;
     let warmup: usize = a.num("warmup", 64)?;
     let settle: f64 = a.num("settle", 1.0)?;
+    let list_first = a.str_or("list-first", "no") == "yes";
     let login = Login::from(a);
     a.done()?;
     let rt = runtime(1)?;
@@ -803,7 +811,7 @@ fn cmd_idle(a: &Args) -> Res<u64> {
         let errors = Arc::new(Errors::default());
         // Warm-up: sessions opened and closed, so the proxy's threads,
         // pools and caches exist before the baseline is read.
-        let warm = open_many(target, &login, warmup, parallel, &errors).await;
+        let warm = open_many(target, &login, warmup, parallel, &errors, list_first).await;
         for c in warm {
             let _ = c.quit().await;
         }
@@ -813,7 +821,7 @@ fn cmd_idle(a: &Args) -> Res<u64> {
         for &level in &levels {
             let need = level.saturating_sub(held.len());
             let t = Instant::now();
-            let opened = open_many(target, &login, need, parallel, &errors).await;
+            let opened = open_many(target, &login, need, parallel, &errors, list_first).await;
             let took = t.elapsed().as_secs_f64();
             held.extend(opened);
             tokio::time::sleep(Duration::from_secs_f64(settle)).await;
@@ -870,13 +878,15 @@ where
 }
 
 /// Opens and logs in `n` sessions, at most `parallel` at a time; the ones
-/// that failed are counted in `errors`.
+/// that failed are counted in `errors`. `list_first`: each runs a PASV +
+/// LIST before it is held (an idle session after a transfer).
 async fn open_many(
     target: SocketAddr,
     login: &Login,
     n: usize,
     parallel: usize,
     errors: &Arc<Errors>,
+    list_first: bool,
 ) -> Vec<AsyncCtl> {
     let mut out = Vec::with_capacity(n);
     let mut left = n;
@@ -885,7 +895,13 @@ async fn open_many(
         let fs: Vec<_> = (0..batch)
             .map(|_| {
                 let login = login.clone();
-                async move { AsyncCtl::login(target, &login).await }
+                async move {
+                    let mut c = AsyncCtl::login(target, &login).await?;
+                    if list_first {
+                        pasv_list(&mut c, DataHost::Reply, LIST_ENTRIES).await?;
+                    }
+                    Ok::<_, String>(c)
+                }
             })
             .collect();
         for r in join_all(fs).await {
@@ -1068,6 +1084,21 @@ fn self_check() -> Res<u64> {
         cmd_idle,
         &[
             "--target", t, "--levels", "20,50", "--warmup", "4", "--settle", "0.05",
+        ],
+    )?;
+    errors += run(
+        cmd_idle,
+        &[
+            "--target",
+            t,
+            "--levels",
+            "20",
+            "--warmup",
+            "4",
+            "--settle",
+            "0.05",
+            "--list-first",
+            "yes",
         ],
     )?;
     Ok(errors)
