@@ -69,17 +69,6 @@ impl Session {
             self.observe_relayed();
             self.ctl.release_idle();
             self.legs.release_if_empty();
-            // No data task is left to report (none holds a sender) and
-            // every report has been read: the channel's memory goes back
-            // (the next transfer makes a new one). The legs map is no
-            // guide: a task outlives its legs entry and still reports.
-            if self
-                .events
-                .as_ref()
-                .is_some_and(|(tx, rx)| tx.strong_count() == 1 && rx.is_empty())
-            {
-                self.events = None;
-            }
             let deadline = self.ctl.deadline().map(|d| self.started + d);
             if let Some(at) = deadline.filter(|&at| at != timer.deadline()) {
                 timer.as_mut().reset(at);
@@ -96,14 +85,23 @@ impl Session {
                     let now = self.now();
                     self.ctl.on_event(Event::Draining, now);
                 }
-                Some(ev) = super::next_data_event(&mut self.events) => {
-                    if let DataEventKind::Finished(out) = &ev.kind {
-                        debug!(session = self.id, gen = ev.gen, bytes_up = out.up, bytes_down = out.down, error = ?out.error.as_ref().map(|e| e.to_string()), "transfer finished");
+                ev = super::next_data_event(&mut self.events) => match ev {
+                    Some(ev) => {
+                        if let DataEventKind::Finished(out) = &ev.kind {
+                            debug!(session = self.id, gen = ev.gen, bytes_up = out.up, bytes_down = out.down, error = ?out.error.as_ref().map(|e| e.to_string()), "transfer finished");
+                        }
+                        let (gen, news) = news(ev);
+                        let now = self.now();
+                        self.ctl.on_event(Event::Data { gen, news }, now);
                     }
-                    let (gen, news) = news(ev);
-                    let now = self.now();
-                    self.ctl.on_event(Event::Data { gen, news }, now);
-                }
+                    // No data task is left to report and every report has
+                    // been read: the channel's memory goes back (the next
+                    // transfer makes a new one). Checked here, not before
+                    // the wait: the last task often drops its sender just
+                    // after the session read its last report, and an idle
+                    // session would keep the channel.
+                    None => self.events = None,
+                },
                 // TLS peers often close without close_notify (after QUIT or
                 // 421): that is an end of stream like any other.
                 r = self.backend_rd.read_buf(backend_buf), if wants_backend => {

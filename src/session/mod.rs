@@ -345,14 +345,16 @@ async fn start_session(
     Some(s)
 }
 
-/// The channel data tasks report on.
+/// The channel data tasks report on. The session keeps only a weak
+/// sender: once every data task has ended and every report is read, the
+/// receiver says so (`None`) and the session drops the channel then.
 type DataEvents = (
-    mpsc::UnboundedSender<DataEvent>,
+    mpsc::WeakUnboundedSender<DataEvent>,
     mpsc::UnboundedReceiver<DataEvent>,
 );
 
-/// The next data task report from `events`; never, while no data task was
-/// started.
+/// The next data task report from `events`; `None` once every data task
+/// has ended and every report was read; never, while there is no channel.
 async fn next_data_event(events: &mut Option<DataEvents>) -> Option<DataEvent> {
     match events {
         Some((_, rx)) => rx.recv().await,
@@ -470,8 +472,9 @@ struct Session {
     backend_wr: Writer<BackendTls>,
     /// Data setups and transfers by generation.
     legs: LegsByGen,
-    /// Reports of data tasks: made by the first transfer, not up front
-    /// (a channel's first block of slots is a few KiB, and an idle session
+    /// Reports of data tasks: made by a transfer, not up front, and
+    /// dropped once its tasks have ended and their reports are read (a
+    /// channel's first block of slots is a few KiB, and an idle session
     /// never uses it).
     events: Option<DataEvents>,
     /// The graceful shutdown was reported to the core.
@@ -493,12 +496,22 @@ impl Session {
         self.started.elapsed()
     }
 
-    /// The sender data tasks report on (the channel is made on first use).
+    /// The sender a data task reports on: the channel's, while another
+    /// task still holds one; else a new channel, with the reports the old
+    /// one still held moved over first (their tasks have ended; the order
+    /// stays).
     fn events_sender(&mut self) -> mpsc::UnboundedSender<DataEvent> {
-        self.events
-            .get_or_insert_with(mpsc::unbounded_channel)
-            .0
-            .clone()
+        if let Some(tx) = self.events.as_ref().and_then(|(weak, _)| weak.upgrade()) {
+            return tx;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some((_, mut old)) = self.events.take() {
+            while let Ok(ev) = old.try_recv() {
+                let _ = tx.send(ev);
+            }
+        }
+        self.events = Some((tx.downgrade(), rx));
+        tx
     }
 
     /// Moves this session's count in `sessions_active` to backend `name`.
