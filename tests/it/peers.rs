@@ -27,6 +27,7 @@
 
 #![allow(dead_code)]
 
+use rand::Rng;
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -551,10 +552,25 @@ fn set_mode(p: &Path, mode: u32) {
 
 /// A port on 127.0.0.1 that was free a moment ago and that this process has
 /// not handed out before (so concurrent tests don't pick the same one).
+///
+/// Picked above the kernel's ephemeral range when there is room: a port
+/// the kernel hands out for `bind(0)` can go to another test's outgoing
+/// connection before the caller binds it (seen once in a full run:
+/// `implicit_tls_listen` "Address already in use").
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
+    let above = ephemeral_top().saturating_add(1).max(1024);
+    if above <= 64_000 {
+        for _ in 0..1000 {
+            let port = rand::thread_rng().gen_range(above..=65_535);
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
     loop {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = l.local_addr().unwrap().port();
@@ -562,6 +578,14 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The top of the kernel's ephemeral port range (Linux's default 60999).
+fn ephemeral_top() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(60_999)
 }
 
 fn write_file(p: &Path, text: &str, mode: u32) {
