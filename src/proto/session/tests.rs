@@ -9,6 +9,7 @@ use super::script::{self, Seeded};
 use super::*;
 
 mod hostile;
+mod memory;
 mod tls;
 mod transfers;
 
@@ -780,25 +781,4 @@ fn simulation_of_ten_thousand_sessions() {
         assert!(transfers > 2_000, "{transfers} transfers");
         assert!(complete > 500, "{complete} complete transfers");
     }
-}
-
-/// The queues' memory: kept while a reply is awaited (the next turn fills
-/// them again), given back once the session is quiet, so an idle session
-/// holds none.
-#[test]
-fn queues_are_released_when_quiet_and_kept_while_a_reply_is_awaited() {
-    let mut c = ready();
-    c.release_idle();
-    assert_eq!(c.steps.capacity(), 0);
-    assert!(c.order.is_released());
-    client(&mut c, "NOOP");
-    assert_eq!(steps(&mut c), vec!["send NOOP"]);
-    c.release_idle();
-    assert!(c.steps.capacity() > 0, "the NOOP's reply is awaited");
-    assert!(!c.order.is_released());
-    backend_says(&mut c, "200 ok");
-    assert_eq!(steps(&mut c), vec!["reply 200 ok"]);
-    c.release_idle();
-    assert_eq!(c.steps.capacity(), 0);
-    assert!(c.order.is_released());
 }
