@@ -32,6 +32,7 @@ pub mod cli;
 pub mod client_cert;
 pub mod config;
 pub mod data;
+pub mod decimal;
 pub mod error;
 pub mod gateway;
 pub mod limits;

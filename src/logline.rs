@@ -31,6 +31,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::decimal::Decimal;
 use crate::logtime::UtcMicros;
 
 /// The event formatter of text log lines: tracing-subscriber's `Full`
@@ -196,25 +197,12 @@ impl FieldWriter<'_> {
 
     fn digits(&mut self, field: &Field, negative: bool, v: u64) {
         if self.begin(field).is_some() {
-            let mut buf = [0u8; 21];
-            let mut i = buf.len();
-            let mut n = v;
-            loop {
-                i -= 1;
-                buf[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
             if negative {
-                i -= 1;
-                buf[i] = b'-';
+                self.result = self.w.write_char('-');
             }
-            // Only ASCII digits and '-' were written.
-            self.result = std::str::from_utf8(&buf[i..])
-                .map_err(|_| fmt::Error)
-                .and_then(|s| self.w.write_str(s));
+            if self.result.is_ok() {
+                self.result = self.w.write_str(Decimal::new(v).as_str());
+            }
         }
     }
 }

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::decimal::Decimal;
+
 /// Folds `::ffff:a.b.c.d` to `a.b.c.d`.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
@@ -91,33 +93,16 @@ fn fmt_socket_addr(addr: SocketAddr, f: &mut fmt::Formatter<'_>) -> fmt::Result 
     // "255.255.255.255:65535"
     let mut buf = [0u8; 21];
     let mut n = 0;
-    let mut digits = |value: u16, sep: u8| {
-        let mut tmp = [0u8; 5];
-        let mut i = tmp.len();
-        let mut v = value;
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        for &d in &tmp[i..] {
-            buf[n] = d;
-            n += 1;
-        }
-        if sep != 0 {
-            buf[n] = sep;
-            n += 1;
-        }
+    let mut put = |part: &[u8]| {
+        buf[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
     };
     let [a, b, c, d] = v4.ip().octets();
-    digits(a.into(), b'.');
-    digits(b.into(), b'.');
-    digits(c.into(), b'.');
-    digits(d.into(), b':');
-    digits(v4.port(), 0);
+    for (octet, sep) in [(a, b"."), (b, b"."), (c, b"."), (d, b":")] {
+        put(Decimal::new(octet.into()).as_bytes());
+        put(sep);
+    }
+    put(Decimal::new(v4.port().into()).as_bytes());
     // Only ASCII digits, dots and a colon were written.
     f.pad(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
 }

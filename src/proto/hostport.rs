@@ -58,11 +58,20 @@ pub fn format_port_arg(addr: SocketAddrV4) -> String {
 
 /// Appends a PORT argument (`h1,h2,h3,h4,p1,p2`) to `s`.
 fn push_port_arg(s: &mut String, addr: SocketAddrV4) {
-    use std::fmt::Write as _;
     let [a, b, c, d] = addr.ip().octets();
     let p = addr.port();
-    // Writing to a String cannot fail.
-    let _ = write!(s, "{a},{b},{c},{d},{},{}", p >> 8, p & 0xff);
+    let [hi, lo] = p.to_be_bytes();
+    for (i, v) in [a, b, c, d, hi, lo].into_iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.extend(
+            crate::decimal::Decimal::new(v.into())
+                .as_bytes()
+                .iter()
+                .map(|&d| char::from(d)),
+        );
+    }
 }
 
 /// Parses an EPRT argument: `<d>proto<d>addr<d>port<d>` (RFC 2428 section 2).
