@@ -165,6 +165,8 @@ ulimit -n "$HARD" || die "cannot raise the open-files soft limit to $HARD"
 # --- cleanup: only what this script started ---------------------------------
 # shellcheck source=lib/bench-cleanup.sh
 source "$ROOT/scripts/lib/bench-cleanup.sh"
+# shellcheck source=lib/bench-vsftpd.sh
+source "$ROOT/scripts/lib/bench-vsftpd.sh"
 bench_cleanup_traps
 
 # --- build ---------------------------------------------------------------------
@@ -271,17 +273,8 @@ GP0=$(pick_range 200); CLAIMED+=("$GP0-$(( GP0 + 199 ))"); GP1=$(( GP0 + 199 ))
 GBP0=$(pick_range 10); CLAIMED+=("$GBP0-$(( GBP0 + 9 ))"); GBP1=$(( GBP0 + 9 ))
 
 # --- vsftpd ------------------------------------------------------------------------
-cat >"$WORK/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-listen_address=$V_IP
-listen_port=$VPORT
-background=NO
-anonymous_enable=YES
-local_enable=NO
-anon_root=$WORK/root
+bench_vsftpd "$V_IP" "$VPORT" <<EOF
 write_enable=NO
-secure_chroot_dir=$WORK/empty
 xferlog_enable=NO
 # Debian's build limits each client address to 50 sessions (its manual says
 # 0, unlimited); every client here is 127.0.0.1.
@@ -292,15 +285,7 @@ max_clients=0
 pasv_address=$H_IP
 pasv_min_port=$VP0
 pasv_max_port=$VP1
-# Turned off for the benchmark (see the header of this script):
-isolate=NO
-isolate_network=NO
-seccomp_sandbox=NO
 EOF
-chmod 600 "$WORK/vsftpd.conf"
-"$VSFTPD" "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.log" 2>&1 &
-VSFTPD_PID=$!
-PIDS+=("$VSFTPD_PID")
 
 # --- ftpgate -----------------------------------------------------------------------
 ftpgate_config() {   # listen-ip port backend passive-first passive-last

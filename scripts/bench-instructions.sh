@@ -91,6 +91,8 @@ done
 # --- cleanup: only what this script started ---------------------------------------------
 # shellcheck source=lib/bench-cleanup.sh
 source "$ROOT/scripts/lib/bench-cleanup.sh"
+# shellcheck source=lib/bench-vsftpd.sh
+source "$ROOT/scripts/lib/bench-vsftpd.sh"
 bench_cleanup_traps
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ftpgate-bench-instructions.XXXXXX")
@@ -106,30 +108,15 @@ H=127.0.0.20:2121     # HAProxy, the passive range forwarded port for port
 A=127.0.0.11:2121     # ftpgate
 B=127.0.0.12:2121     # ftpgate B (FTPGATE_BIN_B)
 
-cat >"$WORK/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-listen_address=${V%:*}
-listen_port=${V#*:}
-background=NO
-anonymous_enable=YES
-local_enable=NO
-anon_root=$WORK/root
+bench_vsftpd "${V%:*}" "${V#*:}" <<EOF
 write_enable=NO
-secure_chroot_dir=$WORK/empty
 xferlog_enable=NO
 max_per_ip=0
 max_clients=0
 pasv_address=${H%:*}
 pasv_min_port=40000
 pasv_max_port=40499
-isolate=NO
-isolate_network=NO
-seccomp_sandbox=NO
 EOF
-chmod 600 "$WORK/vsftpd.conf"
-"$VSFTPD" "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.log" 2>&1 &
-PIDS+=("$!")
 
 cat >"$WORK/haproxy.cfg" <<EOF
 global

@@ -65,6 +65,8 @@ id ftp >/dev/null 2>&1 || die "system user ftp missing (made by the vsftpd packa
 # --- cleanup: only what this script started ---------------------------------
 # shellcheck source=lib/bench-cleanup.sh
 source "$ROOT/scripts/lib/bench-cleanup.sh"
+# shellcheck source=lib/bench-vsftpd.sh
+source "$ROOT/scripts/lib/bench-vsftpd.sh"
 bench_cleanup_traps
 
 # --- build ---------------------------------------------------------------------
@@ -119,30 +121,13 @@ done
 range_free "$PASV_FIRST" "$PASV_LAST" || die "no free 100-port passive range found"
 
 # --- vsftpd ------------------------------------------------------------------------
-cat >"$WORK/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-listen_address=127.0.0.1
-listen_port=$VPORT
-background=NO
-anonymous_enable=YES
-local_enable=NO
-anon_root=$WORK/root
+bench_vsftpd 127.0.0.1 "$VPORT" <<EOF
 write_enable=YES
 anon_upload_enable=YES
 anon_other_write_enable=YES
 anon_world_readable_only=NO
-secure_chroot_dir=$WORK/empty
 xferlog_enable=NO
-# Turned off for the benchmark (see the header of this script):
-isolate=NO
-isolate_network=NO
-seccomp_sandbox=NO
 EOF
-chmod 600 "$WORK/vsftpd.conf"
-"$VSFTPD" "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.log" 2>&1 &
-VSFTPD_PID=$!
-PIDS+=("$VSFTPD_PID")
 
 # --- ftpgate -----------------------------------------------------------------------
 "$BIN" --listen "127.0.0.1:$GPORT" --backend "127.0.0.1:$VPORT" \

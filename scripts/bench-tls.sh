@@ -93,6 +93,8 @@ id ftp >/dev/null 2>&1 || die "system user ftp missing (made by the vsftpd packa
 # --- cleanup: only what this script started ---------------------------------
 # shellcheck source=lib/bench-cleanup.sh
 source "$ROOT/scripts/lib/bench-cleanup.sh"
+# shellcheck source=lib/bench-vsftpd.sh
+source "$ROOT/scripts/lib/bench-vsftpd.sh"
 SAMPLER_PID=""
 cleanup() {
     [[ -z "$SAMPLER_PID" ]] || kill "$SAMPLER_PID" 2>/dev/null || true
@@ -184,24 +186,11 @@ range_free "$PASV_FIRST" "$PASV_LAST" || die "no free 100-port passive range fou
 
 # --- vsftpd ------------------------------------------------------------------------
 VLOG=$WORK/vsftpd-xfer.log
-cat >"$WORK/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-listen_address=127.0.0.1
-listen_port=$VPORT
-background=NO
-anonymous_enable=YES
-local_enable=NO
-anon_root=$WORK/root
+bench_vsftpd 127.0.0.1 "$VPORT" <<EOF
 write_enable=YES
 anon_upload_enable=YES
 anon_other_write_enable=YES
 anon_world_readable_only=NO
-secure_chroot_dir=$WORK/empty
-# Turned off for the benchmark (see the header of bench-throughput.sh):
-isolate=NO
-isolate_network=NO
-seccomp_sandbox=NO
 # FTPS: anonymous logins and data must use TLS; require_ssl_reuse stays at
 # its default (YES): data connections must resume the control session.
 ssl_enable=YES
@@ -216,10 +205,6 @@ xferlog_enable=YES
 vsftpd_log_file=$VLOG
 debug_ssl=YES
 EOF
-chmod 600 "$WORK/vsftpd.conf"
-"$VSFTPD" "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.log" 2>&1 &
-VSFTPD_PID=$!
-PIDS+=("$VSFTPD_PID")
 
 # --- ftpgate -----------------------------------------------------------------------
 cat >"$WORK/ftpgate.toml" <<EOF
