@@ -9,7 +9,9 @@
 #   ftp-server), so they are fetched with `apt-get download` and unpacked with
 #   `dpkg -x` into $PEERS_DIR (default /opt/ftpgate-peers); their shared-library
 #   dependencies are installed from apt. proftpd-mod-crypto (mod_tls, for the
-#   FTPS tests: proftpd-core has no TLS module) is unpacked the same way.
+#   FTPS tests: proftpd-core has no TLS module) is unpacked the same way, and
+#   proftpd-mod-proxy (ProFTPD's own FTP proxy, a peer that
+#   scripts/bench-control.sh measures ftpgate against; the tests never load it).
 # - openssl (the command) for the TLS rig's checks of what a server negotiates.
 # - openssh-server and openssh-client for the plain TCP listener tests
 #   (tests/it/sftp.rs): each test runs its own sshd on 127.0.0.1:<free port>
@@ -69,19 +71,19 @@ fi
 # reached): the tests' own sshd processes use other ports and their own
 # configs, so they do not conflict with it.
 
-# proftpd-core, proftpd-mod-crypto and pure-ftpd, unpacked side by side. The marker file records
+# proftpd-core, proftpd-mod-crypto, proftpd-mod-proxy and pure-ftpd, unpacked side by side. The marker file records
 # the exact package versions, so a Debian point release re-unpacks.
-want_versions="$(apt-cache policy proftpd-core proftpd-mod-crypto pure-ftpd | awk '/^[a-z]/{p=$1; sub(/:$/, "", p)} /Candidate:/{print p"="$2}' | tr '\n' ' ')"
+want_versions="$(apt-cache policy proftpd-core proftpd-mod-crypto proftpd-mod-proxy pure-ftpd | awk '/^[a-z]/{p=$1; sub(/:$/, "", p)} /Candidate:/{print p"="$2}' | tr '\n' ' ')"
 marker="$PEERS_DIR/.unpacked"
 if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want_versions" ] \
     && [ -x "$PEERS_DIR/usr/sbin/proftpd" ] && [ -x "$PEERS_DIR/usr/sbin/pure-ftpd" ] \
-    && [ -f "$PEERS_DIR/usr/lib/proftpd/mod_tls.so" ]; then
+    && [ -f "$PEERS_DIR/usr/lib/proftpd/mod_tls.so" ] && [ -f "$PEERS_DIR/usr/lib/proftpd/mod_proxy.so" ]; then
     echo "peers already unpacked in $PEERS_DIR ($want_versions)"
 else
     dl="$(mktemp -d)"
     # apt-get download fetches as the _apt user where it can write.
     chown _apt "$dl" 2>/dev/null || true
-    (cd "$dl" && apt-get download -q proftpd-core proftpd-mod-crypto pure-ftpd)
+    (cd "$dl" && apt-get download -q proftpd-core proftpd-mod-crypto proftpd-mod-proxy pure-ftpd)
     rm -rf "$PEERS_DIR"
     mkdir -p "$PEERS_DIR"
     for deb in "$dl"/*.deb; do
@@ -117,6 +119,10 @@ for bin in /usr/sbin/vsftpd "$PEERS_DIR/usr/sbin/proftpd" "$PEERS_DIR/usr/sbin/p
 done
 if [ ! -f "$PEERS_DIR/usr/lib/proftpd/mod_tls.so" ]; then
     echo "install-test-deps.sh: mod_tls.so (proftpd-mod-crypto) is missing after install" >&2
+    exit 1
+fi
+if [ ! -f "$PEERS_DIR/usr/lib/proftpd/mod_proxy.so" ]; then
+    echo "install-test-deps.sh: mod_proxy.so (proftpd-mod-proxy) is missing after install" >&2
     exit 1
 fi
 

@@ -1,11 +1,13 @@
 # Sourced by the bench scripts (after lib/bench-cleanup.sh, with VSFTPD set
 # and WORK made): starts their vsftpd.
 #
-# bench_vsftpd IP PORT < extra-lines: writes $WORK/vsftpd.conf (anonymous,
-# read from $WORK/root, chroot helper $WORK/empty, in the foreground, the
-# extra lines from stdin appended), starts vsftpd on it in the background
-# (log $WORK/vsftpd.log), adds it to PIDS and sets VSFTPD_PID.
-bench_vsftpd() {   # ip port
+# bench_vsftpd IP PORT [NAME] < extra-lines: writes $WORK/NAME.conf
+# (anonymous, read from $WORK/root, chroot helper $WORK/empty, in the
+# foreground, the extra lines from stdin appended), starts vsftpd on it in
+# the background (log $WORK/NAME.log), adds it to PIDS and sets VSFTPD_PID.
+# NAME defaults to vsftpd.
+bench_vsftpd() {   # ip port [name]
+    local name=${3:-vsftpd}
     {
         cat <<EOF
 listen=YES
@@ -23,9 +25,9 @@ isolate_network=NO
 seccomp_sandbox=NO
 EOF
         cat
-    } >"$WORK/vsftpd.conf"
-    chmod 600 "$WORK/vsftpd.conf"
-    "$VSFTPD" "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.log" 2>&1 &
+    } >"$WORK/$name.conf"
+    chmod 600 "$WORK/$name.conf"
+    "$VSFTPD" "$WORK/$name.conf" </dev/null >"$WORK/$name.log" 2>&1 &
     VSFTPD_PID=$!
     PIDS+=("$VSFTPD_PID")
 }
