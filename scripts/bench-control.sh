@@ -479,7 +479,7 @@ log "vsftpd $V_IP:$VPORT (pid $VSFTPD_PID, passive $VP0-$VP1), ftpgate $G_IP:$GP
 # --- measuring ---------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 declare -A ADDR=([direct]="$V_IP:$VPORT" [ftpgate]="$G_IP:$GPORT" [haproxy]="$H_IP:$HPORT")
-(( MODPROXY )) && ADDR[modproxy]="$M_IP:$MPORT"
+if (( MODPROXY )); then ADDR[modproxy]="$M_IP:$MPORT"; fi
 declare -A PID_OF=([direct]="$VSFTPD_PID" [ftpgate]="$GATE_PID" [haproxy]="$HAPROXY_PID")
 # Direct: vsftpd's 227 names HAProxy, so use the control address (as curl does).
 declare -A DATA_HOST=([direct]=control [ftpgate]=reply [haproxy]=reply [modproxy]=reply)
@@ -509,10 +509,10 @@ load() {   # rep name seconds-limit subcommand args...
 # The same for a run over all three targets at once: each line names its
 # target, which gives the name.
 declare -A NAME_OF=(["$V_IP:$VPORT"]=direct ["$G_IP:$GPORT"]=ftpgate ["$H_IP:$HPORT"]=haproxy)
-(( MODPROXY )) && NAME_OF["$M_IP:$MPORT"]=modproxy
+if (( MODPROXY )); then NAME_OF["$M_IP:$MPORT"]=modproxy; fi
 # The targets of the NOOP and LIST figures (mod_proxy only there).
 LATENCY_TARGETS=(direct ftpgate haproxy)
-(( MODPROXY )) && LATENCY_TARGETS+=(modproxy)
+if (( MODPROXY )); then LATENCY_TARGETS+=(modproxy); fi
 load_all() {   # rep seconds-limit subcommand args...
     local rep=$1 limit=$2 out st=0 line addr t
     shift 2
@@ -688,11 +688,15 @@ for k in noop list sessions idle idle-check; do
     done
 done
 
+MODPROXY_VERSION=""
+if (( MODPROXY )); then
+    MODPROXY_VERSION=$("$PROFTPD" -v 2>&1 | head -1 | grep -o 'ProFTPD Version [0-9.a-z]*' | sed 's/Version //' || true)
+fi
 echo
 echo "ftpgate control path (issue 13), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "ftpgate:  $branch @ $commit$dirty, $BIN"
 echo "host:     $(nproc) CPUs, $cpu, $mem, Linux $(uname -r); load average $LOAD_START at start, $LOAD_END at end"
-echo "peers:    vsftpd $("$VSFTPD" -v 0>&1 2>&1 | grep -o '[0-9.]*' | head -1 || true) (isolate=NO isolate_network=NO seccomp_sandbox=NO), $("$HAPROXY" -v | head -1 | cut -d' ' -f1-3) (mode tcp, nbthread default)$( (( MODPROXY )) && echo ", $("$PROFTPD" -v 2>&1 | head -1 | grep -o 'ProFTPD Version [0-9.a-z]*' | sed 's/Version //') + mod_proxy (reverse; NOOP and LIST only)")"
+echo "peers:    vsftpd $("$VSFTPD" -v 0>&1 2>&1 | grep -o '[0-9.]*' | head -1 || true) (isolate=NO isolate_network=NO seccomp_sandbox=NO), $("$HAPROXY" -v | head -1 | cut -d' ' -f1-3) (mode tcp, nbthread default)${MODPROXY_VERSION:+, $MODPROXY_VERSION + mod_proxy (reverse; NOOP and LIST only)}"
 echo "network:  $NETWORK"
 echo "runs:     $DONE repetitions of: $NOOP_COUNT NOOPs, $LIST_COUNT PASV+LIST, sessions for ${SESSION_SECONDS}s ($SLICES slices) at clients $CLIENTS, idle levels $IDLE_LEVELS; ${ELAPSED}s"
 echo
@@ -720,7 +724,8 @@ echo "| NOOP round trip, added over direct (median) | $(fmt "$d_noop" '%.0f us')
 list_peer=$(awk -v a="$g_list" -v b="$h_list" -v m="$m_list" 'BEGIN {
     if (a == "nan" || b == "nan") { print "nan"; exit }
     if (m != "nan" && m != "" && m < b) b = m; print a - b }')
-list_peers="below HAProxy$( (( MODPROXY )) && echo ' and mod_proxy')"
+list_peers="below HAProxy"
+if (( MODPROXY )); then list_peers+=" and mod_proxy"; fi
 echo "| PASV, connect, LIST of 5, 226; added over direct (median) | $(fmt "$d_list" '%.0f us') | $(signed "$g_list") ($(vs "$(paired / "list ftpgate median_us" "list direct median_us")" 1)) | $(signed "$h_list") ($(vs "$(paired / "list haproxy median_us" "list direct median_us")" 1)) | $m_list_col | $(vs "$g_list" "$h_list") | <= +150 us and $list_peers: $(awk -v a="$(verdict "$g_list" "<=" 150)" -v b="$(verdict "$list_peer" "<" 0)" 'BEGIN { print (a == "met" && b == "met") ? "met" : "**not met**" }') |"
 for c in $CLIENTS; do
     g=$(med sessions ftpgate cpu_ms_per_session "$c"); h=$(med sessions haproxy cpu_ms_per_session "$c")
