@@ -8,7 +8,7 @@
 #   BENCH_RUNS=3 BENCH_IDLE_LEVELS=1000,4000 scripts/bench-control.sh
 #
 # Figures (each the median over BENCH_RUNS repetitions; in each repetition
-# the three targets take turns, in an order rotated every repetition):
+# the targets take turns, in an order rotated every repetition):
 #   - NOOP round trip added over direct: median of BENCH_NOOP_COUNT round
 #     trips on one logged-in session per target (after 200 warm-up), one
 #     NOOP to each target in turn.
@@ -506,7 +506,7 @@ load() {   # rep name seconds-limit subcommand args...
     (( st == 0 )) || log "rep $rep $name: '$1' reported errors (exit $st)"
 }
 
-# The same for a run over all three targets at once: each line names its
+# The same for a run over all the latency targets at once: each line names its
 # target, which gives the name.
 declare -A NAME_OF=(["$V_IP:$VPORT"]=direct ["$G_IP:$GPORT"]=ftpgate ["$H_IP:$HPORT"]=haproxy)
 if (( MODPROXY )); then NAME_OF["$M_IP:$MPORT"]=modproxy; fi
