@@ -21,7 +21,10 @@
 # are zeroed (callgrind_control -z), BENCH_SECONDS of sessions run (one
 # client), and the counters are dumped (callgrind_control -d): startup and
 # warm-up are not counted. Prints instructions per session for each, and
-# the ratios.
+# the ratios; then, for ftpgate, the same split by the origin of the code
+# (tokio, the standard library, malloc, ftpgate's own, ...: self cost by
+# source file, scripts/lib/callgrind-origin.py; HAProxy's binary has no
+# debug information to split by).
 #
 # Environment:
 #   BENCH_SECONDS          measured sessions per proxy, in seconds (default 8)
@@ -186,7 +189,7 @@ wait_greeting() {   # addr pid name (valgrind starts slowly: up to 60 s)
 for n in "${NAMES[@]}"; do wait_greeting "${ADDR_OF[$n]}" "${PID_OF[$n]}" "$n"; done
 
 # --- measuring -------------------------------------------------------------------------------
-declare -A PER_SESSION
+declare -A PER_SESSION DUMP_OF SESSIONS_OF
 for n in "${NAMES[@]}"; do
     pid=${PID_OF[$n]}
     timeout $(( WARMUP * 10 + 60 )) "$LOAD" sessions --target "${ADDR_OF[$n]}" --clients 1 \
@@ -211,6 +214,7 @@ for n in "${NAMES[@]}"; do
     ir=$(awk '/^totals:/ { print $2; exit }' "$dump")
     [[ "$ir" =~ ^[0-9]+$ ]] || die "$n: no instruction total in $dump"
     PER_SESSION[$n]=$(( ir / sessions ))
+    DUMP_OF[$n]=$dump; SESSIONS_OF[$n]=$sessions
     log "$n: $sessions sessions, $ir instructions"
 done
 
@@ -225,4 +229,12 @@ if [[ -n "${FTPGATE_BIN_B:-}" ]]; then
     printf '\nftpgate_b / ftpgate: %s\n' \
         "$(awk -v a="${PER_SESSION[ftpgate_b]}" -v b="${PER_SESSION[ftpgate]}" 'BEGIN { printf "%.3f", a / b }')"
 fi
+# Where ftpgate's instructions come from (HAProxy's binary has no debug
+# information to tell).
+for n in "${NAMES[@]}"; do
+    [[ "$n" == haproxy ]] && continue
+    printf '\n%s, by the origin of the code (self cost; code inlined from a crate counts to it):\n\n' "$n"
+    python3 "$ROOT/scripts/lib/callgrind-origin.py" "${DUMP_OF[$n]}" "${SESSIONS_OF[$n]}" \
+        || log "$n: the breakdown by origin failed (the figures above stand)"
+done
 printf '\nftpgate: %s\nftpgate_b: %s\n' "$BIN" "${FTPGATE_BIN_B:--}"
