@@ -751,15 +751,27 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// A text-format ftpgate serving one curl download; returns its log.
-fn text_log_of_one_download() -> String {
-    let srv = vsftpd_with("f.bin", b"hello\n");
-    let gw = serve_with_range(&[
+/// ftpgate (text log, the defaults) in front of `srv`.
+fn serve_in_front_of(srv: &FtpServer) -> Served {
+    serve_with_range(&[
         "--backend".into(),
         srv.addr.to_string(),
         "--public-address".into(),
         "127.0.0.1".into(),
-    ]);
+    ])
+}
+
+/// The log's "session closed" lines.
+fn session_closed_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("session closed"))
+        .collect()
+}
+
+/// A text-format ftpgate serving one curl download; returns its log.
+fn text_log_of_one_download() -> String {
+    let srv = vsftpd_with("f.bin", b"hello\n");
+    let gw = serve_in_front_of(&srv);
     let out = clients::curl_get(&Target::for_server(&srv).via(gw.addr), "f.bin", Mode::Epsv);
     assert!(out.ok && out.stdout == b"hello\n", "{out:?}");
     let (status, log) = gw.stop();
@@ -777,10 +789,7 @@ fn cli_text_logs_by_default() {
         !log.lines().any(|l| l.starts_with('{')),
         "text format by default:\n{log}"
     );
-    let closed: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("session closed"))
-        .collect();
+    let closed = session_closed_lines(&log);
     assert_eq!(closed.len(), 1, "{log}");
     for want in [
         "client=127.0.0.1:",
@@ -821,12 +830,7 @@ fn cli_text_log_escapes_control_characters_a_client_sent() {
         return;
     }
     let srv = vsftpd_with("f.bin", b"x");
-    let gw = serve_with_range(&[
-        "--backend".into(),
-        srv.addr.to_string(),
-        "--public-address".into(),
-        "127.0.0.1".into(),
-    ]);
+    let gw = serve_in_front_of(&srv);
     let c = std::net::TcpStream::connect(gw.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = c.try_clone().unwrap();
@@ -849,10 +853,7 @@ fn cli_text_log_escapes_control_characters_a_client_sent() {
     drop(w);
     let (status, log) = gw.stop();
     assert_eq!(status, Some(0), "{log}");
-    let closed: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("session closed"))
-        .collect();
+    let closed = session_closed_lines(&log);
     assert_eq!(closed.len(), 1, "{log}");
     assert!(
         closed[0].contains(r"user=ev\x1b[2Jil\x07\x7f\u{9b}31m "),
