@@ -51,9 +51,10 @@ pub(super) async fn accept_control(
     let listener = ListenAddr::new(bound);
     // The metrics label, made once per listener, not per session.
     let what: Arc<str> = listener.label().into();
-    // Accepted connections inherit the control options from the listener;
-    // a session whose configuration (after a reload) wants other ones sets
-    // its own.
+    // Accepted connections inherit the control options from the listener
+    // (set before it listened, `Listeners::bind`; set again here with the
+    // live keepalive, so `tuned` says what the listener carries); a session
+    // whose configuration (after a reload) wants other ones sets its own.
     let keepalive = shared.live().config.tcp_keepalive;
     let tuned =
         crate::session::net::tune_listener(&l, keepalive, kind != ListenerKind::ImplicitTls)

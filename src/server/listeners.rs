@@ -4,6 +4,7 @@
 //! rather than a surprise under load.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
@@ -107,12 +108,32 @@ pub struct Listeners {
 }
 
 pub(crate) fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    bind_with(addr, false)
+    bind_with(addr, false, None)
+}
+
+/// Binds a control listener with the control connections' options
+/// (`keepalive`, and SO_OOBINLINE unless `oob_inline` is false) already
+/// set when it starts listening: the kernel completes connections before
+/// the accept task runs, and each takes the listener's options as they
+/// were at that moment. Set later, the first clients of a fresh ftpgate
+/// had none (no TCP_NODELAY, no keepalive, the ABOR synch out of band),
+/// while their sessions took the listener as tuned.
+fn bind_control(
+    addr: SocketAddr,
+    tproxy: bool,
+    keepalive: Duration,
+    oob_inline: bool,
+) -> std::io::Result<TcpListener> {
+    bind_with(addr, tproxy, Some((keepalive, oob_inline)))
 }
 
 /// Binds `addr`; `tproxy` also lets it take TPROXY-diverted connections
-/// where ftpgate may (IPv4, CAP_NET_ADMIN).
-fn bind_with(addr: SocketAddr, tproxy: bool) -> std::io::Result<TcpListener> {
+/// where ftpgate may (IPv4, CAP_NET_ADMIN); `control`: see [`bind_control`].
+fn bind_with(
+    addr: SocketAddr,
+    tproxy: bool,
+    control: Option<(Duration, bool)>,
+) -> std::io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     if tproxy && addr.is_ipv4() {
@@ -126,6 +147,11 @@ fn bind_with(addr: SocketAddr, tproxy: bool) -> std::io::Result<TcpListener> {
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
+    if let Some((keepalive, oob_inline)) = control {
+        // A failure shows again when the accept task tunes the listener
+        // (then each session sets its own options).
+        let _ = crate::session::net::tune_listener(&sock, keepalive, oob_inline);
+    }
     sock.listen(1024)?;
     TcpListener::from_std(sock.into())
 }
@@ -134,10 +160,14 @@ impl Listeners {
     /// Binds the control listeners, the whole passive range (when FTP is
     /// served) and the plain TCP listeners. Must run inside a tokio runtime.
     pub fn bind(config: &Config) -> Result<Listeners, BindError> {
+        let keepalive = config.tcp_keepalive;
         let control = config
             .listen
             .iter()
-            .map(|&addr| bind_one(addr).map_err(|source| BindError::Control { addr, source }))
+            .map(|&addr| {
+                bind_control(addr, false, keepalive, true)
+                    .map_err(|source| BindError::Control { addr, source })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let ip = config.passive_bind_address;
         let (first, last) = config.passive_ports;
@@ -153,18 +183,25 @@ impl Listeners {
         let implicit = config
             .implicit_tls_listen
             .iter()
-            .map(|&addr| bind_one(addr).map_err(|source| BindError::Implicit { addr, source }))
+            .map(|&addr| {
+                bind_control(addr, false, keepalive, false)
+                    .map_err(|source| BindError::Implicit { addr, source })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let proxied = config
             .proxy_protocol_listen
             .iter()
-            .map(|&addr| bind_one(addr).map_err(|source| BindError::Proxied { addr, source }))
+            .map(|&addr| {
+                bind_control(addr, false, keepalive, true)
+                    .map_err(|source| BindError::Proxied { addr, source })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let gateway = config
             .gateway_listen
             .iter()
             .map(|&addr| {
-                bind_with(addr, true).map_err(|source| BindError::Gateway { addr, source })
+                bind_control(addr, true, keepalive, true)
+                    .map_err(|source| BindError::Gateway { addr, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let tcp = config
@@ -260,4 +297,39 @@ pub(super) fn listening(
     );
     all.extend(admin.map(|a| format!("{a} (admin)")));
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::SockRef;
+
+    /// A client whose handshake completed before anything was accepted
+    /// (the first clients of a fresh ftpgate) still gets the control
+    /// options: the listener had them before it listened.
+    #[tokio::test]
+    async fn control_listeners_give_their_options_to_connections_made_before_any_accept() {
+        for oob_inline in [true, false] {
+            let keepalive = Duration::from_secs(45);
+            let l =
+                bind_control("127.0.0.1:0".parse().unwrap(), false, keepalive, oob_inline).unwrap();
+            // connect() returns once the kernel has completed the handshake.
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (accepted, _) = l.accept().await.unwrap();
+            let s = SockRef::from(&accepted);
+            assert!(s.nodelay().unwrap());
+            assert!(s.keepalive().unwrap());
+            assert_eq!(s.keepalive_time().unwrap(), keepalive);
+            assert_eq!(s.out_of_band_inline().unwrap(), oob_inline);
+        }
+    }
+
+    /// Other listeners (passive ports, `[tcp.*]`, admin) are left as they were.
+    #[tokio::test]
+    async fn other_listeners_carry_no_control_options() {
+        let l = bind_one("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().await.unwrap();
+        assert!(!SockRef::from(&accepted).keepalive().unwrap());
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
@@ -20,8 +21,10 @@ pub fn tune_control(s: &TcpStream, keepalive: Duration, oob_inline: bool) {
 /// The options of [`tune_control`] on a control listener: Linux gives every
 /// connection it accepts the listener's (TCP_NODELAY, SO_KEEPALIVE and its
 /// timers, SO_OOBINLINE), which saves five system calls per session. False
-/// when one could not be set (each session then sets them itself).
-pub fn tune_listener(l: &tokio::net::TcpListener, keepalive: Duration, oob_inline: bool) -> bool {
+/// when one could not be set (each session then sets them itself). A
+/// connection takes them when its handshake completes, so a listener gets
+/// them before it listens (`server::listeners`).
+pub fn tune_listener(l: &impl AsFd, keepalive: Duration, oob_inline: bool) -> bool {
     tune(SockRef::from(l), keepalive, oob_inline).is_ok()
 }
 
